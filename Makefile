@@ -1,0 +1,28 @@
+# Two commands matter: `make test` and `make demo`. Both build .venv from nothing but Python 3.11.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The plain CPU wheel; an unpinned `torch` pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/rldelta demo -o demo-out
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_diff.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache

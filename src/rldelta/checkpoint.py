@@ -1,0 +1,344 @@
+"""Open a checkpoint in any of the layouts a hub or a trainer leaves behind, and read its tensors lazily.
+
+Layouts: a directory holding `model.safetensors`; a directory holding a sharded `model.safetensors.index.json`;
+a single `.safetensors` file; a directory of `*.safetensors` files without an index; a local hub cache folder
+(`models--org--name`, or one of its `snapshots/<rev>/`).
+
+Every read opens the file, copies one tensor out of the memory map and closes it again. Keeping the map open
+would let the file's touched pages count towards this process's RSS until the end, so a whole model would look
+resident even though only one tensor is in use.
+
+Writing: `SafetensorsStreamWriter` writes a `.safetensors` file whose tensors arrive one at a time (in any order),
+so an output as large as the model (a mask, a patched checkpoint) never has to be held in memory whole. The
+`safetensors` library only writes whole dicts; the on-disk format is a documented 8-byte length, a JSON header and
+raw little-endian bytes, which is all this writer produces; every file it writes is read back by `safe_open`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+# Output embeddings that a `tie_word_embeddings` config shares with the input embeddings.
+_TIED_PAIRS = (("lm_head.weight", "model.embed_tokens.weight"),)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read, with a one-line reason that names the file or tensor."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    offset: int  # byte offset of the data inside the file, used to read files front to back
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+_ST_DTYPES: dict[str, torch.dtype] = {
+    "BOOL": torch.bool,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+}
+_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
+
+
+def _read_header(file: Path) -> dict:
+    """The JSON header of a safetensors file, validated enough to give a clear error for a corrupt one."""
+    try:
+        with open(file, "rb") as f:
+            raw_len = f.read(8)
+            if len(raw_len) < 8:
+                raise CheckpointError(f"{file}: not a safetensors file (shorter than its 8-byte header length)")
+            (n,) = struct.unpack("<Q", raw_len)
+            size = os.fstat(f.fileno()).st_size
+            if n > size - 8:
+                raise CheckpointError(f"{file}: corrupt safetensors header (claims {n} bytes, file has {size})")
+            header = json.loads(f.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{file}: corrupt safetensors header ({e.__class__.__name__})") from None
+    except OSError as e:
+        raise CheckpointError(f"{file}: cannot read ({e.strerror})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file}: corrupt safetensors header (not a JSON object)")
+    data_len = size - 8 - n
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = meta["data_offsets"]
+            dtype = meta["dtype"]
+            shape = meta["shape"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{file}: corrupt safetensors header (bad entry for tensor {name!r})") from None
+        if dtype not in _ST_DTYPES:
+            raise CheckpointError(f"{file}: tensor {name!r} has unsupported dtype {dtype}")
+        if not (0 <= start <= end <= data_len):
+            raise CheckpointError(f"{file}: corrupt safetensors header (tensor {name!r} lies outside the file)")
+    header["__data_start__"] = 8 + n
+    return header
+
+
+def _infos_of_file(file: Path, only: set[str] | None = None) -> dict[str, TensorInfo]:
+    header = _read_header(file)
+    out: dict[str, TensorInfo] = {}
+    for name, meta in header.items():
+        if name.startswith("__") or (only is not None and name not in only):
+            continue
+        out[name] = TensorInfo(
+            name=name,
+            file=file,
+            dtype=_ST_DTYPES[meta["dtype"]],
+            shape=tuple(int(d) for d in meta["shape"]),
+            offset=header["__data_start__"] + int(meta["data_offsets"][0]),
+        )
+    return out
+
+
+def _resolve_hub_cache(path: Path) -> Path:
+    """`models--org--name` -> the snapshot named by refs/main, or the only snapshot there is."""
+    snaps = path / "snapshots"
+    ref = path / "refs" / "main"
+    if ref.is_file():
+        rev = ref.read_text().strip()
+        if (snaps / rev).is_dir():
+            return snaps / rev
+        raise CheckpointError(f"{path}: refs/main names snapshot {rev}, which is not in {snaps}")
+    revs = sorted(p for p in snaps.iterdir() if p.is_dir())
+    if len(revs) == 1:
+        return revs[0]
+    if not revs:
+        raise CheckpointError(f"{path}: hub cache folder without any snapshot")
+    raise CheckpointError(f"{path}: hub cache holds {len(revs)} snapshots and no refs/main; pass one snapshots/<rev>/")
+
+
+@dataclass
+class Checkpoint:
+    """The tensors of one checkpoint: names, dtypes and shapes from the headers, data read on demand."""
+
+    path: Path
+    infos: dict[str, TensorInfo]
+    config: dict = field(default_factory=dict)
+    # name -> the name it is tied to (the alias is not a tensor of its own; reading it reads the target)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        """Tensor names in on-disk order (file, then offset), so a full pass reads each file front to back."""
+        return sorted(self.infos, key=lambda n: (str(self.infos[n].file), self.infos[n].offset))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.infos
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self.infos[name]
+        except KeyError:
+            raise CheckpointError(f"{self.path}: no tensor named {name!r}") from None
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor (a fresh copy; the file is not kept mapped)."""
+        info = self.info(name)
+        try:
+            with safe_open(str(info.file), framework="pt") as f:
+                return f.get_tensor(name)
+        except SafetensorError as e:
+            raise CheckpointError(f"{info.file}: cannot read tensor {name!r} ({e})") from None
+
+    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for name in self.names():
+            yield name, self.get(name)
+
+    @property
+    def numel(self) -> int:
+        return sum(i.numel for i in self.infos.values())
+
+
+def _files_of_dir(path: Path) -> tuple[list[Path], dict[str, Path] | None]:
+    """The safetensors files of a checkpoint directory, and for a sharded one the index's name -> file map."""
+    index = path / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            raise CheckpointError(f"{index}: corrupt index (no 'weight_map' object)") from None
+        by_name = {name: path / shard for name, shard in weight_map.items()}
+        files = sorted(set(by_name.values()))
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{index}: names shard {f.name}, which is missing from {path}")
+        return files, by_name
+    if (path / SINGLE_FILE).is_file():
+        return [path / SINGLE_FILE], None
+    files = sorted(path.glob("*.safetensors"))
+    if files:
+        return files, None
+    raise CheckpointError(
+        f"{path}: not a checkpoint (no {SINGLE_FILE}, no {INDEX_FILE}, no *.safetensors file)"
+    )
+
+
+def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Open a checkpoint for lazy reading. Raises CheckpointError with a one-line reason on bad input."""
+    given = Path(path)
+    if not given.exists():
+        raise CheckpointError(f"{given}: no such file or directory")
+    root = given
+    if root.is_dir() and (root / "snapshots").is_dir():
+        root = _resolve_hub_cache(root)
+
+    config: dict = {}
+    if root.is_file():
+        if root.suffix != ".safetensors":
+            raise CheckpointError(f"{root}: not a checkpoint (expected a .safetensors file or a directory)")
+        files, by_name = [root], None
+        cfg_file = root.parent / "config.json"
+    else:
+        files, by_name = _files_of_dir(root)
+        cfg_file = root / "config.json"
+    if cfg_file.is_file():
+        try:
+            config = json.loads(cfg_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            config = {}  # a config is a hint for tied weights, never required
+
+    infos: dict[str, TensorInfo] = {}
+    for file in files:
+        wanted = None if by_name is None else {n for n, f in by_name.items() if f == file}
+        found = _infos_of_file(file, wanted)
+        if wanted is not None and (lost := wanted - found.keys()):
+            raise CheckpointError(f"{file}: index lists tensor {sorted(lost)[0]!r} but the shard does not hold it")
+        for name, info in found.items():
+            if name in infos:
+                raise CheckpointError(f"{file}: tensor {name!r} also appears in {infos[name].file}")
+            infos[name] = info
+
+    aliases: dict[str, str] = {}
+    if _config_ties_embeddings(config):
+        for alias, target in _TIED_PAIRS:
+            if target in infos:
+                aliases[alias] = target
+                infos.pop(alias, None)  # a stored copy of a tied tensor is the same parameter: count it once
+    return Checkpoint(path=given, infos=infos, config=config, aliases=aliases)
+
+
+def _config_ties_embeddings(config: dict) -> bool:
+    tie = config.get("tie_word_embeddings")
+    if tie is None:
+        tie = config.get("text_config", {}).get("tie_word_embeddings")
+    return bool(tie)
+
+
+class SafetensorsStreamWriter:
+    """Write a .safetensors file tensor by tensor; nothing but the current tensor is held in memory.
+
+    All (name, dtype, shape) must be known up front, because the header (with every offset) comes first.
+    Data goes to `<path>.partial`; `close()` fsyncs and renames it onto `path`, so `path` is never half-written.
+    A `.partial` left by an interrupted run can be reopened with `resume=True` and filled in further.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        layout: Sequence[tuple[str, torch.dtype, Sequence[int]]],
+        metadata: dict[str, str] | None = None,
+        resume: bool = False,
+    ):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        header: dict = {}
+        if metadata:
+            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        self._slots: dict[str, tuple[int, int, torch.dtype, tuple[int, ...]]] = {}
+        pos = 0
+        for name, dtype, shape in layout:
+            shape = tuple(int(d) for d in shape)
+            nbytes = _numel(shape) * torch.empty((), dtype=dtype).element_size()
+            header[name] = {"dtype": _ST_NAMES[dtype], "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
+            self._slots[name] = (pos, nbytes, dtype, shape)
+            pos += nbytes
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)  # the format asks for the data to start 8-byte aligned
+        self._data_start = 8 + len(blob)
+        head = struct.pack("<Q", len(blob)) + blob
+        if resume and self.partial.is_file() and self._same_head(head):
+            self._f = open(self.partial, "r+b")
+        else:
+            self._f = open(self.partial, "wb")
+            self._f.write(head)
+            self._f.truncate(self._data_start + pos)
+
+    def _same_head(self, head: bytes) -> bool:
+        with open(self.partial, "rb") as f:
+            return f.read(len(head)) == head
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        pos, nbytes, dtype, shape = self._slots[name]
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
+            raise ValueError(f"{name}: expected {dtype} {shape}, got {tensor.dtype} {tuple(tensor.shape)}")
+        data = tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes() if nbytes else b""
+        self._f.seek(self._data_start + pos)
+        self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> Path:
+        self.flush()
+        self._f.close()
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close without publishing; the .partial stays for a later resume."""
+        if not self._f.closed:
+            self.flush()
+            self._f.close()
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a small file so that readers see either the old or the complete new content."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
