@@ -290,7 +290,8 @@ class SafetensorsStreamWriter:
         blob += b" " * (-len(blob) % 8)  # the format asks for the data to start 8-byte aligned
         self._data_start = 8 + len(blob)
         head = struct.pack("<Q", len(blob)) + blob
-        if resume and self.partial.is_file() and self._same_head(head):
+        self.resumed = resume and self.partial.is_file() and self._same_head(head)
+        if self.resumed:
             self._f = open(self.partial, "r+b")
         else:
             self._f = open(self.partial, "wb")

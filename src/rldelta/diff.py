@@ -1,0 +1,394 @@
+"""The streaming diff: pair the tensors of two checkpoints, compute each pair's numbers, write the results.
+
+Memory stays bounded by a small multiple of the largest tensor: one pair is read at a time per worker, the
+changed-mask goes straight to its slot in `mask.safetensors`, and finished rows are appended to a journal
+(`OUT/.partial/rows.jsonl`) that `resume=True` continues from. The final files appear only once complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from rldelta import __version__
+from rldelta.checkpoint import Checkpoint, SafetensorsStreamWriter, atomic_write_bytes, open_checkpoint
+from rldelta.metrics.delta import delta_stats
+from rldelta.metrics.sparsity import COMPARE_DTYPES
+from rldelta.naming import parse_name
+
+TENSORS_FILE = "tensors.parquet"
+SUMMARY_FILE = "summary.json"
+MASK_FILE = "mask.safetensors"
+MASK_FORMAT = "rldelta.mask"
+_PARTIAL = ".partial"
+
+TENSORS_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("shape", pa.list_(pa.int64())),
+        ("numel", pa.int64()),
+        ("dtype_base", pa.string()),
+        ("dtype_tuned", pa.string()),
+        ("changed", pa.int64()),
+        ("changed_frac", pa.float64()),
+        ("changed_atol", pa.int64()),
+        ("nonfinite", pa.int64()),
+        ("rank", pa.int64()),
+        ("max_rank", pa.int64()),
+        ("rank_frac", pa.float64()),
+        ("effective_rank", pa.float64()),
+        ("delta_fro", pa.float64()),
+        ("base_fro", pa.float64()),
+        ("rel_norm", pa.float64()),
+        ("row_coverage", pa.float64()),
+        ("col_coverage", pa.float64()),
+        ("layer", pa.int64()),
+        ("module", pa.string()),
+    ]
+)
+
+
+class DiffError(ValueError):
+    """Inputs that cannot be diffed as asked (mismatched tensors under --strict, an unknown dtype, ...)."""
+
+
+@dataclass(frozen=True)
+class DiffOptions:
+    atol: float = 1e-5
+    compare_dtype: str = "base"  # "base", "bf16", "fp16" or "fp32"
+    rank: bool = True
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if self.compare_dtype != "base" and self.compare_dtype not in COMPARE_DTYPES:
+            raise DiffError(f"--compare-dtype must be base, bf16, fp16 or fp32, not {self.compare_dtype!r}")
+        if not self.atol >= 0:
+            raise DiffError(f"--atol must be >= 0, not {self.atol}")
+
+
+@dataclass
+class Pairing:
+    """Which tensors the two checkpoints share, and what is on one side only."""
+
+    names: list[str]
+    missing_in_tuned: list[str] = field(default_factory=list)
+    extra_in_tuned: list[str] = field(default_factory=list)
+    shape_mismatch: list[dict] = field(default_factory=list)
+    tied: list[str] = field(default_factory=list)
+
+
+def pair_tensors(base: Checkpoint, tuned: Checkpoint) -> Pairing:
+    """Tensors present in both with equal shapes, in the base's on-disk order; tied aliases counted once."""
+    aliases = set(base.aliases) | set(tuned.aliases)
+    base_names = [n for n in base.names() if n not in aliases]
+    tuned_names = {n for n in tuned.names() if n not in aliases}
+    p = Pairing(names=[], tied=sorted(aliases))
+    for n in base_names:
+        if n not in tuned_names:
+            p.missing_in_tuned.append(n)
+        elif base.info(n).shape != tuned.info(n).shape:
+            p.shape_mismatch.append(
+                {"name": n, "base_shape": list(base.info(n).shape), "tuned_shape": list(tuned.info(n).shape)}
+            )
+        else:
+            p.names.append(n)
+    p.extra_in_tuned = sorted(tuned_names - set(base_names))
+    return p
+
+
+def _compare_dtype(opts: DiffOptions, base_dtype: torch.dtype) -> torch.dtype:
+    return base_dtype if opts.compare_dtype == "base" else COMPARE_DTYPES[opts.compare_dtype]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def diff_tensor(base: Checkpoint, tuned: Checkpoint, name: str, opts: DiffOptions) -> tuple[dict, np.ndarray]:
+    """One row of tensors.parquet and the changed-mask, bit-packed (1/8 of a bool tensor) for the trip home."""
+    b, t = base.get(name), tuned.get(name)
+    stats, mask = delta_stats(b, t, compare_dtype=_compare_dtype(opts, b.dtype), atol=opts.atol, rank=opts.rank)
+    layer, module = parse_name(name)
+    row = {
+        "name": name,
+        "shape": list(b.shape),
+        "dtype_base": _dtype_name(b.dtype),
+        "dtype_tuned": _dtype_name(t.dtype),
+        **stats.as_row(),
+        "layer": layer,
+        "module": module,
+    }
+    return row, np.packbits(mask.numpy().reshape(-1))
+
+
+# One pair of checkpoints per worker process, opened once by the pool's initializer.
+_WORKER: dict = {}
+
+
+def _worker_init(base_path: str, tuned_path: str, opts: DiffOptions) -> None:
+    torch.set_num_threads(1)  # the pool provides the parallelism; threads inside each worker would oversubscribe
+    _WORKER.update(base=open_checkpoint(base_path), tuned=open_checkpoint(tuned_path), opts=opts)
+
+
+def _worker_diff(name: str) -> tuple[dict, np.ndarray]:
+    return diff_tensor(_WORKER["base"], _WORKER["tuned"], name, _WORKER["opts"])
+
+
+def _results(
+    base: Checkpoint, tuned: Checkpoint, names: list[str], opts: DiffOptions, workers: int
+) -> Iterator[tuple[dict, np.ndarray]]:
+    """Rows in completion order. At most 2 tensors per worker are in flight, which bounds memory."""
+    if workers <= 1:
+        for n in names:
+            yield diff_tensor(base, tuned, n, opts)
+        return
+    ctx = get_context("spawn")  # fork after torch has started threads can deadlock
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(str(base.path), str(tuned.path), opts)
+    ) as pool:
+        todo = iter(names)
+        running: set[Future] = set()
+        for n in todo:
+            running.add(pool.submit(_worker_diff, n))
+            if len(running) >= 2 * workers:
+                break
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    running.add(pool.submit(_worker_diff, nxt))
+
+
+class _Journal:
+    """Rows finished so far, one JSON line each, and the options they were computed with."""
+
+    def __init__(self, partial: Path, identity: dict, resume: bool):
+        self.dir = partial
+        self.rows_file = partial / "rows.jsonl"
+        ident_file = partial / "identity.json"
+        self.rows: dict[str, dict] = {}
+        if resume and ident_file.is_file() and json.loads(ident_file.read_text()) == identity:
+            self.rows = _read_rows(self.rows_file)
+        else:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            atomic_write_bytes(ident_file, json.dumps(identity).encode())
+            self.rows_file.touch()
+        self._f = open(self.rows_file, "a")
+
+    def forget(self) -> None:
+        self.rows = {}
+        self.rows_file.write_text("")
+
+    def add(self, row: dict) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+        self.rows[row["name"]] = row
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _read_rows(path: Path) -> dict[str, dict]:
+    rows = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # the line being written when the run was interrupted
+            rows[row["name"]] = row
+    return rows
+
+
+def run_diff(
+    base: str | os.PathLike,
+    tuned: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    atol: float = 1e-5,
+    compare_dtype: str = "base",
+    rank: bool = True,
+    save_mask: bool = False,
+    workers: int = 1,
+    resume: bool = False,
+    strict: bool = False,
+    progress: bool | Callable[[int, int, str], None] = False,
+) -> dict:
+    """Diff two checkpoints tensor by tensor and write OUT/tensors.parquet, OUT/summary.json (and the mask).
+
+    Returns the summary. `progress=True` shows a rich progress bar; a callable receives (done, total, name).
+    """
+    opts = DiffOptions(atol=atol, compare_dtype=compare_dtype, rank=rank, strict=strict)
+    if workers < 1:
+        raise DiffError(f"--workers must be >= 1, not {workers}")
+    base_ck, tuned_ck = open_checkpoint(base), open_checkpoint(tuned)
+    pairing = pair_tensors(base_ck, tuned_ck)
+    if strict and (pairing.missing_in_tuned or pairing.extra_in_tuned or pairing.shape_mismatch):
+        raise DiffError(_mismatch_message(pairing))
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = {
+        "base": str(base),
+        "tuned": str(tuned),
+        "options": asdict(opts),
+        "save_mask": save_mask,
+        "names": pairing.names,
+    }
+    journal = _Journal(out / _PARTIAL, identity, resume)
+    writer = None
+    if save_mask:
+        layout = [(n, torch.bool, base_ck.info(n).shape) for n in pairing.names]
+        meta = {"format": MASK_FORMAT, "version": "1", "base": str(base), "tuned": str(tuned),
+                "compare_dtype": compare_dtype}
+        # The mask's .partial lives beside the journal's rows; on resume it already holds their slots.
+        writer = SafetensorsStreamWriter(out / MASK_FILE, layout, metadata=meta, resume=bool(journal.rows))
+        if not writer.resumed:
+            journal.forget()  # rows without their mask slots on disk must be computed again
+    todo = [n for n in pairing.names if n not in journal.rows]
+    report = _progress_reporter(progress, len(pairing.names), len(pairing.names) - len(todo))
+    try:
+        for row, packed in _results(base_ck, tuned_ck, todo, opts, workers):
+            if writer is not None:
+                numel = row["numel"]
+                bits = np.unpackbits(packed, count=numel)  # uint8 0/1: byte for byte the safetensors BOOL layout
+                writer.write(row["name"], torch.from_numpy(bits).view(torch.bool).reshape(row["shape"]))
+                writer.flush()  # the mask slot is on disk before the journal says the tensor is done
+            journal.add(row)
+            report(row["name"])
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        journal.close()
+        raise
+    finally:
+        report(None)
+    journal.close()
+
+    rows = [journal.rows[n] for n in pairing.names]
+    summary = summarize(rows, pairing, opts, base=str(base), tuned=str(tuned), save_mask=save_mask)
+    _write_table(rows, out / TENSORS_FILE)
+    atomic_write_bytes(out / SUMMARY_FILE, json.dumps(summary, indent=2).encode())
+    if writer is not None:
+        writer.close()
+    shutil.rmtree(out / _PARTIAL, ignore_errors=True)
+    return summary
+
+
+def _mismatch_message(p: Pairing) -> str:
+    parts = []
+    if p.missing_in_tuned:
+        parts.append(f"{len(p.missing_in_tuned)} tensor(s) missing in tuned, e.g. {p.missing_in_tuned[0]!r}")
+    if p.extra_in_tuned:
+        parts.append(f"{len(p.extra_in_tuned)} extra in tuned, e.g. {p.extra_in_tuned[0]!r}")
+    if p.shape_mismatch:
+        m = p.shape_mismatch[0]
+        parts.append(
+            f"{len(p.shape_mismatch)} with different shapes, e.g. {m['name']!r} "
+            f"{tuple(m['base_shape'])} vs {tuple(m['tuned_shape'])}"
+        )
+    return "checkpoints do not match (--strict): " + "; ".join(parts)
+
+
+def _write_table(rows: list[dict], path: Path) -> None:
+    table = pa.Table.from_pylist(rows, schema=TENSORS_SCHEMA)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _weighted(rows: list[dict], key: str) -> tuple[float | None, float | None]:
+    """Plain and numel-weighted mean of a column over the rows where it is defined."""
+    vals = [(r[key], r["numel"]) for r in rows if r.get(key) is not None]
+    if not vals:
+        return None, None
+    plain = sum(v for v, _ in vals) / len(vals)
+    weight = sum(w for _, w in vals)
+    return plain, (sum(v * w for v, w in vals) / weight if weight else None)
+
+
+def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) -> dict:
+    """Totals over all diffed tensors and per module kind, plus what could not be paired."""
+    numel = sum(r["numel"] for r in rows)
+    changed = sum(r["changed"] for r in rows)
+    changed_atol = sum(r["changed_atol"] for r in rows)
+    rank_mean, rank_wmean = _weighted(rows, "rank_frac")
+    by_module: dict[str, dict] = {}
+    for mod in sorted({r["module"] for r in rows}):
+        sub = [r for r in rows if r["module"] == mod]
+        n = sum(r["numel"] for r in sub)
+        m_mean, m_wmean = _weighted(sub, "rank_frac")
+        by_module[mod] = {
+            "tensors": len(sub),
+            "numel": n,
+            "changed": sum(r["changed"] for r in sub),
+            "changed_frac": sum(r["changed"] for r in sub) / n if n else None,
+            "changed_atol_frac": sum(r["changed_atol"] for r in sub) / n if n else None,
+            "mean_rank_frac": m_mean,
+        }
+    return {
+        "version": __version__,
+        **context,
+        "options": asdict(opts),
+        "totals": {
+            "tensors": len(rows),
+            "numel": numel,
+            "changed": changed,
+            "changed_frac": changed / numel if numel else None,
+            "changed_atol": changed_atol,
+            "changed_atol_frac": changed_atol / numel if numel else None,
+            "nonfinite": sum(r["nonfinite"] for r in rows),
+            "mean_rank_frac": rank_mean,
+            "weighted_mean_rank_frac": rank_wmean,
+        },
+        "by_module": by_module,
+        "missing_in_tuned": pairing.missing_in_tuned,
+        "extra_in_tuned": pairing.extra_in_tuned,
+        "shape_mismatch": pairing.shape_mismatch,
+        "tied": pairing.tied,
+    }
+
+
+def _progress_reporter(progress, total: int, done: int) -> Callable[[str | None], None]:
+    """Adapts `progress` (False, True for a rich bar, or a callable) to one call per finished tensor."""
+    if callable(progress):
+        state = {"done": done}
+
+        def call(name: str | None) -> None:
+            if name is not None:
+                state["done"] += 1
+                progress(state["done"], total, name)
+
+        return call
+    if not progress:
+        return lambda name: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("diff"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("[dim]{task.description}"), transient=False,
+    )
+    task = bar.add_task("", total=total, completed=done)
+    bar.start()
+
+    def update(name: str | None) -> None:
+        if name is None:
+            bar.stop()
+        else:
+            bar.update(task, advance=1, description=name)
+
+    return update
