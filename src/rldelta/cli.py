@@ -22,7 +22,7 @@ def _root() -> None:
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print a one-line error and leave with a non-zero code (never a traceback for bad input)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line, whatever the width
     raise typer.Exit(code)
 
 
