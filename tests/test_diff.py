@@ -178,6 +178,18 @@ def test_nonfinite_counted(ckpt, tmp_path):
     assert pd.isna(df.loc["w", "rank"])  # --no-rank
 
 
+def test_nonfinite_already_in_base_is_counted(ckpt, tmp_path):
+    base = torch.ones(4, 4).bfloat16()
+    base[3, 3] = float("inf")  # unchanged by the update, still a non-finite entry of TUNED
+    tuned = base.clone()
+    tuned[0, 1] = float("nan")
+    tuned[0, 2] = 2.0
+    run_diff(ckpt("b", {"w": base}), ckpt("t", {"w": tuned}), tmp_path / "out")
+    df, _ = read(tmp_path / "out")
+    assert df.loc["w", "nonfinite"] == 2 and df.loc["w", "changed"] == 2
+    assert pd.isna(df.loc["w", "rank"]) and df.loc["w", "max_rank"] == 4  # no SVD of a non-finite update
+
+
 def _model_tensors(seed: int, moved: float = 0.0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     t = {

@@ -56,9 +56,333 @@ def diff(
     Console().print(diff_table(summary))
     console.print(f"wrote {out}")
 
+@app.command()
+def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="Output directory.")) -> None:
+    """Build a small Llama-shaped pair with a planted update, diff it, and check the diff found what was planted."""
+    from rldelta.demo import build_demo_pair
+    from rldelta.diff import run_diff
+    from rldelta.report.terminal import diff_table
+
+    base, tuned, planted = build_demo_pair(out / "pair")
+    summary = run_diff(base, tuned, out / "diff", save_mask=True, progress=True)
+    Console().print(diff_table(summary))
+    found = summary["totals"]["changed"]
+    want = sum(planted.values())
+    verdict = "[green]matches[/]" if found == want else "[red]DIFFERS from[/]"
+    Console().print(f"changed entries found: {found:,} — {verdict} the {want:,} planted. Results: {out / 'diff'}")
+    if found != want:
+        raise typer.Exit(1)
+
+
 # ---- masks, overlap, explain (issue 4) -----------------------------------------------------------------------
 
+mask_app = typer.Typer(no_args_is_help=True, help="Build, combine and inspect changed-masks (mask.safetensors).")
+app.add_typer(mask_app, name="mask")
+
+
+def _mask_done(counts, out: Path) -> None:
+    console.print(f"wrote {out}: {counts.total_count:,} of {counts.total_numel:,} entries "
+                  f"({100 * counts.total_density:.3f}%) in {len(counts.count)} tensors", highlight=False)
+
+
+def _save_built(build, out: Path) -> None:
+    """Run a mask builder and stream its result to OUT, turning bad input into a one-line error."""
+    from rldelta.masks import MaskError, save_mask
+
+    try:
+        counts = save_mask(build(), out)
+    except (CheckpointError, MaskError) as e:
+        fail(str(e))
+    _mask_done(counts, out)
+
+
+@mask_app.command("from-diff")
+def mask_from_diff_cmd(
+    diff_dir: Path = typer.Argument(..., help="Output directory of `rldelta diff --save-mask`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Mask file (.safetensors) or directory."),
+) -> None:
+    """Copy the changed-mask of a diff into its own file."""
+    from rldelta.masks import mask_from_diff
+
+    _save_built(lambda: mask_from_diff(diff_dir), out)
+
+
+@mask_app.command("threshold")
+def mask_threshold_cmd(
+    ckpt: Path = typer.Argument(..., help="Base checkpoint (or the only one, for a threshold on |W|)."),
+    tuned: Optional[Path] = typer.Argument(None, help="Tuned checkpoint: threshold |tuned - base| instead of |W|."),
+    threshold: float = typer.Option(1e-5, "--threshold", "-t", help="Entries with |Δ| (or |W|) above this."),
+    below: bool = typer.Option(False, "--below", help="For |W|: entries below the threshold instead."),
+    out: Path = typer.Option(..., "-o", "--out", help="Mask file (.safetensors) or directory."),
+) -> None:
+    """Mask of |Δ| > threshold (two checkpoints) or of |W| > threshold (one checkpoint)."""
+    from rldelta.checkpoint import open_checkpoint
+    from rldelta.masks import threshold_delta_mask, threshold_weight_mask
+
+    if tuned is not None and below:
+        fail("--below applies to a threshold on |W| (one checkpoint), not on |Δ|")
+    _save_built(lambda: threshold_delta_mask(open_checkpoint(ckpt), open_checkpoint(tuned), threshold)
+                if tuned is not None else threshold_weight_mask(open_checkpoint(ckpt), threshold, below=below), out)
+
+
+@mask_app.command("topk")
+def mask_topk_cmd(
+    base: Path = typer.Argument(..., help="Base checkpoint."),
+    tuned: Path = typer.Argument(..., help="Tuned checkpoint."),
+    frac: float = typer.Option(..., "--frac", help="Fraction of each tensor's entries to keep, largest |Δ| first."),
+    out: Path = typer.Option(..., "-o", "--out", help="Mask file (.safetensors) or directory."),
+) -> None:
+    """Per tensor, the FRAC of entries with the largest |tuned - base|."""
+    from rldelta.checkpoint import open_checkpoint
+    from rldelta.masks import topk_delta_mask
+
+    _save_built(lambda: topk_delta_mask(open_checkpoint(base), open_checkpoint(tuned), frac), out)
+
+
+@mask_app.command("random")
+def mask_random_cmd(
+    like: Path = typer.Argument(..., help="Mask or diff dir whose names, shapes and per-tensor counts to copy."),
+    seed: int = typer.Option(0, help="Seed; the same seed gives the same mask."),
+    density: Optional[float] = typer.Option(None, help="One density for every tensor instead of LIKE's counts."),
+    out: Path = typer.Option(..., "-o", "--out", help="Mask file (.safetensors) or directory."),
+) -> None:
+    """Random mask with exactly LIKE's number of entries per tensor (seeded, reproducible)."""
+    from rldelta.masks import load_mask, random_mask
+
+    _save_built(lambda: random_mask(load_mask(like), seed, density=density), out)
+
+
+@mask_app.command("combine")
+def mask_combine_cmd(
+    a: Path = typer.Argument(..., help="Mask A (file or diff dir)."),
+    b: Path = typer.Argument(..., help="Mask B (file or diff dir)."),
+    op: str = typer.Option(..., "--op", help="and (A∩B), or (A∪B), minus (A∖B)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Mask file (.safetensors) or directory."),
+) -> None:
+    """Intersection, union or difference of two masks."""
+    from rldelta.masks import difference, intersection, load_mask, union
+
+    ops = {"and": intersection, "or": union, "minus": difference}
+    if op not in ops:
+        fail(f"--op must be one of and, or, minus; not {op!r}")
+    _save_built(lambda: ops[op](load_mask(a), load_mask(b)), out)
+
+
+@mask_app.command("info")
+def mask_info_cmd(mask: Path = typer.Argument(..., help="Mask file or diff dir.")) -> None:
+    """Density per tensor and in total."""
+    from rich.table import Table
+
+    from rldelta.masks import MaskError, load_mask, mask_counts
+
+    try:
+        counts = mask_counts(load_mask(mask))
+    except MaskError as e:
+        fail(str(e))
+    t = Table(title=str(mask), show_footer=True)
+    t.add_column("tensor", footer="total")
+    t.add_column("entries", justify="right", footer=f"{counts.total_numel:,}")
+    t.add_column("in mask", justify="right", footer=f"{counts.total_count:,}")
+    t.add_column("density", justify="right", footer=f"{100 * counts.total_density:.3f}%")
+    for n in counts.count:
+        t.add_row(n, f"{counts.numel[n]:,}", f"{counts.count[n]:,}", f"{100 * counts.density(n):.3f}%")
+    Console().print(t)
+
+
+def _pct4(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f}%"
+
+
+@app.command()
+def overlap(
+    inputs: list[Path] = typer.Argument(..., help="Two or more masks or diff dirs (with mask.safetensors)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
+) -> None:
+    """One-sided overlap |A∩B|/|A|, Jaccard and the random expectation for every ordered pair."""
+    from rich.table import Table
+
+    from rldelta.masks import MaskError
+    from rldelta.overlap import run_overlap
+
+    try:
+        result = run_overlap(inputs, out, progress=True)
+    except (CheckpointError, MaskError) as e:
+        fail(str(e))
+    t = Table(title="rldelta overlap (all tensors)")
+    for col in ("A", "B", "|A|", "|A∩B|", "overlap A→B", "random", "Jaccard"):
+        t.add_column(col, justify="left" if col in ("A", "B") else "right")
+    for r in result["pairs"]:
+        t.add_row(r["a"], r["b"], f"{r['size_a']:,}", f"{r['intersection']:,}", _pct4(r["overlap"]),
+                  _pct4(r["random_overlap"]), _pct4(r["jaccard"]))
+    Console().print(t)
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def explain(
+    diff_dir: Path = typer.Argument(..., help="Output directory of `rldelta diff --save-mask`."),
+    base: Path = typer.Option(..., "--base", help="The base checkpoint that diff was made from."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
+    tuned_master: Optional[Path] = typer.Option(None, "--tuned-master", help="fp32 master weights of the run."),
+    other: Optional[Path] = typer.Option(None, "--other", help="A second run's diff dir: magnitude-matched overlap."),
+    rank_null: bool = typer.Option(True, "--rank-null/--no-rank-null", help="Random-sparse rank null (SVDs)."),
+    rank_samples: int = typer.Option(3, help="Random matrices per tensor for the rank null."),
+    seed: int = typer.Option(0, help="Seed of the rank null."),
+) -> None:
+    """Null models: rounding (|w|-dependent ULP), magnitude-matched overlap, random-sparse rank."""
+    from rich.table import Table
+
+    from rldelta.explain import ExplainError, run_explain
+    from rldelta.masks import MaskError
+
+    try:
+        res = run_explain(diff_dir, base, out, tuned_master=tuned_master, other=other, rank_null=rank_null,
+                          rank_samples=rank_samples, seed=seed, progress=True)
+    except (CheckpointError, MaskError, ExplainError) as e:
+        fail(str(e))
+    r = res["rounding"]
+    t = Table(title="rldelta explain: how much simple causes predict")
+    t.add_column("null model")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("rounding", "changed (observed)", _pct4(r["observed_changed_frac"]))
+    t.add_row("", "AUC of −|w|" + ("" if r["auc_exact"] else " (binned)"), f"{r['auc']:.4f}")
+    t.add_row("", "s* (uniform update)", f"{r['s_star']:.3g}")
+    t.add_row("", "precision / recall at s*", f"{r['precision']:.3f} / {r['recall']:.3f}")
+    t.add_row("", "changed by |w| decile", " ".join(f"{100 * x:.0f}" for x in r["changed_frac_by_decile"]) + " %")
+    if res["master"]:
+        mres = res["master"]
+        t.add_row("fp32 master", "changed in fp32", _pct4(mres["fp32_changed_frac"]))
+        t.add_row("", "lost to rounding", _pct4(mres["lost_to_rounding_frac"]))
+    if res["magnitude_matched_overlap"]:
+        mo = res["magnitude_matched_overlap"]
+        t.add_row("overlap", "observed / random / magnitude-matched",
+                  f"{_pct4(mo['observed'])} / {_pct4(mo['random'])} / {_pct4(mo['magnitude_matched'])}")
+    for mod, v in (res["rank_null"] or {}).items():
+        obs = "—" if v["observed_rank_frac"] is None else f"{v['observed_rank_frac']:.3f}"
+        t.add_row("rank", f"{mod}: observed / null rank_frac", f"{obs} / {v['null_rank_frac']:.3f}")
+    Console().print(t)
+    console.print(f"wrote {out}")
+
+
 # ---- models, train, eval (issue 5) ---------------------------------------------------------------------------
+
+models_app = typer.Typer(no_args_is_help=True, help="Build the tiny test model or prepare a real one.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("tiny")
+def models_tiny(
+    out: Path = typer.Option(..., "-o", "--out", help="Output model folder."),
+    seed: int = typer.Option(0, help="Seed of the random initialisation."),
+) -> None:
+    """A random-initialised tiny Llama with a locally built tokenizer, for tests and quick runs."""
+    from rldelta.train.models import ModelError, build_tiny
+
+    try:
+        path = build_tiny(out, seed=seed)
+    except ModelError as e:
+        fail(str(e))
+    console.print(f"wrote {path}")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    name: str = typer.Argument(..., help="Model to prepare: smollm2-135m."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output model folder (reused if already prepared)."),
+) -> None:
+    """A real pretrained model as a plain bf16 safetensors folder with tokenizer and chat template."""
+    from rldelta.train.models import ModelError, prepare
+
+    try:
+        path = prepare(name, out)
+    except ModelError as e:
+        fail(str(e))
+    console.print(f"ready: {path}")
+
+
+@app.command("eval")
+def eval_(
+    model: Path = typer.Argument(..., help="Model folder."),
+    task: str = typer.Option(..., "--task", help="Task: arith or countdown."),
+    n: int = typer.Option(200, "--n", help="Number of test problems."),
+    seed: int = typer.Option(0, help="Seed of the test problems."),
+    difficulty: Optional[int] = typer.Option(None, help="Only this difficulty level (default: all, mixed)."),
+    batch_size: int = typer.Option(16, help="Prompts per generation batch."),
+    max_new_tokens: int = typer.Option(64, help="Generation length limit."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the result as JSON here."),
+) -> None:
+    """Greedy accuracy and format rate of MODEL on a task's test split, overall and per difficulty."""
+    from rich.table import Table
+
+    from rldelta.train.evaluate import evaluate
+    from rldelta.train.models import ModelError
+    from rldelta.train.tasks import TaskError
+
+    try:
+        result = evaluate(
+            model, task, n, seed=seed, difficulty=difficulty, batch_size=batch_size,
+            max_new_tokens=max_new_tokens, out=out,
+        )
+    except (ModelError, TaskError, ValueError) as e:
+        fail(str(e))
+    table = Table(title=f"{result['task']} on {model} (n={result['n']}, greedy)")
+    for col in ("difficulty", "n", "accuracy", "format rate"):
+        table.add_column(col, justify="right")
+    for level, row in result["per_difficulty"].items():
+        table.add_row(level, str(row["n"]), f"{row['accuracy']:.3f}", f"{row['format_rate']:.3f}")
+    table.add_row("all", str(result["n"]), f"{result['accuracy']:.3f}", f"{result['format_rate']:.3f}", style="bold")
+    Console().print(table)
+    if out is not None:
+        console.print(f"wrote {out}")
+
+
+@app.command("train")
+def train_(
+    out: Path = typer.Option(..., "-o", "--out", help="Run directory (checkpoints, metrics.parquet, run.json)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Base model folder (required unless --resume)."),
+    task: Optional[str] = typer.Option(None, "--task", help="Task: arith or countdown (default arith)."),
+    algo: Optional[str] = typer.Option(None, "--algo", help="grpo, dr_grpo, dapo, bnpo, gspo, cispo, sapo, gmpo, rloo, "
+                                       "online_dpo, dpo, kto, orpo, simpo, sft (default grpo)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of sampling and data order (default 0)."),
+    data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Seed of the training problems (default 0)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default 20)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 1e-5)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default 0)."),
+    prompts_per_step: Optional[int] = typer.Option(None, "--prompts-per-step", help="Prompts (or pairs) per step."),
+    num_generations: Optional[int] = typer.Option(None, "--num-generations", help="Completions per prompt."),
+    max_completion_length: Optional[int] = typer.Option(None, "--max-completion-length", help="Tokens per completion."),
+    beta: Optional[float] = typer.Option(None, "--beta", help="KL / preference beta (default the algorithm's)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (fp32 master + bf16 copies) or bf16."),
+    save_steps: Optional[str] = typer.Option(None, "--save-steps", help="'10,20,40' or 'every:10'; last step always."),
+    mask: Optional[Path] = typer.Option(None, "--mask", help="mask.safetensors: train only these entries, exactly."),
+    advantages: Optional[str] = typer.Option(None, "--advantages", help="all, positive or negative (GRPO family)."),
+    difficulty: Optional[int] = typer.Option(None, "--difficulty", help="Only this difficulty level."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last saved step."),
+) -> None:
+    """Train MODEL on a task with a TRL algorithm; checkpoints under OUT/checkpoints/step-N/ for `rldelta diff`."""
+    from rldelta.masks import MaskError
+    from rldelta.train.config import ConfigError, make_config
+    from rldelta.train.models import ModelError
+    from rldelta.train.tasks import TaskError
+    from rldelta.train.trainers import TrainError, train
+
+    try:
+        config = make_config(
+            str(out), resume=resume, model=str(model) if model else None, task=task, algo=algo, seed=seed,
+            data_seed=data_seed, steps=steps, lr=lr, weight_decay=weight_decay, prompts_per_step=prompts_per_step,
+            num_generations=num_generations, max_completion_length=max_completion_length, beta=beta,
+            precision=precision, save_steps=save_steps, mask=str(mask) if mask else None, advantages=advantages,
+            difficulty=difficulty,
+        )
+        run_dir = train(config)
+    except (ConfigError, TrainError, MaskError, ModelError, TaskError, CheckpointError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        console.print(f"interrupted; complete checkpoints are kept in {out}/checkpoints (continue with --resume)")
+        raise typer.Exit(130)
+    console.print(f"done: {run_dir}/checkpoints")
+
 
 # ---- surgery, study (issue 6) --------------------------------------------------------------------------------
 

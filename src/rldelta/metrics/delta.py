@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 
 from rldelta.metrics.rank import rank_stats
-from rldelta.metrics.sparsity import changed_atol, changed_bitwise, coverage, nonfinite
+from rldelta.metrics.sparsity import as_bits, coverage
+
+# Elementwise work runs over slices of this many entries: temporaries stay a few MiB (cache-sized) instead of
+# several copies of the whole tensor, which is what bounds memory on an embedding matrix of a large vocabulary.
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -41,33 +46,66 @@ def delta_stats(
 ) -> tuple[DeltaStats, torch.Tensor]:
     """Numbers for one tensor pair, and the bitwise-changed mask they were counted from.
 
-    Δ is tuned.float() − base.float(), the form the published study took its rank of.
+    changed: bits differ after casting both sides to `compare_dtype` (round-to-nearest-even).
+    changed_atol: |Δ| > atol with Δ = tuned.float() − base.float(), the form the published study took its rank of.
+    Norms accumulate in float64 across chunks. NaN in the same place on both sides is no change.
+
+    An RL update touches a minority of entries, so the float work runs only where the value changed: both sides
+    are widened to the wider dtype (exact), compared bitwise, and Δ is formed on the gathered changed entries.
     """
     if base.shape != tuned.shape:
         raise ValueError(f"shapes differ: base {tuple(base.shape)} vs tuned {tuple(tuned.shape)}")
-    mask = changed_bitwise(base, tuned, compare_dtype)
-    delta = tuned.to(torch.float32, copy=True)  # a copy even when tuned is fp32: the caller's tensor stays intact
-    delta -= base.float()
     numel = base.numel()
-    changed = int(mask.sum())
-    n_atol = int(changed_atol(delta, atol).sum())
-    delta_fro = float(torch.linalg.vector_norm(delta, dtype=torch.float64))
-    base_fro = float(torch.linalg.vector_norm(base, dtype=torch.float64))
-    rs = rank_stats(delta) if (rank and delta.ndim == 2) else None
+    wide = torch.promote_types(base.dtype, tuned.dtype)
+    b_flat, t_flat = base.reshape(-1), tuned.reshape(-1)
+    mask = torch.empty(numel, dtype=torch.bool)
+    want_rank = rank and base.ndim == 2
+    delta = torch.zeros(numel, dtype=torch.float32) if want_rank else None
+    changed = n_atol = n_nonfinite = 0
+    delta_sq = base_sq = 0.0
+    for lo in range(0, numel, CHUNK):
+        hi = min(lo + CHUNK, numel)
+        b, t = b_flat[lo:hi], t_flat[lo:hi]
+        bw, tw = b.to(wide), t.to(wide)
+        if compare_dtype == wide == b.dtype == t.dtype:
+            moved = torch.ne(as_bits(bw), as_bits(tw), out=mask[lo:hi])
+        else:
+            torch.ne(as_bits(b.to(compare_dtype)), as_bits(t.to(compare_dtype)), out=mask[lo:hi])
+            moved = as_bits(bw) != as_bits(tw)  # value changed: widening is exact, so bits differ iff values do
+        changed += int(torch.count_nonzero(mask[lo:hi]))
+        idx = moved.nonzero().squeeze(1)
+        d = tw.index_select(0, idx).to(torch.float32) - bw.index_select(0, idx).to(torch.float32)
+        if delta is not None:
+            delta[lo:hi].index_copy_(0, idx, d)
+        n_atol += int(torch.count_nonzero(d.abs() > atol))  # NaN compares False; non-finite is counted apart
+        d64 = d.to(torch.float64)
+        delta_sq += float(torch.dot(d64, d64))
+        b32 = b.to(torch.float32)
+        chunk_sq = float(torch.dot(b32, b32))
+        base_sq += chunk_sq
+        if t.is_floating_point():
+            if math.isfinite(chunk_sq):  # base finite here, so only the moved entries of tuned can be non-finite
+                n_nonfinite += int(torch.count_nonzero(~torch.isfinite(tw.index_select(0, idx))))
+            else:
+                n_nonfinite += int(torch.count_nonzero(~torch.isfinite(t)))
+    mask = mask.reshape(base.shape)
+    delta_fro, base_fro = math.sqrt(delta_sq), math.sqrt(base_sq)
+    # An SVD of a non-finite Δ is undefined (LAPACK refuses it): such a tensor gets null rank columns.
+    rs = rank_stats(delta.reshape(base.shape)) if delta is not None and math.isfinite(delta_sq) else None
     cov = coverage(mask) if mask.ndim == 2 else (None, None)
     stats = DeltaStats(
         numel=numel,
         changed=changed,
         changed_frac=changed / numel if numel else float("nan"),
         changed_atol=n_atol,
-        nonfinite=nonfinite(tuned),
+        nonfinite=n_nonfinite,
         rank=rs.rank if rs else None,
         max_rank=rs.max_rank if rs else (min(base.shape) if base.ndim == 2 else None),
         rank_frac=rs.rank_frac if rs else None,
         effective_rank=rs.effective_rank if rs else None,
         delta_fro=delta_fro,
         base_fro=base_fro,
-        rel_norm=delta_fro / base_fro if base_fro > 0 else float("inf") if delta_fro > 0 else 0.0,
+        rel_norm=delta_fro / base_fro if base_fro > 0 else (float("inf") if delta_fro > 0 else 0.0),
         row_coverage=cov[0],
         col_coverage=cov[1],
     )

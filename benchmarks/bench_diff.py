@@ -1,0 +1,168 @@
+"""Wall time and peak RSS of `rldelta diff` beside the naive way, on a synthetic sharded bf16 pair.
+
+The pair is Llama-shaped (default ~805M parameters, 1.61 GB per side in bf16, 4 shards each) and is built once
+under --dir and reused. Every variant runs as its own process tree; peak RSS is the largest sum of RSS over that
+tree (parent plus workers), sampled every 20 ms. The page cache is warm for every variant alike (the files were
+just written or read), so "raw read" is the cost of moving the bytes, not of the disk.
+
+    python benchmarks/bench_diff.py [--dir bench-out] [--layers 40] [--skip-rank]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+RLDELTA = [sys.executable, "-m", "rldelta.cli"]
+
+
+def build_pair(root: Path, layers: int, hidden: int, inter: int, vocab: int, shards: int) -> tuple[Path, Path]:
+    """Write base and tuned (10% of entries moved by ~1 ULP) as sharded bf16 checkpoints, one tensor in memory."""
+    import torch
+    from safetensors.torch import save_file
+
+    base_dir, tuned_dir = root / "base", root / "tuned"
+    if (base_dir / "model.safetensors.index.json").exists() and (tuned_dir / "model.safetensors.index.json").exists():
+        return base_dir, tuned_dir
+    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (hidden, hidden),
+            p + "self_attn.v_proj.weight": (hidden, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
+            p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
+            p + "mlp.down_proj.weight": (hidden, inter),
+            p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
+        })
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (vocab, hidden)
+    names = list(shapes)
+    per_shard = -(-len(names) // shards)
+    g = torch.Generator().manual_seed(0)
+    for d in (base_dir, tuned_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    weight_map = {}
+    for s in range(shards):
+        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        b, t = {}, {}
+        for n in names[s * per_shard:(s + 1) * per_shard]:
+            w = (torch.randn(shapes[n], generator=g) * 0.02).bfloat16()
+            moved = torch.rand(shapes[n], generator=g) < 0.1
+            b[n], t[n] = w, torch.where(moved, (w.float() * (1 + 2**-7)).bfloat16(), w)
+            weight_map[n] = fname
+        save_file(b, str(base_dir / fname))
+        save_file(t, str(tuned_dir / fname))
+        del b, t
+        print(f"  wrote shard {s + 1}/{shards}", flush=True)
+    for d in (base_dir, tuned_dir):
+        (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return base_dir, tuned_dir
+
+
+NAIVE = r"""
+import sys, glob, torch
+from safetensors.torch import load_file
+from rldelta.metrics.delta import delta_stats
+base_dir, tuned_dir, rank = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+def load(d):
+    sd = {}
+    for f in sorted(glob.glob(d + "/*.safetensors")):
+        sd.update(load_file(f))
+    return sd
+base, tuned = load(base_dir), load(tuned_dir)
+changed = 0
+for name, b in base.items():
+    stats, _ = delta_stats(b, tuned[name], compare_dtype=b.dtype, atol=1e-5, rank=rank)
+    changed += stats.changed
+print(changed)
+"""
+
+RAW_READ = r"""
+import sys, glob
+n = 0
+for d in sys.argv[1:]:
+    for f in sorted(glob.glob(d + "/*.safetensors")):
+        with open(f, "rb", buffering=0) as fh:
+            while chunk := fh.read(1 << 24):
+                n += len(chunk)
+print(n)
+"""
+
+
+def measure(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GiB summed over the process tree) of one command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    root = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
+    return wall, peak / 2**30
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", type=Path, default=Path("bench-out"))
+    ap.add_argument("--layers", type=int, default=44)  # ~805M parameters: 1.61 GB (1.50 GiB) per side
+    ap.add_argument("--hidden", type=int, default=1024)
+    ap.add_argument("--inter", type=int, default=4096)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--skip-rank", action="store_true", help="only the --no-rank comparisons")
+    args = ap.parse_args()
+
+    print(f"building the pair under {args.dir} (reused if present) ...", flush=True)
+    base, tuned = build_pair(args.dir, args.layers, args.hidden, args.inter, args.vocab, args.shards)
+    size = sum(f.stat().st_size for f in base.glob("*.safetensors")) / 2**30
+    print(f"pair: {size:.2f} GiB per side, bf16, {args.shards} shards\n", flush=True)
+    out = args.dir / "runs"
+
+    def rl(tag: str, *extra: str) -> list[str]:
+        return [*RLDELTA, "diff", str(base), str(tuned), "-o", str(out / tag), *extra]
+
+    rows: list[tuple[str, float, float]] = []
+
+    def run(label: str, cmd: list[str]) -> None:
+        wall, rss = measure(cmd)
+        rows.append((label, wall, rss))
+        print(f"  {label:<40} {wall:8.1f} s   {rss:6.2f} GiB", flush=True)
+
+    run("raw read of both checkpoints", [sys.executable, "-c", RAW_READ, str(base), str(tuned)])
+    run("rldelta diff --no-rank --workers 1", rl("nr1", "--no-rank", "--workers", "1"))
+    run("rldelta diff --no-rank --workers 2", rl("nr2", "--no-rank", "--workers", "2"))
+    run("naive (load both, loop) --no-rank", [sys.executable, "-c", NAIVE, str(base), str(tuned), "0"])
+    if not args.skip_rank:
+        run("rldelta diff --workers 1", rl("r1", "--workers", "1"))
+        run("rldelta diff --workers 2", rl("r2", "--workers", "2"))
+        run("naive (load both, loop)", [sys.executable, "-c", NAIVE, str(base), str(tuned), "1"])
+
+    by = {label: (wall, rss) for label, wall, rss in rows}
+    raw = by["raw read of both checkpoints"][0]
+    print("\ntargets")
+    print(f"  --no-rank time / raw read time         : {by['rldelta diff --no-rank --workers 1'][0] / raw:5.2f}x  (target < 3)")
+    for suffix in ([" --no-rank"] if args.skip_rank else [" --no-rank", ""]):
+        nai = by[f"naive (load both, loop){suffix}"][1]
+        ours = by[f"rldelta diff{suffix} --workers 1"][1]
+        w1, w2 = by[f"rldelta diff{suffix} --workers 1"][0], by[f"rldelta diff{suffix} --workers 2"][0]
+        print(f"  peak RSS rldelta / naive{suffix:<10}      : {ours / nai:5.3f}   (target < 0.25)")
+        print(f"  --workers 2 speed-up{suffix:<10}          : {w1 / w2:5.2f}x  (target > 1)")
+
+
+if __name__ == "__main__":
+    main()
