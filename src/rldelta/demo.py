@@ -1,8 +1,10 @@
 """The built-in demo until training exists: a Llama-shaped bf16 pair where a known subset of weights moved.
 
 Planted: in every layer, 20% of the entries of q_proj and v_proj moved by exactly one unit in the last place,
-and mlp.down_proj of layer 0 received a rank-2 update; everything else is untouched. The diff must find
-exactly the planted entries and rank 2 on that matrix.
+and mlp.down_proj of layer 0 received a rank-2 update, added in fp32 and stored in bf16; everything else is
+untouched. The diff must find exactly the planted entries. The rank-2 matrix shows why both rank measures are
+reported: rounding to bf16 adds noise in every entry, so its numerical rank (matrix_rank's tolerance) is nearly
+full while its effective rank stays near 2.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
+LOW_RANK_TENSOR = "model.layers.0.mlp.down_proj.weight"
 
 
 def build_demo_pair(root: Path, seed: int = 0) -> tuple[Path, Path, dict]:
@@ -33,7 +37,7 @@ def build_demo_pair(root: Path, seed: int = 0) -> tuple[Path, Path, dict]:
                 bits = p.data.view(torch.int16)
                 bits += moved.to(torch.int16)  # one ULP away from zero, exactly
                 planted[name] = int(moved.sum())
-            elif name == "model.layers.0.mlp.down_proj.weight":
+            elif name == LOW_RANK_TENSOR:
                 upd = 0.05 * torch.randn(p.shape[0], 2, generator=g) @ torch.randn(2, p.shape[1], generator=g)
                 new = (p.data.float() + upd).to(torch.bfloat16)
                 planted[name] = int((new.view(torch.int16) != p.data.view(torch.int16)).sum())

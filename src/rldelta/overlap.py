@@ -1,0 +1,182 @@
+"""`rldelta overlap`: how much the changed sets of several runs coincide, against what chance would give.
+
+Streams tensor by tensor: for each tensor the N input masks are read (N bool tensors in memory), counted for every
+pair, and dropped. Writes OUT/overlap.parquet (per tensor and `__total__` rows for every ordered pair),
+OUT/overlap.json (the totals and N×N matrices) and OUT/overlap.png (heat map).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from rldelta import __version__
+from rldelta.checkpoint import atomic_write_bytes
+from rldelta.masks import Mask, MaskError, check_compatible, load_mask
+from rldelta.metrics.overlap import count, expected_random_overlap, jaccard_from_counts, overlap_from_counts
+
+OVERLAP_TABLE = "overlap.parquet"
+OVERLAP_JSON = "overlap.json"
+OVERLAP_PNG = "overlap.png"
+TOTAL = "__total__"
+
+OVERLAP_SCHEMA = pa.schema(
+    [
+        ("a", pa.string()),
+        ("b", pa.string()),
+        ("tensor", pa.string()),
+        ("size_a", pa.int64()),
+        ("size_b", pa.int64()),
+        ("intersection", pa.int64()),
+        ("overlap", pa.float64()),
+        ("jaccard", pa.float64()),
+        ("random_overlap", pa.float64()),
+    ]
+)
+
+
+@contextmanager
+def progress_bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar over tensors (on stderr); yields `advance(name)`."""
+    if not enabled:
+        yield lambda name: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("[dim]{task.description}"), console=Console(stderr=True))
+    task = bar.add_task("", total=total)
+    with bar:
+        yield lambda name: bar.update(task, advance=1, description=name)
+
+
+def write_parquet(rows: list[dict], schema: pa.Schema, path: Path) -> None:
+    """Write a small table atomically."""
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def json_safe(x):
+    """NaN/inf become null so that every JSON reader accepts the file."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
+def _labels(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    labels = [str(p) for p in inputs]
+    if len(set(labels)) != len(labels):
+        dup = next(x for x in labels if labels.count(x) > 1)
+        raise MaskError(f"{dup}: given more than once")
+    return labels
+
+
+def overlap_rows(masks: Sequence[Mask], labels: Sequence[str],
+                 advance: Callable[[str], None] = lambda n: None) -> list[dict]:
+    """Per-tensor and total rows for every ordered pair (a ≠ b), one tensor of each mask in memory at a time."""
+    if len(masks) < 2:
+        raise MaskError("overlap needs two or more masks")
+    for m in masks[1:]:
+        check_compatible(masks[0], m)
+    k = len(masks)
+    names = masks[0].names()
+    sizes = {n: [0] * k for n in names}
+    numel = {n: 0 for n in names}
+    inter: dict[str, list[list[int]]] = {}
+    for n in names:
+        ts = [m.get(n) for m in masks]
+        numel[n] = ts[0].numel()
+        sizes[n] = [count(t) for t in ts]
+        grid = [[0] * k for _ in range(k)]
+        for i in range(k):
+            for j in range(i + 1, k):
+                grid[i][j] = grid[j][i] = count(torch.logical_and(ts[i], ts[j]))
+        inter[n] = grid
+        del ts
+        advance(n)
+
+    def density(j: int, n: str) -> float:
+        return sizes[n][j] / numel[n] if numel[n] else 0.0
+
+    rows = []
+    for i in range(k):
+        for j in range(k):
+            if i == j:
+                continue
+            for n in names:
+                sa, sb, x = sizes[n][i], sizes[n][j], inter[n][i][j]
+                rows.append(_row(labels[i], labels[j], n, sa, sb, x, density(j, n) if sa else float("nan")))
+            sa = sum(sizes[n][i] for n in names)
+            sb = sum(sizes[n][j] for n in names)
+            x = sum(inter[n][i][j] for n in names)
+            rnd = expected_random_overlap([sizes[n][i] for n in names], [density(j, n) for n in names])
+            rows.append(_row(labels[i], labels[j], TOTAL, sa, sb, x, rnd))
+    return rows
+
+
+def _row(a: str, b: str, tensor: str, sa: int, sb: int, x: int, rnd: float) -> dict:
+    return {"a": a, "b": b, "tensor": tensor, "size_a": sa, "size_b": sb, "intersection": x,
+            "overlap": overlap_from_counts(sa, x), "jaccard": jaccard_from_counts(sa, sb, x),
+            "random_overlap": rnd}
+
+
+def run_overlap(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    progress: bool = False,
+    plot: bool = True,
+) -> dict:
+    """Overlap of every ordered pair of masks (files or diff dirs); writes OUT/overlap.{parquet,json,png}.
+
+    Returns the content of overlap.json.
+    """
+    labels = _labels(inputs)
+    if len(labels) < 2:
+        raise MaskError("overlap needs two or more masks or diff directories")
+    masks = [load_mask(p) for p in inputs]
+    for m in masks[1:]:
+        check_compatible(masks[0], m)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with progress_bar("overlap", len(masks[0]), progress) as advance:
+        rows = overlap_rows(masks, labels, advance)
+    totals = [r for r in rows if r["tensor"] == TOTAL]
+    k = len(labels)
+    matrix = {key: [[1.0 if i == j else math.nan for j in range(k)] for i in range(k)]
+              for key in ("overlap", "jaccard", "random_overlap")}
+    for r in totals:
+        i, j = labels.index(r["a"]), labels.index(r["b"])
+        for key in matrix:
+            matrix[key][i][j] = r[key]
+    result = {
+        "version": __version__,
+        "inputs": labels,
+        "tensors": len(masks[0]),
+        "numel": masks[0].numel,
+        "definition": "overlap = |A∩B|/|A| (one-sided); random_overlap = Σ_t |A_t|·density(B_t)/|A|",
+        "pairs": totals,
+        "matrix": matrix,
+    }
+    write_parquet(rows, OVERLAP_SCHEMA, out / OVERLAP_TABLE)
+    atomic_write_bytes(out / OVERLAP_JSON, json.dumps(json_safe(result), indent=2).encode())
+    if plot:
+        from rldelta.report.explain_plots import overlap_heatmap
+
+        atomic_write_bytes(out / OVERLAP_PNG, overlap_heatmap(labels, matrix["overlap"], matrix["random_overlap"]))
+    return result
