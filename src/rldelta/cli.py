@@ -359,6 +359,7 @@ def train_(
     prompts_per_step: Optional[int] = typer.Option(None, "--prompts-per-step", help="Prompts (or pairs) per step."),
     num_generations: Optional[int] = typer.Option(None, "--num-generations", help="Completions per prompt."),
     max_completion_length: Optional[int] = typer.Option(None, "--max-completion-length", help="Tokens per completion."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default 1.0)."),
     beta: Optional[float] = typer.Option(None, "--beta", help="KL / preference beta (default the algorithm's)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (fp32 master + bf16 copies) or bf16."),
     save_steps: Optional[str] = typer.Option(None, "--save-steps", help="'10,20,40' or 'every:10'; last step always."),
@@ -379,6 +380,7 @@ def train_(
             str(out), resume=resume, model=str(model) if model else None, task=task, algo=algo, seed=seed,
             data_seed=data_seed, steps=steps, lr=lr, weight_decay=weight_decay, prompts_per_step=prompts_per_step,
             num_generations=num_generations, max_completion_length=max_completion_length, beta=beta,
+            temperature=temperature,
             precision=precision, save_steps=save_steps, mask=str(mask) if mask else None, advantages=advantages,
             difficulty=difficulty,
         )
@@ -446,6 +448,41 @@ def surgery_revert(
 ) -> None:
     """TUNED with the masked entries reset to BASE: is the subnetwork necessary?"""
     _surgery("revert", base, tuned, mask, out, control, seed)
+
+
+@app.command()
+def study(
+    config: Optional[Path] = typer.Argument(None, help="Study TOML (see the documented presets/example.toml)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in study: tiny (<1 min), demo (SmolLM2), full."),
+    out: Path = typer.Option(..., "-o", "--out", help="Study folder (re-run it to resume; finished work is reused)."),
+    backend: str = typer.Option("local", "--backend", help="Where training runs go: local (process pool) or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Training runs at once (default: CPUs, at most 4)."),
+) -> None:
+    """Train the RL grid, diff, overlap, explain, surgery, subnetwork retraining; write OUT/report.html."""
+    from rldelta.explain import ExplainError
+    from rldelta.masks import MaskError
+    from rldelta.study import StudyError, preset_path, run_study
+    from rldelta.surgery import SurgeryError
+    from rldelta.train.config import ConfigError
+    from rldelta.train.models import ModelError
+    from rldelta.train.tasks import TaskError
+    from rldelta.train.trainers import TrainError
+
+    if (config is None) == (preset is None):
+        fail("give either CONFIG.toml or --preset tiny|demo|full")
+    try:
+        res = run_study(config if config is not None else preset_path(preset), out, backend=backend,
+                        workers=workers, ray_address=ray_address, progress=True)
+    except (StudyError, ConfigError, TrainError, ModelError, TaskError, MaskError, ExplainError, SurgeryError,
+            CheckpointError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        console.print(f"interrupted; run the same command again to finish the study in {out}")
+        raise typer.Exit(130)
+    for c in res["claims"]:
+        console.print(f"[bold]{c['claim']}[/]: {c['verdict']}", highlight=False)
+    console.print(f"report: {res['report']}", highlight=False, soft_wrap=True)
 
 
 # ---- probes (issue 7) ----------------------------------------------------------------------------------------

@@ -35,14 +35,15 @@ def overlap_heatmap(labels: Sequence[str], overlap: Sequence[Sequence[float]],
     obs = np.array([[_nan(v) for v in row] for row in overlap])
     rnd = np.array([[_nan(v) for v in row] for row in random])
     size = 1.2 + 0.7 * k
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size))
+    # Shared rows: labels only on the left panel, so long run names cannot run into the left heat-map.
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 2.5, size + 1), sharey=True, layout="constrained")
+    axes[0].set_yticks(range(k), [_short(x) for x in labels])
+    axes[0].set_ylabel("A")
     for ax, m, title in ((axes[0], obs, "observed |A∩B|/|A|"), (axes[1], rnd, "random expectation")):
         im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
         ax.set_title(title)
         ax.set_xticks(range(k), [_short(x) for x in labels], rotation=45, ha="right")
-        ax.set_yticks(range(k), [_short(x) for x in labels])
         ax.set_xlabel("B")
-        ax.set_ylabel("A")
         for i in range(k):
             for j in range(k):
                 if not math.isnan(m[i, j]):

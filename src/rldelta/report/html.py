@@ -1,0 +1,224 @@
+"""The study report: one self-contained HTML file (plots embedded as base64 PNG, no external assets).
+
+Every number on the page is rendered from the study's exported tables by `cell()`, which tags it with the table,
+row and column it came from (`data-table`, `data-row`, `data-col`) and the exact value (`data-value`), so anyone
+(and the tests) can check the page against tables/*.parquet.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from rldelta.checkpoint import atomic_write_bytes
+
+QUESTION = (
+    "RL fine-tuning of a language model is reported to change only a small slice of its weights (5–30%), "
+    "yet each changed matrix is nearly full rank, the slice is almost the same across random seeds, and training "
+    "that slice alone recovers the full run (arXiv:2505.11711). This study trained its own grid of RL runs and "
+    "measured each of these claims, next to what simple causes — bf16 rounding, weight magnitude, a random sparse "
+    "matrix of the same density — already predict."
+)
+
+# How a column is shown; anything not listed is shown as text (ints with thousands separators).
+PCT_COLS = {"changed_frac", "changed_atol_frac", "fp32_changed_frac", "fp32_changed_atol_frac", "lost_to_rounding_frac",
+            "seed_overlap", "seed_overlap_random", "seed_overlap_magnitude_matched", "overlap", "random_overlap",
+            "magnitude_matched_overlap", "jaccard", "masked_frac", "full_covered_by_retrain", "retrain_inside_full",
+            "still_changed_at_end", "share_of_final_set", "format_rate"}
+NUM_COLS = {"mean_rank_frac", "weighted_mean_rank_frac", "fp32_mean_rank_frac", "null_rank_frac", "auc_small_weights",
+            "accuracy", "base_accuracy", "tuned_accuracy", "accuracy_full", "accuracy_retrain", "recovery",
+            "delta_cosine", "delta_norm_ratio", "train_accuracy", "reward_mean"}
+
+
+def fmt(value, kind: str) -> str:
+    """The text a number is shown as: kind pct (percent), num (3 decimals), int, or text."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if kind == "pct":
+        return f"{100 * float(value):.2f}%"
+    if kind in ("num", "acc"):
+        return f"{float(value):.3f}"
+    if kind == "int":
+        return f"{int(value):,}"
+    return str(value)
+
+
+def kind_of(col: str, value) -> str:
+    if col in PCT_COLS:
+        return "pct"
+    if col in NUM_COLS:
+        return "num"
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return "int"
+    return "text"
+
+
+def _py(value):
+    """numpy scalars to Python; NaN and None alike to None."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def cell(table: str, row: int, col: str, value, kind: str | None = None) -> str:
+    """A number from tables/<table>.parquet, tagged with where it came from."""
+    value = _py(value)
+    kind = kind or kind_of(col, value)
+    text = html.escape(fmt(value, kind))
+    if kind == "text":
+        return text
+    return (f'<span class="num" data-table="{table}" data-row="{row}" data-col="{html.escape(col)}" '
+            f'data-fmt="{kind}" data-value="{html.escape(repr(value))}">{text}</span>')
+
+
+def table_html(tables: dict[str, pd.DataFrame], name: str, cols: list[str] | None = None,
+               headers: dict[str, str] | None = None) -> str:
+    df = tables[name]
+    cols = [c for c in (cols or list(df.columns)) if c in df.columns]
+    if not len(df):
+        return "<p class='note'>(empty)</p>"
+    head = "".join(f"<th>{html.escape((headers or {}).get(c, c))}</th>" for c in cols)
+    body = []
+    for i, rec in enumerate(df.to_dict("records")):
+        body.append("<tr>" + "".join(f"<td>{cell(name, i, c, rec[c])}</td>" for c in cols) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _claim_text(text: str, headline: pd.DataFrame) -> str:
+    """A verdict template with {key} replaced by that headline number (tagged like every other number)."""
+    rows = {k: i for i, k in enumerate(headline["key"])}
+    out, last = [], 0
+    for m in _PLACEHOLDER.finditer(text):
+        out.append(html.escape(text[last:m.start()]))
+        i = rows.get(m.group(1))
+        if i is None:
+            out.append(html.escape(m.group(0)))
+        else:
+            out.append(cell("headline", i, "value", headline["value"].iloc[i], headline["format"].iloc[i]))
+        last = m.end()
+    out.append(html.escape(text[last:]))
+    return "".join(out)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}
+th{background:#f3f3f3}td .num{font-variant-numeric:tabular-nums}
+.verdict{margin:.5em 0;padding:.5em .8em;border-left:5px solid #999;background:#fafafa}
+.verdict.yes{border-color:#2a8a3a}.verdict.no{border-color:#c0392b}.verdict.part{border-color:#d4a017}
+.verdict b.tag{display:inline-block;min-width:12em}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.note{color:#666;font-size:.9em}
+figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
+"""
+
+
+def _verdict_class(v: str) -> str:
+    if v.startswith("reproduces"):
+        return "yes"
+    if v.startswith("does not"):
+        return "no"
+    return "part"
+
+
+def render(tables: dict[str, pd.DataFrame]) -> str:
+    """The report as one HTML string."""
+    from rldelta.report import study_plots as sp
+
+    runs = tables["runs"]
+    primary = runs["run"].iloc[0]
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>rldelta study report</title>", f"<style>{CSS}</style></head><body>",
+             "<h1>What does RL fine-tuning change in the weights?</h1>",
+             "<section id='question'><h2>The question</h2>", f"<p>{html.escape(QUESTION)}</p></section>"]
+
+    parts.append("<section id='setup'><h2>Setup</h2>")
+    parts.append(table_html(tables, "setup"))
+    parts.append(table_html(tables, "runs", ["run", "kind", "algo", "seed", "precision", "steps", "accuracy"]))
+    parts.append("</section>")
+
+    h = tables["headline"]
+    parts.append("<section id='headline'><h2>Headline numbers</h2><table><thead><tr><th>measure</th><th>value</th>"
+                 "</tr></thead><tbody>")
+    for i, rec in enumerate(h.to_dict("records")):
+        parts.append(f"<tr><td>{html.escape(rec['label'])}</td>"
+                     f"<td>{cell('headline', i, 'value', rec['value'], rec['format'])}</td></tr>")
+    parts.append("</tbody></table></section>")
+
+    parts.append("<section id='verdicts'><h2>The published claims, as this study measured them</h2>")
+    for rec in tables["claims"].to_dict("records"):
+        parts.append(f"<p class='verdict {_verdict_class(rec['verdict'])}'><b>{html.escape(rec['claim'])}</b> — "
+                     f"<i>published: {html.escape(rec['published'])}</i><br><b class='tag'>"
+                     f"{html.escape(rec['verdict'])}</b> {_claim_text(rec['text'], h)}</p>")
+    parts.append("</section>")
+
+    figures = [
+        ("plot-layers", "Changed fraction per layer and module",
+         sp.layer_module_heatmap(tables["tensors"], primary),
+         f"Run {primary}. Bitwise change of the published bf16 checkpoint against the bf16 base."),
+        ("plot-rank", "Rank fraction per module", sp.rank_per_module(tables["modules"], primary),
+         f"Run {primary}: numerical rank of Δ / min(shape), mean over the module's tensors, next to random sparse "
+         "matrices with the same per-tensor density."),
+    ]
+    if len(tables["overlap"]):
+        figures.append(("plot-overlap", "Overlap of the changed sets", sp.overlap_matrix(tables["overlap"]),
+                        "One-sided overlap |A∩B|/|A| of the final changed sets (row A, column B), and the overlap two "
+                        "random sets of the same per-tensor densities would have."))
+    if len(tables["deciles"]):
+        figures.append(("plot-deciles", "Changed fraction by |w| decile", sp.decile_lines(tables["deciles"]),
+                        "Small weights have a small bf16 unit in the last place: the same update survives rounding "
+                        "there and vanishes on large weights. Dashed: the fp32 master weights, before rounding."))
+    figures.append(("plot-dynamics", "Dynamics over training steps", sp.dynamics(tables["dynamics"]),
+                    "At every saved step: changed fraction, mean rank fraction, and the share of that step's changed "
+                    "entries that are still changed at the end."))
+    figures.append(("plot-accuracy", "Accuracy", sp.accuracy_curves(tables["training_curves"], tables["accuracy"],
+                                                                   tables["surgery"]),
+                    "Left: accuracy on each training batch. Right: greedy accuracy on the test split."))
+    parts.append("<section id='plots'><h2>Plots</h2>")
+    for fid, title, png, caption in figures:
+        parts.append(f"<figure id='{fid}'><h3>{html.escape(title)}</h3>{_img(png, title)}"
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts.append("</section>")
+
+    parts.append("<section id='surgery'><h2>Surgery: is the seed-1 subnetwork sufficient, is it necessary?</h2>")
+    parts.append("<p class='note'>patch = base + the target's update on the mask only; revert = the target with the "
+                 "mask reset to base. recovery = (accuracy − base) / (tuned − base).</p>")
+    parts.append(table_html(tables, "surgery"))
+    parts.append("</section><section id='retrain'><h2>Subnetwork-only retraining</h2>")
+    parts.append("<p class='note'>Trained again from the base with only the seed-1 run's changed entries trainable "
+                 "(same data, same seed), compared with that full run.</p>")
+    parts.append(table_html(tables, "retrain"))
+    parts.append("</section><section id='tables'><h2>Per-run measurements</h2>")
+    parts.append(table_html(tables, "runs", [c for c in runs.columns if c not in ("run_dir",)]))
+    parts.append("<h3>Per module</h3>" + table_html(tables, "modules"))
+    parts.append("<h3>Overlap of every pair of runs</h3>" + table_html(tables, "overlap"))
+    parts.append("<h3>Dynamics</h3>" + table_html(tables, "dynamics"))
+    parts.append("<h3>Accuracy</h3>" + table_html(tables, "accuracy"))
+    parts.append("<p class='note'>All tables, and the per-tensor, per-decile and training-curve tables, are in "
+                 "tables/ next to this file as CSV and Parquet.</p></section></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(tables: dict[str, pd.DataFrame], path: str | Path) -> Path:
+    """Render the report and write it atomically; returns its path."""
+    path = Path(path)
+    atomic_write_bytes(path, render(tables).encode())
+    return path
+
+
+__all__ = ["render", "write_report", "fmt", "cell", "QUESTION"]

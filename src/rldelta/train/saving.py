@@ -1,0 +1,221 @@
+"""What a training run leaves on disk, and the TrainerCallbacks that write it.
+
+    RUN/run.json                      full config, seed, library versions, git revision, status
+    RUN/metrics.parquet               one row per optimizer step (reward, accuracy, KL, loss, entropy, length, seconds)
+    RUN/checkpoints/step-<N>/         bf16 weights + config + tokenizer: the form a hub publishes
+    RUN/checkpoints/step-<N>-fp32/    fp32 master weights (only with --precision fp32)
+    RUN/trainer/checkpoint-<N>/       the HF Trainer's own checkpoint (optimizer, RNG, state) that --resume uses
+
+Every model folder is written into a hidden temporary folder and renamed into place, and metrics/run.json are
+replaced atomically, so Ctrl-C at any moment leaves only complete checkpoints behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from rldelta.checkpoint import atomic_write_bytes
+
+CHECKPOINTS = "checkpoints"
+TRAINER_DIR = "trainer"
+RUN_JSON = "run.json"
+METRICS = "metrics.parquet"
+
+# Trainer log keys -> metrics.parquet columns. Keys that are absent for an algorithm stay missing (NaN).
+_COLUMNS = {
+    "reward": "reward_mean",
+    "reward_std": "reward_std",
+    "kl": "kl",
+    "loss": "loss",
+    "entropy": "entropy",
+    "completions/mean_length": "completion_length",
+    "grad_norm": "grad_norm",
+    "learning_rate": "learning_rate",
+}
+
+
+def step_dir(run_dir: str | os.PathLike, step: int, fp32: bool = False) -> Path:
+    return Path(run_dir) / CHECKPOINTS / (f"step-{step}-fp32" if fp32 else f"step-{step}")
+
+
+def write_model_dir(model, tokenizer, dest: Path, dtype: torch.dtype | None = None) -> Path:
+    """Save `model` (cast to `dtype` if given; the training copy is untouched) and `tokenizer` at `dest`, atomically."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        if dtype is not None and next(model.parameters()).dtype != dtype:
+            # A cast copy, so config.json states the saved dtype and tied weights are stored once.
+            model = copy.deepcopy(model).to(dtype)
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if dest.exists():  # the same step saved again after a resume: swap, never leave a gap
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def save_step(run_dir: str | os.PathLike, step: int, model, tokenizer, precision: str) -> list[Path]:
+    """The published bf16 checkpoint of `step`, and with fp32 training also the fp32 master."""
+    out = []
+    if precision == "fp32":
+        out.append(write_model_dir(model, tokenizer, step_dir(run_dir, step, fp32=True), torch.float32))
+    out.append(write_model_dir(model, tokenizer, step_dir(run_dir, step), torch.bfloat16))
+    return out
+
+
+def saved_steps(run_dir: str | os.PathLike) -> list[int]:
+    """Steps with a complete published checkpoint, ascending."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    steps = []
+    for p in root.iterdir():
+        name = p.name
+        if name.startswith("step-") and name[5:].isdigit() and (p / "config.json").is_file():
+            steps.append(int(name[5:]))
+    return sorted(steps)
+
+
+class CheckpointSaver(TrainerCallback):
+    """At each chosen step: make the Trainer save its resumable checkpoint, then write the published ones.
+
+    The published folders are written in `on_save`, i.e. after the Trainer checkpoint of the same step is complete,
+    so every step-<N>/ has a resume point.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, steps: list[int], precision: str, tokenizer):
+        self.run_dir = Path(run_dir)
+        self.steps = set(steps)
+        self.precision = precision
+        self.tokenizer = tokenizer
+        self.written: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in self.steps:
+            control.should_save = True
+        return control
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps and model is not None:
+            save_step(self.run_dir, state.global_step, model, self.tokenizer, self.precision)
+            self.written.append(state.global_step)
+        return control
+
+
+class MetricsRecorder(TrainerCallback):
+    """One row per logged step into RUN/metrics.parquet, rewritten atomically after every log."""
+
+    def __init__(self, run_dir: str | os.PathLike, accuracy_key: str | None, format_key: str | None = None):
+        self.path = Path(run_dir) / METRICS
+        self.accuracy_key = accuracy_key
+        self.format_key = format_key
+        self.rows: list[dict[str, Any]] = []
+        self._t_step: float | None = None
+        self._seconds: dict[int, float] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # After a resume, keep what was logged up to the resume point and drop steps that will be redone.
+        if self.path.is_file() and not self.rows:
+            import pandas as pd
+
+            old = pd.read_parquet(self.path)
+            self.rows = [r for r in old.to_dict("records") if r["step"] <= state.global_step]
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t_step = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._t_step is not None:
+            self._seconds[state.global_step] = time.perf_counter() - self._t_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "train_runtime" in logs:  # the end-of-training summary, not a step
+            return
+        row: dict[str, Any] = {"step": int(state.global_step)}
+        for key, col in _COLUMNS.items():
+            if key in logs:
+                row[col] = float(logs[key])
+        if self.accuracy_key and self.accuracy_key in logs:
+            row["accuracy"] = float(logs[self.accuracy_key])
+        if self.format_key and self.format_key in logs:
+            row["format_rate"] = float(logs[self.format_key])
+        row["seconds"] = self._seconds.get(state.global_step, float("nan"))
+        for key, value in logs.items():  # everything else the trainer logged, under its own name
+            if isinstance(value, (int, float)) and key not in _COLUMNS:
+                row.setdefault(key.replace("/", "."), float(value))
+        self.rows = [r for r in self.rows if r["step"] != row["step"]] + [row]
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        import pandas as pd
+
+        df = pd.DataFrame(self.rows).sort_values("step")
+        first = [c for c in ["step", "reward_mean", "reward_std", "accuracy", "format_rate", "kl", "loss", "entropy",
+                             "completion_length", "seconds"] if c in df.columns]
+        df = df[first + [c for c in df.columns if c not in first]]
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        atomic_write_bytes(self.path, buf.getvalue())
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("rldelta", "torch", "transformers", "trl", "accelerate", "datasets", "safetensors", "tokenizers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def git_revision() -> str | None:
+    """The commit of the rldelta source tree (with '+dirty' if it has local changes), or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_run_json(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
+    path = Path(run_dir) / RUN_JSON
+    atomic_write_bytes(path, (json.dumps(record, indent=2, default=str) + "\n").encode())
+    return path
+
+
+def read_run_json(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())

@@ -1,0 +1,624 @@
+"""`train(config)`: one TRL trainer per `--algo`, wired to the run layout of saving.py and the masks of masking.py.
+
+Algorithms (all TRL classes, nothing re-implemented):
+
+    grpo      GRPOTrainer, loss_type="grpo" (per-sequence mean), rewards scaled by group std
+    dr_grpo   GRPOTrainer, loss_type="dr_grpo", scale_rewards="none"          (Dr. GRPO: no length/std bias)
+    dapo      GRPOTrainer, loss_type="dapo", epsilon_high=0.28                  (DAPO: token-level loss, clip-higher)
+    bnpo      GRPOTrainer, loss_type="bnpo"                                     (local-batch token normalisation)
+    gspo      GRPOTrainer, importance_sampling_level="sequence", eps 3e-4/4e-4  (GSPO: sequence-level ratio)
+    cispo     GRPOTrainer, loss_type="cispo"                                    (clipped IS-weight REINFORCE)
+    sapo      GRPOTrainer, loss_type="sapo"                                     (soft gate instead of clipping)
+    gmpo      trl.experimental.gmpo.GMPOTrainer                                 (geometric-mean policy optimisation)
+    rloo      RLOOTrainer                                                       (leave-one-out baseline)
+    online_dpo trl.experimental.online_dpo.OnlineDPOTrainer, pairs judged by the task reward on the fly
+    dpo       DPOTrainer   on pairs (correct, wrong) sampled from the base model and scored by the task reward
+    kto       KTOTrainer   on the same samples, unpaired (desirable = correct)
+    orpo      trl.experimental.orpo.ORPOTrainer on the DPO pairs (no reference model)
+    simpo     trl.experimental.cpo.CPOTrainer, loss_type="simpo", cpo_alpha=0 on the DPO pairs
+    sft       SFTTrainer   on correct solutions (the base model's own, else the task's reference): the non-RL contrast
+
+Every online algorithm is exactly on-policy: one generation batch (prompts_per_step x num_generations completions)
+per optimizer step. `--advantages positive|negative` wraps the GRPO-family trainer class, see `_advantage_filter`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rldelta.checkpoint import atomic_write_bytes
+from rldelta.train.config import GRPO_FAMILY, OFFLINE, ConfigError, TrainConfig
+from rldelta.train.saving import (
+    TRAINER_DIR,
+    CheckpointSaver,
+    MetricsRecorder,
+    git_revision,
+    library_versions,
+    read_run_json,
+    write_run_json,
+)
+from rldelta.train.tasks import Task
+
+OFFLINE_DATA = "offline_data.jsonl"
+OFFLINE_STATS = "offline_data.json"
+
+# Settings a resumed run may change; everything else must match the run.json it continues.
+_RESUMABLE_CHANGES = {"steps", "save_steps", "resume", "progress"}
+
+
+class TrainError(ValueError):
+    """A run that cannot start or continue, with a one-line reason."""
+
+
+def _offline_env() -> None:
+    # No network at run time: the hub, datasets and telemetry are all told so before anything imports them.
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("WANDB_DISABLED", "true")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # using trl.experimental trainers is deliberate here
+
+
+def _quiet_libraries() -> None:
+    # train() shows one rich progress bar; the per-file bars of datasets/transformers would interleave with it.
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+# ---- model ------------------------------------------------------------------------------------------------------
+
+
+def load_policy(model_dir: str | os.PathLike, precision: str):
+    """(model, tokenizer) for training: fp32 weights (fp32 optimizer state follows) or bf16 weights throughout."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise TrainError(f"{path}: not a model folder (no config.json)")
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise TrainError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+    if not tokenizer.chat_template:
+        raise TrainError(f"{path}: tokenizer has no chat template (the tasks' prompts are chat messages)")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+# ---- --advantages -----------------------------------------------------------------------------------------------
+
+
+def _advantage_filter(trainer_cls: type, keep: str) -> type:
+    """A subclass of a GRPOTrainer (or GMPOTrainer) that learns only from samples with `keep` ("positive" or
+    "negative") advantage.
+
+    GRPO computes advantages once per generation batch in `_generate_and_score_completions`; the loss then weights
+    each completion's tokens by its advantage. After that method we (1) set the other samples' advantage to 0 and
+    (2) drop their tokens from the loss mask. (1) removes their policy-gradient term exactly (a zero advantage gives
+    a zero loss and a zero gradient in every loss variant); (2) also removes their KL and entropy terms, so with
+    `beta > 0` nothing at all flows from them. The mask used is `tool_mask`, which GRPO multiplies into the loss
+    mask only, never into the attention mask, so the forward pass of every sample is unchanged. The loss
+    normaliser is left as it was (grpo, dr_grpo, dapo, cispo, sapo, gspo, gmpo: per-sequence means over the whole
+    batch, a constant, or the token count taken before filtering), so the kept samples' gradient is exactly the one
+    they have in the full loss: Δ(positive) + Δ(negative) = Δ(all) for one SGD step (tests/test_train.py checks
+    it). bnpo is the exception: it divides by the tokens left in the loss mask, so its filtered loss is a mean
+    over the kept tokens only.
+    """
+    if keep not in ("positive", "negative"):
+        raise ConfigError(f"advantages filter must be 'positive' or 'negative', not {keep!r}")
+
+    class AdvantageFilteredTrainer(trainer_cls):
+        advantages_kept = keep
+
+        def _generate_and_score_completions(self, inputs):
+            out = super()._generate_and_score_completions(inputs)
+            adv = out["advantages"]
+            sign = adv > 0 if keep == "positive" else adv < 0
+            per_sample = sign if adv.dim() == 1 else sign.any(dim=1)
+            out["advantages"] = torch.where(sign, adv, torch.zeros_like(adv))
+            mask = out.get("tool_mask")
+            if mask is None:
+                mask = torch.ones_like(out["completion_mask"])
+            out["tool_mask"] = mask * per_sample.unsqueeze(1).to(mask.dtype)
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode][f"advantages/kept_{keep}_frac"].append(per_sample.float().mean().item())
+            return out
+
+    AdvantageFilteredTrainer.__name__ = f"{trainer_cls.__name__}_{keep}Only"
+    AdvantageFilteredTrainer.__qualname__ = AdvantageFilteredTrainer.__name__
+    return AdvantageFilteredTrainer
+
+
+# ---- trainer construction ---------------------------------------------------------------------------------------
+
+
+def _common_args(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """TrainingArguments shared by every algorithm."""
+    on_cpu = not torch.cuda.is_available()
+    return dict(
+        output_dir=str(run_dir / TRAINER_DIR),
+        max_steps=config.steps,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        optim="adamw_torch",
+        gradient_accumulation_steps=1,
+        activation_checkpointing=False,  # the models here are small; recomputation would only cost time
+        dataloader_pin_memory=not on_cpu,
+        # Weights are fp32 or bf16 as loaded; autocast would add a third regime, so it stays off.
+        bf16=False,
+        fp16=False,
+        seed=config.seed,
+        data_seed=config.seed,
+        full_determinism=on_cpu,  # deterministic kernels; on GPUs some ops have none, there seed only
+        logging_steps=1,
+        save_strategy="no",  # CheckpointSaver decides which steps are saved
+        save_total_limit=1,  # only the newest resumable Trainer checkpoint is kept
+        report_to=[],
+        disable_tqdm=True,  # the rich progress bar below replaces it
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+
+
+def _args(config_cls: type, config: TrainConfig, common: dict[str, Any], **specific: Any):
+    """A TRL config: shared settings, then the algorithm's, then `config.extra` (the user's word is last)."""
+    return config_cls(**{**common, **specific, **config.extra})
+
+
+def _pick(value, default):
+    return default if value is None else value
+
+
+def _grpo_family(config, model, tokenizer, task, train_ds, common, callbacks):
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rldelta.train.tasks import trl_reward_funcs
+
+    algo = config.algo
+    trainer_cls, config_cls = GRPOTrainer, GRPOConfig
+    extra: dict[str, Any] = {}
+    eps, eps_high = config.epsilon, config.epsilon_high
+    if algo == "grpo":
+        extra.update(loss_type="grpo", scale_rewards="group")
+    elif algo == "dr_grpo":
+        extra.update(loss_type="dr_grpo", scale_rewards="none")
+    elif algo == "dapo":
+        extra.update(loss_type="dapo")
+        eps_high = _pick(eps_high, 0.28)
+    elif algo == "bnpo":
+        extra.update(loss_type="bnpo")
+    elif algo == "gspo":
+        extra.update(loss_type="grpo", importance_sampling_level="sequence")
+        eps, eps_high = _pick(eps, 3e-4), _pick(eps_high, 4e-4)
+    elif algo == "cispo":
+        extra.update(loss_type="cispo")
+        eps_high = _pick(eps_high, 5.0)  # CISPO's epsilon_high is the cap on the IS weight itself
+    elif algo == "sapo":
+        extra.update(loss_type="sapo")
+    elif algo == "gmpo":
+        from trl.experimental.gmpo import GMPOConfig, GMPOTrainer
+
+        trainer_cls, config_cls = GMPOTrainer, GMPOConfig
+    if eps is not None:
+        extra["epsilon"] = eps
+    if eps_high is not None:
+        extra["epsilon_high"] = eps_high
+    args = _args(
+        config_cls, config, common,
+        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=_pick(config.beta, 0.0),
+        log_completions=False,
+        **extra,
+    )
+    if config.advantages != "all":
+        trainer_cls = _advantage_filter(trainer_cls, config.advantages)
+    return trainer_cls(
+        model=model,
+        reward_funcs=trl_reward_funcs(task),
+        args=args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def _rloo(config, model, tokenizer, task, train_ds, common, callbacks):
+    from trl import RLOOConfig, RLOOTrainer
+
+    from rldelta.train.tasks import trl_reward_funcs
+
+    extra = {k: v for k, v in (("epsilon", config.epsilon), ("epsilon_high", config.epsilon_high)) if v is not None}
+    args = _args(
+        RLOOConfig, config, common,
+        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=_pick(config.beta, 0.05),  # TRL's RLOO default
+        log_completions=False,
+        **extra,
+    )
+    return RLOOTrainer(
+        model=model,
+        reward_funcs=trl_reward_funcs(task),
+        args=args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def _online_dpo(config, model, tokenizer, task, train_ds, common, callbacks):
+    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+    from rldelta.train.tasks import trl_reward_funcs
+
+    args = _args(
+        OnlineDPOConfig, config, common,
+        per_device_train_batch_size=config.prompts_per_step,
+        max_new_tokens=config.max_completion_length,
+        temperature=config.temperature,
+        beta=_pick(config.beta, 0.1),
+    )
+    return OnlineDPOTrainer(
+        model=model,
+        reward_funcs=trl_reward_funcs(task),
+        args=args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+# ---- offline data: sampled from the base model, scored by the task ----------------------------------------------
+
+
+@torch.no_grad()
+def sample_completions(
+    model, tokenizer, prompts: list[list[dict]], *, k: int, max_new_tokens: int, temperature: float, seed: int,
+    batch_size: int = 16,
+) -> list[list[str]]:
+    """`k` sampled completions for each chat prompt (a private RNG stream seeded by `seed`)."""
+    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    out: list[list[str]] = []
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        torch.manual_seed(seed)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            gen = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=temperature,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=k,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            decoded = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            out.extend(decoded[i * k : (i + 1) * k] for i in range(len(chunk)))
+    model.train(was_training)
+    return out
+
+
+def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) -> tuple[Any, dict[str, int]]:
+    """The dataset an offline algorithm trains on, built from base-model samples scored by the task's reward.
+
+    dpo/orpo/simpo: one (prompt, chosen=correct, rejected=wrong) pair per prompt that has both;
+    kto: one desirable and one undesirable completion per prompt (unpaired);
+    sft: one correct completion per prompt.
+    A prompt without any correct sample uses the task's reference completion as the correct one when
+    `offline_gold_fallback` is set (a small random model is never right on its own), else it is skipped.
+    """
+    from datasets import Dataset
+
+    samples = sample_completions(
+        model, tokenizer, [ex.prompt for ex in examples], k=config.offline_samples,
+        max_new_tokens=config.max_completion_length, temperature=config.temperature, seed=config.seed,
+    )
+    stats = {"prompts": len(examples), "samples": len(examples) * config.offline_samples, "correct_samples": 0,
+             "gold_used": 0, "rows": 0}
+    rows: list[dict[str, Any]] = []
+    for ex, comps in zip(examples, samples):
+        good = [c for c in comps if task.correctness_reward(c, ex.answer) > 0]
+        bad = [c for c in comps if task.correctness_reward(c, ex.answer) <= 0]
+        stats["correct_samples"] += len(good)
+        if not good and config.offline_gold_fallback:
+            good = [task.reference_completion(ex.answer)]
+            stats["gold_used"] += 1
+
+        def msg(text: str) -> list[dict]:
+            return [{"role": "assistant", "content": text}]
+
+        if config.algo == "sft":
+            if good:
+                rows.append({"prompt": ex.prompt, "completion": msg(good[0])})
+        elif config.algo == "kto":
+            if good:
+                rows.append({"prompt": ex.prompt, "completion": msg(good[0]), "label": True})
+            if bad:
+                rows.append({"prompt": ex.prompt, "completion": msg(bad[0]), "label": False})
+        elif good and bad:
+            rows.append({"prompt": ex.prompt, "chosen": msg(good[0]), "rejected": msg(bad[0])})
+    stats["rows"] = len(rows)
+    if not rows:
+        raise TrainError(
+            f"{config.algo}: no training rows could be built from {stats['samples']} base-model samples "
+            f"({stats['correct_samples']} correct); raise --offline-samples or allow the gold fallback"
+        )
+    return Dataset.from_list(rows), stats
+
+
+def _offline_dataset(config: TrainConfig, run_dir: Path, model, tokenizer, task, examples):
+    """Build the offline data once per run and keep it in RUN/offline_data.jsonl (reused by --resume, and readable)."""
+    from datasets import Dataset
+
+    path = run_dir / OFFLINE_DATA
+    stats_path = run_dir / OFFLINE_STATS
+    if config.resume and path.is_file() and stats_path.is_file():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return Dataset.from_list(rows), json.loads(stats_path.read_text())
+    n = min(len(examples), config.steps * config.prompts_per_step)
+    ds, stats = build_offline_data(config, model, tokenizer, task, examples[:n])
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in ds.to_list()).encode())
+    atomic_write_bytes(stats_path, json.dumps(stats, indent=2).encode())
+    return ds, stats
+
+
+def _offline(config, model, tokenizer, task, train_ds, common, callbacks):
+    algo = config.algo
+    common = {**common, "per_device_train_batch_size": config.prompts_per_step}
+    max_length = 1024
+    if algo == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        args = _args(DPOConfig, config, common, beta=_pick(config.beta, 0.1), max_length=max_length)
+        return DPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                          callbacks=callbacks)
+    if algo == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        args = _args(KTOConfig, config, common, beta=_pick(config.beta, 0.1), max_length=max_length)
+        return KTOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                          callbacks=callbacks)
+    if algo == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args = _args(ORPOConfig, config, common, beta=_pick(config.beta, 0.1), max_length=max_length,
+                          max_completion_length=config.max_completion_length)
+        return ORPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                           callbacks=callbacks)
+    if algo == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        # SimPO is CPO's loss_type="simpo" with the behaviour-cloning term switched off (cpo_alpha=0).
+        args = _args(CPOConfig, config, common, loss_type="simpo", cpo_alpha=0.0, beta=_pick(config.beta, 2.0),
+                         max_length=max_length, max_completion_length=config.max_completion_length)
+        return CPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                          callbacks=callbacks)
+    if algo == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        args = _args(SFTConfig, config, common, max_length=max_length)
+        return SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                          callbacks=callbacks)
+    raise ConfigError(f"unknown offline algorithm {algo!r}")
+
+
+def _builder(algo: str) -> Callable:
+    if algo in GRPO_FAMILY:
+        return _grpo_family
+    if algo == "rloo":
+        return _rloo
+    if algo == "online_dpo":
+        return _online_dpo
+    if algo in OFFLINE:
+        return _offline
+    raise ConfigError(f"unknown algorithm {algo!r}")
+
+
+# ---- progress ---------------------------------------------------------------------------------------------------
+
+
+def _progress_callback(total: int):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        def __init__(self):
+            self.progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False,
+            )
+            self.task_id = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.progress.start()
+            self.task_id = self.progress.add_task("train", total=total, completed=state.global_step, info="")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.progress.update(self.task_id, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            parts = [f"{k}={logs[k]:.3g}" for k in ("reward", "loss") if isinstance(logs.get(k), (int, float))]
+            self.progress.update(self.task_id, info=" ".join(parts))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.progress.stop()
+
+    return RichProgress()
+
+
+# ---- the run ----------------------------------------------------------------------------------------------------
+
+
+def _last_resume_point(trainer_dir: Path) -> Path | None:
+    """The newest complete Trainer checkpoint (its trainer_state.json is written last); incomplete ones are removed."""
+    if not trainer_dir.is_dir():
+        return None
+    found = []
+    for p in trainer_dir.glob("checkpoint-*"):
+        if not p.name[len("checkpoint-") :].isdigit():
+            continue
+        if (p / "trainer_state.json").is_file():
+            found.append((int(p.name[len("checkpoint-") :]), p))
+        else:
+            shutil.rmtree(p, ignore_errors=True)  # interrupted while the Trainer was writing it
+    return max(found)[1] if found else None
+
+
+def _check_run_dir(config: TrainConfig, run_dir: Path) -> dict | None:
+    """The previous run record when resuming; refuses to mix a new run into an old run directory."""
+    previous = read_run_json(run_dir)
+    if not config.resume:
+        if previous is not None or (run_dir / "checkpoints").exists():
+            raise TrainError(
+                f"{run_dir}: already holds a training run; pass --resume to continue it or choose another -o"
+            )
+        if run_dir.exists() and not run_dir.is_dir():
+            raise TrainError(f"{run_dir}: exists and is not a directory")
+        return None
+    if previous is None:
+        raise TrainError(f"{run_dir}: nothing to resume (no run.json)")
+    old = previous.get("config", {})
+    for key, value in config.to_dict().items():
+        if key in _RESUMABLE_CHANGES or key not in old:
+            continue
+        if old[key] != value:
+            raise TrainError(f"--resume: {key} was {old[key]!r} in {run_dir}/run.json, now {value!r}; they must match")
+    return previous
+
+
+def train(config: TrainConfig, *, task: Task | None = None) -> Path:
+    """Run one training job as `config` describes and return the run directory.
+
+    `task` replaces the registered task named `config.task` by an object of your own (same name): a custom reward
+    without registering it.
+    """
+    _offline_env()
+    _quiet_libraries()
+    config.validate()
+    from transformers import PrinterCallback
+    from transformers import set_seed
+
+    from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
+    from rldelta.train.tasks import get_task, to_dataset
+
+    run_dir = Path(config.output)
+    previous = _check_run_dir(config, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if task is None:
+        task = get_task(config.task)
+    elif task.name != config.task:
+        raise TrainError(f"task object is named {task.name!r} but the config says task={config.task!r}")
+    set_seed(config.seed)
+    model, tokenizer = load_policy(config.model, config.precision)
+
+    callbacks = []
+    masked = None
+    if config.mask:
+        masked = MaskedUpdate.from_file(model, config.mask).attach()
+        callbacks.append(MaskedUpdateCallback(masked))
+
+    examples = task.generate(config.train_size, seed=config.data_seed, split="train", difficulty=config.difficulty)
+    offline_stats = None
+    if config.algo in OFFLINE:
+        train_ds, offline_stats = _offline_dataset(config, run_dir, model, tokenizer, task, examples)
+    else:
+        train_ds = to_dataset(examples)
+
+    record: dict[str, Any] = {
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "versions": library_versions(),
+        "git_revision": git_revision(),
+        "started": (previous or {}).get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        "status": "running",
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "threads": torch.get_num_threads(),
+        "train_examples": len(train_ds),
+        "offline_data": offline_stats,
+        "mask_density": masked.density if masked is not None else None,
+        "saved_steps": (previous or {}).get("saved_steps", []),
+    }
+    write_run_json(run_dir, record)
+
+    accuracy_key = f"rewards/{task.name}_correctness/mean"
+    saver = CheckpointSaver(run_dir, config.save_step_list, config.precision, tokenizer)
+    metrics = MetricsRecorder(run_dir, accuracy_key, f"rewards/{task.name}_format/mean")
+    callbacks += [saver, metrics]
+    progress = _progress_callback(config.steps) if config.progress else None
+    if progress is not None:
+        callbacks.append(progress)
+
+    resume_from = _last_resume_point(run_dir / TRAINER_DIR) if config.resume else None
+    record["resumed_from"] = str(resume_from) if resume_from else None
+    deterministic = torch.are_deterministic_algorithms_enabled()  # full_determinism sets it process-wide
+    try:
+        trainer = _builder(config.algo)(config, model, tokenizer, task, train_ds, _common_args(config, run_dir),
+                                        callbacks)
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict; metrics.parquet keeps them
+        with warnings.catch_warnings():
+            # TRL 1.16 still calls transformers' deprecated `is_gradient_checkpointing` once per step.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except KeyboardInterrupt:
+        record.update(status="interrupted", saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)))
+        metrics.flush()
+        write_run_json(run_dir, record)
+        raise
+    except BaseException as e:
+        record.update(status="failed", error=f"{e.__class__.__name__}: {e}",
+                      saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)))
+        write_run_json(run_dir, record)
+        raise
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        if progress is not None:
+            progress.progress.stop()  # Ctrl-C skips on_train_end; leave the terminal clean
+        if masked is not None:
+            masked.detach()
+    if masked is not None and (bad := masked.violations()):
+        # Cannot happen with the restore callback in place; checked because the guarantee is the point of a mask.
+        raise TrainError(f"mask violated after training: {bad}")
+    record.update(status="completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)),
+                  global_step=trainer.state.global_step)
+    metrics.flush()
+    write_run_json(run_dir, record)
+    return run_dir

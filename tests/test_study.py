@@ -1,0 +1,238 @@
+"""`rldelta study` end to end on the tiny model: every stage runs, the report shows exactly the exported numbers,
+a study killed midway finishes without retraining, and bad configs fail with a message naming file and key."""
+
+from __future__ import annotations
+
+import html
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import rldelta.study as study_mod
+from rldelta.checkpoint import open_checkpoint
+from rldelta.masks import load_mask
+from rldelta.report.html import fmt
+from rldelta.study import StudyConfig, StudyError, config_from_dict, load_config, preset_path, run_study
+
+SECTIONS = ["question", "setup", "headline", "verdicts", "plots", "plot-layers", "plot-rank", "plot-overlap",
+            "plot-deciles", "plot-dynamics", "plot-accuracy", "surgery", "retrain", "tables"]
+CLAIMS = ["sparsity", "full rank", "seed consistency", "subnetwork sufficiency", "subnetwork-only training"]
+
+
+def tiny_config(**over) -> StudyConfig:
+    data = load_config(preset_path("tiny")).to_dict()
+    data.update(steps=4, save_steps="every:2", eval_n=8)  # smaller still than the preset: this is a test
+    data.update(over)
+    return config_from_dict(data, source="test")
+
+
+class _Spy:
+    """Counts train() calls of the study (workers=1 trains in this process) and can fail a chosen stage."""
+
+    def __init__(self, monkeypatch):
+        self.calls: list[str] = []
+        real = study_mod._train_job
+
+        def job(config, threads=None):
+            self.calls.append(config["output"])
+            return real(config, threads)
+
+        monkeypatch.setattr(study_mod, "_train_job", job)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A study killed in the surgery stage, then started again: (study dir, result, trainings per attempt)."""
+    out = tmp_path_factory.mktemp("study") / "s"
+    mp = pytest.MonkeyPatch()
+    spy = _Spy(mp)
+    real_surgery = study_mod._surgery_evals
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    mp.setattr(study_mod, "_surgery_evals", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(tiny_config(), out, workers=1, progress=False)
+    first = list(spy.calls)
+    mp.setattr(study_mod, "_surgery_evals", real_surgery)
+    spy.calls.clear()
+    res = run_study(tiny_config(), out, workers=1, progress=False)
+    second = list(spy.calls)
+    spy.calls.clear()
+    res2 = run_study(tiny_config(), out, workers=1, progress=False)
+    third = list(spy.calls)
+    mp.undo()
+    return out, res, (first, second, third), res2
+
+
+def test_killed_study_resumes_without_retraining(done):
+    out, res, (first, second, third), res2 = done
+    assert len(first) == 2 and all("grpo-s" in c for c in first)  # the two grid runs, then killed
+    assert len(second) == 1 and "retrain-" in second[0]  # only the retrain, which comes after surgery
+    assert third == []  # a complete study redoes no training
+    assert res2["headline"] == pytest.approx(res["headline"], nan_ok=True)
+    assert not list(out.rglob(".*.tmp-*"))  # nothing half-written left behind
+
+
+class _Nums(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.nums: list[dict] = []
+        self.imgs: list[str] = []
+        self.ids: set[str] = set()
+        self._cur: dict | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag == "span" and a.get("class") == "num":
+            self._cur = {**a, "text": ""}
+
+    def handle_data(self, data):
+        if self._cur is not None:
+            self._cur["text"] += data
+
+    def handle_endtag(self, tag):
+        if tag == "span" and self._cur is not None:
+            self.nums.append(self._cur)
+            self._cur = None
+
+
+def test_report_has_every_section_and_only_table_numbers(done):
+    out, res, _, _ = done
+    page = (out / "report.html").read_text()
+    p = _Nums()
+    p.feed(page)
+    assert set(SECTIONS) <= p.ids
+    assert len(p.imgs) == 6 and all(s.startswith("data:image/png;base64,") for s in p.imgs)
+    assert "http://" not in page and "https://" not in page  # opens offline
+    tables = {}
+    assert len(p.nums) > 100
+    for n in p.nums:
+        t = tables.setdefault(n["data-table"], pd.read_parquet(out / "tables" / f"{n['data-table']}.parquet"))
+        want = t.iloc[int(n["data-row"])][n["data-col"]]
+        got = eval(html.unescape(n["data-value"]), {"nan": math.nan})  # repr of a float, int or None
+        if want is None or (isinstance(want, float) and math.isnan(want)):
+            assert got is None
+        else:
+            assert got == want, n  # exact: the page carries the table's value
+        assert n["text"] == fmt(got, n["data-fmt"])
+    # every headline number and every claim appears, and the CSV export agrees with the Parquet one
+    shown = {(n["data-table"], n["data-row"]) for n in p.nums}
+    head = pd.read_parquet(out / "tables" / "headline.parquet")
+    assert all(("headline", str(i)) in shown for i in range(len(head)))
+    claims = pd.read_parquet(out / "tables" / "claims.parquet")
+    assert list(claims["claim"]) == CLAIMS
+    for c in claims.itertuples():
+        assert html.escape(c.verdict) in page
+    csv = pd.read_csv(out / "tables" / "headline.csv")
+    assert csv["value"].tolist() == pytest.approx(head["value"].tolist(), nan_ok=True, rel=1e-15)
+
+
+def test_study_numbers_against_independent_computation(done):
+    """Headline numbers recomputed from the raw checkpoints and masks with plain torch."""
+    out, res, _, _ = done
+    runs = pd.read_parquet(out / "tables" / "runs.parquet").set_index("run")
+    base = open_checkpoint(next((out / "models").iterdir()))
+    finals = {}
+    for label in ("grpo-s0-fp32", "grpo-s1-fp32", "retrain-grpo-s0-fp32"):
+        run_dir = Path(runs.loc[label, "run_dir"])
+        ck = open_checkpoint(run_dir / "checkpoints" / "step-4")
+        finals[label] = {n: ck.get(n) for n in base.names() if n not in base.aliases}
+    changed = {k: {n: (t.view(torch.int16) != base.get(n).view(torch.int16)) for n, t in v.items()}
+               for k, v in finals.items()}
+    numel = sum(m.numel() for m in changed["grpo-s0-fp32"].values())
+    for label in ("grpo-s0-fp32", "grpo-s1-fp32"):
+        frac = sum(int(m.sum()) for m in changed[label].values()) / numel
+        assert runs.loc[label, "changed_frac"] == pytest.approx(frac, rel=1e-12)
+    a, b = changed["grpo-s0-fp32"], changed["grpo-s1-fp32"]
+    inter = sum(int((a[n] & b[n]).sum()) for n in a)
+    ov = pd.read_parquet(out / "tables" / "overlap.parquet")
+    row = ov[(ov["a"] == "grpo-s0-fp32") & (ov["b"] == "grpo-s1-fp32")].iloc[0]
+    assert row["overlap"] == pytest.approx(inter / sum(int(m.sum()) for m in a.values()), rel=1e-12)
+    # retrain: confined to the seed-1 mask, and the cosine of the two Δs
+    r = changed["retrain-grpo-s0-fp32"]
+    assert all(not bool((r[n] & ~a[n]).any()) for n in a)
+    da = torch.cat([(finals["grpo-s0-fp32"][n].double() - base.get(n).double()).reshape(-1) for n in a])
+    dr = torch.cat([(finals["retrain-grpo-s0-fp32"][n].double() - base.get(n).double()).reshape(-1) for n in a])
+    ret = pd.read_parquet(out / "tables" / "retrain.parquet").iloc[0]
+    assert ret["delta_cosine"] == pytest.approx(float(da @ dr / (da.norm() * dr.norm())), rel=1e-9)
+    assert ret["retrain_inside_full"] == 1.0
+    # surgery with the run's own full changed-mask is the tuned model itself: same accuracy
+    sur = pd.read_parquet(out / "tables" / "surgery.parquet")
+    own = sur[(sur["target"] == "grpo-s0-fp32") & (sur["kind"] == "patch") & (sur["control"] == "none")].iloc[0]
+    assert own["accuracy"] == own["tuned_accuracy"]
+    # dynamics: the last saved step's changed set is the final one
+    dyn = pd.read_parquet(out / "tables" / "dynamics.parquet")
+    last = dyn[(dyn["run"] == "grpo-s0-fp32") & (dyn["step"] == 4)].iloc[0]
+    assert last["still_changed_at_end"] == 1.0 and last["share_of_final_set"] == 1.0
+    assert load_mask(out / "diffs" / Path(runs.loc["grpo-s0-fp32", "run_dir"]).name / "step-2").numel == numel
+
+
+def test_bad_configs_name_file_and_key(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('model = "tiny"\nsteppps = 3\n')
+    with pytest.raises(StudyError, match=r"s\.toml: unknown key 'steppps'"):
+        load_config(f)
+    f.write_text('algorithms = ["grpo", "ppo"]\n')
+    with pytest.raises(StudyError, match=r"s\.toml: algorithms: unknown algorithm 'ppo'"):
+        load_config(f)
+    f.write_text('[train]\nlrr = 1e-5\n')
+    with pytest.raises(StudyError, match=r"unknown key train\.lrr"):
+        load_config(f)
+    f.write_text('[train]\nseed = 3\n')
+    with pytest.raises(StudyError, match=r"train\.seed is set by the study"):
+        load_config(f)
+    f.write_text('task = "chess"\n')
+    with pytest.raises(StudyError, match="task: unknown task 'chess'"):
+        load_config(f)
+    f.write_text('steps = [\n')
+    with pytest.raises(StudyError, match="not valid TOML"):
+        load_config(f)
+    with pytest.raises(StudyError, match="unknown preset"):
+        preset_path("huge")
+    with pytest.raises(StudyError, match="neither a built-in"):
+        run_study(config_from_dict({"model": str(tmp_path / "nope")}, source="x"), tmp_path / "o", progress=False)
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo", "full", "example"])
+def test_presets_load(name):
+    cfg = load_config(Path(study_mod.PRESETS_DIR) / f"{name}.toml")
+    assert cfg.algorithms and cfg.seeds
+
+
+def test_cli_study_bad_config_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from rldelta.cli import app
+
+    f = tmp_path / "bad.toml"
+    f.write_text("colour = 1\n")
+    r = CliRunner().invoke(app, ["study", str(f), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "unknown key 'colour'" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["study", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "CONFIG.toml or --preset" in r.output
+
+
+def test_pool_trains_the_same_weights_as_in_process(done, tmp_path):
+    """workers=2 (spawned local pool): the same runs, bit for bit, as the study trained in this process."""
+    out, _, _, _ = done
+    cfg = tiny_config()
+    base = study_mod.prepare_base(cfg, out)  # reused: already built
+    runs = [study_mod._make_run(tmp_path, cfg, base, "grpo", s, "fp32") for s in cfg.seeds]
+    study_mod._train_all(runs, backend="local", workers=2, ray_address=None, log=study_mod._Log(False),
+                         progress=False, threads=1)
+    for r in runs:
+        assert study_mod.run_complete(r)
+        ref = out / "runs" / r.dir.name  # same config, same hash, same folder name
+        for step in ("step-4", "step-4-fp32"):
+            assert (r.dir / "checkpoints" / step / "model.safetensors").read_bytes() == \
+                (ref / "checkpoints" / step / "model.safetensors").read_bytes()
