@@ -14,7 +14,7 @@ import torch
 from rldelta.checkpoint import open_checkpoint
 from rldelta.masks import Mask, MaskError, save_mask
 from rldelta.train.config import ALGOS, ConfigError, TrainConfig, make_config, parse_save_steps
-from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback, bind_masks
+from rldelta.train.masking import MaskedUpdate, bind_masks
 from rldelta.train.models import build_tiny
 from rldelta.train.saving import saved_steps
 from rldelta.train.tasks import Arith

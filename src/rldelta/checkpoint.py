@@ -100,6 +100,11 @@ def _read_header(file: Path) -> dict:
             raise CheckpointError(f"{file}: tensor {name!r} has unsupported dtype {dtype}")
         if not (0 <= start <= end <= data_len):
             raise CheckpointError(f"{file}: corrupt safetensors header (tensor {name!r} lies outside the file)")
+        itemsize = torch.empty((), dtype=_ST_DTYPES[dtype]).element_size()
+        if not all(isinstance(d, int) and d >= 0 for d in shape) or _numel(shape) * itemsize != end - start:
+            raise CheckpointError(
+                f"{file}: corrupt safetensors header (tensor {name!r}: shape {shape} does not fit {end - start} bytes)"
+            )
     header["__data_start__"] = 8 + n
     return header
 
@@ -332,14 +337,3 @@ def _numel(shape: Sequence[int]) -> int:
     for d in shape:
         n *= int(d)
     return n
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a small file so that readers see either the old or the complete new content."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from rldelta import __version__
-from rldelta.checkpoint import Checkpoint, SafetensorsStreamWriter, atomic_write_bytes, open_checkpoint
+from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.checkpoint import Checkpoint, SafetensorsStreamWriter, open_checkpoint
 from rldelta.metrics.delta import delta_stats
 from rldelta.metrics.sparsity import COMPARE_DTYPES
 from rldelta.naming import parse_name
+from rldelta.report.terminal import progress_bar
 
 TENSORS_FILE = "tensors.parquet"
 SUMMARY_FILE = "summary.json"
@@ -267,29 +268,26 @@ def run_diff(
         if not writer.resumed:
             journal.forget()  # rows without their mask slots on disk must be computed again
     todo = [n for n in pairing.names if n not in journal.rows]
-    report = _progress_reporter(progress, len(pairing.names), len(pairing.names) - len(todo))
     try:
-        for row, packed in _results(base_ck, tuned_ck, todo, opts, workers):
-            if writer is not None:
-                numel = row["numel"]
-                bits = np.unpackbits(packed, count=numel)  # uint8 0/1: byte for byte the safetensors BOOL layout
-                writer.write(row["name"], torch.from_numpy(bits).view(torch.bool).reshape(row["shape"]))
-                writer.flush()  # the mask slot is on disk before the journal says the tensor is done
-            journal.add(row)
-            report(row["name"])
+        with progress_bar("diff", len(pairing.names), progress, done=len(pairing.names) - len(todo)) as advance:
+            for row, packed in _results(base_ck, tuned_ck, todo, opts, workers):
+                if writer is not None:
+                    bits = np.unpackbits(packed, count=row["numel"])  # uint8 0/1: the safetensors BOOL layout
+                    writer.write(row["name"], torch.from_numpy(bits).view(torch.bool).reshape(row["shape"]))
+                    writer.flush()  # the mask slot is on disk before the journal says the tensor is done
+                journal.add(row)
+                advance(row["name"])
     except BaseException:
         if writer is not None:
             writer.abort()
-        journal.close()
         raise
     finally:
-        report(None)
-    journal.close()
+        journal.close()
 
     rows = [journal.rows[n] for n in pairing.names]
     summary = summarize(rows, pairing, opts, base=str(base), tuned=str(tuned), save_mask=save_mask)
-    _write_table(rows, out / TENSORS_FILE)
-    atomic_write_bytes(out / SUMMARY_FILE, json.dumps(summary, indent=2).encode())
+    atomic_write_parquet(rows, out / TENSORS_FILE, TENSORS_SCHEMA)
+    atomic_write_json(out / SUMMARY_FILE, summary)
     if writer is not None:
         writer.close()
     shutil.rmtree(out / _PARTIAL, ignore_errors=True)
@@ -309,13 +307,6 @@ def _mismatch_message(p: Pairing) -> str:
             f"{tuple(m['base_shape'])} vs {tuple(m['tuned_shape'])}"
         )
     return "checkpoints do not match (--strict): " + "; ".join(parts)
-
-
-def _write_table(rows: list[dict], path: Path) -> None:
-    table = pa.Table.from_pylist(rows, schema=TENSORS_SCHEMA)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 def _weighted(rows: list[dict], key: str) -> tuple[float | None, float | None]:
@@ -368,34 +359,3 @@ def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) 
         "shape_mismatch": pairing.shape_mismatch,
         "tied": pairing.tied,
     }
-
-
-def _progress_reporter(progress, total: int, done: int) -> Callable[[str | None], None]:
-    """Adapts `progress` (False, True for a rich bar, or a callable) to one call per finished tensor."""
-    if callable(progress):
-        state = {"done": done}
-
-        def call(name: str | None) -> None:
-            if name is not None:
-                state["done"] += 1
-                progress(state["done"], total, name)
-
-        return call
-    if not progress:
-        return lambda name: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn("diff"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("[dim]{task.description}"), transient=False,
-    )
-    task = bar.add_task("", total=total, completed=done)
-    bar.start()
-
-    def update(name: str | None) -> None:
-        if name is None:
-            bar.stop()
-        else:
-            bar.update(task, advance=1, description=name)
-
-    return update

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import torch
 
 from rldelta import __version__
-from rldelta.checkpoint import Checkpoint, atomic_write_bytes, open_checkpoint
+from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.checkpoint import Checkpoint, open_checkpoint
 from rldelta.diff import SUMMARY_FILE, TENSORS_FILE
 from rldelta.masks import Mask, check_compatible, load_mask, resolve_mask_path
 from rldelta.metrics.nulls import derive_seed, random_sparse_rank_null
@@ -48,7 +49,7 @@ from rldelta.metrics.precision import (
 )
 from rldelta.metrics.sparsity import COMPARE_DTYPES, changed_bitwise
 from rldelta.naming import parse_name
-from rldelta.overlap import json_safe, progress_bar, write_parquet
+from rldelta.report.terminal import progress_bar
 
 EXPLAIN_JSON = "explain.json"
 EXPLAIN_TABLE = "explain.parquet"
@@ -349,10 +350,10 @@ def run_explain(
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_parquet(rows, EXPLAIN_SCHEMA, out / EXPLAIN_TABLE)
+    atomic_write_parquet(rows, out / EXPLAIN_TABLE, EXPLAIN_SCHEMA)
     if plot:
         _plots(out, result, hist)
-    atomic_write_bytes(out / EXPLAIN_JSON, json.dumps(json_safe(result), indent=2).encode())
+    atomic_write_json(out / EXPLAIN_JSON, result)
     return result
 
 

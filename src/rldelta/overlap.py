@@ -7,20 +7,17 @@ OUT/overlap.json (the totals and N×N matrices) and OUT/overlap.png (heat map).
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from rldelta import __version__
-from rldelta.checkpoint import atomic_write_bytes
+from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.report.terminal import progress_bar
 from rldelta.masks import Mask, MaskError, check_compatible, load_mask
 from rldelta.metrics.overlap import count, expected_random_overlap, jaccard_from_counts, overlap_from_counts
 
@@ -42,40 +39,6 @@ OVERLAP_SCHEMA = pa.schema(
         ("random_overlap", pa.float64()),
     ]
 )
-
-
-@contextmanager
-def progress_bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A rich progress bar over tensors (on stderr); yields `advance(name)`."""
-    if not enabled:
-        yield lambda name: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("[dim]{task.description}"), console=Console(stderr=True))
-    task = bar.add_task("", total=total)
-    with bar:
-        yield lambda name: bar.update(task, advance=1, description=name)
-
-
-def write_parquet(rows: list[dict], schema: pa.Schema, path: Path) -> None:
-    """Write a small table atomically."""
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def json_safe(x):
-    """NaN/inf become null so that every JSON reader accepts the file."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
 
 
 def _labels(inputs: Sequence[str | os.PathLike]) -> list[str]:
@@ -173,8 +136,8 @@ def run_overlap(
         "pairs": totals,
         "matrix": matrix,
     }
-    write_parquet(rows, OVERLAP_SCHEMA, out / OVERLAP_TABLE)
-    atomic_write_bytes(out / OVERLAP_JSON, json.dumps(json_safe(result), indent=2).encode())
+    atomic_write_parquet(rows, out / OVERLAP_TABLE, OVERLAP_SCHEMA)
+    atomic_write_json(out / OVERLAP_JSON, result)
     if plot:
         from rldelta.report.explain_plots import overlap_heatmap
 

@@ -35,7 +35,7 @@ from typing import Any
 import pandas as pd
 
 from rldelta import __version__
-from rldelta.checkpoint import atomic_write_bytes
+from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json
 from rldelta.train.config import ALGOS, PRECISIONS, ConfigError, TrainConfig
 from rldelta.train.tasks import Arith, Task, get_task
 
@@ -203,10 +203,8 @@ def _hash(obj: Any, n: int = 10) -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from rldelta.overlap import json_safe
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(json_safe(data), indent=2, default=str) + "\n").encode())
+    atomic_write_json(path, data)
 
 
 def _read_json(path: Path) -> Any:
@@ -412,15 +410,10 @@ def prepare_base(cfg: StudyConfig, study: Path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tiny-fp32-") as fp32:
             build_tiny(Path(fp32) / "model", seed=cfg.model_seed)
-            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-            try:
+            with atomic_dir(out) as tmp:
                 model = AutoModelForCausalLM.from_pretrained(Path(fp32) / "model", dtype=torch.bfloat16)
                 model.save_pretrained(tmp)
                 AutoTokenizer.from_pretrained(Path(fp32) / "model").save_pretrained(tmp)
-                os.replace(tmp, out)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         return out
     if cfg.model == "smollm2-135m":
         try:

@@ -26,18 +26,18 @@ import fnmatch
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from rldelta import __version__
-from rldelta.checkpoint import SINGLE_FILE, Checkpoint, SafetensorsStreamWriter, atomic_write_bytes, open_checkpoint
+from rldelta.atomic import atomic_dir, atomic_write_bytes
+from rldelta.checkpoint import SINGLE_FILE, Checkpoint, SafetensorsStreamWriter, open_checkpoint
 from rldelta.diff import pair_tensors
 from rldelta.masks import Mask, load_mask, random_mask
 from rldelta.metrics.overlap import count as count_true
-from rldelta.overlap import progress_bar
+from rldelta.report.terminal import progress_bar
 
 SURGERY_JSON = "surgery.json"
 KINDS = ("patch", "revert")
@@ -242,53 +242,15 @@ def _copy_model_files(src: Path, dest: Path) -> list[str]:
     return copied
 
 
-class _building:
-    """A hidden scratch folder beside OUT that replaces OUT on success and is removed on failure.
-
-    An existing OUT is replaced only if it is empty or an earlier surgery output, so a mistyped path (the base
-    model's own folder, say) is never wiped.
-    """
-
-    def __init__(self, out: Path):
-        self.out = out
-
-    def __enter__(self) -> Path:
-        out = self.out
-        if out.exists():
-            if not out.is_dir():
-                raise SurgeryError(f"{out}: exists and is not a directory")
-            if any(out.iterdir()) and not (out / SURGERY_JSON).is_file():
-                raise SurgeryError(f"{out}: directory is not empty and is not a surgery output; choose another -o")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        try:
-            _default_permissions(self.tmp)
-            if self.out.exists():
-                old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-                os.replace(self.out, old)
-                os.replace(self.tmp, self.out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(self.tmp, self.out)
-        except BaseException:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise
-
-
-def _default_permissions(folder: Path) -> None:
-    """mkdtemp makes a 0700 folder; give it (and its files) the modes a plain mkdir/open would have."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        if f.is_file():
-            f.chmod(0o666 & ~umask)
+def _building(out: Path):
+    """`atomic_dir(out)`, after checking that an existing OUT is empty or an earlier surgery output, so a
+    mistyped path (the base model's own folder, say) is never wiped."""
+    if out.exists():
+        if not out.is_dir():
+            raise SurgeryError(f"{out}: exists and is not a directory")
+        if any(out.iterdir()) and not (out / SURGERY_JSON).is_file():
+            raise SurgeryError(f"{out}: directory is not empty and is not a surgery output; choose another -o")
+    return atomic_dir(out)
 
 
 __all__ = ["patch", "revert", "run_surgery", "SurgeryError", "SURGERY_JSON", "MODEL_FILES"]

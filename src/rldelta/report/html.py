@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rldelta.checkpoint import atomic_write_bytes
+from rldelta.atomic import atomic_write_bytes
 
 QUESTION = (
     "RL fine-tuning of a language model is reported to change only a small slice of its weights (5–30%), "

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rldelta.checkpoint import atomic_write_bytes
+from rldelta.atomic import atomic_write_bytes
 from rldelta.train.models import ModelError
 from rldelta.train.tasks import Example, Task, get_task
 

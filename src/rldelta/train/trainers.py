@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from rldelta.checkpoint import atomic_write_bytes
+from rldelta.atomic import atomic_write_bytes
 from rldelta.train.config import GRPO_FAMILY, OFFLINE, ConfigError, TrainConfig
 from rldelta.train.saving import (
     TRAINER_DIR,
