@@ -350,3 +350,14 @@ def test_bad_inputs_give_one_line_errors(tmp_path, ckpt):
     assert r.exit_code == 2 and "--compare-dtype" in r.output
     for res in [r]:
         assert "Traceback" not in res.output
+
+
+def test_cosine_parts_sum_to_the_whole_model_cosine():
+    from rldelta.metrics.delta import cosine_parts
+
+    g = np.random.default_rng(0)
+    a1, a2, b1, b2 = g.normal(size=(3, 4)), g.normal(size=7), g.normal(size=(3, 4)), g.normal(size=7)
+    parts = [cosine_parts(torch.from_numpy(x), torch.from_numpy(y)) for x, y in ((a1, b1), (a2, b2))]
+    ab, aa, bb = (sum(p[i] for p in parts) for i in range(3))
+    a, b = np.concatenate([a1.ravel(), a2]), np.concatenate([b1.ravel(), b2])
+    assert ab / math.sqrt(aa * bb) == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-12)

@@ -232,3 +232,11 @@ def test_completion_text():
     assert completion_text([{"role": "assistant", "content": "x"}]) == "x"
     assert completion_text([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]) == "ab"
     assert completion_text([]) == ""
+
+
+def test_digits_reward_is_the_share_of_digit_characters():
+    task = get_task("digits")
+    assert task.correctness_reward("1234", "x") == 1.0
+    assert task.correctness_reward("ab12", "x") == 0.5
+    assert task.correctness_reward("", "x") == 0.0
+    assert task.correctness_reward("<answer>7</answer>", "7") == pytest.approx(1 / 18)

@@ -17,20 +17,7 @@ from rldelta.train.config import ALGOS, ConfigError, TrainConfig, make_config, p
 from rldelta.train.masking import MaskedUpdate, bind_masks
 from rldelta.train.models import build_tiny
 from rldelta.train.saving import saved_steps
-from rldelta.train.tasks import Arith
 from rldelta.train.trainers import TrainError, _advantage_filter, _last_resume_point, train
-
-
-class DigitTask(Arith):
-    """Arith prompts with a dense reward a random model can move: the fraction of digit characters it writes.
-
-    A random tiny model is never right on arith, so every advantage would be 0 and nothing would train.
-    """
-
-    name = "digits"
-
-    def correctness_reward(self, completion: str, answer: str) -> float:
-        return sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
 
 
 TINY = dict(task="digits", steps=1, prompts_per_step=2, num_generations=2, max_completion_length=8, lr=1e-3,
@@ -44,7 +31,7 @@ def base(tmp_path_factory) -> Path:
 
 def run(base: Path, out: Path, **kw) -> Path:
     cfg = TrainConfig(model=str(base), output=str(out), **{**TINY, **kw})
-    return train(cfg, task=DigitTask())
+    return train(cfg)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

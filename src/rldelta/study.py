@@ -37,7 +37,8 @@ import pandas as pd
 from rldelta import __version__
 from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json
 from rldelta.train.config import ALGOS, PRECISIONS, ConfigError, TrainConfig
-from rldelta.train.tasks import Arith, Task, get_task
+from rldelta.metrics.delta import cosine_parts
+from rldelta.train.tasks import get_task
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "demo", "full")
@@ -55,28 +56,6 @@ class StudyError(ValueError):
 
 
 # ---- the study's own task ------------------------------------------------------------------------------------
-
-
-class Digits(Arith):
-    """Arith prompts scored by the share of digit characters in the completion (1.0 = nothing but digits).
-
-    For the tiny random-initialised model: it is never right on arith, so every GRPO advantage is 0 and nothing
-    trains. This dense reward gives the pipeline a real signal to follow. It measures no skill; it exercises
-    the machinery.
-    """
-
-    name = "digits"
-
-    def correctness_reward(self, completion: str, answer: str) -> float:
-        return sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
-
-
-STUDY_TASKS: dict[str, type[Task]] = {"digits": Digits}
-
-
-def resolve_task(name: str) -> Task:
-    """The registered task `name`, or one of the study's own (STUDY_TASKS)."""
-    return STUDY_TASKS[name]() if name in STUDY_TASKS else get_task(name)
 
 
 # ---- configuration -------------------------------------------------------------------------------------------
@@ -141,7 +120,7 @@ class StudyConfig:
             if key not in known_train:
                 raise StudyError(f"{src}: unknown key train.{key}; known: {', '.join(sorted(known_train))}")
         try:
-            resolve_task(self.task)
+            get_task(self.task)
         except ValueError as e:
             raise StudyError(f"{src}: task: {e}") from None
         # Every run's TrainConfig must be valid before anything trains (a bad lr fails here, not after an hour).
@@ -318,7 +297,7 @@ def _train_job(config: dict, threads: int | None = None) -> str:
 
         torch.set_num_threads(threads)
     tc = TrainConfig.from_dict(config)
-    return str(train(tc, task=resolve_task(tc.task)))
+    return str(train(tc))
 
 
 def _train_all(runs: list[Run], *, backend: str, workers: int, ray_address: str | None, log: _Log,
@@ -464,7 +443,7 @@ def _eval(model_dir: Path, name: str, study: Path, cfg: StudyConfig) -> dict:
     if out.is_file():
         return _read_json(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return evaluate(model_dir, resolve_task(cfg.task), cfg.eval_n, seed=cfg.eval_seed, difficulty=cfg.difficulty,
+    return evaluate(model_dir, get_task(cfg.task), cfg.eval_n, seed=cfg.eval_seed, difficulty=cfg.difficulty,
                     batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens, show_progress=False,
                     out=out)
 
@@ -525,12 +504,6 @@ def _surgery_evals(primary: Run, targets: list[Run], base: Path, study: Path, cf
     return rows
 
 
-def _delta_dot(da, db) -> tuple[float, float, float]:
-    """(Σ da·db, Σ da², Σ db²) in float64: the parts of the cosine of two updates, summed over tensors."""
-    da, db = da.double().reshape(-1), db.double().reshape(-1)
-    return float(da @ db), float(da @ da), float(db @ db)
-
-
 def _compare_retrain(full: Run, retrain: Run, base: Path, study: Path) -> dict:
     """How much of the full run the subnetwork-only run reproduced: changed sets and the direction of Δ."""
     from rldelta.checkpoint import open_checkpoint
@@ -547,7 +520,7 @@ def _compare_retrain(full: Run, retrain: Run, base: Path, study: Path) -> dict:
     dot = na = nr = 0.0
     for n in a.names():
         w = b_ck.get(n).float()
-        d, x, y = _delta_dot(fa.get(n).float() - w, fr.get(n).float() - w)
+        d, x, y = cosine_parts(fa.get(n).float() - w, fr.get(n).float() - w)
         dot, na, nr = dot + d, na + x, nr + y
     res = {
         "full": full.label, "retrain": retrain.label,
@@ -977,4 +950,4 @@ def export_tables(tables: dict[str, pd.DataFrame], out: Path) -> None:
 
 
 __all__ = ["StudyConfig", "StudyError", "load_config", "config_from_dict", "preset_path", "run_study",
-           "run_complete", "resolve_task", "build_tables", "export_tables", "PRESETS", "Digits"]
+           "run_complete", "build_tables", "export_tables", "PRESETS"]

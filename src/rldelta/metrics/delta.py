@@ -110,3 +110,10 @@ def delta_stats(
         col_coverage=cov[1],
     )
     return stats, mask
+
+
+def cosine_parts(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
+    """(Σ a·b, Σ a², Σ b²) in float64. Summed over tensors, they give the cosine of two whole-model updates
+    (Σab / √(Σa²·Σb²)) without holding either update whole."""
+    a, b = a.double().reshape(-1), b.double().reshape(-1)
+    return float(a @ b), float(a @ a), float(b @ b)

@@ -341,7 +341,20 @@ class Countdown(Task):
         return f"<answer>{json.loads(answer)['solution']}</answer>"
 
 
-TASKS: dict[str, type[Task]] = {"arith": Arith, "countdown": Countdown}
+class Digits(Arith):
+    """Arith prompts scored by the share of digit characters in the completion (1.0 = nothing but digits).
+
+    For random-initialised models (tests, the tiny study preset): they are never right on arith, so every GRPO
+    advantage would be 0 and nothing would train. This dense reward measures no skill; it exercises the machinery.
+    """
+
+    name = "digits"
+
+    def correctness_reward(self, completion: str, answer: str) -> float:
+        return sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
+
+
+TASKS: dict[str, type[Task]] = {"arith": Arith, "countdown": Countdown, "digits": Digits}
 
 
 def get_task(name: str) -> Task:
