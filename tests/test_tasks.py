@@ -240,3 +240,13 @@ def test_digits_reward_is_the_share_of_digit_characters():
     assert task.correctness_reward("ab12", "x") == 0.5
     assert task.correctness_reward("", "x") == 0.0
     assert task.correctness_reward("<answer>7</answer>", "7") == pytest.approx(1 / 18)
+
+
+def test_reward_functions_can_be_chosen():
+    task = get_task("arith")
+    both = trl_reward_funcs(task)
+    only = trl_reward_funcs(task, ["correctness"])
+    assert [f.__name__ for f in both] == ["arith_correctness", "arith_format"]
+    assert [f.__name__ for f in only] == ["arith_correctness"]
+    done = ["<answer>5</answer>", "it is 5", "<answer>4</answer>"]
+    assert only[0](completions=done, answer=["5"] * 3) == [1.0, 1.0, 0.0]

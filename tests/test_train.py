@@ -250,3 +250,10 @@ def test_positive_plus_negative_updates_add_up_to_the_full_update(base, tmp_path
     for n in w0:
         torch.testing.assert_close(deltas["positive"][n] + deltas["negative"][n], deltas["all"][n],
                                    rtol=1e-4, atol=1e-6)
+
+
+def test_rewards_setting_is_validated(tmp_path):
+    assert TrainConfig(model="m", output=str(tmp_path), rewards="correctness").reward_list == ["correctness"]
+    for bad in ("", "speed", "format,format"):
+        with pytest.raises(ConfigError, match="--rewards"):
+            TrainConfig(model="m", output=str(tmp_path), rewards=bad).validate()

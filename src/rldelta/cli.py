@@ -11,7 +11,7 @@ from rich.console import Console
 
 from rldelta.checkpoint import CheckpointError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console(stderr=True)
 
 
@@ -365,6 +365,7 @@ def train_(
     save_steps: Optional[str] = typer.Option(None, "--save-steps", help="'10,20,40' or 'every:10'; last step always."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="mask.safetensors: train only these entries, exactly."),
     advantages: Optional[str] = typer.Option(None, "--advantages", help="all, positive or negative (GRPO family)."),
+    rewards: Optional[str] = typer.Option(None, "--rewards", help="Task rewards to sum: correctness,format (default) or one of them."),
     difficulty: Optional[int] = typer.Option(None, "--difficulty", help="Only this difficulty level."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last saved step."),
 ) -> None:
@@ -381,7 +382,7 @@ def train_(
             data_seed=data_seed, steps=steps, lr=lr, weight_decay=weight_decay, prompts_per_step=prompts_per_step,
             num_generations=num_generations, max_completion_length=max_completion_length, beta=beta,
             temperature=temperature,
-            precision=precision, save_steps=save_steps, mask=str(mask) if mask else None, advantages=advantages,
+            precision=precision, save_steps=save_steps, mask=str(mask) if mask else None, advantages=advantages, rewards=rewards,
             difficulty=difficulty,
         )
         run_dir = train(config)

@@ -16,6 +16,7 @@ OFFLINE = ("dpo", "kto", "orpo", "simpo", "sft")
 ALGOS = (*ONLINE, *OFFLINE)
 PRECISIONS = ("fp32", "bf16")
 ADVANTAGES = ("all", "positive", "negative")
+REWARDS = ("correctness", "format")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,9 @@ class TrainConfig:
     precision: str = "fp32"
     save_steps: str = ""  # "10,20,40" or "every:10"; the last step is always saved
     advantages: str = "all"
+    # Which task rewards the online algorithms sum. A format reward is easy to earn: with both, GRPO on SmolLM2
+    # learned to answer with the prompt's own example (<answer>7</answer>) and accuracy fell 0.64 -> 0.17.
+    rewards: str = "correctness,format"
     mask: str | None = None  # mask.safetensors (or a diff dir holding one): train only these entries
     difficulty: int | None = None
     # Problems in the training set. Fixed (not derived from `steps`) so a longer or resumed run sees the same data
@@ -64,11 +68,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    @property
+    def reward_list(self) -> list[str]:
+        return [r.strip() for r in self.rewards.split(",") if r.strip()]
+
     def validate(self) -> None:
         if self.algo not in ALGOS:
             raise ConfigError(f"unknown --algo {self.algo!r}; choose from {', '.join(ALGOS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        chosen = self.reward_list
+        if not chosen or any(r not in REWARDS for r in chosen) or len(set(chosen)) != len(chosen):
+            raise ConfigError(f"--rewards must name some of {', '.join(REWARDS)} (comma-separated), not {self.rewards!r}")
         if self.advantages not in ADVANTAGES:
             raise ConfigError(f"--advantages must be one of {', '.join(ADVANTAGES)}, not {self.advantages!r}")
         if self.advantages != "all" and self.algo not in GRPO_FAMILY:

@@ -17,7 +17,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -378,8 +378,8 @@ def to_dataset(examples: list[Example]):
     )
 
 
-def trl_reward_funcs(task: Task) -> list[Callable[..., list[float]]]:
-    """[correctness, format] reward functions with TRL's signature f(prompts, completions, answer, **kw)."""
+def trl_reward_funcs(task: Task, rewards: Sequence[str] = ("correctness", "format")) -> list[Callable[..., list[float]]]:
+    """The chosen rewards (correctness, format) as functions with TRL's signature f(prompts, completions, answer, **kw)."""
 
     def correctness(prompts=None, completions=(), answer=(), **kwargs) -> list[float]:
         return [task.correctness_reward(completion_text(c), a) for c, a in zip(completions, answer, strict=True)]
@@ -390,4 +390,5 @@ def trl_reward_funcs(task: Task) -> list[Callable[..., list[float]]]:
     # TRL logs each reward under its function's name.
     correctness.__name__ = correctness.__qualname__ = f"{task.name}_correctness"
     format_.__name__ = format_.__qualname__ = f"{task.name}_format"
-    return [correctness, format_]
+    funcs = {"correctness": correctness, "format": format_}
+    return [funcs[r] for r in rewards]

@@ -237,7 +237,7 @@ def _grpo_family(config, model, tokenizer, task, train_ds, common, callbacks):
         trainer_cls = _advantage_filter(trainer_cls, config.advantages)
     return trainer_cls(
         model=model,
-        reward_funcs=trl_reward_funcs(task),
+        reward_funcs=trl_reward_funcs(task, config.reward_list),
         args=args,
         train_dataset=train_ds,
         processing_class=tokenizer,
@@ -263,7 +263,7 @@ def _rloo(config, model, tokenizer, task, train_ds, common, callbacks):
     )
     return RLOOTrainer(
         model=model,
-        reward_funcs=trl_reward_funcs(task),
+        reward_funcs=trl_reward_funcs(task, config.reward_list),
         args=args,
         train_dataset=train_ds,
         processing_class=tokenizer,
@@ -285,7 +285,7 @@ def _online_dpo(config, model, tokenizer, task, train_ds, common, callbacks):
     )
     return OnlineDPOTrainer(
         model=model,
-        reward_funcs=trl_reward_funcs(task),
+        reward_funcs=trl_reward_funcs(task, config.reward_list),
         args=args,
         train_dataset=train_ds,
         processing_class=tokenizer,
