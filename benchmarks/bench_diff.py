@@ -2,10 +2,12 @@
 
 The pair is Llama-shaped (default ~805M parameters, 1.61 GB per side in bf16, 4 shards each) and is built once
 under --dir and reused. Every variant runs as its own process tree; peak RSS is the largest sum of RSS over that
-tree (parent plus workers), sampled every 20 ms. The page cache is warm for every variant alike (the files were
-just written or read), so "raw read" is the cost of moving the bytes, not of the disk.
+tree (parent plus workers), sampled every 20 ms. By default the page cache is warm for every variant alike (the
+files were just written or read), so "raw read" is the cost of moving the bytes, not of the disk. `--cold` drops
+the page cache before every variant (needs root: /proc/sys/vm/drop_caches), so each reads from disk as a freshly
+downloaded checkpoint would be read.
 
-    python benchmarks/bench_diff.py [--dir bench-out] [--layers 40] [--skip-rank]
+    python benchmarks/bench_diff.py [--dir bench-out] [--layers 44] [--skip-rank] [--cold]
 """
 
 from __future__ import annotations
@@ -96,8 +98,15 @@ print(n)
 """
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
+def drop_page_cache() -> None:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def measure(cmd: list[str], cold: bool = False) -> tuple[float, float]:
     """(wall seconds, peak RSS in GiB summed over the process tree) of one command."""
+    if cold:
+        drop_page_cache()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = psutil.Process(proc.pid)
@@ -124,12 +133,14 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--skip-rank", action="store_true", help="only the --no-rank comparisons")
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before every variant (root)")
     args = ap.parse_args()
 
     print(f"building the pair under {args.dir} (reused if present) ...", flush=True)
     base, tuned = build_pair(args.dir, args.layers, args.hidden, args.inter, args.vocab, args.shards)
     size = sum(f.stat().st_size for f in base.glob("*.safetensors")) / 2**30
-    print(f"pair: {size:.2f} GiB per side, bf16, {args.shards} shards\n", flush=True)
+    print(f"pair: {size:.2f} GiB per side, bf16, {args.shards} shards; page cache {'cold' if args.cold else 'warm'}\n",
+          flush=True)
     out = args.dir / "runs"
 
     def rl(tag: str, *extra: str) -> list[str]:
@@ -138,7 +149,7 @@ def main() -> None:
     rows: list[tuple[str, float, float]] = []
 
     def run(label: str, cmd: list[str]) -> None:
-        wall, rss = measure(cmd)
+        wall, rss = measure(cmd, args.cold)
         rows.append((label, wall, rss))
         print(f"  {label:<40} {wall:8.1f} s   {rss:6.2f} GiB", flush=True)
 

@@ -137,10 +137,10 @@ def diff_tensor(base: Checkpoint, tuned: Checkpoint, name: str, opts: DiffOption
 _WORKER: dict = {}
 
 
-def _worker_init(base_path: str, tuned_path: str, opts: DiffOptions) -> None:
-    # Parallelism comes from processes only: on chunk-sized elementwise ops, intra-op threads lose more to their
-    # barriers than they gain (measured 131 s with 2 threads vs 20 s with 1 on the 1.4 GiB benchmark pair).
-    torch.set_num_threads(1)
+def _worker_init(base_path: str, tuned_path: str, opts: DiffOptions, threads: int) -> None:
+    # The cores are shared out between the workers: more threads than cores stall at every op's barrier
+    # (measured on the 1.4 GiB benchmark pair with the machine oversubscribed: 131 s with 2 threads, 20 s with 1).
+    torch.set_num_threads(threads)
     _WORKER.update(base=open_checkpoint(base_path), tuned=open_checkpoint(tuned_path), opts=opts)
 
 
@@ -153,17 +153,13 @@ def _results(
 ) -> Iterator[tuple[dict, np.ndarray]]:
     """Rows in completion order. At most 2 tensors per worker are in flight, which bounds memory."""
     if workers <= 1:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # as in each pool worker: see _worker_init
-        try:
-            for n in names:
-                yield diff_tensor(base, tuned, n, opts)
-        finally:
-            torch.set_num_threads(threads)
+        for n in names:
+            yield diff_tensor(base, tuned, n, opts)
         return
     ctx = get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_worker_init, initargs=(str(base.path), str(tuned.path), opts)
+        workers, mp_context=ctx, initializer=_worker_init,
+        initargs=(str(base.path), str(tuned.path), opts, max(1, (os.cpu_count() or 1) // workers)),
     ) as pool:
         todo = iter(names)
         running: set[Future] = set()
