@@ -189,10 +189,35 @@ def _pick(value, default):
     return default if value is None else value
 
 
+def _rollouts(config: TrainConfig, epsilon: float | None, epsilon_high: float | None) -> dict[str, Any]:
+    """Sampling settings of the online algorithms that score groups: one optimizer step per
+    prompts_per_step x num_generations fresh completions (exactly on-policy)."""
+    clip = {k: v for k, v in (("epsilon", epsilon), ("epsilon_high", epsilon_high)) if v is not None}
+    return dict(
+        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        log_completions=False,
+        **clip,
+    )
+
+
+def _reward_trainer(trainer_cls, config, model, tokenizer, task, args, train_ds, callbacks):
+    from rldelta.train.tasks import trl_reward_funcs
+
+    return trainer_cls(
+        model=model,
+        reward_funcs=trl_reward_funcs(task, config.reward_list),
+        args=args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
 def _grpo_family(config, model, tokenizer, task, train_ds, common, callbacks):
     from trl import GRPOConfig, GRPOTrainer
-
-    from rldelta.train.tasks import trl_reward_funcs
 
     algo = config.algo
     trainer_cls, config_cls = GRPOTrainer, GRPOConfig
@@ -219,62 +244,22 @@ def _grpo_family(config, model, tokenizer, task, train_ds, common, callbacks):
         from trl.experimental.gmpo import GMPOConfig, GMPOTrainer
 
         trainer_cls, config_cls = GMPOTrainer, GMPOConfig
-    if eps is not None:
-        extra["epsilon"] = eps
-    if eps_high is not None:
-        extra["epsilon_high"] = eps_high
-    args = _args(
-        config_cls, config, common,
-        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
-        num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        beta=_pick(config.beta, 0.0),
-        log_completions=False,
-        **extra,
-    )
+    args = _args(config_cls, config, common, beta=_pick(config.beta, 0.0), **_rollouts(config, eps, eps_high), **extra)
     if config.advantages != "all":
         trainer_cls = _advantage_filter(trainer_cls, config.advantages)
-    return trainer_cls(
-        model=model,
-        reward_funcs=trl_reward_funcs(task, config.reward_list),
-        args=args,
-        train_dataset=train_ds,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    return _reward_trainer(trainer_cls, config, model, tokenizer, task, args, train_ds, callbacks)
 
 
 def _rloo(config, model, tokenizer, task, train_ds, common, callbacks):
     from trl import RLOOConfig, RLOOTrainer
 
-    from rldelta.train.tasks import trl_reward_funcs
-
-    extra = {k: v for k, v in (("epsilon", config.epsilon), ("epsilon_high", config.epsilon_high)) if v is not None}
-    args = _args(
-        RLOOConfig, config, common,
-        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
-        num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        beta=_pick(config.beta, 0.05),  # TRL's RLOO default
-        log_completions=False,
-        **extra,
-    )
-    return RLOOTrainer(
-        model=model,
-        reward_funcs=trl_reward_funcs(task, config.reward_list),
-        args=args,
-        train_dataset=train_ds,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    args = _args(RLOOConfig, config, common, beta=_pick(config.beta, 0.05),  # TRL's RLOO default
+                 **_rollouts(config, config.epsilon, config.epsilon_high))
+    return _reward_trainer(RLOOTrainer, config, model, tokenizer, task, args, train_ds, callbacks)
 
 
 def _online_dpo(config, model, tokenizer, task, train_ds, common, callbacks):
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
-
-    from rldelta.train.tasks import trl_reward_funcs
 
     args = _args(
         OnlineDPOConfig, config, common,
@@ -283,14 +268,7 @@ def _online_dpo(config, model, tokenizer, task, train_ds, common, callbacks):
         temperature=config.temperature,
         beta=_pick(config.beta, 0.1),
     )
-    return OnlineDPOTrainer(
-        model=model,
-        reward_funcs=trl_reward_funcs(task, config.reward_list),
-        args=args,
-        train_dataset=train_ds,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    return _reward_trainer(OnlineDPOTrainer, config, model, tokenizer, task, args, train_ds, callbacks)
 
 
 # ---- offline data: sampled from the base model, scored by the task ----------------------------------------------
