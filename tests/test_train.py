@@ -257,3 +257,19 @@ def test_rewards_setting_is_validated(tmp_path):
     for bad in ("", "speed", "format,format"):
         with pytest.raises(ConfigError, match="--rewards"):
             TrainConfig(model="m", output=str(tmp_path), rewards=bad).validate()
+
+
+def test_violations_report_every_bit_change_outside_the_mask():
+    lin = torch.nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [3.0, 4.0, 5.0]]))
+    mask = torch.tensor([[True, False, False], [False, False, False]])
+    masked = MaskedUpdate(lin, {"weight": mask})
+    assert masked.violations() == {}
+    with torch.no_grad():
+        lin.weight[0, 0] = 9.0  # inside the mask: allowed
+        lin.weight[0, 1] = -0.0  # outside, and equal to +0.0 as a float: only the bits tell
+        lin.weight[1, 2] = 5.5  # outside
+    assert masked.violations() == {"weight": 2}
+    masked.restore()
+    assert masked.violations() == {} and lin.weight[0, 0] == 9.0

@@ -17,6 +17,7 @@ raw little-endian bytes, which is all this writer produces; every file it writes
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -47,10 +48,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 _ST_DTYPES: dict[str, torch.dtype] = {
@@ -100,8 +98,8 @@ def _read_header(file: Path) -> dict:
             raise CheckpointError(f"{file}: tensor {name!r} has unsupported dtype {dtype}")
         if not (0 <= start <= end <= data_len):
             raise CheckpointError(f"{file}: corrupt safetensors header (tensor {name!r} lies outside the file)")
-        itemsize = torch.empty((), dtype=_ST_DTYPES[dtype]).element_size()
-        if not all(isinstance(d, int) and d >= 0 for d in shape) or _numel(shape) * itemsize != end - start:
+        itemsize = _ST_DTYPES[dtype].itemsize
+        if not all(isinstance(d, int) and d >= 0 for d in shape) or math.prod(shape) * itemsize != end - start:
             raise CheckpointError(
                 f"{file}: corrupt safetensors header (tensor {name!r}: shape {shape} does not fit {end - start} bytes)"
             )
@@ -287,7 +285,7 @@ class SafetensorsStreamWriter:
         pos = 0
         for name, dtype, shape in layout:
             shape = tuple(int(d) for d in shape)
-            nbytes = _numel(shape) * torch.empty((), dtype=dtype).element_size()
+            nbytes = math.prod(shape) * dtype.itemsize
             header[name] = {"dtype": _ST_NAMES[dtype], "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
             self._slots[name] = (pos, nbytes, dtype, shape)
             pos += nbytes
@@ -330,10 +328,3 @@ class SafetensorsStreamWriter:
         if not self._f.closed:
             self.flush()
             self._f.close()
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n

@@ -8,8 +8,9 @@ so `save_mask(intersection(a, b), path)` streams tensor by tensor and never hold
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,14 +104,7 @@ class Mask:
 
     @property
     def numel(self) -> int:
-        return sum(_numel(s) for s in self.shapes.values())
-
-
-def _numel(shape: Iterable[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
+        return sum(math.prod(s) for s in self.shapes.values())
 
 
 # ---- reading and writing -------------------------------------------------------------------------------------
@@ -194,7 +188,7 @@ def save_mask(
         writer.partial.unlink(missing_ok=True)  # a mask is rebuilt from scratch; no resume to keep it for
         raise
     writer.close()
-    return MaskCounts(count=count, numel={n: _numel(mask.shape(n)) for n in names})
+    return MaskCounts(count=count, numel={n: math.prod(mask.shape(n)) for n in names})
 
 
 def mask_counts(mask: Mask, progress: Callable[[str], None] | None = None) -> MaskCounts:
@@ -204,7 +198,7 @@ def mask_counts(mask: Mask, progress: Callable[[str], None] | None = None) -> Ma
         count[n] = count_true(mask.get(n))
         if progress:
             progress(n)
-    return MaskCounts(count=count, numel={n: _numel(mask.shape(n)) for n in mask.names()})
+    return MaskCounts(count=count, numel={n: math.prod(mask.shape(n)) for n in mask.names()})
 
 
 # ---- set operations ------------------------------------------------------------------------------------------
@@ -329,7 +323,7 @@ def random_mask(like: Mask, seed: int = 0, *, density: float | None = None) -> M
 
     def get(n: str) -> torch.Tensor:
         shape = like.shape(n)
-        numel = _numel(shape)
+        numel = math.prod(shape)
         k = round(density * numel) if density is not None else count_true(like.get(n))
         g = torch.Generator().manual_seed(derive_seed(seed, n))
         m = torch.zeros(numel, dtype=torch.bool)

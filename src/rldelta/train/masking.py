@@ -23,6 +23,7 @@ import torch
 from transformers import TrainerCallback
 
 from rldelta.masks import Mask, MaskError, load_mask
+from rldelta.metrics.sparsity import as_bits
 
 
 def bind_masks(model: torch.nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
@@ -99,8 +100,9 @@ class MaskedUpdate:
         """Entries outside the mask that differ bitwise from the base, per parameter (empty when exact)."""
         out = {}
         for name, p, mask, base in self._entries:
-            bits = _int_of(p)  # compare bit patterns: -0.0 == 0.0 and NaN != NaN would hide or invent changes
-            bad = int((~mask.to(p.device) & (p.detach().view(bits) != base.to(p.device).view(bits))).sum())
+            # Compare bit patterns: -0.0 == 0.0 and NaN != NaN would hide or invent changes.
+            moved = as_bits(p.detach()) != as_bits(base.to(p.device))
+            bad = int(torch.count_nonzero(~mask.to(p.device) & moved))
             if bad:
                 out[name] = bad
         return out
@@ -109,10 +111,6 @@ class MaskedUpdate:
     def density(self) -> float:
         """Fraction of the model's parameter entries that may change."""
         return self.n_trainable / self.n_total if self.n_total else 0.0
-
-
-def _int_of(p: torch.Tensor) -> torch.dtype:
-    return {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[p.element_size()]
 
 
 def _zero_outside(mask: torch.Tensor):
