@@ -186,3 +186,13 @@ def test_cli_bad_inputs(tmp_path):
     r = runner.invoke(app, ["mask", "topk", str(tmp_path / "nothere"), str(tmp_path / "nothere"), "--frac", "0.1",
                             "-o", str(tmp_path / "x.safetensors")])
     assert r.exit_code != 0 and "nothere" in r.output
+
+
+def test_delta_builders_refuse_checkpoints_of_different_models(ckpt):
+    base = open_checkpoint(ckpt("base", {"w": torch.zeros(2, 3), "v": torch.zeros(4)}))
+    missing = open_checkpoint(ckpt("missing", {"w": torch.zeros(2, 3)}))
+    reshaped = open_checkpoint(ckpt("reshaped", {"w": torch.zeros(3, 2), "v": torch.zeros(4)}))
+    with pytest.raises(MaskError, match=r"tensor 'v' is in .*base but not in .*missing"):
+        threshold_delta_mask(base, missing, 1e-5)
+    with pytest.raises(MaskError, match=r"tensor 'w' has shape \(2, 3\) in .*base but \(3, 2\) in .*reshaped"):
+        topk_delta_mask(base, reshaped, 0.5)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from rldelta.checkpoint import Checkpoint, CheckpointError, SafetensorsStreamWriter, open_checkpoint
-from rldelta.diff import MASK_FILE, MASK_FORMAT, SUMMARY_FILE, TENSORS_FILE
+from rldelta.diff import MASK_FILE, MASK_FORMAT, SUMMARY_FILE, TENSORS_FILE, pair_tensors
 from rldelta.metrics.nulls import derive_seed
 from rldelta.metrics.overlap import count as count_true
 
@@ -249,18 +249,16 @@ def mask_from_diff(diff_dir: str | os.PathLike) -> Mask:
 
 
 def _paired_shapes(base: Checkpoint, tuned: Checkpoint) -> dict[str, tuple[int, ...]]:
-    """Tensors of BASE that TUNED holds too; a shape mismatch means the two are not the same model."""
-    shapes = {}
-    for n in base.names():
-        if n in base.aliases:
-            continue
-        if n not in tuned:
-            raise MaskError(f"tensor {n!r} is in {base.path} but not in {tuned.path}")
-        bs, ts = base.info(n).shape, tuned.info(n).shape
-        if bs != ts:
-            raise MaskError(f"tensor {n!r} has shape {bs} in {base.path} but {ts} in {tuned.path}")
-        shapes[n] = bs
-    return shapes
+    """Tensors of BASE that TUNED holds too (paired as `rldelta diff` pairs them); anything missing or reshaped
+    means the two are not the same model."""
+    p = pair_tensors(base, tuned)
+    if p.missing_in_tuned:
+        raise MaskError(f"tensor {p.missing_in_tuned[0]!r} is in {base.path} but not in {tuned.path}")
+    if p.shape_mismatch:
+        m = p.shape_mismatch[0]
+        raise MaskError(f"tensor {m['name']!r} has shape {tuple(m['base_shape'])} in {base.path} "
+                        f"but {tuple(m['tuned_shape'])} in {tuned.path}")
+    return {n: base.info(n).shape for n in p.names}
 
 
 def _abs_delta(base: Checkpoint, tuned: Checkpoint, name: str) -> torch.Tensor:

@@ -35,7 +35,7 @@ from typing import Any
 import pandas as pd
 
 from rldelta import __version__
-from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json
+from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, json_safe
 from rldelta.train.config import ALGOS, PRECISIONS, ConfigError, TrainConfig
 from rldelta.metrics.delta import cosine_parts
 from rldelta.train.tasks import get_task
@@ -194,10 +194,6 @@ def _diff_complete(d: Path) -> bool:
     from rldelta.diff import MASK_FILE, SUMMARY_FILE, TENSORS_FILE
 
     return all((d / f).is_file() for f in (MASK_FILE, SUMMARY_FILE, TENSORS_FILE))
-
-
-def _nan_to_none(x: Any) -> Any:
-    return None if isinstance(x, float) and math.isnan(x) else x
 
 
 class _Log:
@@ -742,7 +738,7 @@ def build_tables(cfg: StudyConfig, study: Path, base: Path, runs: list[Run], ret
         for row in t.itertuples():
             layer_rows.append({"run": r.label, "tensor": row.name, "layer": None if pd.isna(row.layer) else int(row.layer),
                                "module": row.module, "numel": int(row.numel), "changed_frac": row.changed_frac,
-                               "rank_frac": _nan_to_none(row.rank_frac)})
+                               "rank_frac": json_safe(row.rank_frac)})
         rounding = ex.get("rounding") or {}
         fp32_dec = master.get("fp32_changed_frac_by_decile") or [None] * 10
         for i, v in enumerate(rounding.get("changed_frac_by_decile") or []):
@@ -782,8 +778,8 @@ def build_tables(cfg: StudyConfig, study: Path, base: Path, runs: list[Run], ret
             m = pd.read_parquet(mp)
             for row in m.to_dict("records"):
                 curve_rows.append({"run": r.label, "step": int(row["step"]),
-                                   "train_accuracy": _nan_to_none(row.get("accuracy")),
-                                   "reward_mean": _nan_to_none(row.get("reward_mean"))})
+                                   "train_accuracy": json_safe(row.get("accuracy")),
+                                   "reward_mean": json_safe(row.get("reward_mean"))})
     tables["training_curves"] = pd.DataFrame(curve_rows, columns=["run", "step", "train_accuracy", "reward_mean"])
 
     tuned_acc = {r.label: evals[r.label]["accuracy"] for r in runs}
