@@ -19,7 +19,9 @@ from rldelta.report.html import fmt
 from rldelta.study import StudyConfig, StudyError, config_from_dict, load_config, preset_path, run_study
 
 SECTIONS = ["question", "setup", "headline", "verdicts", "plots", "plot-layers", "plot-rank", "plot-overlap",
-            "plot-deciles", "plot-dynamics", "plot-accuracy", "surgery", "retrain", "tables"]
+            "plot-deciles", "plot-dynamics", "plot-accuracy", "surgery", "retrain", "tables", "probe-logprobs",
+            "plot-logprobs", "plot-passk", "probe-activations", "plot-activations", "probe-formats",
+            "subnetwork-fixed"]
 CLAIMS = ["sparsity", "full rank", "seed consistency", "subnetwork sufficiency", "subnetwork-only training"]
 
 
@@ -72,8 +74,11 @@ def done(tmp_path_factory):
 
 def test_killed_study_resumes_without_retraining(done):
     out, res, (first, second, third), res2 = done
-    assert len(first) == 2 and all("grpo-s" in c for c in first)  # the two grid runs, then killed
-    assert len(second) == 1 and "retrain-" in second[0]  # only the retrain, which comes after surgery
+    # the two grid runs and the first run's positive/negative-advantage twins, then killed
+    assert len(first) == 4 and all("grpo-s" in c for c in first)
+    assert sum("-positive-" in c for c in first) == 1 and sum("-negative-" in c for c in first) == 1
+    # only the retrain and the formats probe's run, which come after surgery
+    assert len(second) == 2 and "retrain-" in second[0] and "formats-test-" in second[1]
     assert third == []  # a complete study redoes no training
     assert res2["headline"] == pytest.approx(res["headline"], nan_ok=True)
     assert not list(out.rglob(".*.tmp-*"))  # nothing half-written left behind
@@ -112,7 +117,7 @@ def test_report_has_every_section_and_only_table_numbers(done):
     p = _Nums()
     p.feed(page)
     assert set(SECTIONS) <= p.ids
-    assert len(p.imgs) == 6 and all(s.startswith("data:image/png;base64,") for s in p.imgs)
+    assert len(p.imgs) == 10 and all(s.startswith("data:image/png;base64,") for s in p.imgs)
     assert "http://" not in page and "https://" not in page  # opens offline
     tables = {}
     assert len(p.nums) > 100
@@ -236,3 +241,49 @@ def test_pool_trains_the_same_weights_as_in_process(done, tmp_path):
         for step in ("step-4", "step-4-fp32"):
             assert (r.dir / "checkpoints" / step / "model.safetensors").read_bytes() == \
                 (ref / "checkpoints" / step / "model.safetensors").read_bytes()
+
+
+def test_probe_tables_against_independent_computation(done):
+    """The probes' numbers in the study: split runs' changed sets, format counts, dynamics, the fixed step."""
+    from rldelta.train.mixture import classify_format
+
+    out, _, _, _ = done
+    base = open_checkpoint(next(p for p in (out / "models").iterdir() if p.name.startswith("tiny")))
+    runs = {p.name.rsplit("-", 1)[0]: p for p in (out / "runs").iterdir()}
+    names = [n for n in base.names() if n not in base.aliases]
+
+    def changed(run: str, step: int = 4) -> dict[str, torch.Tensor]:
+        ck = open_checkpoint(runs[run] / "checkpoints" / f"step-{step}")
+        return {n: ck.get(n).view(torch.int16) != base.get(n).view(torch.int16) for n in names}
+
+    numel = sum(base.get(n).numel() for n in names)
+    adv = pd.read_parquet(out / "tables" / "probe_advantages.parquet").set_index("run")
+    full = changed("grpo-s0-fp32")
+    for kind in ("positive", "negative"):
+        m = changed(f"grpo-s0-fp32-{kind}")
+        assert adv.loc[kind, "changed_frac"] == pytest.approx(sum(int(x.sum()) for x in m.values()) / numel)
+        inter = sum(int((m[n] & full[n]).sum()) for n in names)
+        assert adv.loc[kind, "overlap_with_all"] == pytest.approx(inter / sum(int(x.sum()) for x in full.values()))
+    lp = pd.read_parquet(out / "tables" / "probe_logprobs.parquet")
+    assert sorted(lp[lp["run"] == "all"]["step"]) == [0, 2, 4]
+    # dynamics: overlap with the other seed at the same step, from the two runs' checkpoints
+    dyn = pd.read_parquet(out / "tables" / "dynamics.parquet")
+    a2, b2 = changed("grpo-s0-fp32", 2), changed("grpo-s1-fp32", 2)
+    row = dyn[(dyn["run"] == "grpo-s0-fp32") & (dyn["step"] == 2)].iloc[0]
+    size = sum(int(x.sum()) for x in a2.values())
+    assert row["overlap_with_other_seed"] == pytest.approx(sum(int((a2[n] & b2[n]).sum()) for n in names) / size)
+    fixed = pd.read_parquet(out / "tables" / "subnetwork_fixed.parquet").set_index("run")
+    sub = dyn[dyn["run"] == "grpo-s0-fp32"].sort_values("step")
+    want = next(r.step for r in sub.itertuples() if r.share_of_final_set >= 0.9)
+    assert fixed.loc["grpo-s0-fp32", "fixed_step"] == want
+    # formats: the counts per step are the classifier's counts over the run's completion log
+    fmt_table = pd.read_parquet(out / "tables" / "probe_formats.parquet")
+    comp = pd.read_parquet(runs["formats-test"] / "completions.parquet")
+    for step, rows in comp.groupby("step"):
+        counts = rows["completion"].map(classify_format).value_counts()
+        got = fmt_table[fmt_table["step"] == step].set_index("format")["count"]
+        assert all(got.get(f, 0) == counts.get(f, 0) for f in set(got.index) | set(counts.index))
+        assert fmt_table[fmt_table["step"] == step]["share"].sum() == pytest.approx(1.0)
+    verdicts = pd.read_parquet(out / "tables" / "probe_verdicts.parquet")
+    assert {"suppression vs amplification", "two phases", "positive vs negative advantages",
+            "activation sparsity vs difficulty", "format selection (test)"} <= set(verdicts["probe"])

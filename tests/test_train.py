@@ -273,3 +273,21 @@ def test_violations_report_every_bit_change_outside_the_mask():
     assert masked.violations() == {"weight": 2}
     masked.restore()
     assert masked.violations() == {} and lin.weight[0, 0] == 9.0
+
+
+def test_completions_log_holds_every_sample_with_its_rewards(base, tmp_path):
+    from rldelta.train.tasks import get_task
+
+    out = run(base, tmp_path / "r", steps=2, rewards="correctness,format")
+    df = pd.read_parquet(out / "completions.parquet")
+    assert sorted(df["step"].unique()) == [1, 2]
+    assert (df.groupby("step").size() == 2 * 2).all()  # prompts_per_step x num_generations per step
+    task = get_task("digits")
+    for row in df.itertuples():
+        assert row.prompt.startswith("What is")
+        assert row.correctness == task.correctness_reward(row.completion, row.answer)
+        assert row.format == task.format_reward(row.completion)
+    # what the trainer logged as the mean reward of a step is the mean of the recorded rows of that step
+    metrics = pd.read_parquet(out / "metrics.parquet").set_index("step")
+    for step, rows in df.groupby("step"):
+        assert metrics.loc[step, "reward_mean"] == pytest.approx((rows["correctness"] + rows["format"]).mean(), abs=1e-6)

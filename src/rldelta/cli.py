@@ -308,6 +308,37 @@ def models_prepare(
     console.print(f"ready: {path}")
 
 
+@models_app.command("pretrain-mixture")
+def models_pretrain_mixture(
+    out: Path = typer.Option(..., "-o", "--out", help="Output model folder."),
+    size: str = typer.Option("5m", help="Model size: 5m (~4.8M parameters), 30m (~28M) or test (tiny)."),
+    proportions: str = typer.Option("code=0.5,plain=0.3,boxed=0.2", help="Share of each format in the corpus."),
+    noise: str = typer.Option("code=0.2,plain=0,boxed=0", help="Share of wrong answers within each format."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the size's, ~15 min on 2 cores)."),
+    batch_size: int = typer.Option(32, help="Documents per step; the corpus is steps x batch_size documents."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the size's)."),
+    max_minutes: float = typer.Option(15.0, help="Stop training when this much time is used up."),
+    difficulties: str = typer.Option("1,2", help="Arith levels of the corpus problems."),
+    seed: int = typer.Option(0, help="Seed of the corpus and the initialisation."),
+    threads: int = typer.Option(1, help="torch threads (1 is fastest on a busy 2-core machine)."),
+) -> None:
+    """Pretrain a small Llama from scratch on arithmetic solved in three formats (code, plain, boxed)."""
+    from rldelta.train.mixture import parse_spec, pretrain_mixture
+    from rldelta.train.models import ModelError
+
+    try:
+        levels = [int(x) for x in difficulties.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--difficulties must be comma-separated integers, not {difficulties!r}")
+    try:
+        path = pretrain_mixture(out, size=size, proportions=parse_spec(proportions), noise=parse_spec(noise),
+                                steps=steps, batch_size=batch_size, lr=lr, max_minutes=max_minutes,
+                                difficulties=levels, seed=seed, threads=threads, progress=True)
+    except ModelError as e:
+        fail(str(e))
+    console.print(f"wrote {path}")
+
+
 @app.command("eval")
 def eval_(
     model: Path = typer.Argument(..., help="Model folder."),
@@ -449,6 +480,85 @@ def surgery_revert(
 ) -> None:
     """TUNED with the masked entries reset to BASE: is the subnetwork necessary?"""
     _surgery("revert", base, tuned, mask, out, control, seed)
+
+
+# ---- probes (issue 7) ------------------------------------------------------------------------------------------
+
+probe_app = typer.Typer(no_args_is_help=True, help="Mechanism probes: log-probs, formats, activation sparsity.")
+app.add_typer(probe_app, name="probe")
+
+
+def _print_verdicts(summary: dict, out: Path) -> None:
+    for key, value in summary.items():
+        if key.startswith("verdict") and isinstance(value, str):
+            console.print(f"[bold]{key.removeprefix('verdict_').replace('_', ' ') or 'verdict'}:[/] {value}",
+                          highlight=False, soft_wrap=True)
+    console.print(f"wrote {out}")
+
+
+@probe_app.command("logprobs")
+def probe_logprobs(
+    run: Path = typer.Argument(..., help="A training run directory (rldelta train -o RUN)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output directory (default RUN/probes/logprobs)."),
+    positive: Optional[Path] = typer.Option(None, "--positive", help="The same run trained with --advantages positive."),
+    negative: Optional[Path] = typer.Option(None, "--negative", help="The same run trained with --advantages negative."),
+    prompts: int = typer.Option(16, help="Held-out prompts in the probe set (when it is built)."),
+    samples: int = typer.Option(8, help="Base-model completions sampled per probe prompt."),
+    eval_prompts: int = typer.Option(32, help="Test prompts for accuracy and pass@k of the split runs."),
+    seed: int = typer.Option(0, help="Seed of the probe set and of the sampled evaluation."),
+) -> None:
+    """Suppression vs amplification: log p(correct) and log p(wrong) at every saved step, phases, pass@k."""
+    from rldelta.probes import ProbeError
+    from rldelta.probes.logprobs import run_logprobs
+    from rldelta.train.models import ModelError
+
+    try:
+        res = run_logprobs(run, out, positive=positive, negative=negative, n_prompts=prompts, k=samples,
+                           eval_prompts=eval_prompts, seed=seed, progress=True)
+    except (ProbeError, ModelError, CheckpointError) as e:
+        fail(str(e))
+    _print_verdicts(res, out or run / "probes" / "logprobs")
+
+
+@probe_app.command("activations")
+def probe_activations(
+    model: Path = typer.Argument(..., help="Model folder (the base)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="The RL-tuned model: link neurons to its update."),
+    task: str = typer.Option("arith", help="An arith-style task (arith, digits): its levels, then longer operands."),
+    n_per_level: int = typer.Option(32, help="Test prompts per difficulty level."),
+    rel: float = typer.Option(0.01, help="Near-zero: |h| < rel x the layer's RMS."),
+    freq_rel: float = typer.Option(0.1, help="A neuron is active on a token when |a| > freq_rel x the layer's RMS."),
+    seed: int = typer.Option(0, help="Seed of the prompts."),
+) -> None:
+    """Hidden-state sparsity vs difficulty, and which MLP neurons RL edited (with --compare)."""
+    from rldelta.probes import ProbeError
+    from rldelta.probes.activations import run_activations
+    from rldelta.train.models import ModelError
+
+    try:
+        res = run_activations(model, out, compare=compare, task=task, n_per_level=n_per_level, rel=rel,
+                              freq_rel=freq_rel, seed=seed, progress=True)
+    except (ProbeError, ModelError, CheckpointError) as e:
+        fail(str(e))
+    _print_verdicts({"verdict_sparsity": res["sparsity_verdict"], "verdict_neurons": res["verdict"]}, out)
+
+
+@probe_app.command("formats")
+def probe_formats(
+    run: Path = typer.Argument(..., help="A training run directory of an online algorithm (it logs completions)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output directory (default RUN/probes/formats)."),
+    threshold: float = typer.Option(0.9, help="A format dominates once its share stays at or above this."),
+) -> None:
+    """Format selection: the share of each output format at every RL step, which wins, and when."""
+    from rldelta.probes import ProbeError
+    from rldelta.probes.formats import run_formats
+
+    try:
+        res = run_formats(run, out, threshold=threshold)
+    except ProbeError as e:
+        fail(str(e))
+    _print_verdicts(res, out or run / "probes" / "formats")
 
 
 @app.command()

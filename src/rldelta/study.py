@@ -36,7 +36,7 @@ import pandas as pd
 
 from rldelta import __version__
 from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, json_safe
-from rldelta.train.config import ALGOS, PRECISIONS, ConfigError, TrainConfig
+from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
 from rldelta.metrics.delta import cosine_parts
 from rldelta.train.tasks import get_task
 
@@ -44,10 +44,12 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "demo", "full")
 BUILTIN_MODELS = ("tiny", "smollm2-135m")
 BACKENDS = ("local", "ray")
+PROBES = ("logprobs", "activations", "formats")
 REPORT = "report.html"
 
 # TrainConfig fields the study sets itself; the [train] table may set every other one.
 _STUDY_OWNED = {"model", "output", "task", "algo", "seed", "precision", "steps", "save_steps", "mask", "difficulty",
+                "advantages",
                 "resume", "progress"}
 
 
@@ -81,6 +83,14 @@ class StudyConfig:
     controls: int = 1  # random-mask control seeds per surgery
     retrain: bool = True
     keep_surgery_models: bool = False
+    # Mechanism probes (rldelta probe ...), run on the first run of the grid.
+    probes: list[str] = field(default_factory=lambda: list(PROBES))
+    advantage_runs: bool = True  # train the first run again with --advantages positive and negative (logprobs probe)
+    probe_prompts: int = 16  # held-out prompts of the log-prob probe set ...
+    probe_samples: int = 8  # ... and base-model completions sampled for each
+    probe_eval_prompts: int = 32  # test prompts for accuracy and pass@k of the advantage-split runs
+    activation_prompts: int = 32  # test prompts per difficulty level of the activation probe
+    formats: dict[str, Any] = field(default_factory=dict)  # [formats]: the pretrain-mixture models and their RL runs
     threads: int = 0  # torch threads for the work done in this process (0 = torch's default)
     train: dict[str, Any] = field(default_factory=dict)  # any other TrainConfig setting (lr, prompts_per_step, ...)
     source: str = "<config>"  # where the config came from (file or preset), for messages
@@ -111,6 +121,17 @@ class StudyConfig:
             raise StudyError(f"{src}: threads must be >= 0, got {self.threads}")
         if self.controls < 0:
             raise StudyError(f"{src}: controls must be >= 0, got {self.controls}")
+        bad_probes = [p for p in self.probes if p not in PROBES]
+        if bad_probes:
+            raise StudyError(f"{src}: probes: unknown probe {bad_probes[0]!r}; choose from {', '.join(PROBES)}")
+        for key in ("probe_prompts", "probe_samples", "probe_eval_prompts", "activation_prompts"):
+            if getattr(self, key) < 1:
+                raise StudyError(f"{src}: {key} must be >= 1, got {getattr(self, key)}")
+        if "formats" in self.probes:
+            _formats_settings(self)
+        if "logprobs" in self.probes and self.advantage_runs and self.algorithms[0] not in GRPO_FAMILY:
+            raise StudyError(f"{src}: advantage_runs needs a GRPO-family first algorithm ({', '.join(GRPO_FAMILY)}), "
+                             f"not {self.algorithms[0]}; set advantage_runs = false")
         known_train = {f.name for f in fields(TrainConfig)} - _STUDY_OWNED
         for key in self.train:
             if key in _STUDY_OWNED:
@@ -132,10 +153,10 @@ class StudyConfig:
                     raise StudyError(f"{src}: {algo}/{precision}: {e}") from None
 
     def train_config(self, model: Path, algo: str, seed: int, precision: str, *, mask: str | None = None,
-                     output: str = "") -> TrainConfig:
+                     output: str = "", advantages: str = "all") -> TrainConfig:
         return TrainConfig(model=str(model), output=output, task=self.task, algo=algo, seed=seed,
                            precision=precision, steps=self.steps, save_steps=self.save_steps, mask=mask,
-                           difficulty=self.difficulty, progress=False, **self.train)
+                           difficulty=self.difficulty, advantages=advantages, progress=False, **self.train)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -224,7 +245,7 @@ class Run:
     precision: str
     config: TrainConfig
     dir: Path
-    kind: str = "grid"  # or "retrain"
+    kind: str = "grid"  # or "retrain", or "positive"/"negative" (trained with that --advantages)
 
     @property
     def final_step(self) -> int:
@@ -241,7 +262,10 @@ def _make_run(study: Path, cfg: StudyConfig, model: Path, algo: str, seed: int, 
     label = f"{algo}-s{seed}-{precision}"
     if kind == "retrain":
         label = f"retrain-{label}"
-    tc = cfg.train_config(model, algo, seed, precision, mask=str(mask) if mask else None)
+    advantages = kind if kind in ("positive", "negative") else "all"
+    if advantages != "all":
+        label = f"{label}-{advantages}"
+    tc = cfg.train_config(model, algo, seed, precision, mask=str(mask) if mask else None, advantages=advantages)
     # Keyed by the config as the user wrote it: paths inside STUDY are made relative so a moved study still matches.
     ident = tc.to_dict()
     for k in ("output", "progress", "resume"):
@@ -531,8 +555,13 @@ def _compare_retrain(full: Run, retrain: Run, base: Path, study: Path) -> dict:
     return res
 
 
-def _dynamics(run: Run, study: Path) -> list[dict]:
-    """Changed fraction, rank fraction and overlap with the final changed set at every saved step."""
+# The final subnetwork counts as fixed from the first saved step whose changed set holds this share of it.
+FIXED_SHARE = 0.9
+
+
+def _dynamics(run: Run, study: Path, other: Run | None = None) -> list[dict]:
+    """Changed fraction, rank fraction, overlap with the final changed set and with the other seed's changed set at
+    the same step, at every saved step."""
     from rldelta.diff import SUMMARY_FILE
     from rldelta.masks import intersection, load_mask, mask_counts
 
@@ -550,13 +579,167 @@ def _dynamics(run: Run, study: Path) -> list[dict]:
         inter = mask_counts(intersection(m, final)).total_count
         fp32 = diff_dir(study, run, step, fp32=True)
         fp32_frac = _read_json(fp32 / SUMMARY_FILE)["totals"]["changed_frac"] if _diff_complete(fp32) else None
+        other_overlap = None
+        if other is not None and _diff_complete(diff_dir(study, other, step)):
+            inter_o = mask_counts(intersection(m, load_mask(diff_dir(study, other, step)))).total_count
+            other_overlap = inter_o / size if size else None
         rows.append({"run": run.label, "step": step, "changed_frac": s["changed_frac"],
                      "changed_atol_frac": s["changed_atol_frac"], "mean_rank_frac": s["mean_rank_frac"],
                      "fp32_changed_frac": fp32_frac,
                      "still_changed_at_end": inter / size if size else None,
-                     "share_of_final_set": inter / size_final if size_final else None})
+                     "share_of_final_set": inter / size_final if size_final else None,
+                     "other_seed": other.label if other is not None else None,
+                     "overlap_with_other_seed": other_overlap})
     _write_json(out, rows)
     return rows
+
+
+# ---- mechanism probes ----------------------------------------------------------------------------------------
+
+
+def _probes(cfg: StudyConfig, study: Path, base: Path, primary: Run, split: list[Run], log: _Log,
+            progress: bool) -> dict[str, Any]:
+    """Each probe of cfg.probes on the first run (and the advantage-split runs); outputs in STUDY/probes/<probe>/."""
+    out: dict[str, Any] = {}
+    root = study / "probes"
+    if "logprobs" in cfg.probes:
+        from rldelta.probes.logprobs import run_logprobs
+
+        d = root / "logprobs"
+        if not (d / "logprobs.json").is_file():
+            log(f"probe logprobs on {primary.label}" + (" and its advantage-split runs" if split else ""))
+            by_kind = {r.kind: r.dir for r in split}
+            run_logprobs(primary.dir, d, positive=by_kind.get("positive"), negative=by_kind.get("negative"),
+                         n_prompts=cfg.probe_prompts, k=cfg.probe_samples, eval_prompts=cfg.probe_eval_prompts,
+                         seed=cfg.eval_seed, progress=progress)
+        out["logprobs"] = d
+    if "activations" in cfg.probes:
+        from rldelta.probes.activations import run_activations
+
+        d = root / "activations"
+        if not (d / "activations.json").is_file():
+            log(f"probe activations: base vs {primary.label}")
+            run_activations(base, d, compare=primary.ckpt(primary.final_step), task=_arith_like(cfg.task),
+                            n_per_level=cfg.activation_prompts, seed=cfg.eval_seed, progress=progress,
+                            trained_levels=[cfg.difficulty] if cfg.difficulty and _arith_like(cfg.task) == cfg.task
+                            else None)
+        out["activations"] = d
+    if "formats" in cfg.probes:
+        out["formats"] = _formats_probe(cfg, study, primary, log, progress)
+    return out
+
+
+# The [formats] table of a study config: the pretrain-mixture models and the RL run from each (issue 7, probe 2).
+FORMATS_DEFAULTS: dict[str, Any] = {
+    "sizes": ["5m", "30m"],  # train.mixture.SIZES
+    "pretrain_steps": None,  # None: the size's default (about 15 minutes on 2 cores)
+    "max_minutes": 15.0,  # pretraining stops when this much time is used up
+    "proportions": None,  # format -> share of the corpus; None: train.mixture.DEFAULT_PROPORTIONS
+    "noise": None,  # format -> share of wrong answers in the corpus; None: train.mixture.DEFAULT_NOISE
+    "difficulties": [1, 2],  # arith levels of the pretraining corpus
+    "batch_size": 32,
+    "difficulty": 2,  # arith level of the RL prompts
+    "steps": 50,  # GRPO steps from each mixture model
+    "train": {"lr": 1e-4, "prompts_per_step": 4, "num_generations": 8, "max_completion_length": 24},
+}
+
+
+def _formats_settings(cfg: StudyConfig) -> dict[str, Any]:
+    unknown = sorted(set(cfg.formats) - set(FORMATS_DEFAULTS))
+    if unknown:
+        raise StudyError(f"{cfg.source}: unknown key formats.{unknown[0]}; known: {', '.join(FORMATS_DEFAULTS)}")
+    return {**FORMATS_DEFAULTS, **cfg.formats, "train": {**FORMATS_DEFAULTS["train"], **cfg.formats.get("train", {})}}
+
+
+def _formats_probe(cfg: StudyConfig, study: Path, primary: Run, log: _Log, progress: bool) -> dict[str, Any]:
+    """Pretrain each mixture model, run GRPO from it on mixarith, and classify the formats it samples."""
+    from rldelta.probes.formats import compare_sizes, run_formats
+    from rldelta.train.mixture import DEFAULT_NOISE, DEFAULT_PROPORTIONS, pretrain_mixture
+
+    f = _formats_settings(cfg)
+    summaries, frames = [], []
+    for size in f["sizes"]:
+        pre = {"size": size, "steps": f["pretrain_steps"], "max_minutes": f["max_minutes"],
+               "proportions": f["proportions"] or DEFAULT_PROPORTIONS, "noise": f["noise"] or DEFAULT_NOISE,
+               "difficulties": list(f["difficulties"]), "batch_size": f["batch_size"], "seed": cfg.model_seed}
+        model_dir = study / "models" / f"mixture-{size}-{_hash(pre, 8)}"
+        if not (model_dir / "config.json").is_file():
+            log(f"pretrain the {size} mixture model ({f['max_minutes']:g} min at most)")
+            pretrain_mixture(model_dir, **pre, progress=progress)
+        try:
+            tc = TrainConfig(model=str(model_dir), output="", task="mixarith", algo="grpo", seed=primary.seed,
+                             steps=f["steps"], difficulty=f["difficulty"], rewards="correctness", progress=False,
+                             **f["train"])
+        except ConfigError as e:
+            raise StudyError(f"{cfg.source}: formats: {e}") from None
+        ident = {**tc.to_dict(), "model": model_dir.name}
+        for k in ("output", "progress", "resume"):
+            ident.pop(k)
+        run_dir = study / "runs" / f"formats-{size}-{_hash(ident)}"
+        tc.output = str(run_dir)
+        run = Run(f"formats-{size}", "grpo", primary.seed, tc.precision, tc, run_dir, kind="formats")
+        _train_all([run], backend="local", workers=1, ray_address=None, log=log, progress=progress)
+        d = study / "probes" / "formats" / size
+        if (d / "formats.json").is_file():
+            summary = _read_json(d / "formats.json")
+        else:
+            log(f"probe formats on {run.label}")
+            summary = run_formats(run_dir, d)
+        summaries.append(summary)
+        frames.append(pd.read_parquet(d / "formats.parquet").assign(model=size))
+    verdicts = {s: summary["verdict"] for s, summary in zip(f["sizes"], summaries)}
+    if len(summaries) > 1:
+        verdicts["sizes"] = compare_sizes(summaries)["verdict"]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return {"table": table[["model", *[c for c in table.columns if c != "model"]]], "verdicts": verdicts}
+
+
+def _arith_like(task: str) -> str:
+    """The activation probe's prompt ladder needs arith-style levels; other tasks are probed on arith prompts."""
+    from rldelta.train.tasks import TASKS, Arith
+
+    return task if issubclass(TASKS[task], Arith) else "arith"
+
+
+def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.DataFrame]:
+    """The probes' tables for the report, read from their output folders; and when each run's subnetwork was fixed."""
+    tables: dict[str, pd.DataFrame] = {}
+    verdicts: list[dict] = []
+    if "logprobs" in probes:
+        d = probes["logprobs"]
+        s = _read_json(d / "logprobs.json")
+        tables["probe_logprobs"] = pd.read_parquet(d / "logprobs.parquet").drop(columns=["checkpoint"])
+        tables["probe_phases"] = pd.read_parquet(d / "phases.parquet")
+        if (d / "advantages.parquet").is_file():
+            tables["probe_advantages"] = pd.read_parquet(d / "advantages.parquet").drop(columns=["checkpoint"])
+        verdicts += [{"probe": "suppression vs amplification", "verdict": s["verdict_logprobs"]},
+                     {"probe": "two phases", "verdict": s["verdict_phases"]}]
+        if "verdict_advantages" in s:
+            verdicts.append({"probe": "positive vs negative advantages", "verdict": s["verdict_advantages"]})
+    if "activations" in probes:
+        d = probes["activations"]
+        s = _read_json(d / "activations.json")
+        tables["probe_activations"] = pd.read_parquet(d / "activations.parquet")
+        verdicts.append({"probe": "activation sparsity vs difficulty", "verdict": s["sparsity_verdict"]})
+        if s.get("verdict"):
+            verdicts.append({"probe": "neurons RL edits", "verdict": s["verdict"]})
+    if "formats" in probes:
+        f = probes["formats"]
+        tables["probe_formats"] = f["table"]
+        verdicts += [{"probe": f"format selection ({k})", "verdict": v} for k, v in f["verdicts"].items()]
+    fixed = []
+    by_run: dict[str, list[dict]] = {}
+    for row in dynamics:
+        by_run.setdefault(row["run"], []).append(row)
+    for run, rows in by_run.items():
+        rows = sorted(rows, key=lambda r: r["step"])
+        step = next((r["step"] for r in rows if (r["share_of_final_set"] or 0) >= FIXED_SHARE), None)
+        fixed.append({"run": run, "fixed_step": step, "final_step": rows[-1]["step"],
+                      "fixed_at_frac_of_training": step / rows[-1]["step"] if step is not None else None})
+    tables["subnetwork_fixed"] = pd.DataFrame(fixed, columns=["run", "fixed_step", "final_step",
+                                                              "fixed_at_frac_of_training"])
+    tables["probe_verdicts"] = pd.DataFrame(verdicts, columns=["probe", "verdict"])
+    return tables
 
 
 # ---- the study -----------------------------------------------------------------------------------------------
@@ -610,9 +793,12 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     log(f"base model: {base}")
     runs = [_make_run(study, cfg, base, a, s, p) for a in cfg.algorithms for p in cfg.precisions for s in cfg.seeds]
     primary = runs[0]
+    # The first run again, learning only from positive / only from negative advantages (the logprobs probe).
+    split = ([_make_run(study, cfg, base, primary.algo, primary.seed, primary.precision, kind=k)
+              for k in ("positive", "negative")] if "logprobs" in cfg.probes and cfg.advantage_runs else [])
 
     # 1. train the grid
-    _train_all(runs, backend=backend, workers=workers, ray_address=ray_address, log=log, progress=progress,
+    _train_all(runs + split, backend=backend, workers=workers, ray_address=ray_address, log=log, progress=progress,
                threads=cfg.threads)
     # 2. diff every saved checkpoint
     log("diff every saved checkpoint against the base")
@@ -651,12 +837,17 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
         evals[retrain.label] = _eval(retrain.ckpt(retrain.final_step), retrain.dir.name, study, cfg)
         compare = _compare_retrain(primary, retrain, base, study)
     # 6. dynamics
-    dynamics = [row for r in runs + ([retrain] if retrain else []) for row in _dynamics(r, study)]
+    dynamics = [row for r in runs for row in _dynamics(r, study, _other_seed(r, runs))]
+    if retrain is not None:
+        dynamics += _dynamics(retrain, study)
+    # 7. mechanism probes
+    probes = _probes(cfg, study, base, primary, split, log, progress)
 
-    # 7. tables and report
+    # 8. tables and report
     from rldelta.report.html import write_report
 
     tables = build_tables(cfg, study, base, runs, retrain, evals, overlap, explains, surgery, compare, dynamics)
+    tables.update(probe_tables(probes, dynamics))
     export_tables(tables, study / "tables")
     report = write_report(tables, study / REPORT)
     log(f"done in {time.perf_counter() - t_start:.0f} s; report: {report}")

@@ -29,10 +29,14 @@ QUESTION = (
 PCT_COLS = {"changed_frac", "changed_atol_frac", "fp32_changed_frac", "fp32_changed_atol_frac", "lost_to_rounding_frac",
             "seed_overlap", "seed_overlap_random", "seed_overlap_magnitude_matched", "overlap", "random_overlap",
             "magnitude_matched_overlap", "jaccard", "masked_frac", "full_covered_by_retrain", "retrain_inside_full",
-            "still_changed_at_end", "share_of_final_set", "format_rate"}
+            "still_changed_at_end", "share_of_final_set", "format_rate", "overlap_with_other_seed", "overlap_with_all",
+            "inside_all", "correct_share", "share", "fixed_at_frac_of_training", "near_zero_frac", "top1_mass_share"}
 NUM_COLS = {"mean_rank_frac", "weighted_mean_rank_frac", "fp32_mean_rank_frac", "null_rank_frac", "auc_small_weights",
             "accuracy", "base_accuracy", "tuned_accuracy", "accuracy_full", "accuracy_retrain", "recovery",
-            "delta_cosine", "delta_norm_ratio", "train_accuracy", "reward_mean"}
+            "delta_cosine", "delta_norm_ratio", "train_accuracy", "reward_mean", "logp_correct", "logp_wrong",
+            "token_logp_correct", "token_logp_wrong", "amplification", "suppression", "token_amplification",
+            "token_suppression", "mass_correct", "mass_wrong", "probe_entropy", "train_entropy", "amplification_rate",
+            "suppression_rate", "sampled_accuracy", "hoyer"}
 
 
 def fmt(value, kind: str) -> str:
@@ -51,7 +55,7 @@ def fmt(value, kind: str) -> str:
 def kind_of(col: str, value) -> str:
     if col in PCT_COLS:
         return "pct"
-    if col in NUM_COLS:
+    if col in NUM_COLS or col.startswith("pass@"):
         return "num"
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return "int"
@@ -203,7 +207,9 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
     parts.append("<p class='note'>Trained again from the base with only the seed-1 run's changed entries trainable "
                  "(same data, same seed), compared with that full run.</p>")
     parts.append(table_html(tables, "retrain"))
-    parts.append("</section><section id='tables'><h2>Per-run measurements</h2>")
+    parts.append("</section>")
+    parts.append(_probe_sections(tables))
+    parts.append("<section id='tables'><h2>Per-run measurements</h2>")
     parts.append(table_html(tables, "runs", [c for c in runs.columns if c not in ("run_dir",)]))
     parts.append("<h3>Per module</h3>" + table_html(tables, "modules"))
     parts.append("<h3>Overlap of every pair of runs</h3>" + table_html(tables, "overlap"))
@@ -211,6 +217,77 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
     parts.append("<h3>Accuracy</h3>" + table_html(tables, "accuracy"))
     parts.append("<p class='note'>All tables, and the per-tensor, per-decile and training-curve tables, are in "
                  "tables/ next to this file as CSV and Parquet.</p></section></body></html>")
+    return "\n".join(parts)
+
+
+def _figure(fid: str, title: str, png: bytes, caption: str) -> str:
+    return (f"<figure id='{fid}'><h3>{html.escape(title)}</h3>{_img(png, title)}"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
+    """One section per mechanism probe that ran: its verdict lines, its plot and its table."""
+    from rldelta.report import probe_plots
+
+    verdicts = tables.get("probe_verdicts")
+    parts = []
+
+    def verdict_lines(prefix: str) -> str:
+        if verdicts is None:
+            return ""
+        rows = [r for r in verdicts.to_dict("records") if r["probe"].startswith(prefix)]
+        return "".join(f"<p class='verdict part'><b>{html.escape(r['probe'])}</b><br>{html.escape(r['verdict'])}</p>"
+                       for r in rows)
+
+    if "probe_logprobs" in tables:
+        parts.append("<section id='probe-logprobs'><h2>Probe: suppression vs amplification</h2>")
+        parts.append("<p class='note'>Completions sampled once from the base model on held-out prompts, labelled by the "
+                     "task's reward, and scored by every saved checkpoint. amplification = rise of log p(correct), "
+                     "suppression = fall of log p(wrong), in nats per completion against the base.</p>")
+        parts.append(verdict_lines("suppression") + verdict_lines("two phases"))
+        parts.append(_figure("plot-logprobs", "Log-probability of correct and wrong completions",
+                             probe_plots.logprob_curves(tables["probe_logprobs"]),
+                             "Solid: the full run; dashed: positive-advantage only; dotted: negative-advantage only."))
+        parts.append(table_html(tables, "probe_logprobs", ["run", "step", "logp_correct", "logp_wrong",
+                                                           "amplification", "suppression", "correct_share",
+                                                           "probe_entropy", "train_entropy"]))
+        parts.append("<h3>Which component moves faster</h3>" + table_html(tables, "probe_phases"))
+        if "probe_advantages" in tables:
+            parts.append("<h3>Learning from positive or from negative advantages only</h3>")
+            parts.append(verdict_lines("positive vs negative"))
+            parts.append(_figure("plot-passk", "pass@k", probe_plots.pass_at_k_curves(tables["probe_advantages"]),
+                                 "Same seed and data; the split runs keep only the samples with positive (negative) "
+                                 "advantage in the loss."))
+            parts.append(table_html(tables, "probe_advantages"))
+        parts.append("</section>")
+    if "probe_activations" in tables:
+        from rldelta.report import activation_plots
+
+        parts.append("<section id='probe-activations'><h2>Probe: activation sparsity vs difficulty</h2>")
+        parts.append(verdict_lines("activation") + verdict_lines("neurons"))
+        parts.append(_figure("plot-activations", "Hidden-state sparsity by difficulty",
+                             activation_plots.sparsity_by_level_plot(tables["probe_activations"]),
+                             "Per layer, residual stream and MLP intermediate; levels beyond the training range "
+                             "shaded."))
+        parts.append("</section>")
+    if "probe_formats" in tables:
+        from rldelta.metrics.formats import shares_by_step
+        from rldelta.report import format_plots
+
+        parts.append("<section id='probe-formats'><h2>Probe: format selection</h2>")
+        parts.append(verdict_lines("format selection"))
+        for model, sub in tables["probe_formats"].groupby("model", sort=False):
+            parts.append(_figure(f"plot-formats-{html.escape(str(model))}", f"Format shares during RL — {model}",
+                                 format_plots.format_shares_plot(sorted(set(sub["step"])),
+                                                                 shares_by_step(sub.to_dict("records"))),
+                                 "Share of each format among the sampled completions at every training step."))
+        parts.append("</section>")
+    if "subnetwork_fixed" in tables:
+        parts.append("<section id='subnetwork-fixed'><h2>When is the subnetwork fixed?</h2>")
+        parts.append("<p class='note'>The first saved step whose changed set already holds ≥ 90% of the entries "
+                     "changed at the end (see the dynamics table for every step, and the overlap with the other seed "
+                     "at the same step).</p>")
+        parts.append(table_html(tables, "subnetwork_fixed") + "</section>")
     return "\n".join(parts)
 
 

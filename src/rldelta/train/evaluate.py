@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,61 @@ def generate_greedy(
             out[i] = seq
         if progress is not None:
             progress(len(idx))
+    return out
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled completion: its text (special tokens stripped) and the exact token ids, so it can be re-scored."""
+
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]  # up to and including the end-of-sequence token, without padding
+
+
+def sample(
+    model, tokenizer, prompts: list[list[dict]], *, k: int, max_new_tokens: int, temperature: float = 1.0,
+    seed: int = 0, batch_size: int = 16,
+) -> list[list[Sample]]:
+    """`k` completions sampled (pure temperature sampling, no top-k/top-p) for each chat prompt.
+
+    Uses a private RNG stream seeded by `seed`, so the caller's random state is untouched and the same call gives
+    the same samples.
+    """
+    import torch
+
+    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    out: list[list[Sample]] = []
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stop = {tokenizer.eos_token_id, pad_id}
+    tokenizer.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]), torch.no_grad():
+        torch.manual_seed(seed)
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            gen = model.generate(
+                **enc, do_sample=True, temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                num_return_sequences=k, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+            )
+            width = enc["input_ids"].shape[1]
+            for i in range(len(chunk)):
+                row = enc["input_ids"][i][enc["attention_mask"][i].bool()].tolist()
+                group = []
+                for seq in gen[i * k : (i + 1) * k, width:].tolist():
+                    ids = []
+                    for t in seq:
+                        if t in stop:
+                            if t == tokenizer.eos_token_id:
+                                ids.append(t)
+                            break
+                        ids.append(t)
+                    group.append(Sample(tokenizer.decode(ids, skip_special_tokens=True), row, ids))
+                out.append(group)
+    model.train(was_training)
     return out
 
 

@@ -2,6 +2,7 @@
 
     RUN/run.json                      full config, seed, library versions, git revision, status
     RUN/metrics.parquet               one row per optimizer step (reward, accuracy, KL, loss, entropy, length, seconds)
+    RUN/completions.parquet           every completion the online algorithms sampled, with its rewards (step, prompt, ...)
     RUN/checkpoints/step-<N>/         bf16 weights + config + tokenizer: the form a hub publishes
     RUN/checkpoints/step-<N>-fp32/    fp32 master weights (only with --precision fp32)
     RUN/trainer/checkpoint-<N>/       the HF Trainer's own checkpoint (optimizer, RNG, state) that --resume uses
@@ -32,6 +33,7 @@ CHECKPOINTS = "checkpoints"
 TRAINER_DIR = "trainer"
 RUN_JSON = "run.json"
 METRICS = "metrics.parquet"
+COMPLETIONS = "completions.parquet"
 
 # Trainer log keys -> metrics.parquet columns. Keys that are absent for an algorithm stay missing (NaN).
 _COLUMNS = {
@@ -166,6 +168,67 @@ class MetricsRecorder(TrainerCallback):
         df = df[first + [c for c in df.columns if c not in first]]
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
+        atomic_write_bytes(self.path, buf.getvalue())
+
+
+class CompletionRecorder(TrainerCallback):
+    """Every sampled completion with its rewards, one row each, into RUN/completions.parquet.
+
+    TRL calls each reward function once per generation batch with the same prompts and completions; `wrap` puts a
+    recorder around each, so the rows carry every reward's value without a second scoring pass. Columns: step (the
+    optimizer step the completion was sampled for, 1-based), prompt (the last user message), answer, completion,
+    and one column per reward name (e.g. correctness, format).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / COMPLETIONS
+        self.rows: list[dict[str, Any]] = []
+        self._batch: dict[tuple, list[dict[str, Any]]] = {}
+
+    def wrap(self, fn, column: str):
+        from rldelta.train.tasks import completion_text
+
+        def recorded(prompts=None, completions=(), answer=(), trainer_state=None, **kwargs):
+            values = fn(prompts=prompts, completions=completions, answer=answer, trainer_state=trainer_state, **kwargs)
+            step = (trainer_state.global_step if trainer_state is not None else 0) + 1
+            texts = [completion_text(c) for c in completions]
+            key = (step, tuple(texts))
+            rows = self._batch.get(key)
+            if rows is None:  # the first reward of a new batch: the previous batch is complete
+                self._batch = {}
+                rows = self._batch[key] = []
+                for i, text in enumerate(texts):
+                    p = prompts[i] if prompts is not None else ""
+                    if isinstance(p, (list, tuple)):
+                        p = next((m.get("content", "") for m in reversed(p) if m.get("role") == "user"), "")
+                    rows.append({"step": step, "prompt": str(p), "answer": str(answer[i]) if len(answer) else "",
+                                 "completion": text})
+                self.rows.extend(rows)
+            for row, v in zip(rows, values):
+                row[column] = None if v is None else float(v)
+            return values
+
+        recorded.__name__ = recorded.__qualname__ = fn.__name__  # TRL logs each reward under its function's name
+        return recorded
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # After a resume, keep the rows of the steps before the resume point; later ones will be sampled again.
+        if self.path.is_file() and not self.rows:
+            import pandas as pd
+
+            old = pd.read_parquet(self.path)
+            self.rows = [r for r in old.to_dict("records") if r["step"] <= state.global_step]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        import pandas as pd
+
+        buf = io.BytesIO()
+        pd.DataFrame(self.rows).to_parquet(buf, index=False)
         atomic_write_bytes(self.path, buf.getvalue())
 
 

@@ -354,7 +354,37 @@ class Digits(Arith):
         return sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
 
 
-TASKS: dict[str, type[Task]] = {"arith": Arith, "countdown": Countdown, "digits": Digits}
+class MixArith(Arith):
+    """Arith problems with a neutral prompt ("What is 23 + 45?") that asks for no format, for models pretrained on
+    several answer formats (train/mixture.py). Correct = the last integer of the completion is the result; format
+    reward = 1.0 when the completion is written in one of mixture.FORMATS.
+    """
+
+    name = "mixarith"
+    _PROMPT_RE = re.compile(r"What is (.+)\?")
+
+    def _sample(self, rng: random.Random, difficulty: int) -> tuple[str, str, str]:
+        _, answer, expr = super()._sample(rng, difficulty)
+        return f"What is {expr}?", answer, expr
+
+    @classmethod
+    def expression(cls, prompt: str) -> str:
+        """The expression a mixarith prompt asks for."""
+        m = cls._PROMPT_RE.fullmatch(prompt)
+        if m is None:
+            raise TaskError(f"not a mixarith prompt: {prompt!r}")
+        return m.group(1)
+
+    def format_reward(self, completion: str) -> float:
+        from rldelta.train.mixture import OTHER, classify_format  # mixture builds on this module
+
+        return 0.0 if classify_format(completion) == OTHER else 1.0
+
+    def reference_completion(self, answer: str) -> str:
+        return f"\\boxed{{{answer}}}"  # the boxed format; its expression part is optional
+
+
+TASKS: dict[str, type[Task]] = {"arith": Arith, "countdown": Countdown, "digits": Digits, "mixarith": MixArith}
 
 
 def get_task(name: str) -> Task:

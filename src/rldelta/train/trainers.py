@@ -40,6 +40,7 @@ from rldelta.train.config import GRPO_FAMILY, OFFLINE, ConfigError, TrainConfig
 from rldelta.train.saving import (
     TRAINER_DIR,
     CheckpointSaver,
+    CompletionRecorder,
     MetricsRecorder,
     git_revision,
     library_versions,
@@ -204,11 +205,16 @@ def _rollouts(config: TrainConfig, epsilon: float | None, epsilon_high: float | 
 
 
 def _reward_trainer(trainer_cls, config, model, tokenizer, task, args, train_ds, callbacks):
+    from rldelta.train.saving import CompletionRecorder
     from rldelta.train.tasks import trl_reward_funcs
 
+    recorder = next((c for c in callbacks if isinstance(c, CompletionRecorder)), None)
+    funcs = trl_reward_funcs(task, config.reward_list)
+    if recorder is not None:
+        funcs = [recorder.wrap(f, name) for f, name in zip(funcs, config.reward_list)]
     return trainer_cls(
         model=model,
-        reward_funcs=trl_reward_funcs(task, config.reward_list),
+        reward_funcs=funcs,
         args=args,
         train_dataset=train_ds,
         processing_class=tokenizer,
@@ -274,38 +280,6 @@ def _online_dpo(config, model, tokenizer, task, train_ds, common, callbacks):
 # ---- offline data: sampled from the base model, scored by the task ----------------------------------------------
 
 
-@torch.no_grad()
-def sample_completions(
-    model, tokenizer, prompts: list[list[dict]], *, k: int, max_new_tokens: int, temperature: float, seed: int,
-    batch_size: int = 16,
-) -> list[list[str]]:
-    """`k` sampled completions for each chat prompt (a private RNG stream seeded by `seed`)."""
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    out: list[list[str]] = []
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-        torch.manual_seed(seed)
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            gen = model.generate(
-                **enc,
-                do_sample=True,
-                temperature=temperature,
-                top_p=1.0,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=k,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            decoded = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            out.extend(decoded[i * k : (i + 1) * k] for i in range(len(chunk)))
-    model.train(was_training)
-    return out
-
-
 def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) -> tuple[Any, dict[str, int]]:
     """The dataset an offline algorithm trains on, built from base-model samples scored by the task's reward.
 
@@ -317,10 +291,12 @@ def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) ->
     """
     from datasets import Dataset
 
-    samples = sample_completions(
+    from rldelta.train.evaluate import sample
+
+    samples = [[s.text for s in group] for group in sample(
         model, tokenizer, [ex.prompt for ex in examples], k=config.offline_samples,
         max_new_tokens=config.max_completion_length, temperature=config.temperature, seed=config.seed,
-    )
+    )]
     stats = {"prompts": len(examples), "samples": len(examples) * config.offline_samples, "correct_samples": 0,
              "gold_used": 0, "rows": 0}
     rows: list[dict[str, Any]] = []
@@ -560,6 +536,10 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     saver = CheckpointSaver(run_dir, config.save_step_list, config.precision, tokenizer)
     metrics = MetricsRecorder(run_dir, accuracy_key, f"rewards/{task.name}_format/mean")
     callbacks += [saver, metrics]
+    completions = None
+    if config.algo not in OFFLINE:
+        completions = CompletionRecorder(run_dir)
+        callbacks.append(completions)
     progress = _progress_callback(config.steps) if config.progress else None
     if progress is not None:
         callbacks.append(progress)
@@ -578,6 +558,8 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     except KeyboardInterrupt:
         record.update(status="interrupted", saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)))
         metrics.flush()
+        if completions is not None:
+            completions.flush()
         write_run_json(run_dir, record)
         raise
     except BaseException as e:
@@ -598,5 +580,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
                   saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)),
                   global_step=trainer.state.global_step)
     metrics.flush()
+    if completions is not None:
+        completions.flush()
     write_run_json(run_dir, record)
     return run_dir

@@ -1,0 +1,432 @@
+"""`rldelta probe logprobs RUN`: does RL work by amplifying correct completions or by suppressing wrong ones?
+
+    RUN/probe_set.jsonl                   the fixed probe set (built once from the base model, then reused)
+    OUT/logprobs.parquet                  per run and saved step: log p(correct), log p(wrong), masses, entropy
+    OUT/phases.parquet                    per interval between saved steps: which component moves faster
+    OUT/advantages.parquet                (with --positive/--negative) accuracy, pass@k, changed fraction, overlap
+    OUT/logprobs.json                     the summary and the verdict lines
+    OUT/logprobs.png, OUT/passk.png       plots
+
+OUT defaults to RUN/probes/logprobs. Every checkpoint of every run is scored on the same token ids, so what moves is
+the policy and nothing else. The fp32 master of a step is scored when the run kept one (it is the policy that
+trained); otherwise the published bf16 checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rldelta.atomic import atomic_write_bytes, atomic_write_json
+from rldelta.metrics.logprobs import pass_at_k, phases, probe_stats
+from rldelta.probes import ProbeError
+
+PROBE_SET = "probe_set.jsonl"
+OUT_DIR = Path("probes") / "logprobs"
+# A component "carries" the gain or the change when it holds at least this share of the sum of both.
+CARRIES = 0.6
+
+
+def _run_record(run_dir: Path) -> dict:
+    from rldelta.train.saving import read_run_json
+
+    try:
+        record = read_run_json(run_dir)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ProbeError(f"{run_dir}/run.json: unreadable ({e})") from None
+    if record is None:
+        raise ProbeError(f"{run_dir}: not a training run (no run.json)")
+    return record
+
+
+def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every saved step, preferring the fp32 master."""
+    from rldelta.train.saving import saved_steps, step_dir
+
+    out = []
+    for step in saved_steps(run_dir):
+        fp32 = step_dir(run_dir, step, fp32=True)
+        out.append((step, fp32 if (fp32 / "config.json").is_file() else step_dir(run_dir, step)))
+    if not out:
+        raise ProbeError(f"{run_dir}: no saved checkpoints")
+    return out
+
+
+# ---- the probe set --------------------------------------------------------------------------------------------
+
+
+def build_probe_set(model_dir: str | os.PathLike, task: str, *, n_prompts: int, k: int, max_new_tokens: int,
+                    temperature: float = 1.0, seed: int = 0, difficulty: int | None = None) -> list[dict]:
+    """`k` completions sampled from the base model for each of `n_prompts` test-split prompts, labelled by the task."""
+    from rldelta.train.evaluate import load_for_eval, sample
+    from rldelta.train.tasks import get_task
+
+    t = get_task(task)
+    examples = t.generate(n_prompts, seed=seed, split="test", difficulty=difficulty)
+    model, tokenizer = load_for_eval(model_dir)
+    groups = sample(model, tokenizer, [ex.prompt for ex in examples], k=k, max_new_tokens=max_new_tokens,
+                    temperature=temperature, seed=seed)
+    rows = []
+    for i, (ex, group) in enumerate(zip(examples, groups)):
+        for s in group:
+            rows.append({"prompt_index": i, "prompt": ex.prompt[-1]["content"], "answer": ex.answer,
+                         "difficulty": ex.difficulty, "completion": s.text,
+                         "correct": bool(t.correctness_reward(s.text, ex.answer) > 0),
+                         "prompt_ids": s.prompt_ids, "completion_ids": s.completion_ids})
+    return rows
+
+
+def load_or_build_probe_set(run_dir: Path, record: dict, *, n_prompts: int, k: int, seed: int) -> list[dict]:
+    path = run_dir / PROBE_SET
+    if path.is_file():
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    cfg = record["config"]
+    rows = build_probe_set(cfg["model"], cfg["task"], n_prompts=n_prompts, k=k,
+                           max_new_tokens=cfg["max_completion_length"], temperature=cfg.get("temperature", 1.0),
+                           seed=seed, difficulty=cfg.get("difficulty"))
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return rows
+
+
+# ---- scoring --------------------------------------------------------------------------------------------------
+
+
+def score(model, rows: list[dict], *, batch_size: int = 16) -> tuple[list[float], list[int], list[float]]:
+    """Per completion: the sum of its tokens' log-probs given its prompt, its length, and the policy's mean entropy
+    over its positions (nats)."""
+    import torch
+
+    device = next(model.parameters()).device
+    seq_lp, lengths, entropy = [], [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        ids = [r["prompt_ids"] + r["completion_ids"] for r in chunk]
+        width = max(len(x) for x in ids)
+        inp = torch.zeros(len(ids), width, dtype=torch.long)
+        att = torch.zeros(len(ids), width, dtype=torch.long)
+        for i, x in enumerate(ids):  # right padding: positions of the real tokens are 0..len-1 as when sampled
+            inp[i, : len(x)] = torch.tensor(x)
+            att[i, : len(x)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        for i, r in enumerate(chunk):
+            p, c = len(r["prompt_ids"]), len(r["completion_ids"])
+            if c == 0:
+                seq_lp.append(0.0), lengths.append(0), entropy.append(float("nan"))
+                continue
+            pos = torch.arange(p - 1, p + c - 1)  # the logits at position t predict token t + 1
+            target = inp[i, p : p + c].to(device)
+            lp_tok = logp[i, pos, target]
+            ent = -(logp[i, pos].exp() * logp[i, pos]).sum(-1)
+            seq_lp.append(float(lp_tok.double().sum()))
+            lengths.append(c)
+            entropy.append(float(ent.mean()))
+    return seq_lp, lengths, entropy
+
+
+def _score_checkpoint(model_dir: Path, rows: list[dict]) -> dict[str, Any]:
+    from rldelta.train.evaluate import load_for_eval
+
+    model, _ = load_for_eval(model_dir)
+    lp, n, ent = score(model, rows)
+    stats = probe_stats(lp, n, [r["correct"] for r in rows], [r["prompt_index"] for r in rows])
+    valid = [e for e in ent if not math.isnan(e)]
+    stats["probe_entropy"] = sum(valid) / len(valid) if valid else None
+    return stats
+
+
+# ---- accuracy, pass@k and weight change of the advantage-split runs ---------------------------------------------
+
+
+def sampled_pass_at_k(model_dir: Path, task: str, *, n_prompts: int, n: int, max_new_tokens: int, temperature: float,
+                      seed: int, difficulty: int | None) -> dict[str, Any]:
+    """pass@k for k = 1..n from n samples per test prompt, and the mean sampled accuracy."""
+    from rldelta.train.evaluate import load_for_eval, sample
+    from rldelta.train.tasks import get_task
+
+    t = get_task(task)
+    examples = t.generate(n_prompts, seed=seed, split="test", difficulty=difficulty)
+    model, tokenizer = load_for_eval(model_dir)
+    groups = sample(model, tokenizer, [ex.prompt for ex in examples], k=n, max_new_tokens=max_new_tokens,
+                    temperature=temperature, seed=seed)
+    correct = [sum(t.correctness_reward(s.text, ex.answer) > 0 for s in g) for ex, g in zip(examples, groups)]
+    return {"pass_at_k": {k: sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in range(1, n + 1)},
+            "sampled_accuracy": sum(correct) / (n * len(correct))}
+
+
+def changed_sets(base: Path, tuned: dict[str, Path]) -> dict[str, Any]:
+    """Bitwise changed counts of each tuned checkpoint against the base, compared in the tuned checkpoint's stored
+    dtype (the published bf16: an fp32 base is rounded first, so rounding alone is no change), and the size of each
+    one's intersection with the one named "all"."""
+    from rldelta.checkpoint import open_checkpoint
+    from rldelta.metrics.sparsity import changed_bitwise
+
+    b = open_checkpoint(base)
+    cks = {k: open_checkpoint(p) for k, p in tuned.items()}
+    numel = 0
+    changed = dict.fromkeys(tuned, 0)
+    with_all = dict.fromkeys(tuned, 0)
+    for name in b.names():
+        w = b.get(name)
+        numel += w.numel()
+        masks = {}
+        for k, ck in cks.items():
+            if name not in ck:
+                raise ProbeError(f"{tuned[k]}: tensor {name} of the base is missing")
+            t = ck.get(name)
+            if t.shape != w.shape:
+                raise ProbeError(f"{tuned[k]}: tensor {name} has shape {tuple(t.shape)}, base {tuple(w.shape)}")
+            masks[k] = changed_bitwise(w, t, t.dtype)
+            changed[k] += int(masks[k].sum())
+        if "all" in masks:
+            for k, m in masks.items():
+                with_all[k] += int((m & masks["all"]).sum())
+    return {"numel": numel, "changed": changed, "intersection_with_all": with_all}
+
+
+# ---- the probe ------------------------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, spec: str = "+.2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                 positive: str | os.PathLike | None = None, negative: str | os.PathLike | None = None,
+                 n_prompts: int = 16, k: int = 8, eval_prompts: int = 32, seed: int = 0,
+                 progress: bool = True) -> dict[str, Any]:
+    """Score base and every saved checkpoint of RUN (and of the --positive/--negative runs) on RUN's probe set.
+
+    With `positive` and `negative` (runs trained with --advantages positive / negative, same seed and data), also
+    compare the three final checkpoints: greedy and sampled accuracy, pass@k for k up to the number of generations,
+    changed fraction, and the overlap of each changed set with the full run's.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # one bar for the probe, not one per checkpoint load
+    run_dir = Path(run)
+    record = _run_record(run_dir)
+    cfg = record["config"]
+    base = Path(cfg["model"])
+    if not (base / "config.json").is_file():
+        raise ProbeError(f"{run_dir}/run.json: its base model {base} is not a model folder (moved?)")
+    out_dir = Path(out) if out is not None else run_dir / OUT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    runs: dict[str, Path] = {"all": run_dir}
+    for label, other in (("positive", positive), ("negative", negative)):
+        if other is None:
+            continue
+        other = Path(other)
+        oc = _run_record(other)["config"]
+        for key in ("model", "task", "seed", "data_seed", "algo", "difficulty"):
+            if oc.get(key) != cfg.get(key):
+                raise ProbeError(f"{other}: {key} is {oc.get(key)!r}, but {cfg.get(key)!r} in {run_dir}; "
+                                 "the runs must differ only in --advantages")
+        if oc.get("advantages") != label:
+            raise ProbeError(f"{other}: trained with --advantages {oc.get('advantages')}, expected {label}")
+        runs[label] = other
+    ckpts = {label: _checkpoints(d) for label, d in runs.items()}
+
+    rows = load_or_build_probe_set(run_dir, record, n_prompts=n_prompts, k=k, seed=seed)
+    n_correct = sum(r["correct"] for r in rows)
+    if not rows:
+        raise ProbeError(f"{run_dir}/{PROBE_SET}: empty probe set")
+
+    jobs = [("base", 0, base)] + [(label, s, p) for label, lst in ckpts.items() for s, p in lst]
+    table = []
+    with Progress(TextColumn("probe logprobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  disable=not progress, transient=True) as bar:
+        job = bar.add_task("score", total=len(jobs))
+        base_stats = None
+        for label, step, path in jobs:
+            stats = _score_checkpoint(path, rows)
+            if label == "base":
+                base_stats = stats
+                bar.advance(job)
+                continue
+            table.append({"run": label, "step": step, "checkpoint": str(path), **stats})
+            bar.advance(job)
+    assert base_stats is not None
+    for label in runs:  # every run starts from the same base: step 0
+        table.append({"run": label, "step": 0, "checkpoint": str(base), **base_stats})
+    df = pd.DataFrame(table).sort_values(["run", "step"], kind="stable").reset_index(drop=True)
+
+    def delta(col: str, sign: float) -> pd.Series:
+        return sign * (df[col] - base_stats[col]) if base_stats[col] is not None else pd.Series([None] * len(df))
+
+    df["amplification"] = delta("logp_correct", 1.0)
+    df["suppression"] = delta("logp_wrong", -1.0)
+    df["token_amplification"] = delta("token_logp_correct", 1.0)
+    df["token_suppression"] = delta("token_logp_wrong", -1.0)
+    train_entropy = {}
+    for label, d in runs.items():
+        mp = d / "metrics.parquet"
+        if mp.is_file():
+            m = pd.read_parquet(mp)
+            if "entropy" in m:
+                train_entropy.update({(label, int(s)): float(e) for s, e in zip(m["step"], m["entropy"])})
+    df["train_entropy"] = [train_entropy.get((r, int(s))) for r, s in zip(df["run"], df["step"])]
+
+    phase_rows, phase_summary = [], {}
+    has_both = base_stats["logp_correct"] is not None and base_stats["logp_wrong"] is not None
+    for label in runs:
+        sub = df[df["run"] == label]
+        if not has_both or len(sub) < 2:
+            continue
+        ph = phases(sub["step"].tolist(), sub["amplification"].tolist(), sub["suppression"].tolist())
+        phase_summary[label] = {k: v for k, v in ph.items() if k != "intervals"}
+        phase_rows += [{"run": label, **iv} for iv in ph["intervals"]]
+
+    summary: dict[str, Any] = {
+        "run": str(run_dir), "base": str(base), "task": cfg["task"], "probe_set": str(run_dir / PROBE_SET),
+        "prompts": len({r["prompt_index"] for r in rows}), "completions": len(rows), "correct": n_correct,
+        "wrong": len(rows) - n_correct, "runs": {k: str(v) for k, v in runs.items()},
+        "base_stats": base_stats, "phases": phase_summary,
+    }
+    final = df[(df["run"] == "all")].iloc[-1].to_dict()
+    summary["final"] = {k: final[k] for k in ("step", "amplification", "suppression", "logp_correct", "logp_wrong",
+                                              "correct_share", "probe_entropy", "train_entropy")}
+    summary["verdict_logprobs"] = _verdict_logprobs(summary, has_both) + (_mass_text(summary) if has_both else "")
+    summary["verdict_phases"] = _verdict_phases(phase_summary.get("all"), df[df["run"] == "all"])
+
+    adv = None
+    if len(runs) > 1:
+        adv = _advantage_comparison(runs, ckpts, base, cfg, eval_prompts, seed, progress)
+        summary["advantages"] = adv.to_dict("records")
+        summary["verdict_advantages"] = _verdict_advantages(adv)
+
+    _write(out_dir, df, pd.DataFrame(phase_rows), adv, summary)
+    return summary
+
+
+def _advantage_comparison(runs: dict[str, Path], ckpts: dict[str, list], base: Path, cfg: dict, eval_prompts: int,
+                          seed: int, progress: bool) -> pd.DataFrame:
+    from rldelta.train.evaluate import evaluate
+    from rldelta.train.saving import step_dir
+
+    # Accuracy and the changed set are those of the published (bf16) checkpoint, as a user would download it.
+    published = {label: step_dir(runs[label], max(s for s, _ in ckpts[label])) for label in runs}
+    sets = changed_sets(base, published)
+    rows = []
+    n = max(2, int(cfg.get("num_generations") or 2))
+    for label in ["base", *runs]:
+        path = base if label == "base" else published[label]
+        greedy = evaluate(path, cfg["task"], eval_prompts, seed=seed, difficulty=cfg.get("difficulty"),
+                          max_new_tokens=cfg["max_completion_length"], show_progress=progress)
+        sampled = sampled_pass_at_k(path, cfg["task"], n_prompts=eval_prompts, n=n,
+                                    max_new_tokens=cfg["max_completion_length"],
+                                    temperature=cfg.get("temperature", 1.0), seed=seed, difficulty=cfg.get("difficulty"))
+        row = {"run": label, "checkpoint": str(path), "accuracy": greedy["accuracy"],
+               "sampled_accuracy": sampled["sampled_accuracy"]}
+        row.update({f"pass@{k}": v for k, v in sampled["pass_at_k"].items()})
+        if label == "base":
+            row.update(changed_frac=0.0, overlap_with_all=None, inside_all=None)
+        else:
+            c, inter = sets["changed"][label], sets["intersection_with_all"][label]
+            size_all = sets["changed"]["all"]
+            row.update(changed_frac=c / sets["numel"],
+                       overlap_with_all=inter / size_all if size_all else None,  # share of the full run's set it covers
+                       inside_all=inter / c if c else None)  # share of its own set inside the full run's
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _verdict_logprobs(s: dict, has_both: bool) -> str:
+    f = s["final"]
+    if not has_both:
+        kind = "correct" if s["wrong"] == 0 else "wrong"
+        return (f"Not measurable: every probe completion sampled from the base is {kind}, so there is no "
+                f"{'wrong' if kind == 'correct' else 'correct'} set to follow (raise the probe size or pick a harder task).")
+    a, sup = f["amplification"], f["suppression"]
+    if a is None or sup is None:
+        return "Not measurable."
+
+    def moved(x: float) -> str:
+        return f"{'rose' if x > 0 else 'fell'} by {abs(x):.2f} nats"
+
+    text = (f"At step {int(f['step'])}, log p(correct) {moved(a)} and log p(wrong) {moved(-sup)} per completion "
+            f"(probe: {s['correct']} correct and {s['wrong']} wrong base samples): ")
+    if a <= 0 and sup <= 0:
+        return text + "neither component moved towards the correct completions."
+    if a > 0 and sup <= 0:
+        return text + "amplification only (the wrong completions did not become less likely)."
+    if sup > 0 and a <= 0:
+        return text + "suppression only (the correct completions did not become more likely)."
+    lead, share = ("suppression", sup / (a + sup)) if sup > a else ("amplification", a / (a + sup))
+    if share >= CARRIES:
+        return text + f"RL worked mostly by {lead} ({share:.0%} of the movement)."
+    return text + f"both components moved comparably ({lead} {share:.0%})."
+
+
+def _mass_text(s: dict) -> str:
+    b, f = s["base_stats"].get("correct_share"), s["final"].get("correct_share")
+    if b is None or f is None:
+        return ""
+    return f" Within prompts that have both, the correct completions' share of the probability mass went {b:.2f} → {f:.2f}."
+
+
+def _verdict_phases(ph: dict | None, sub: pd.DataFrame) -> str:
+    if ph is None:
+        return "Not measurable (needs correct and wrong probe completions and at least one saved step)."
+    ent = sub["probe_entropy"].tolist()
+    ent_text = f"; policy entropy on the probe set {ent[0]:.3f} → {ent[-1]:.3f} nats/token" if ent else ""
+    if ph["switch_step"] is None:
+        return (f"One phase: {ph['first_dominant']} moved faster in the first interval and no lasting switch "
+                f"followed{ent_text}.")
+    return (f"Two phases: {ph['first_dominant']} dominated first, then from step {ph['switch_step']} "
+            f"{ph['last_dominant']}{ent_text}.")
+
+
+def _verdict_advantages(adv: pd.DataFrame) -> str:
+    by = {r["run"]: r for r in adv.to_dict("records")}
+    if not {"base", "all", "positive", "negative"} <= set(by):
+        missing = {"positive", "negative"} - set(by)
+        return f"Needs both split runs ({', '.join(sorted(missing))} missing)."
+    b = by["base"]["accuracy"]
+    gain = {k: by[k]["accuracy"] - b for k in ("all", "positive", "negative")}
+    change = {k: by[k]["changed_frac"] for k in ("positive", "negative")}
+    gp, gn = max(gain["positive"], 0.0), max(gain["negative"], 0.0)
+    if gp + gn == 0:
+        acc_text = "neither half alone raised greedy accuracy"
+    else:
+        lead = "negative" if gn > gp else "positive"
+        acc_text = (f"the {lead}-advantage half carries {max(gp, gn) / (gp + gn):.0%} of the accuracy gain")
+    cp, cn = change["positive"], change["negative"]
+    if cp == cn:
+        ch_text = f"both halves changed {cp:.2%} of the weights"
+    else:
+        ch_lead = "negative" if cn > cp else "positive"
+        ch_text = (f"the {ch_lead}-advantage half changed more weights ({max(cp, cn):.2%} vs {min(cp, cn):.2%}; "
+                   f"full run {by['all']['changed_frac']:.2%})")
+    return (f"Greedy accuracy base {b:.3f}, all {by['all']['accuracy']:.3f}, positive-only "
+            f"{by['positive']['accuracy']:.3f}, negative-only {by['negative']['accuracy']:.3f}: {acc_text}; "
+            f"{ch_text}; overlap with the full run's changed set: positive {_fmt(by['positive']['overlap_with_all'], '.2%')}, "
+            f"negative {_fmt(by['negative']['overlap_with_all'], '.2%')}.")
+
+
+def _write(out_dir: Path, df: pd.DataFrame, ph: pd.DataFrame, adv: pd.DataFrame | None, summary: dict) -> None:
+    import io
+
+    from rldelta.report import probe_plots
+
+    def parquet(name: str, frame: pd.DataFrame) -> None:
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        atomic_write_bytes(out_dir / name, buf.getvalue())
+
+    parquet("logprobs.parquet", df)
+    parquet("phases.parquet", ph)
+    atomic_write_bytes(out_dir / "logprobs.png", probe_plots.logprob_curves(df))
+    if adv is not None:
+        parquet("advantages.parquet", adv)
+        atomic_write_bytes(out_dir / "passk.png", probe_plots.pass_at_k_curves(adv))
+    atomic_write_json(out_dir / "logprobs.json", summary)
