@@ -307,7 +307,7 @@ def test_pretrain_tiny_writes_a_trainable_model(tmp_path):
 def test_pretrain_bad_input(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("keep me")
-    with pytest.raises(ModelError, match="not empty and holds no model"):
+    with pytest.raises(ModelError, match="not empty and is not a model folder"):
         pretrain_mixture(tmp_path / "notes", size="test", steps=1)
     assert (tmp_path / "notes" / "a.txt").read_text() == "keep me"
     with pytest.raises(MixtureError, match="unknown size 'huge'"):

