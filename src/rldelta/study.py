@@ -638,6 +638,7 @@ FORMATS_DEFAULTS: dict[str, Any] = {
     "noise": None,  # format -> share of wrong answers in the corpus; None: train.mixture.DEFAULT_NOISE
     "difficulties": [1, 2],  # arith levels of the pretraining corpus
     "batch_size": 32,
+    "eval_prompts": 64,  # test prompts on which each format's share and accuracy are measured after pretraining
     "difficulty": 2,  # arith level of the RL prompts
     "steps": 50,  # GRPO steps from each mixture model
     "train": {"lr": 1e-4, "prompts_per_step": 4, "num_generations": 8, "max_completion_length": 24},
@@ -661,7 +662,8 @@ def _formats_probe(cfg: StudyConfig, study: Path, primary: Run, log: _Log, progr
     for size in f["sizes"]:
         pre = {"size": size, "steps": f["pretrain_steps"], "max_minutes": f["max_minutes"],
                "proportions": f["proportions"] or DEFAULT_PROPORTIONS, "noise": f["noise"] or DEFAULT_NOISE,
-               "difficulties": list(f["difficulties"]), "batch_size": f["batch_size"], "seed": cfg.model_seed}
+               "difficulties": list(f["difficulties"]), "batch_size": f["batch_size"], "seed": cfg.model_seed,
+               "eval_prompts": f["eval_prompts"]}
         model_dir = study / "models" / f"mixture-{size}-{_hash(pre, 8)}"
         if not (model_dir / "config.json").is_file():
             log(f"pretrain the {size} mixture model ({f['max_minutes']:g} min at most)")
