@@ -177,3 +177,24 @@ def test_bad_inputs_name_the_problem(base, split_runs, tmp_path):
                               **{**TINY, "seed": 1, "steps": 1}))
     with pytest.raises(ProbeError, match="seed"):
         run_logprobs(split_runs["all"], tmp_path / "o", positive=other, progress=False)
+
+
+def test_probe_commands_fail_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from rldelta.cli import app
+
+    runner = CliRunner()
+    cases = [
+        (["probe", "logprobs", str(tmp_path)], "no run.json"),
+        (["probe", "formats", str(tmp_path)], "run.json"),
+        (["probe", "activations", str(tmp_path), "-o", str(tmp_path / "o")], "not a model folder"),
+        (["models", "pretrain-mixture", "-o", str(tmp_path / "m"), "--proportions", "code=0.5,plain=0.6,boxed=0"],
+         "sum"),
+        (["models", "pretrain-mixture", "-o", str(tmp_path / "m"), "--size", "7b"], "unknown size"),
+    ]
+    for args, message in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert message in r.output and "Traceback" not in r.output, (args, r.output)
+        assert len(r.output.strip().splitlines()) == 1, r.output
