@@ -237,7 +237,7 @@ def test_run_formats_hand_written_run(tmp_path):
     # At RL step 1 plain and boxed are both at 1.0 (ties go to the first format listed).
     assert s["most_accurate_step1"] == "plain" and s["accuracy_first_step"]["code"] == pytest.approx(0.6)
     assert s["size"] == "5m"
-    assert "plain wins (1.00" in s["verdict"] and "from step 3 (0.19 of the first epoch)" in s["verdict"]
+    assert "plain wins (1.00" in s["verdict"] and "from step 3 (18.8% of the first epoch)" in s["verdict"]
     assert "not the most frequent" in s["verdict"]
     assert json.loads((out / "formats.json").read_text())["winner"] == "plain"
     assert (out / "formats.png").read_bytes()[:4] == b"\x89PNG"

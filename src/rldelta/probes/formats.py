@@ -121,7 +121,7 @@ def _verdict(s: dict[str, Any]) -> str:
     text = f"{name} wins ({s['winner_share_last']:.2f} of the completions at step {s['last_step']})"
     if s["dominance_step"] is not None:
         text += (f", holding >= {thr:.2f} from step {s['dominance_step']} "
-                 f"({s['epoch_fraction']:.2f} of the first epoch)")
+                 f"({s['epoch_fraction']:.1%} of the first epoch)")
     else:
         text += f", never holding >= {thr:.2f} to the end"
     if s["most_frequent_pretraining"] is not None:
