@@ -179,6 +179,8 @@ def test_format_metrics_known_counts():
     assert epoch_fraction(3, 4, 64) == pytest.approx(3 * 4 / 64)
     assert epoch_fraction(None, 4, 64) is None
     assert argmax({"code": 0.6, "plain": 1.0, "boxed": None}) == "plain"
+    assert argmax({"code": 0.0, "plain": 0.0, "boxed": 0.0}) is None  # nothing stands out
+    assert argmax({"code": 0.5, "plain": 0.5}, ties="first") == "code"
     with pytest.raises(ValueError, match="not among names"):
         format_table([1], ["latex"], names=NAMES)
 
@@ -187,6 +189,13 @@ def test_dominance_needs_the_share_to_stay():
     rows = format_table([1] * 2 + [2] * 2 + [3] * 2, ["code", "code", "plain", "code", "code", "code"], names=NAMES)
     assert dominance_step(rows, "code", 0.9) == 3  # step 1 reached 1.0, step 2 fell to 0.5
     assert winner(rows) == "code"
+
+
+def test_winner_is_decided_on_the_mean_share_of_the_last_steps():
+    # shares of code over steps 1..4: 1.0, 1.0, 1.0, 0.0 (a last unlucky batch); plain: 0, 0, 0, 1
+    rows = format_table([1, 2, 3, 4], ["code", "code", "code", "plain"], names=NAMES)
+    assert winner(rows) == "plain"  # the last step alone
+    assert winner(rows, last=3) == "code"  # mean over steps 2-4: code 2/3, plain 1/3
 
 
 # ---- probe formats on a hand-written run -------------------------------------------------------------------------
@@ -235,7 +244,8 @@ def test_run_formats_hand_written_run(tmp_path):
     assert s["most_frequent_pretraining"] == "code" and s["winner_is_most_frequent"] is False
     assert s["most_accurate_pretraining"] == "plain" and s["winner_is_most_accurate_pretraining"] is True
     # At RL step 1 plain and boxed are both at 1.0 (ties go to the first format listed).
-    assert s["most_accurate_step1"] == "plain" and s["accuracy_first_step"]["code"] == pytest.approx(0.6)
+    # plain and boxed are both right on every step-1 sample: neither is "the most accurate"
+    assert s["most_accurate_step1"] is None and s["accuracy_first_step"]["code"] == pytest.approx(0.6)
     assert s["size"] == "5m"
     assert "plain wins (1.00" in s["verdict"] and "from step 3 (18.8% of the first epoch)" in s["verdict"]
     assert "not the most frequent" in s["verdict"]

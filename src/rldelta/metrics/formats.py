@@ -58,13 +58,22 @@ def shares_by_step(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
-def winner(rows: Sequence[dict[str, Any]]) -> str | None:
-    """The format with the largest share at the last step (ties: the first in row order); None without rows."""
+def winner(rows: Sequence[dict[str, Any]], last: int = 1) -> str | None:
+    """The format with the largest mean share over the `last` recorded steps (one step is a few dozen samples, so
+    a window smooths out a lucky batch; ties: the first in row order); None without rows."""
     if not rows:
         return None
-    last = max(r["step"] for r in rows)
-    at_last = [r for r in rows if r["step"] == last]
-    return max(at_last, key=lambda r: r["share"])["format"]  # max keeps the first of equal shares
+    window = set(sorted({r["step"] for r in rows})[-max(1, last):])
+    return argmax(end_shares(rows, window), ties="first")
+
+
+def end_shares(rows: Sequence[dict[str, Any]], steps: set[int]) -> dict[str, float]:
+    """{format: mean share over `steps`}, in row order."""
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        if r["step"] in steps:
+            out.setdefault(r["format"], []).append(r["share"])
+    return {k: sum(v) / len(v) for k, v in out.items()}
 
 
 def dominance_step(rows: Sequence[dict[str, Any]], fmt: str, threshold: float = 0.9) -> int | None:
@@ -96,7 +105,13 @@ def accuracy_at(rows: Sequence[dict[str, Any]], step: int | None = None) -> dict
     return {r["format"]: r["accuracy"] for r in rows if r["step"] == step}
 
 
-def argmax(values: dict[str, float | None]) -> str | None:
-    """The key with the largest value, None and NaN values ignored (ties: the first); None if none is left."""
+def argmax(values: dict[str, float | None], ties: str = "none") -> str | None:
+    """The key with the largest value, None and NaN values ignored; None if none is left. A largest value that
+    several keys share gives None (nothing stands out: "the most accurate" of formats that all score 0 is none of
+    them), or with ties="first" the first of them."""
     known = {k: v for k, v in values.items() if v is not None and not math.isnan(v)}
-    return max(known, key=known.__getitem__) if known else None
+    if not known:
+        return None
+    top = max(known.values())
+    best = [k for k, v in known.items() if v == top]
+    return best[0] if len(best) == 1 or ties == "first" else None

@@ -13,6 +13,7 @@ Writes OUT (default RUN/probes/formats/): formats.parquet (step, format, count, 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from rldelta.metrics.formats import (
     accuracy_at,
     argmax,
     dominance_step,
+    end_shares,
     epoch_fraction,
     format_table,
     shares_by_step,
@@ -40,6 +42,7 @@ RUN_JSON = "run.json"
 TABLE_FILE = "formats.parquet"
 SUMMARY_FILE = "formats.json"
 PLOT_FILE = "formats.png"
+END_WINDOW = 0.1  # the winner is decided on the mean share over the last 10% of the recorded steps
 _SCHEMA = pa.schema([("step", pa.int64()), ("format", pa.string()), ("count", pa.int64()), ("share", pa.float64()),
                      ("accuracy", pa.float64())])
 
@@ -118,7 +121,9 @@ def _verdict(s: dict[str, Any]) -> str:
     pre = s["pretraining"] or {}
     win, thr = s["winner"], s["threshold"]
     name = "no trained format (other)" if win == OTHER else win
-    text = f"{name} wins ({s['winner_share_last']:.2f} of the completions at step {s['last_step']})"
+    span = (f"at step {s['last_step']}" if s["end_window_steps"] == 1
+            else f"over the last {s['end_window_steps']} steps")
+    text = f"{name} wins ({s['winner_share_end']:.2f} of the completions {span})"
     if s["dominance_step"] is not None:
         text += (f", holding >= {thr:.2f} from step {s['dominance_step']} "
                  f"({s['epoch_fraction']:.1%} of the first epoch)")
@@ -142,7 +147,9 @@ def _verdict(s: dict[str, Any]) -> str:
 def summarize(rows: Sequence[dict[str, Any]], config: dict[str, Any], pretraining: dict[str, Any] | None, *,
               threshold: float = 0.9) -> dict[str, Any]:
     """The formats.json summary from `format_table` rows, the run config and the pretraining record (or None)."""
-    win = winner(rows)
+    n_steps = len({r["step"] for r in rows})
+    window = max(1, math.ceil(END_WINDOW * n_steps))
+    win = winner(rows, window)
     first, last = min(r["step"] for r in rows), max(r["step"] for r in rows)
     dom = dominance_step(rows, win, threshold)
     pps, train_size = int(config.get("prompts_per_step", 1)), int(config.get("train_size", 1))
@@ -165,7 +172,8 @@ def summarize(rows: Sequence[dict[str, Any]], config: dict[str, Any], pretrainin
         "last_step": last,
         "threshold": threshold,
         "winner": win,
-        "winner_share_last": next(r["share"] for r in rows if r["step"] == last and r["format"] == win),
+        "end_window_steps": window,
+        "winner_share_end": end_shares(rows, set(sorted({r["step"] for r in rows})[-window:]))[win],
         "dominance_step": dom,
         "epoch_fraction": epoch_fraction(dom, pps, train_size),
         "shares_first_step": {r["format"]: r["share"] for r in rows if r["step"] == first},
