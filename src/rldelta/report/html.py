@@ -247,7 +247,8 @@ def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
         parts.append(verdict_lines("suppression") + verdict_lines("two phases"))
         parts.append(_figure("plot-logprobs", "Log-probability of correct and wrong completions",
                              probe_plots.logprob_curves(tables["probe_logprobs"]),
-                             "Solid: the full run; dashed: positive-advantage only; dotted: negative-advantage only."))
+                             "Solid: the full run; dashed: positive-advantage only; dotted: negative-advantage only."
+                             if "probe_advantages" in tables else "The first run of the grid, at every saved step."))
         parts.append(table_html(tables, "probe_logprobs", ["run", "step", "logp_correct", "logp_wrong",
                                                            "amplification", "suppression", "correct_share",
                                                            "probe_entropy", "train_entropy"]))
