@@ -466,6 +466,9 @@ def run_activations(
                                  "activation_freq_mean": float(np.nanmean([r["activation_freq"] for r in neurons])),
                                  "verdict_threshold": verdict_threshold(overall["n"])}
         result["verdict"] = neuron_verdict(overall["spearman"], overall["n"])
+        if math.isfinite(within) and len(by_layer) > 1:
+            # Pooled over layers, a layer that is both busier and more edited can make the whole correlation.
+            result["verdict"] += f"; within a layer the mean Spearman is {within:+.2f}"
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
