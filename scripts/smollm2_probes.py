@@ -119,7 +119,8 @@ def formats_part(args, out: Path) -> dict:
         formats = run_formats(runs["all"], root / f"probe-formats-d{args.mixture_difficulty}")
         summaries.append(formats)
         logprobs = run_logprobs(runs["all"], root / f"probe-logprobs-d{args.mixture_difficulty}",
-                                positive=runs["positive"], negative=runs["negative"], n_prompts=16, k=8, eval_prompts=args.eval_prompts)
+                                positive=runs["positive"], negative=runs["negative"], n_prompts=16, k=8,
+                                eval_prompts=args.eval_prompts)
         res[f"mixture-{size}"] = {"pretrain_minutes": pretrain_minutes, "rl_minutes": rl_minutes,
                                   "verdict_formats": formats["verdict"], "formats": formats,
                                   **{k: v for k, v in logprobs.items() if k.startswith("verdict")},
