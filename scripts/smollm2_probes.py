@@ -38,7 +38,8 @@ def logprobs_part(args, out: Path) -> dict:
                           max_completion_length=24, temperature=0.8, difficulty=1, rewards="correctness",
                           advantages=adv, resume=(run_dir / "run.json").is_file())
         t0 = time.perf_counter()
-        if not (run_dir / "run.json").is_file() or json.loads((run_dir / "run.json").read_text())["status"] != "completed":
+        record = run_dir / "run.json"
+        if not record.is_file() or json.loads(record.read_text())["status"] != "completed":
             train(cfg)
         minutes[adv] = (time.perf_counter() - t0) / 60
         runs[adv] = run_dir
@@ -63,7 +64,7 @@ def main() -> None:
     p.add_argument("--mixture-steps", type=int, default=100, help="GRPO steps from each mixture model")
     p.add_argument("--mixture-lr", type=float, default=1e-4)
     p.add_argument("--mixture-difficulty", type=int, default=1,
-                   help="arith level of the RL prompts (the corpus has levels 1 and 2; at 2 the 5m model is right ~5%%)")
+                   help="arith level of the RL prompts (the corpus has levels 1 and 2; at 2, 5m is right ~5%%)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -500,8 +500,8 @@ def _print_verdicts(summary: dict, out: Path) -> None:
 def probe_logprobs(
     run: Path = typer.Argument(..., help="A training run directory (rldelta train -o RUN)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output directory (default RUN/probes/logprobs)."),
-    positive: Optional[Path] = typer.Option(None, "--positive", help="The same run trained with --advantages positive."),
-    negative: Optional[Path] = typer.Option(None, "--negative", help="The same run trained with --advantages negative."),
+    positive: Optional[Path] = typer.Option(None, "--positive", help="RUN's twin trained with --advantages positive."),
+    negative: Optional[Path] = typer.Option(None, "--negative", help="RUN's twin trained with --advantages negative."),
     prompts: int = typer.Option(16, help="Held-out prompts in the probe set (when it is built)."),
     samples: int = typer.Option(8, help="Base-model completions sampled per probe prompt."),
     eval_prompts: int = typer.Option(32, help="Test prompts for accuracy and pass@k of the split runs."),
