@@ -65,6 +65,9 @@ def test_phases_finds_the_lasting_switch():
     # a switch that does not last is no switch
     flip = phases([0, 1, 2, 3], [0, 1, 1.1, 2.1], [0, 0.1, 1.1, 1.2])
     assert flip["switch_step"] is None
+    # both moving away from the correct completions: neither dominates, however the rates compare
+    away = phases([0, 1, 2], [0, -0.1, -0.2], [0, -0.5, -1.0])
+    assert [iv["dominant"] for iv in away["intervals"]] == ["neither", "neither"]
     with pytest.raises(ValueError):
         phases([0, 0], [0, 1], [0, 1])
 

@@ -69,7 +69,7 @@ def phases(steps: Sequence[int], amplification: Sequence[float], suppression: Se
 
     `steps` are increasing (the first is usually 0, the base); amplification/suppression are cumulative against
     the base at each step. Per interval the rate is the change per step; the dominant component is the one with
-    the larger rate (ties count as neither). `switch_step` is the start step of the first interval whose dominant
+    the larger positive rate (ties, or both rates <= 0, count as neither). `switch_step` is the start step of the first interval whose dominant
     component differs from the first interval's and that stays different to the end: the new phase begins there.
     None if it never switches.
     """
@@ -82,7 +82,8 @@ def phases(steps: Sequence[int], amplification: Sequence[float], suppression: Se
             raise ValueError(f"phases: steps must increase, got {list(steps)}")
         ra = (amplification[i] - amplification[i - 1]) / dt
         rs = (suppression[i] - suppression[i - 1]) / dt
-        dom = "amplification" if ra > rs else ("suppression" if rs > ra else "neither")
+        # A component that moved away from the correct completions (negative rate) dominates nothing.
+        dom = ("amplification" if ra > max(rs, 0.0) else "suppression" if rs > max(ra, 0.0) else "neither")
         intervals.append({"from_step": steps[i - 1], "to_step": steps[i], "amplification_rate": ra,
                           "suppression_rate": rs, "dominant": dom})
     first = intervals[0]["dominant"]

@@ -379,11 +379,15 @@ def _verdict_phases(ph: dict | None, sub: pd.DataFrame) -> str:
         return "Not measurable (needs correct and wrong probe completions and at least one saved step)."
     ent = sub["probe_entropy"].tolist()
     ent_text = f"; policy entropy on the probe set {ent[0]:.3f} → {ent[-1]:.3f} nats/token" if ent else ""
+    def who(d: str) -> str:
+        return "neither component (both moved away from the correct completions)" if d == "neither" else d
+
+    steps = ", ".join(str(int(x)) for x in sub["step"].iloc[1:])
     if ph["switch_step"] is None:
-        return (f"One phase: {ph['first_dominant']} moved faster in the first interval and no lasting switch "
-                f"followed{ent_text}.")
-    return (f"Two phases: {ph['first_dominant']} dominated first, then from step {ph['switch_step']} "
-            f"{ph['last_dominant']}{ent_text}.")
+        return (f"One phase: {who(ph['first_dominant'])} led in the first interval and no lasting switch followed "
+                f"(checkpoints at steps {steps}){ent_text}.")
+    return (f"Two phases: {who(ph['first_dominant'])} led first, then from step {ph['switch_step']} "
+            f"{who(ph['last_dominant'])}{ent_text}.")
 
 
 def _verdict_advantages(adv: pd.DataFrame) -> str:
