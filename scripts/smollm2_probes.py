@@ -63,6 +63,8 @@ def main() -> None:
     p.add_argument("--pretrain-minutes", type=float, default=15.0)
     p.add_argument("--mixture-steps", type=int, default=100, help="GRPO steps from each mixture model")
     p.add_argument("--mixture-lr", type=float, default=1e-4)
+    p.add_argument("--twins", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train each mixture run with --advantages positive and negative")
     p.add_argument("--mixture-difficulty", type=int, default=1,
                    help="arith level of the RL prompts (the corpus has levels 1 and 2; at 2, 5m is right ~5%%)")
     args = p.parse_args()
@@ -109,19 +111,19 @@ def formats_part(args, out: Path) -> dict:
         pretrain_minutes = (time.perf_counter() - t0) / 60
         runs = {}
         t0 = time.perf_counter()
-        for adv in ("all", "positive", "negative"):
-            runs[adv] = root / f"grpo-s0-d{args.mixture_difficulty}-{adv}"
+        tag = f"d{args.mixture_difficulty}-lr{args.mixture_lr:g}"
+        for adv in ("all", "positive", "negative") if args.twins else ("all",):
+            runs[adv] = root / f"grpo-s0-{tag}-{adv}"
             _train(TrainConfig(model=str(model), output=str(runs[adv]), task="mixarith", algo="grpo", seed=0,
                                steps=args.mixture_steps, save_steps=f"every:{args.mixture_steps // 4}",
                                lr=args.mixture_lr, prompts_per_step=4, num_generations=8, max_completion_length=24,
                                temperature=1.0, difficulty=args.mixture_difficulty, rewards="correctness",
                                advantages=adv))
         rl_minutes = (time.perf_counter() - t0) / 60
-        formats = run_formats(runs["all"], root / f"probe-formats-d{args.mixture_difficulty}")
+        formats = run_formats(runs["all"], root / f"probe-formats-{tag}")
         summaries.append(formats)
-        logprobs = run_logprobs(runs["all"], root / f"probe-logprobs-d{args.mixture_difficulty}",
-                                positive=runs["positive"], negative=runs["negative"], n_prompts=16, k=8,
-                                eval_prompts=args.eval_prompts)
+        logprobs = run_logprobs(runs["all"], root / f"probe-logprobs-{tag}", positive=runs.get("positive"),
+                                negative=runs.get("negative"), n_prompts=16, k=8, eval_prompts=args.eval_prompts)
         res[f"mixture-{size}"] = {"pretrain_minutes": pretrain_minutes, "rl_minutes": rl_minutes,
                                   "verdict_formats": formats["verdict"], "formats": formats,
                                   **{k: v for k, v in logprobs.items() if k.startswith("verdict")},
