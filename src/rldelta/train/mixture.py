@@ -470,7 +470,8 @@ def pretrain_mixture(
     if not (lr > 0 and max_minutes > 0):
         raise MixtureError(f"lr and max_minutes must be > 0, got lr={lr}, max_minutes={max_minutes}")
     out = Path(out)
-    building = atomic_dir_over(out, "config.json", MixtureError, "a model folder")  # refuses a non-empty folder that holds no model before any work is done
+    # Refuses a non-empty folder that holds no model before any work is done.
+    building = atomic_dir_over(out, "config.json", MixtureError, "a model folder")
 
     import torch
     from transformers.utils import logging as hf_logging
