@@ -69,19 +69,20 @@ def delta_stats(
         bw, tw = b.to(wide), t.to(wide)
         if compare_dtype == wide == b.dtype == t.dtype:
             moved = torch.ne(as_bits(bw), as_bits(tw), out=mask[lo:hi])
+            idx = moved.nonzero().squeeze(1)
+            changed += idx.numel()  # the changed entries are the moved ones: no second pass to count them
         else:
             torch.ne(as_bits(b.to(compare_dtype)), as_bits(t.to(compare_dtype)), out=mask[lo:hi])
             moved = as_bits(bw) != as_bits(tw)  # value changed: widening is exact, so bits differ iff values do
-        changed += int(torch.count_nonzero(mask[lo:hi]))
-        idx = moved.nonzero().squeeze(1)
+            changed += int(torch.count_nonzero(mask[lo:hi]))
+            idx = moved.nonzero().squeeze(1)
         d = tw.index_select(0, idx).to(torch.float32) - bw.index_select(0, idx).to(torch.float32)
         if delta is not None:
             delta[lo:hi].index_copy_(0, idx, d)
         n_atol += int(torch.count_nonzero(d.abs() > atol))  # NaN compares False; non-finite is counted apart
         d64 = d.to(torch.float64)
         delta_sq += float(torch.dot(d64, d64))
-        b32 = b.to(torch.float32)
-        chunk_sq = float(torch.dot(b32, b32))
+        chunk_sq = float(torch.linalg.vector_norm(b, dtype=torch.float32)) ** 2  # upcasts inside the reduction
         base_sq += chunk_sq
         if t.is_floating_point():
             if math.isfinite(chunk_sq):  # base finite here, so only the moved entries of tuned can be non-finite
