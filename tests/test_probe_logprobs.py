@@ -201,3 +201,16 @@ def test_probe_commands_fail_in_one_line(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert message in r.output and "Traceback" not in r.output, (args, r.output)
         assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_changed_sets_refuse_checkpoints_of_another_model(ckpt):
+    base = ckpt("b", {"w": torch.zeros(2, 3), "v": torch.zeros(4)})
+    other_shape = ckpt("t1", {"w": torch.zeros(3, 2), "v": torch.zeros(4)})
+    missing = ckpt("t2", {"w": torch.zeros(2, 3)})
+    with pytest.raises(ProbeError, match="'w' has shape"):
+        changed_sets(base, {"all": other_shape})
+    with pytest.raises(ProbeError, match="'v' is in"):
+        changed_sets(base, {"all": missing})
+    moved = ckpt("t3", {"w": torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]]), "v": torch.zeros(4)})
+    got = changed_sets(base, {"all": moved})
+    assert got["numel"] == 10 and got["changed"] == {"all": 2} and got["intersection_with_all"] == {"all": 2}

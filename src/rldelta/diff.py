@@ -88,6 +88,17 @@ class Pairing:
     shape_mismatch: list[dict] = field(default_factory=list)
     tied: list[str] = field(default_factory=list)
 
+    def mismatch(self, base: Checkpoint, tuned: Checkpoint) -> str | None:
+        """One line naming the first base tensor that TUNED lacks or holds in another shape; None if every base
+        tensor is paired (then the two are the same model)."""
+        if self.missing_in_tuned:
+            return f"tensor {self.missing_in_tuned[0]!r} is in {base.path} but not in {tuned.path}"
+        if self.shape_mismatch:
+            m = self.shape_mismatch[0]
+            return (f"tensor {m['name']!r} has shape {tuple(m['base_shape'])} in {base.path} "
+                    f"but {tuple(m['tuned_shape'])} in {tuned.path}")
+        return None
+
 
 def pair_tensors(base: Checkpoint, tuned: Checkpoint) -> Pairing:
     """Tensors present in both with equal shapes, in the base's on-disk order; tied aliases counted once."""

@@ -252,12 +252,8 @@ def _paired_shapes(base: Checkpoint, tuned: Checkpoint) -> dict[str, tuple[int, 
     """Tensors of BASE that TUNED holds too (paired as `rldelta diff` pairs them); anything missing or reshaped
     means the two are not the same model."""
     p = pair_tensors(base, tuned)
-    if p.missing_in_tuned:
-        raise MaskError(f"tensor {p.missing_in_tuned[0]!r} is in {base.path} but not in {tuned.path}")
-    if p.shape_mismatch:
-        m = p.shape_mismatch[0]
-        raise MaskError(f"tensor {m['name']!r} has shape {tuple(m['base_shape'])} in {base.path} "
-                        f"but {tuple(m['tuned_shape'])} in {tuned.path}")
+    if problem := p.mismatch(base, tuned):
+        raise MaskError(problem)
     return {n: base.info(n).shape for n in p.names}
 
 

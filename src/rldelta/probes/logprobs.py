@@ -163,25 +163,29 @@ def sampled_pass_at_k(model_dir: Path, task: str, *, n_prompts: int, n: int, max
 def changed_sets(base: Path, tuned: dict[str, Path]) -> dict[str, Any]:
     """Bitwise changed counts of each tuned checkpoint against the base, compared in the tuned checkpoint's stored
     dtype (the published bf16: an fp32 base is rounded first, so rounding alone is no change), and the size of each
-    one's intersection with the one named "all"."""
+    one's intersection with the one named "all". Tensors are paired as `rldelta diff` pairs them (tied aliases
+    once)."""
     from rldelta.checkpoint import open_checkpoint
+    from rldelta.diff import pair_tensors
     from rldelta.metrics.sparsity import changed_bitwise
 
     b = open_checkpoint(base)
     cks = {k: open_checkpoint(p) for k, p in tuned.items()}
+    names: list[str] = []
+    for ck in cks.values():
+        pairing = pair_tensors(b, ck)
+        if problem := pairing.mismatch(b, ck):
+            raise ProbeError(problem)
+        names = pairing.names
     numel = 0
     changed = dict.fromkeys(tuned, 0)
     with_all = dict.fromkeys(tuned, 0)
-    for name in b.names():
+    for name in names:
         w = b.get(name)
         numel += w.numel()
         masks = {}
         for k, ck in cks.items():
-            if name not in ck:
-                raise ProbeError(f"{tuned[k]}: tensor {name} of the base is missing")
             t = ck.get(name)
-            if t.shape != w.shape:
-                raise ProbeError(f"{tuned[k]}: tensor {name} has shape {tuple(t.shape)}, base {tuple(w.shape)}")
             masks[k] = changed_bitwise(w, t, t.dtype)
             changed[k] += int(masks[k].sum())
         if "all" in masks:
