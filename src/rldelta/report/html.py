@@ -194,9 +194,7 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
                                                                    tables["surgery"]),
                     "Left: accuracy on each training batch. Right: greedy accuracy on the test split."))
     parts.append("<section id='plots'><h2>Plots</h2>")
-    for fid, title, png, caption in figures:
-        parts.append(f"<figure id='{fid}'><h3>{html.escape(title)}</h3>{_img(png, title)}"
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts += [_figure(*f) for f in figures]
     parts.append("</section>")
 
     parts.append("<section id='surgery'><h2>Surgery: is the seed-1 subnetwork sufficient, is it necessary?</h2>")
