@@ -267,17 +267,20 @@ def _make_run(study: Path, cfg: StudyConfig, model: Path, algo: str, seed: int, 
         label = f"{label}-{advantages}"
     tc = cfg.train_config(model, algo, seed, precision, mask=str(mask) if mask else None, advantages=advantages)
     # Keyed by the config as the user wrote it: paths inside STUDY are made relative so a moved study still matches.
-    ident = tc.to_dict()
-    for k in ("output", "progress", "resume"):
-        ident.pop(k)
-    ident["model"] = cfg.model if cfg.model in BUILTIN_MODELS else str(Path(cfg.model).resolve())
+    model_ident = cfg.model if cfg.model in BUILTIN_MODELS else str(Path(cfg.model).resolve())
     if cfg.model == "tiny":
-        ident["model"] = f"tiny(seed={cfg.model_seed})"
-    if mask is not None:
-        ident["mask"] = os.path.relpath(mask, study)
-    run_dir = study / "runs" / f"{label}-{_hash(ident)}"
+        model_ident = f"tiny(seed={cfg.model_seed})"
+    overrides = {"mask": os.path.relpath(mask, study)} if mask is not None else {}
+    return Run(label, algo, seed, precision, tc, _place_run(study, label, tc, model=model_ident, **overrides), kind)
+
+
+def _place_run(study: Path, label: str, tc: TrainConfig, **ident_overrides: Any) -> Path:
+    """STUDY/runs/<label>-<hash of the config>, set as the config's output: the same config finds the same run.
+    The overrides replace paths (model, mask) by names that do not change when the study folder moves."""
+    ident = {k: v for k, v in tc.to_dict().items() if k not in ("output", "progress", "resume")}
+    run_dir = study / "runs" / f"{label}-{_hash({**ident, **ident_overrides})}"
     tc.output = str(run_dir)
-    return Run(label, algo, seed, precision, tc, run_dir, kind)
+    return run_dir
 
 
 def run_complete(run: Run) -> bool:
@@ -674,11 +677,7 @@ def _formats_probe(cfg: StudyConfig, study: Path, primary: Run, log: _Log, progr
                              **f["train"])
         except ConfigError as e:
             raise StudyError(f"{cfg.source}: formats: {e}") from None
-        ident = {**tc.to_dict(), "model": model_dir.name}
-        for k in ("output", "progress", "resume"):
-            ident.pop(k)
-        run_dir = study / "runs" / f"formats-{size}-{_hash(ident)}"
-        tc.output = str(run_dir)
+        run_dir = _place_run(study, f"formats-{size}", tc, model=model_dir.name)
         run = Run(f"formats-{size}", "grpo", primary.seed, tc.precision, tc, run_dir, kind="formats")
         _train_all([run], backend="local", workers=1, ray_address=None, log=log, progress=progress)
         d = study / "probes" / "formats" / size
