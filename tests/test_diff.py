@@ -178,6 +178,16 @@ def test_nonfinite_counted(ckpt, tmp_path):
     assert pd.isna(df.loc["w", "rank"])  # --no-rank
 
 
+def test_finite_weights_whose_update_overflows_are_finite(ckpt, tmp_path):
+    base = torch.ones(4, 4)
+    base[0, 0] = -3e38
+    tuned = base.clone()
+    tuned[0, 0], tuned[1, 1] = 3e38, 2.0  # Δ = 6e38 overflows fp32; both weights are finite
+    run_diff(ckpt("b", {"w": base}), ckpt("t", {"w": tuned}), tmp_path / "out", rank=False)
+    df, _ = read(tmp_path / "out")
+    assert df.loc["w", "nonfinite"] == 0 and df.loc["w", "changed"] == 2
+
+
 def test_nonfinite_already_in_base_is_counted(ckpt, tmp_path):
     base = torch.ones(4, 4).bfloat16()
     base[3, 3] = float("inf")  # unchanged by the update, still a non-finite entry of TUNED
@@ -226,7 +236,10 @@ def test_layouts_give_identical_results(tmp_path, layout):
             assert torch.equal(f.get_tensor(n), g.get_tensor(n)), n
 
 
-def test_workers_give_identical_results(tmp_path):
+@pytest.mark.parametrize("cores", [2, 8])  # 2 workers on 2 cores fork (one thread each); on 8 they spawn
+def test_workers_give_identical_results(tmp_path, monkeypatch, cores):
+    torch.ones(1 << 20).sum()  # the parent has used OpenMP before the workers start, as it has in a study
+    monkeypatch.setattr(diff_mod.os, "cpu_count", lambda: cores)
     b = write_checkpoint(tmp_path / "b", _model_tensors(0))
     t = write_checkpoint(tmp_path / "t", _model_tensors(0, moved=0.1))
     run_diff(b, t, tmp_path / "w1", save_mask=True)

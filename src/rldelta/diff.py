@@ -127,8 +127,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def diff_tensor(base: Checkpoint, tuned: Checkpoint, name: str, opts: DiffOptions) -> tuple[dict, np.ndarray]:
-    """One row of tensors.parquet and the changed-mask, bit-packed (1/8 of a bool tensor) for the trip home."""
+def diff_tensor(
+    base: Checkpoint, tuned: Checkpoint, name: str, opts: DiffOptions, want_mask: bool = True
+) -> tuple[dict, np.ndarray | None]:
+    """One row of tensors.parquet and the changed-mask, bit-packed (1/8 of a bool tensor) for the trip home.
+
+    Without `want_mask` no mask travels: on the 1.5 GiB benchmark pair that is 100 MB through the workers' pipes.
+    """
     b, t = base.get(name), tuned.get(name)
     stats, mask = delta_stats(b, t, compare_dtype=_compare_dtype(opts, b.dtype), atol=opts.atol, rank=opts.rank)
     layer, module = parse_name(name)
@@ -141,36 +146,40 @@ def diff_tensor(base: Checkpoint, tuned: Checkpoint, name: str, opts: DiffOption
         "layer": layer,
         "module": module,
     }
-    return row, np.packbits(mask.numpy().reshape(-1))
+    return row, np.packbits(mask.numpy().reshape(-1)) if want_mask else None
 
 
 # One pair of checkpoints per worker process, opened once by the pool's initializer.
 _WORKER: dict = {}
 
 
-def _worker_init(base_path: str, tuned_path: str, opts: DiffOptions, threads: int) -> None:
+def _worker_init(base_path: str, tuned_path: str, opts: DiffOptions, want_mask: bool, threads: int) -> None:
     # The cores are shared out between the workers: more threads than cores stall at every op's barrier
     # (measured on the 1.4 GiB benchmark pair with the machine oversubscribed: 131 s with 2 threads, 20 s with 1).
     torch.set_num_threads(threads)
-    _WORKER.update(base=open_checkpoint(base_path), tuned=open_checkpoint(tuned_path), opts=opts)
+    _WORKER.update(base=open_checkpoint(base_path), tuned=open_checkpoint(tuned_path), opts=opts, want_mask=want_mask)
 
 
-def _worker_diff(name: str) -> tuple[dict, np.ndarray]:
-    return diff_tensor(_WORKER["base"], _WORKER["tuned"], name, _WORKER["opts"])
+def _worker_diff(name: str) -> tuple[dict, np.ndarray | None]:
+    return diff_tensor(_WORKER["base"], _WORKER["tuned"], name, _WORKER["opts"], _WORKER["want_mask"])
 
 
 def _results(
-    base: Checkpoint, tuned: Checkpoint, names: list[str], opts: DiffOptions, workers: int
-) -> Iterator[tuple[dict, np.ndarray]]:
+    base: Checkpoint, tuned: Checkpoint, names: list[str], opts: DiffOptions, want_mask: bool, workers: int
+) -> Iterator[tuple[dict, np.ndarray | None]]:
     """Rows in completion order. At most 2 tensors per worker are in flight, which bounds memory."""
     if workers <= 1:
         for n in names:
-            yield diff_tensor(base, tuned, n, opts)
+            yield diff_tensor(base, tuned, n, opts, want_mask)
         return
-    ctx = get_context("spawn")  # fork after torch has started threads can deadlock
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # A forked worker starts at once; a spawned one first imports torch (1.5 s each, longer than all of --no-rank's
+    # work on a 1.5 GiB pair). Fork is only safe while the workers never enter OpenMP: libgomp hangs in the child
+    # of a process that has used it (seen here), and with one thread torch runs every op inline.
+    ctx = get_context("fork" if threads == 1 else "spawn")
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_worker_init,
-        initargs=(str(base.path), str(tuned.path), opts, max(1, (os.cpu_count() or 1) // workers)),
+        initargs=(str(base.path), str(tuned.path), opts, want_mask, threads),
     ) as pool:
         todo = iter(names)
         running: set[Future] = set()
@@ -277,7 +286,7 @@ def run_diff(
     todo = [n for n in pairing.names if n not in journal.rows]
     try:
         with progress_bar("diff", len(pairing.names), progress, done=len(pairing.names) - len(todo)) as advance:
-            for row, packed in _results(base_ck, tuned_ck, todo, opts, workers):
+            for row, packed in _results(base_ck, tuned_ck, todo, opts, save_mask, workers):
                 if writer is not None:
                     bits = np.unpackbits(packed, count=row["numel"])  # uint8 0/1: the safetensors BOOL layout
                     writer.write(row["name"], torch.from_numpy(bits).view(torch.bool).reshape(row["shape"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from rldelta.metrics.rank import rank_stats
@@ -68,27 +69,26 @@ def delta_stats(
         b, t = b_flat[lo:hi], t_flat[lo:hi]
         bw, tw = b.to(wide), t.to(wide)
         if compare_dtype == wide == b.dtype == t.dtype:
-            moved = torch.ne(as_bits(bw), as_bits(tw), out=mask[lo:hi])
-            idx = moved.nonzero().squeeze(1)
+            idx = _moved(bw, tw, out=mask[lo:hi])
             changed += idx.numel()  # the changed entries are the moved ones: no second pass to count them
         else:
-            torch.ne(as_bits(b.to(compare_dtype)), as_bits(t.to(compare_dtype)), out=mask[lo:hi])
-            moved = as_bits(bw) != as_bits(tw)  # value changed: widening is exact, so bits differ iff values do
-            changed += int(torch.count_nonzero(mask[lo:hi]))
-            idx = moved.nonzero().squeeze(1)
-        d = tw.index_select(0, idx).to(torch.float32) - bw.index_select(0, idx).to(torch.float32)
+            changed += _moved(b.to(compare_dtype), t.to(compare_dtype), out=mask[lo:hi]).numel()
+            idx = _moved(bw, tw)  # value changed: widening is exact, so bits differ iff values do
+        t_moved = tw.index_select(0, idx)
+        d = t_moved.to(torch.float32) - bw.index_select(0, idx).to(torch.float32)
         if delta is not None:
             delta[lo:hi].index_copy_(0, idx, d)
         n_atol += int(torch.count_nonzero(d.abs() > atol))  # NaN compares False; non-finite is counted apart
         d64 = d.to(torch.float64)
-        delta_sq += float(torch.dot(d64, d64))
+        chunk_dsq = float(torch.dot(d64, d64))
+        delta_sq += chunk_dsq
         chunk_sq = float(torch.linalg.vector_norm(b, dtype=torch.float32)) ** 2  # upcasts inside the reduction
         base_sq += chunk_sq
         if t.is_floating_point():
-            if math.isfinite(chunk_sq):  # base finite here, so only the moved entries of tuned can be non-finite
-                n_nonfinite += int(torch.count_nonzero(~torch.isfinite(tw.index_select(0, idx))))
-            else:
+            if not math.isfinite(chunk_sq):
                 n_nonfinite += int(torch.count_nonzero(~torch.isfinite(t)))
+            elif not math.isfinite(chunk_dsq):  # base finite here: tuned is finite wherever Δ is
+                n_nonfinite += int(torch.count_nonzero(~torch.isfinite(t_moved)))
     mask = mask.reshape(base.shape)
     delta_fro, base_fro = math.sqrt(delta_sq), math.sqrt(base_sq)
     # An SVD of a non-finite Δ is undefined (LAPACK refuses it): such a tensor gets null rank columns.
@@ -111,6 +111,16 @@ def delta_stats(
         col_coverage=cov[1],
     )
     return stats, mask
+
+
+def _moved(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Flat indices where the bits of `a` and `b` differ (the mask of them into `out`, if given).
+
+    numpy, not torch: on one core torch's `ne` and `nonzero` take 0.5 ms and 1.7 ms per 1M entries, numpy's
+    `not_equal` and `flatnonzero` 0.06 ms and 0.45 ms; they are most of the --no-rank time.
+    """
+    ne = np.not_equal(as_bits(a).numpy(), as_bits(b).numpy(), out=None if out is None else out.numpy())
+    return torch.from_numpy(np.flatnonzero(ne))
 
 
 def cosine_parts(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
