@@ -227,13 +227,17 @@ def test_cli_study_bad_config_is_one_line(tmp_path):
     assert r.exit_code == 2 and "CONFIG.toml or --preset" in r.output
 
 
-def test_pool_trains_the_same_weights_as_in_process(done, tmp_path):
-    """workers=2 (spawned local pool): the same runs, bit for bit, as the study trained in this process."""
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_pool_trains_the_same_weights_as_in_process(done, tmp_path, backend):
+    """workers=2 (a spawned local pool, or a local Ray cluster): the same runs, bit for bit, as the study trained in
+    this process."""
+    if backend == "ray":
+        pytest.importorskip("ray")
     out, _, _, _ = done
     cfg = tiny_config()
     base = study_mod.prepare_base(cfg, out)  # reused: already built
     runs = [study_mod._make_run(tmp_path, cfg, base, "grpo", s, "fp32") for s in cfg.seeds]
-    study_mod._train_all(runs, backend="local", workers=2, ray_address=None, log=study_mod._Log(False),
+    study_mod._train_all(runs, backend=backend, workers=2, ray_address=None, log=study_mod._Log(False),
                          progress=False, threads=1)
     for r in runs:
         assert study_mod.run_complete(r)
