@@ -291,3 +291,36 @@ def test_completions_log_holds_every_sample_with_its_rewards(base, tmp_path):
     metrics = pd.read_parquet(out / "metrics.parquet").set_index("step")
     for step, rows in df.groupby("step"):
         assert metrics.loc[step, "reward_mean"] == pytest.approx((rows["correctness"] + rows["format"]).mean(), abs=1e-6)
+
+
+def test_completions_log_is_rewritten_at_checkpoints_and_at_most_every_30_s(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from rldelta.train import saving
+
+    rec = saving.CompletionRecorder(tmp_path)
+    reward = rec.wrap(lambda **kw: [1.0, 0.0], "correctness")
+    clock = [100.0]
+    monkeypatch.setattr(saving.time, "monotonic", lambda: clock[0])
+
+    def step(n: int) -> None:
+        reward(prompts=["a", "b"], completions=[f"x{n}", f"y{n}"], answer=["1", "2"],
+               trainer_state=SimpleNamespace(global_step=n - 1))
+        rec.on_step_end(None, SimpleNamespace(global_step=n), None)
+
+    def on_disk() -> list[int]:
+        return sorted(pd.read_parquet(tmp_path / "completions.parquet")["step"].unique().tolist())
+
+    step(1)
+    assert on_disk() == [1]  # the first step is written at once
+    step(2)
+    clock[0] += 29
+    step(3)
+    assert on_disk() == [1]  # not rewritten after every step
+    rec.on_save(None, None, None)
+    assert on_disk() == [1, 2, 3]  # a checkpoint (resume point) writes everything sampled so far
+    step(4)
+    clock[0] += 30
+    step(5)
+    assert on_disk() == [1, 2, 3, 4, 5]
+    assert len(pd.read_parquet(tmp_path / "completions.parquet")) == 10

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import math
 import os
 import platform
 import subprocess
@@ -180,10 +181,15 @@ class CompletionRecorder(TrainerCallback):
     and one column per reward name (e.g. correctness, format).
     """
 
+    # Each write rewrites the whole file, so writing after every step costs the square of the run's length (a long
+    # GPU run logs tens of thousands of rows). Between checkpoints the file is rewritten at most this often.
+    FLUSH_EVERY_S = 30.0
+
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / COMPLETIONS
         self.rows: list[dict[str, Any]] = []
         self._batch: dict[tuple, list[dict[str, Any]]] = {}
+        self._flushed_at = -math.inf
 
     def wrap(self, fn, column: str):
         from rldelta.train.tasks import completion_text
@@ -220,7 +226,11 @@ class CompletionRecorder(TrainerCallback):
             self.rows = [r for r in old.to_dict("records") if r["step"] <= state.global_step]
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.flush()
+        if time.monotonic() - self._flushed_at >= self.FLUSH_EVERY_S:
+            self.flush()
+
+    def on_save(self, args, state, control, **kwargs):
+        self.flush()  # a resume point has its completions on disk: a resumed run keeps the rows up to it
 
     def flush(self) -> None:
         if not self.rows:
@@ -230,6 +240,7 @@ class CompletionRecorder(TrainerCallback):
         buf = io.BytesIO()
         pd.DataFrame(self.rows).to_parquet(buf, index=False)
         atomic_write_bytes(self.path, buf.getvalue())
+        self._flushed_at = time.monotonic()
 
 
 def library_versions() -> dict[str, str]:

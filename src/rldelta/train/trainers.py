@@ -565,6 +565,8 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     except BaseException as e:
         record.update(status="failed", error=f"{e.__class__.__name__}: {e}",
                       saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)))
+        if completions is not None:
+            completions.flush()  # what was sampled before the failure, for the post-mortem
         write_run_json(run_dir, record)
         raise
     finally:
