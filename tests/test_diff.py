@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pandas as pd
@@ -236,14 +237,17 @@ def test_layouts_give_identical_results(tmp_path, layout):
             assert torch.equal(f.get_tensor(n), g.get_tensor(n)), n
 
 
-@pytest.mark.parametrize("cores", [2, 8])  # 2 workers on 2 cores fork (one thread each); on 8 they spawn
-def test_workers_give_identical_results(tmp_path, monkeypatch, cores):
+# 2 local workers on 2 cores fork (one thread each), on 8 they spawn; Ray runs each tensor as a task.
+@pytest.mark.parametrize("backend,cores", [("local", 2), ("local", 8), ("ray", 2)])
+def test_workers_give_identical_results(tmp_path, monkeypatch, backend, cores):
+    if backend == "ray":
+        pytest.importorskip("ray")
     torch.ones(1 << 20).sum()  # the parent has used OpenMP before the workers start, as it has in a study
     monkeypatch.setattr(diff_mod.os, "cpu_count", lambda: cores)
     b = write_checkpoint(tmp_path / "b", _model_tensors(0))
     t = write_checkpoint(tmp_path / "t", _model_tensors(0, moved=0.1))
     run_diff(b, t, tmp_path / "w1", save_mask=True)
-    run_diff(b, t, tmp_path / "w2", save_mask=True, workers=2)
+    run_diff(b, t, tmp_path / "w2", save_mask=True, workers=2, backend=backend)
     a, _ = read(tmp_path / "w1")
     c, _ = read(tmp_path / "w2")
     pd.testing.assert_frame_equal(a.sort_index(), c.sort_index())
@@ -368,6 +372,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path, ckpt):
     r = _cli(sharded, good, "-o", out)
     assert r.exit_code == 2 and "names shard model-00002-of-00002.safetensors, which is missing" in r.output
 
+    r = _cli(good, good, "-o", out, "--backend", "slurm")
+    assert r.exit_code == 2 and "--backend must be local or ray, not 'slurm'" in r.output
+
     r = _cli(good, good, "-o", out, "--compare-dtype", "int8")
     assert r.exit_code == 2 and "--compare-dtype" in r.output
     for res in [r]:
@@ -383,3 +390,11 @@ def test_cosine_parts_sum_to_the_whole_model_cosine():
     ab, aa, bb = (sum(p[i] for p in parts) for i in range(3))
     a, b = np.concatenate([a1.ravel(), a2]), np.concatenate([b1.ravel(), b2])
     assert ab / math.sqrt(aa * bb) == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-12)
+
+
+def test_ray_backend_without_ray_names_the_install(tmp_path, ckpt, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    good = ckpt("good", {"w": torch.ones(2, 2)})
+    r = _cli(good, good, "-o", tmp_path / "out", "--backend", "ray")
+    assert r.exit_code == 2 and "pip install 'rldelta[ray]'" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()  # refused before anything was written

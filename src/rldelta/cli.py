@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rldelta.checkpoint import CheckpointError
 
@@ -22,7 +23,8 @@ def _root() -> None:
 
 def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print a one-line error and leave with a non-zero code (never a traceback for bad input)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)  # one line, whatever the width
+    # escape: a message may hold brackets ("rldelta[ray]", a tensor's shape) that rich would read as markup
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # one line at any width
     raise typer.Exit(code)
 
 
@@ -38,7 +40,9 @@ def diff(
     compare_dtype: str = typer.Option("base", help="Dtype the bitwise comparison is made in: base, bf16, fp16, fp32."),
     rank: bool = typer.Option(True, "--rank/--no-rank", help="Compute the SVD-based rank columns."),
     save_mask: bool = typer.Option(False, "--save-mask", help="Also write OUT/mask.safetensors."),
-    workers: int = typer.Option(1, help="Parallel worker processes."),
+    workers: int = typer.Option(1, help="Tensors computed in parallel (processes, or Ray tasks)."),
+    backend: str = typer.Option("local", "--backend", help="Where tensors are computed: local (processes) or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT."),
     strict: bool = typer.Option(False, "--strict", help="Missing or reshaped tensors are an error."),
 ) -> None:
@@ -49,7 +53,7 @@ def diff(
     try:
         summary = run_diff(
             base, tuned, out, atol=atol, compare_dtype=compare_dtype, rank=rank, save_mask=save_mask,
-            workers=workers, resume=resume, strict=strict, progress=True,
+            workers=workers, backend=backend, ray_address=ray_address, resume=resume, strict=strict, progress=True,
         )
     except (CheckpointError, DiffError) as e:
         fail(str(e))

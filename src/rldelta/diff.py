@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -23,6 +23,7 @@ import torch
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, SafetensorsStreamWriter, open_checkpoint
+from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
 from rldelta.metrics.delta import delta_stats
 from rldelta.metrics.sparsity import COMPARE_DTYPES
 from rldelta.naming import parse_name
@@ -149,7 +150,7 @@ def diff_tensor(
     return row, np.packbits(mask.numpy().reshape(-1)) if want_mask else None
 
 
-# One pair of checkpoints per worker process, opened once by the pool's initializer.
+# One pair of checkpoints per worker process, opened once (by the pool's initializer, or by a Ray worker's first task).
 _WORKER: dict = {}
 
 
@@ -157,17 +158,57 @@ def _worker_init(base_path: str, tuned_path: str, opts: DiffOptions, want_mask: 
     # The cores are shared out between the workers: more threads than cores stall at every op's barrier
     # (measured on the 1.4 GiB benchmark pair with the machine oversubscribed: 131 s with 2 threads, 20 s with 1).
     torch.set_num_threads(threads)
-    _WORKER.update(base=open_checkpoint(base_path), tuned=open_checkpoint(tuned_path), opts=opts, want_mask=want_mask)
+    _WORKER.update(base=open_checkpoint(base_path), tuned=open_checkpoint(tuned_path), opts=opts, want_mask=want_mask,
+                   setup=(base_path, tuned_path, opts, want_mask, threads))
 
 
 def _worker_diff(name: str) -> tuple[dict, np.ndarray | None]:
     return diff_tensor(_WORKER["base"], _WORKER["tuned"], name, _WORKER["opts"], _WORKER["want_mask"])
 
 
+def _ray_diff(setup: tuple, name: str) -> tuple[dict, np.ndarray | None]:
+    if _WORKER.get("setup") != setup:  # a Ray worker process serves many tasks, maybe of another diff before
+        _worker_init(*setup)
+    return _worker_diff(name)
+
+
+def _bounded(names: list[str], submit: Callable, wait_some: Callable, limit: int) -> Iterator:
+    """Results of `submit(name)` for every name in completion order, with at most `limit` in flight (which bounds
+    memory). `wait_some(running)` returns (results of the finished ones, the ones still running)."""
+    todo = iter(names)
+    running = []
+    for n in todo:
+        running.append(submit(n))
+        if len(running) >= limit:
+            break
+    while running:
+        done, running = wait_some(running)
+        running = list(running)
+        for result in done:
+            yield result
+            nxt = next(todo, None)
+            if nxt is not None:
+                running.append(submit(nxt))
+
+
 def _results(
-    base: Checkpoint, tuned: Checkpoint, names: list[str], opts: DiffOptions, want_mask: bool, workers: int
+    base: Checkpoint, tuned: Checkpoint, names: list[str], opts: DiffOptions, want_mask: bool, workers: int,
+    backend: str = "local", ray_address: str | None = None,
 ) -> Iterator[tuple[dict, np.ndarray | None]]:
-    """Rows in completion order. At most 2 tensors per worker are in flight, which bounds memory."""
+    """Rows in completion order. At most 2 tensors per worker are in flight."""
+    paths = (str(Path(base.path).resolve()), str(Path(tuned.path).resolve()))  # workers may start elsewhere
+    if backend == "ray":
+        with ray_session(ray_address, DiffError) as ray:
+            threads = max(1, cluster_cpus(ray) // workers)
+            remote = ray.remote(num_cpus=threads)(_ray_diff)
+            setup = (*paths, opts, want_mask, threads)
+
+            def ray_wait(running):
+                done, rest = ray.wait(running, num_returns=1)
+                return ray.get(done), rest
+
+            yield from _bounded(names, lambda n: remote.remote(setup, n), ray_wait, 2 * workers)
+        return
     if workers <= 1:
         for n in names:
             yield diff_tensor(base, tuned, n, opts, want_mask)
@@ -178,22 +219,14 @@ def _results(
     # of a process that has used it (seen here), and with one thread torch runs every op inline.
     ctx = get_context("fork" if threads == 1 else "spawn")
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_worker_init,
-        initargs=(str(base.path), str(tuned.path), opts, want_mask, threads),
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(*paths, opts, want_mask, threads),
     ) as pool:
-        todo = iter(names)
-        running: set[Future] = set()
-        for n in todo:
-            running.add(pool.submit(_worker_diff, n))
-            if len(running) >= 2 * workers:
-                break
-        while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    running.add(pool.submit(_worker_diff, nxt))
+
+        def pool_wait(running):
+            done, rest = wait(running, return_when=FIRST_COMPLETED)
+            return [f.result() for f in done], rest
+
+        yield from _bounded(names, lambda n: pool.submit(_worker_diff, n), pool_wait, 2 * workers)
 
 
 class _Journal:
@@ -248,17 +281,25 @@ def run_diff(
     rank: bool = True,
     save_mask: bool = False,
     workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
     resume: bool = False,
     strict: bool = False,
     progress: bool | Callable[[int, int, str], None] = False,
 ) -> dict:
     """Diff two checkpoints tensor by tensor and write OUT/tensors.parquet, OUT/summary.json (and the mask).
 
-    Returns the summary. `progress=True` shows a rich progress bar; a callable receives (done, total, name).
+    Tensors are computed `workers` at a time: in local processes, or as Ray tasks (`backend="ray"`, on the cluster
+    at `ray_address` or a local one). Returns the summary. `progress=True` shows a rich progress bar; a callable
+    receives (done, total, name).
     """
     opts = DiffOptions(atol=atol, compare_dtype=compare_dtype, rank=rank, strict=strict)
     if workers < 1:
         raise DiffError(f"--workers must be >= 1, not {workers}")
+    if backend not in BACKENDS:
+        raise DiffError(f"--backend must be local or ray, not {backend!r}")
+    if backend == "ray":
+        require_ray(DiffError)
     base_ck, tuned_ck = open_checkpoint(base), open_checkpoint(tuned)
     pairing = pair_tensors(base_ck, tuned_ck)
     if strict and (pairing.missing_in_tuned or pairing.extra_in_tuned or pairing.shape_mismatch):
@@ -286,7 +327,7 @@ def run_diff(
     todo = [n for n in pairing.names if n not in journal.rows]
     try:
         with progress_bar("diff", len(pairing.names), progress, done=len(pairing.names) - len(todo)) as advance:
-            for row, packed in _results(base_ck, tuned_ck, todo, opts, save_mask, workers):
+            for row, packed in _results(base_ck, tuned_ck, todo, opts, save_mask, workers, backend, ray_address):
                 if writer is not None:
                     bits = np.unpackbits(packed, count=row["numel"])  # uint8 0/1: the safetensors BOOL layout
                     writer.write(row["name"], torch.from_numpy(bits).view(torch.bool).reshape(row["shape"]))

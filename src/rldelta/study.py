@@ -36,6 +36,7 @@ import pandas as pd
 
 from rldelta import __version__
 from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, json_safe
+from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
 from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
 from rldelta.metrics.delta import cosine_parts
 from rldelta.train.tasks import get_task
@@ -43,7 +44,6 @@ from rldelta.train.tasks import get_task
 PRESETS_DIR = Path(__file__).parent / "presets"
 PRESETS = ("tiny", "demo", "full")
 BUILTIN_MODELS = ("tiny", "smollm2-135m")
-BACKENDS = ("local", "ray")
 PROBES = ("logprobs", "activations", "formats")
 REPORT = "report.html"
 
@@ -363,24 +363,11 @@ def _train_all(runs: list[Run], *, backend: str, workers: int, ray_address: str 
 
 
 def _train_ray(jobs: list[tuple[Run, dict]], workers: int, address: str | None, log: _Log, threads: int = 0) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise StudyError("--backend ray needs the `ray` package: pip install 'rldelta[ray]'") from None
-    started = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
-        started = True
-    try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+    with ray_session(address, StudyError) as ray:
         n = max(1, min(workers, len(jobs)))
-        threads = threads or max(1, cpus // n)
+        threads = threads or max(1, cluster_cpus(ray) // n)
         log(f"train {len(jobs)} run(s) on Ray ({'cluster ' + address if address else 'local cluster'}, "
             f"{threads} CPU(s) per run)")
-        # Run folders are written by the workers: on a multi-node cluster STUDY must be on a shared filesystem.
         remote = ray.remote(num_cpus=threads, max_retries=0)(_train_job)
         refs = {remote.remote(d, threads): r for r, d in jobs}
         pending = list(refs)
@@ -388,9 +375,6 @@ def _train_ray(jobs: list[tuple[Run, dict]], workers: int, address: str | None, 
             done, pending = ray.wait(pending, num_returns=1)
             ray.get(done[0])
             log(f"train {refs[done[0]].label}: done")
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # ---- base model ----------------------------------------------------------------------------------------------
@@ -767,6 +751,8 @@ def run_study(
     cfg = config if isinstance(config, StudyConfig) else load_config(config)
     if backend not in BACKENDS:
         raise StudyError(f"--backend must be local or ray, not {backend!r}")
+    if backend == "ray":
+        require_ray(StudyError)
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise StudyError(f"--workers must be >= 1, not {workers}")
