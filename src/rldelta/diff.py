@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -216,8 +217,9 @@ def _results(
     threads = max(1, (os.cpu_count() or 1) // workers)
     # A forked worker starts at once; a spawned one first imports torch (1.5 s each, longer than all of --no-rank's
     # work on a 1.5 GiB pair). Fork is only safe while the workers never enter OpenMP: libgomp hangs in the child
-    # of a process that has used it (seen here), and with one thread torch runs every op inline.
-    ctx = get_context("fork" if threads == 1 else "spawn")
+    # of a process that has used it (seen here), and with one thread torch runs every op inline. macOS system
+    # libraries are not fork-safe at all (Python spawns there by default).
+    ctx = get_context("fork" if threads == 1 and sys.platform.startswith("linux") else "spawn")
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_worker_init, initargs=(*paths, opts, want_mask, threads),
     ) as pool:
