@@ -170,6 +170,10 @@ def main() -> None:
     print("\ntargets")
     for w in (1, 2):
         print(f"  --no-rank --workers {w} / raw read time  : {by[f'rldelta diff --no-rank --workers {w}'][0] / raw:5.2f}x  (target < 3)")
+    if not args.cold:
+        start = by["start-up alone (import rldelta.diff)"][0]
+        print(f"    (warm cache: the raw read is a copy out of memory, and the start-up alone is {start / raw:.2f}x of it;"
+              f" the target is about the read from storage: run with --cold)")
     for suffix in ([" --no-rank"] if args.skip_rank else [" --no-rank", ""]):
         nai = by[f"naive (load both, loop){suffix}"][1]
         ours = by[f"rldelta diff{suffix} --workers 1"][1]
