@@ -262,7 +262,7 @@ def test_run_formats_rescores_without_correctness_column(tmp_path):
 
 
 def test_run_formats_errors(tmp_path):
-    with pytest.raises(ProbeError, match="run.json: missing"):
+    with pytest.raises(ProbeError, match=r"not a training run \(no run.json\)"):
         run_formats(tmp_path)
     run = _write_run(tmp_path)
     pd.DataFrame({"step": [1]}).to_parquet(run / "completions.parquet")

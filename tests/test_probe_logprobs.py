@@ -155,7 +155,7 @@ def test_probe_end_to_end_on_advantage_split_runs(base, split_runs, tmp_path):
 
 def test_changed_sets_match_a_bitwise_count(base, split_runs):
     from rldelta.checkpoint import open_checkpoint
-    from rldelta.train.saving import step_dir
+    from rldelta.train.runfiles import step_dir
 
     tuned = {k: step_dir(v, 2) for k, v in split_runs.items()}
     got = changed_sets(Path(base), tuned)

@@ -16,7 +16,7 @@ from rldelta.masks import Mask, MaskError, save_mask
 from rldelta.train.config import ALGOS, ConfigError, TrainConfig, make_config, parse_save_steps
 from rldelta.train.masking import MaskedUpdate, bind_masks
 from rldelta.train.models import build_tiny
-from rldelta.train.saving import saved_steps
+from rldelta.train.runfiles import saved_steps
 from rldelta.train.trainers import TrainError, _advantage_filter, _last_resume_point, train
 
 

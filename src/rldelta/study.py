@@ -38,6 +38,7 @@ from rldelta import __version__
 from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, json_safe
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
 from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
+from rldelta.train.runfiles import METRICS, read_run_json, step_dir
 from rldelta.metrics.delta import cosine_parts
 from rldelta.train.tasks import get_task
 
@@ -252,7 +253,6 @@ class Run:
         return self.config.steps
 
     def ckpt(self, step: int, fp32: bool = False) -> Path:
-        from rldelta.train.saving import step_dir
 
         return step_dir(self.dir, step, fp32)
 
@@ -285,8 +285,6 @@ def _place_run(study: Path, label: str, tc: TrainConfig, **ident_overrides: Any)
 
 def run_complete(run: Run) -> bool:
     """run.json says completed and the last step's published checkpoint is there."""
-    from rldelta.train.saving import read_run_json
-
     try:
         record = read_run_json(run.dir)
     except (OSError, json.JSONDecodeError):
@@ -296,8 +294,6 @@ def run_complete(run: Run) -> bool:
 
 def _prepare_for_training(run: Run) -> dict:
     """The TrainConfig dict to run: a fresh start, or a resume of an interrupted run of the same config."""
-    from rldelta.train.saving import read_run_json
-
     d = run.config.to_dict()
     record = None
     try:
@@ -951,7 +947,7 @@ def build_tables(cfg: StudyConfig, study: Path, base: Path, runs: list[Run], ret
 
     curve_rows = []
     for r in all_runs:
-        mp = r.dir / "metrics.parquet"
+        mp = r.dir / METRICS
         if mp.is_file():
             m = pd.read_parquet(mp)
             for row in m.to_dict("records"):

@@ -12,7 +12,6 @@ Writes OUT (default RUN/probes/formats/): formats.parquet (step, format, count, 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import Counter
@@ -24,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from rldelta.probes import ProbeError
+from rldelta.probes import ProbeError, read_run
 from rldelta.metrics.formats import (
     accuracy_at,
     argmax,
@@ -36,9 +35,8 @@ from rldelta.metrics.formats import (
     winner,
 )
 from rldelta.train.mixture import FORMAT_NAMES, OTHER, MixtureError, classify_format, read_mixture
+from rldelta.train.runfiles import COMPLETIONS
 
-COMPLETIONS = "completions.parquet"
-RUN_JSON = "run.json"
 TABLE_FILE = "formats.parquet"
 SUMMARY_FILE = "formats.json"
 PLOT_FILE = "formats.png"
@@ -48,16 +46,10 @@ _SCHEMA = pa.schema([("step", pa.int64()), ("format", pa.string()), ("count", pa
 
 
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    record, table = run_dir / RUN_JSON, run_dir / COMPLETIONS
-    for path in (record, table):
-        if not path.is_file():
-            raise ProbeError(f"{path}: missing (is {run_dir} a training run that recorded its completions?)")
-    try:
-        config = json.loads(record.read_text()).get("config")
-    except (OSError, ValueError) as e:
-        raise ProbeError(f"{record}: unreadable ({e})") from None
-    if not isinstance(config, dict):
-        raise ProbeError(f"{record}: no 'config' object")
+    config = read_run(run_dir)["config"]
+    table = run_dir / COMPLETIONS
+    if not table.is_file():
+        raise ProbeError(f"{table}: missing (did {run_dir} train with an online algorithm that samples?)")
     try:
         df = pd.read_parquet(table)
     except Exception as e:  # pyarrow raises several types for a damaged file

@@ -24,7 +24,8 @@ import pandas as pd
 
 from rldelta.atomic import atomic_write_bytes, atomic_write_json
 from rldelta.metrics.logprobs import pass_at_k, phases, probe_stats
-from rldelta.probes import ProbeError
+from rldelta.probes import ProbeError, read_run
+from rldelta.train.runfiles import METRICS, saved_steps, step_dir
 
 PROBE_SET = "probe_set.jsonl"
 OUT_DIR = Path("probes") / "logprobs"
@@ -32,22 +33,8 @@ OUT_DIR = Path("probes") / "logprobs"
 CARRIES = 0.6
 
 
-def _run_record(run_dir: Path) -> dict:
-    from rldelta.train.saving import read_run_json
-
-    try:
-        record = read_run_json(run_dir)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ProbeError(f"{run_dir}/run.json: unreadable ({e})") from None
-    if record is None:
-        raise ProbeError(f"{run_dir}: not a training run (no run.json)")
-    return record
-
-
 def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """(step, folder) of every saved step, preferring the fp32 master."""
-    from rldelta.train.saving import saved_steps, step_dir
-
     out = []
     for step in saved_steps(run_dir):
         fp32 = step_dir(run_dir, step, fp32=True)
@@ -217,7 +204,7 @@ def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *
 
     transformers.utils.logging.disable_progress_bar()  # one bar for the probe, not one per checkpoint load
     run_dir = Path(run)
-    record = _run_record(run_dir)
+    record = read_run(run_dir)
     cfg = record["config"]
     base = Path(cfg["model"])
     if not (base / "config.json").is_file():
@@ -230,7 +217,7 @@ def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *
         if other is None:
             continue
         other = Path(other)
-        oc = _run_record(other)["config"]
+        oc = read_run(other)["config"]
         for key in ("model", "task", "seed", "data_seed", "algo", "difficulty"):
             if oc.get(key) != cfg.get(key):
                 raise ProbeError(f"{other}: {key} is {oc.get(key)!r}, but {cfg.get(key)!r} in {run_dir}; "
@@ -273,7 +260,7 @@ def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     df["token_suppression"] = delta("token_logp_wrong", -1.0)
     train_entropy = {}
     for label, d in runs.items():
-        mp = d / "metrics.parquet"
+        mp = d / METRICS
         if mp.is_file():
             m = pd.read_parquet(mp)
             if "entropy" in m:
@@ -315,7 +302,6 @@ def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *
 def _advantage_comparison(runs: dict[str, Path], ckpts: dict[str, list], base: Path, cfg: dict, eval_prompts: int,
                           seed: int, progress: bool) -> pd.DataFrame:
     from rldelta.train.evaluate import evaluate
-    from rldelta.train.saving import step_dir
 
     # Accuracy and the changed set are those of the published (bf16) checkpoint, as a user would download it.
     published = {label: step_dir(runs[label], max(s for s, _ in ckpts[label])) for label in runs}

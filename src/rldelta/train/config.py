@@ -142,15 +142,14 @@ def make_config(output: str, *, resume: bool = False, **given: Any) -> TrainConf
     On resume every setting not given is taken from the run being continued; given ones must agree with it
     except `steps` and `save_steps` (train() checks that).
     """
-    import json
-    from pathlib import Path
+    from rldelta.train.runfiles import read_run_json
 
     given = {k: v for k, v in given.items() if v is not None}
     if resume:
-        record = Path(output) / "run.json"
-        if not record.is_file():
+        record = read_run_json(output)
+        if record is None:
             raise ConfigError(f"{output}: nothing to resume (no run.json)")
-        base = json.loads(record.read_text()).get("config", {})
+        base = record.get("config", {})
         return TrainConfig.from_dict({**base, **given, "output": str(output), "resume": True})
     if "model" not in given:
         raise ConfigError("--model is required for a new run")

@@ -1,4 +1,4 @@
-"""What a training run leaves on disk, and the TrainerCallbacks that write it.
+"""What a training run leaves on disk, and the TrainerCallbacks that write it (file names and run.json: runfiles.py).
 
     RUN/run.json                      full config, seed, library versions, git revision, status
     RUN/metrics.parquet               one row per optimizer step (reward, accuracy, KL, loss, entropy, length, seconds)
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import math
 import os
 import platform
@@ -30,11 +29,7 @@ from transformers import TrainerCallback
 
 from rldelta.atomic import atomic_dir, atomic_write_bytes
 
-CHECKPOINTS = "checkpoints"
-TRAINER_DIR = "trainer"
-RUN_JSON = "run.json"
-METRICS = "metrics.parquet"
-COMPLETIONS = "completions.parquet"
+from rldelta.train.runfiles import COMPLETIONS, METRICS, step_dir
 
 # Trainer log keys -> metrics.parquet columns. Keys that are absent for an algorithm stay missing (NaN).
 _COLUMNS = {
@@ -47,10 +42,6 @@ _COLUMNS = {
     "grad_norm": "grad_norm",
     "learning_rate": "learning_rate",
 }
-
-
-def step_dir(run_dir: str | os.PathLike, step: int, fp32: bool = False) -> Path:
-    return Path(run_dir) / CHECKPOINTS / (f"step-{step}-fp32" if fp32 else f"step-{step}")
 
 
 def write_model_dir(model, tokenizer, dest: Path, dtype: torch.dtype | None = None) -> Path:
@@ -72,19 +63,6 @@ def save_step(run_dir: str | os.PathLike, step: int, model, tokenizer, precision
         out.append(write_model_dir(model, tokenizer, step_dir(run_dir, step, fp32=True), torch.float32))
     out.append(write_model_dir(model, tokenizer, step_dir(run_dir, step), torch.bfloat16))
     return out
-
-
-def saved_steps(run_dir: str | os.PathLike) -> list[int]:
-    """Steps with a complete published checkpoint, ascending."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    steps = []
-    for p in root.iterdir():
-        name = p.name
-        if name.startswith("step-") and name[5:].isdigit() and (p / "config.json").is_file():
-            steps.append(int(name[5:]))
-    return sorted(steps)
 
 
 class CheckpointSaver(TrainerCallback):
@@ -267,14 +245,3 @@ def git_revision() -> str | None:
         return None
 
 
-def write_run_json(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
-    path = Path(run_dir) / RUN_JSON
-    atomic_write_bytes(path, (json.dumps(record, indent=2, default=str) + "\n").encode())
-    return path
-
-
-def read_run_json(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(run_dir) / RUN_JSON
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text())

@@ -37,16 +37,8 @@ import torch
 
 from rldelta.atomic import atomic_write_bytes
 from rldelta.train.config import GRPO_FAMILY, OFFLINE, ConfigError, TrainConfig
-from rldelta.train.saving import (
-    TRAINER_DIR,
-    CheckpointSaver,
-    CompletionRecorder,
-    MetricsRecorder,
-    git_revision,
-    library_versions,
-    read_run_json,
-    write_run_json,
-)
+from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, write_run_json
+from rldelta.train.saving import CheckpointSaver, CompletionRecorder, MetricsRecorder, git_revision, library_versions
 from rldelta.train.tasks import Task
 
 OFFLINE_DATA = "offline_data.jsonl"
@@ -460,7 +452,7 @@ def _check_run_dir(config: TrainConfig, run_dir: Path) -> dict | None:
     """The previous run record when resuming; refuses to mix a new run into an old run directory."""
     previous = read_run_json(run_dir)
     if not config.resume:
-        if previous is not None or (run_dir / "checkpoints").exists():
+        if previous is not None or (run_dir / CHECKPOINTS).exists():
             raise TrainError(
                 f"{run_dir}: already holds a training run; pass --resume to continue it or choose another -o"
             )
