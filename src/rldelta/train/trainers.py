@@ -197,7 +197,6 @@ def _rollouts(config: TrainConfig, epsilon: float | None, epsilon_high: float | 
 
 
 def _reward_trainer(trainer_cls, config, model, tokenizer, task, args, train_ds, callbacks):
-    from rldelta.train.saving import CompletionRecorder
     from rldelta.train.tasks import trl_reward_funcs
 
     recorder = next((c for c in callbacks if isinstance(c, CompletionRecorder)), None)
@@ -549,19 +548,17 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
         record.update(status="interrupted", saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)))
-        metrics.flush()
-        if completions is not None:
-            completions.flush()
         write_run_json(run_dir, record)
         raise
     except BaseException as e:
         record.update(status="failed", error=f"{e.__class__.__name__}: {e}",
                       saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)))
-        if completions is not None:
-            completions.flush()  # what was sampled before the failure, for the post-mortem
         write_run_json(run_dir, record)
         raise
     finally:
+        for log in (metrics, completions):  # whatever the outcome (a failure too), every row so far is on disk
+            if log is not None:
+                log.flush()
         torch.use_deterministic_algorithms(deterministic)
         if progress is not None:
             progress.progress.stop()  # Ctrl-C skips on_train_end; leave the terminal clean
@@ -573,8 +570,5 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     record.update(status="completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)),
                   global_step=trainer.state.global_step)
-    metrics.flush()
-    if completions is not None:
-        completions.flush()
     write_run_json(run_dir, record)
     return run_dir
