@@ -514,7 +514,7 @@ def probe_logprobs(
 ) -> None:
     """Suppression vs amplification: log p(correct) and log p(wrong) at every saved step, phases, pass@k."""
     from rldelta.probes import ProbeError
-    from rldelta.probes.logprobs import run_logprobs
+    from rldelta.probes.logprobs import OUT_DIR, run_logprobs
     from rldelta.train.models import ModelError
 
     try:
@@ -522,7 +522,7 @@ def probe_logprobs(
                            eval_prompts=eval_prompts, seed=seed, progress=True)
     except (ProbeError, ModelError, CheckpointError) as e:
         fail(str(e))
-    _print_verdicts(res, out or run / "probes" / "logprobs")
+    _print_verdicts(res, out or run / OUT_DIR)
 
 
 @probe_app.command("activations")
@@ -557,13 +557,13 @@ def probe_formats(
 ) -> None:
     """Format selection: the share of each output format at every RL step, which wins, and when."""
     from rldelta.probes import ProbeError
-    from rldelta.probes.formats import run_formats
+    from rldelta.probes.formats import OUT_DIR, run_formats
 
     try:
         res = run_formats(run, out, threshold=threshold)
     except ProbeError as e:
         fail(str(e))
-    _print_verdicts(res, out or run / "probes" / "formats")
+    _print_verdicts(res, out or run / OUT_DIR)
 
 
 @app.command()

@@ -586,10 +586,10 @@ def _probes(cfg: StudyConfig, study: Path, base: Path, primary: Run, split: list
     out: dict[str, Any] = {}
     root = study / "probes"
     if "logprobs" in cfg.probes:
-        from rldelta.probes.logprobs import run_logprobs
+        from rldelta.probes.logprobs import SUMMARY_FILE, run_logprobs
 
         d = root / "logprobs"
-        if not (d / "logprobs.json").is_file():
+        if not (d / SUMMARY_FILE).is_file():
             log(f"probe logprobs on {primary.label}" + (" and its advantage-split runs" if split else ""))
             by_kind = {r.kind: r.dir for r in split}
             run_logprobs(primary.dir, d, positive=by_kind.get("positive"), negative=by_kind.get("negative"),
@@ -597,10 +597,10 @@ def _probes(cfg: StudyConfig, study: Path, base: Path, primary: Run, split: list
                          seed=cfg.eval_seed, progress=progress)
         out["logprobs"] = d
     if "activations" in cfg.probes:
-        from rldelta.probes.activations import run_activations
+        from rldelta.probes.activations import ACTIVATIONS_JSON, run_activations
 
         d = root / "activations"
-        if not (d / "activations.json").is_file():
+        if not (d / ACTIVATIONS_JSON).is_file():
             log(f"probe activations: base vs {primary.label}")
             run_activations(base, d, compare=primary.ckpt(primary.final_step), task=_arith_like(cfg.task),
                             n_per_level=cfg.activation_prompts, seed=cfg.eval_seed, progress=progress,
@@ -637,7 +637,7 @@ def _formats_settings(cfg: StudyConfig) -> dict[str, Any]:
 
 def _formats_probe(cfg: StudyConfig, study: Path, primary: Run, log: _Log, progress: bool) -> dict[str, Any]:
     """Pretrain each mixture model, run GRPO from it on mixarith, and classify the formats it samples."""
-    from rldelta.probes.formats import compare_sizes, run_formats
+    from rldelta.probes.formats import SUMMARY_FILE, TABLE_FILE, compare_sizes, run_formats
     from rldelta.train.mixture import DEFAULT_NOISE, DEFAULT_PROPORTIONS, pretrain_mixture
 
     f = _formats_settings(cfg)
@@ -661,13 +661,13 @@ def _formats_probe(cfg: StudyConfig, study: Path, primary: Run, log: _Log, progr
         run = Run(f"formats-{size}", "grpo", primary.seed, tc.precision, tc, run_dir, kind="formats")
         _train_all([run], backend="local", workers=1, ray_address=None, log=log, progress=progress)
         d = study / "probes" / "formats" / size
-        if (d / "formats.json").is_file():
-            summary = _read_json(d / "formats.json")
+        if (d / SUMMARY_FILE).is_file():
+            summary = _read_json(d / SUMMARY_FILE)
         else:
             log(f"probe formats on {run.label}")
             summary = run_formats(run_dir, d)
         summaries.append(summary)
-        frames.append(pd.read_parquet(d / "formats.parquet").assign(model=size))
+        frames.append(pd.read_parquet(d / TABLE_FILE).assign(model=size))
     verdicts = {s: summary["verdict"] for s, summary in zip(f["sizes"], summaries)}
     if len(summaries) > 1:
         verdicts["sizes"] = compare_sizes(summaries)["verdict"]
@@ -687,20 +687,24 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
     tables: dict[str, pd.DataFrame] = {}
     verdicts: list[dict] = []
     if "logprobs" in probes:
+        from rldelta.probes import logprobs as lp
+
         d = probes["logprobs"]
-        s = _read_json(d / "logprobs.json")
-        tables["probe_logprobs"] = pd.read_parquet(d / "logprobs.parquet").drop(columns=["checkpoint"])
-        tables["probe_phases"] = pd.read_parquet(d / "phases.parquet")
-        if (d / "advantages.parquet").is_file():
-            tables["probe_advantages"] = pd.read_parquet(d / "advantages.parquet").drop(columns=["checkpoint"])
+        s = _read_json(d / lp.SUMMARY_FILE)
+        tables["probe_logprobs"] = pd.read_parquet(d / lp.TABLE_FILE).drop(columns=["checkpoint"])
+        tables["probe_phases"] = pd.read_parquet(d / lp.PHASES_FILE)
+        if (d / lp.ADVANTAGES_FILE).is_file():
+            tables["probe_advantages"] = pd.read_parquet(d / lp.ADVANTAGES_FILE).drop(columns=["checkpoint"])
         verdicts += [{"probe": "suppression vs amplification", "verdict": s["verdict_logprobs"]},
                      {"probe": "two phases", "verdict": s["verdict_phases"]}]
         if "verdict_advantages" in s:
             verdicts.append({"probe": "positive vs negative advantages", "verdict": s["verdict_advantages"]})
     if "activations" in probes:
+        from rldelta.probes.activations import ACTIVATIONS_JSON, ACTIVATIONS_TABLE
+
         d = probes["activations"]
-        s = _read_json(d / "activations.json")
-        tables["probe_activations"] = pd.read_parquet(d / "activations.parquet")
+        s = _read_json(d / ACTIVATIONS_JSON)
+        tables["probe_activations"] = pd.read_parquet(d / ACTIVATIONS_TABLE)
         verdicts.append({"probe": "activation sparsity vs difficulty", "verdict": s["sparsity_verdict"]})
         if s.get("verdict"):
             verdicts.append({"probe": "neurons RL edits", "verdict": s["verdict"]})

@@ -37,6 +37,7 @@ from rldelta.metrics.formats import (
 from rldelta.train.mixture import FORMAT_NAMES, OTHER, MixtureError, classify_format, read_mixture
 from rldelta.train.runfiles import COMPLETIONS
 
+OUT_DIR = Path("probes") / "formats"  # under RUN, unless the caller names another folder
 TABLE_FILE = "formats.parquet"
 SUMMARY_FILE = "formats.json"
 PLOT_FILE = "formats.png"
@@ -199,7 +200,7 @@ def run_formats(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     summary = summarize(rows, config, _pretraining(config.get("model")), threshold=threshold)
     summary["run"] = str(run_dir)
 
-    out = Path(out) if out is not None else run_dir / "probes" / "formats"
+    out = Path(out) if out is not None else run_dir / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(rows, out / TABLE_FILE, schema=_SCHEMA)
     steps = sorted({r["step"] for r in rows})

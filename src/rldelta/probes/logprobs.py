@@ -28,7 +28,11 @@ from rldelta.probes import ProbeError, read_run
 from rldelta.train.runfiles import METRICS, saved_steps, step_dir
 
 PROBE_SET = "probe_set.jsonl"
-OUT_DIR = Path("probes") / "logprobs"
+OUT_DIR = Path("probes") / "logprobs"  # under RUN, unless the caller names another folder
+SUMMARY_FILE = "logprobs.json"
+TABLE_FILE = "logprobs.parquet"
+PHASES_FILE = "phases.parquet"
+ADVANTAGES_FILE = "advantages.parquet"
 # A component "carries" the gain or the change when it holds at least this share of the sum of both.
 CARRIES = 0.6
 
@@ -417,10 +421,10 @@ def _write(out_dir: Path, df: pd.DataFrame, ph: pd.DataFrame, adv: pd.DataFrame 
         frame.to_parquet(buf, index=False)
         atomic_write_bytes(out_dir / name, buf.getvalue())
 
-    parquet("logprobs.parquet", df)
-    parquet("phases.parquet", ph)
+    parquet(TABLE_FILE, df)
+    parquet(PHASES_FILE, ph)
     atomic_write_bytes(out_dir / "logprobs.png", probe_plots.logprob_curves(df))
     if adv is not None:
-        parquet("advantages.parquet", adv)
+        parquet(ADVANTAGES_FILE, adv)
         atomic_write_bytes(out_dir / "passk.png", probe_plots.pass_at_k_curves(adv))
-    atomic_write_json(out_dir / "logprobs.json", summary)
+    atomic_write_json(out_dir / SUMMARY_FILE, summary)
