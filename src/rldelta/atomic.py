@@ -44,8 +44,14 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_bytes(path, (json.dumps(json_safe(obj), indent=2, default=str) + "\n").encode())
 
 
-def atomic_write_parquet(rows: list[dict] | pa.Table, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
-    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
+def atomic_write_parquet(rows, path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
+    """`rows`: a list of dicts, a pyarrow Table or a pandas DataFrame (its index is not written)."""
+    if isinstance(rows, pa.Table):
+        table = rows
+    elif isinstance(rows, list):
+        table = pa.Table.from_pylist(rows, schema=schema)
+    else:
+        table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     atomic_write_bytes(path, buf.getvalue())

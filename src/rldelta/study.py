@@ -20,7 +20,6 @@ checkpoint of its last step exists; an interrupted one is resumed from its last 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -35,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from rldelta import __version__
-from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, json_safe
+from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_parquet, json_safe
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
 from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
 from rldelta.train.runfiles import METRICS, read_run_json, step_dir
@@ -1117,9 +1116,7 @@ def export_tables(tables: dict[str, pd.DataFrame], out: Path) -> None:
     """Each table as Parquet and CSV (atomically)."""
     out.mkdir(parents=True, exist_ok=True)
     for name, df in tables.items():
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        atomic_write_bytes(out / f"{name}.parquet", buf.getvalue())
+        atomic_write_parquet(df, out / f"{name}.parquet")
         atomic_write_bytes(out / f"{name}.csv", df.to_csv(index=False).encode())
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from rldelta.atomic import atomic_write_bytes, atomic_write_json
+from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.metrics.logprobs import pass_at_k, phases, probe_stats
 from rldelta.probes import ProbeError, read_run
 from rldelta.train.runfiles import METRICS, saved_steps, step_dir
@@ -412,19 +412,12 @@ def _verdict_advantages(adv: pd.DataFrame) -> str:
 
 
 def _write(out_dir: Path, df: pd.DataFrame, ph: pd.DataFrame, adv: pd.DataFrame | None, summary: dict) -> None:
-    import io
-
     from rldelta.report import probe_plots
 
-    def parquet(name: str, frame: pd.DataFrame) -> None:
-        buf = io.BytesIO()
-        frame.to_parquet(buf, index=False)
-        atomic_write_bytes(out_dir / name, buf.getvalue())
-
-    parquet(TABLE_FILE, df)
-    parquet(PHASES_FILE, ph)
+    atomic_write_parquet(df, out_dir / TABLE_FILE)
+    atomic_write_parquet(ph, out_dir / PHASES_FILE)
     atomic_write_bytes(out_dir / "logprobs.png", probe_plots.logprob_curves(df))
     if adv is not None:
-        parquet(ADVANTAGES_FILE, adv)
+        atomic_write_parquet(adv, out_dir / ADVANTAGES_FILE)
         atomic_write_bytes(out_dir / "passk.png", probe_plots.pass_at_k_curves(adv))
     atomic_write_json(out_dir / SUMMARY_FILE, summary)

@@ -14,7 +14,6 @@ replaced atomically, so Ctrl-C at any moment leaves only complete checkpoints be
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
 import platform
@@ -27,8 +26,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from rldelta.atomic import atomic_dir, atomic_write_bytes
-
+from rldelta.atomic import atomic_dir, atomic_write_parquet
 from rldelta.train.runfiles import COMPLETIONS, METRICS, step_dir
 
 # Trainer log keys -> metrics.parquet columns. Keys that are absent for an algorithm stay missing (NaN).
@@ -144,10 +142,7 @@ class MetricsRecorder(TrainerCallback):
         df = pd.DataFrame(self.rows).sort_values("step")
         first = [c for c in ["step", "reward_mean", "reward_std", "accuracy", "format_rate", "kl", "loss", "entropy",
                              "completion_length", "seconds"] if c in df.columns]
-        df = df[first + [c for c in df.columns if c not in first]]
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        atomic_write_bytes(self.path, buf.getvalue())
+        atomic_write_parquet(df[first + [c for c in df.columns if c not in first]], self.path)
 
 
 class CompletionRecorder(TrainerCallback):
@@ -215,9 +210,7 @@ class CompletionRecorder(TrainerCallback):
             return
         import pandas as pd
 
-        buf = io.BytesIO()
-        pd.DataFrame(self.rows).to_parquet(buf, index=False)
-        atomic_write_bytes(self.path, buf.getvalue())
+        atomic_write_parquet(pd.DataFrame(self.rows), self.path)
         self._flushed_at = time.monotonic()
 
 
