@@ -391,8 +391,9 @@ test_problems.__test__ = False  # not a pytest test despite the name
 
 
 def _callbacks(total: int, max_minutes: float, progress: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from transformers import TrainerCallback
+
+    from rldelta.train.trainers import progress_callback
 
     class Budget(TrainerCallback):
         """Stops training after the step that uses up the wall-clock budget (the step in flight finishes)."""
@@ -409,27 +410,7 @@ def _callbacks(total: int, max_minutes: float, progress: bool):
                 self.stopped = True
                 control.should_training_stop = True
 
-    class Bar(TrainerCallback):
-        def __init__(self):
-            self.bar = Progress(TextColumn("[bold]pretrain"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TextColumn("{task.fields[info]}"), disable=not progress)
-            self.job = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.bar.start()
-            self.job = self.bar.add_task("pretrain", total=total, info="")
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.bar.update(self.job, completed=state.global_step)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if isinstance((logs or {}).get("loss"), (int, float)):
-                self.bar.update(self.job, info=f"loss={logs['loss']:.3g}")
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.bar.stop()
-
-    return Budget(), Bar()
+    return Budget(), progress_callback(total, "pretrain", disable=not progress)
 
 
 def pretrain_mixture(

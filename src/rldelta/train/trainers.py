@@ -392,7 +392,8 @@ def _builder(algo: str) -> Callable:
 # ---- progress ---------------------------------------------------------------------------------------------------
 
 
-def _progress_callback(total: int):
+def progress_callback(total: int, label: str = "train", disable: bool = False):
+    """A rich progress bar over optimizer steps, with the last logged reward and loss (RL runs, pretraining)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -406,14 +407,14 @@ def _progress_callback(total: int):
     class RichProgress(TrainerCallback):
         def __init__(self):
             self.progress = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False,
+                TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False, disable=disable,
             )
             self.task_id = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.progress.start()
-            self.task_id = self.progress.add_task("train", total=total, completed=state.global_step, info="")
+            self.task_id = self.progress.add_task(label, total=total, completed=state.global_step, info="")
 
         def on_step_end(self, args, state, control, **kwargs):
             self.progress.update(self.task_id, completed=state.global_step)
@@ -421,7 +422,8 @@ def _progress_callback(total: int):
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = logs or {}
             parts = [f"{k}={logs[k]:.3g}" for k in ("reward", "loss") if isinstance(logs.get(k), (int, float))]
-            self.progress.update(self.task_id, info=" ".join(parts))
+            if parts:  # the end-of-training summary logs neither: keep the last values on the bar
+                self.progress.update(self.task_id, info=" ".join(parts))
 
         def on_train_end(self, args, state, control, **kwargs):
             self.progress.stop()
@@ -531,7 +533,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     if config.algo not in OFFLINE:
         completions = CompletionRecorder(run_dir)
         callbacks.append(completions)
-    progress = _progress_callback(config.steps) if config.progress else None
+    progress = progress_callback(config.steps) if config.progress else None
     if progress is not None:
         callbacks.append(progress)
 
