@@ -156,6 +156,8 @@ def changed_sets(base: Path, tuned: dict[str, Path]) -> dict[str, Any]:
     dtype (the published bf16: an fp32 base is rounded first, so rounding alone is no change), and the size of each
     one's intersection with the one named "all". Tensors are paired as `rldelta diff` pairs them (tied aliases
     once)."""
+    import torch
+
     from rldelta.checkpoint import open_checkpoint
     from rldelta.diff import pair_tensors
     from rldelta.metrics.sparsity import changed_bitwise
@@ -178,10 +180,10 @@ def changed_sets(base: Path, tuned: dict[str, Path]) -> dict[str, Any]:
         for k, ck in cks.items():
             t = ck.get(name)
             masks[k] = changed_bitwise(w, t, t.dtype)
-            changed[k] += int(masks[k].sum())
+            changed[k] += int(torch.count_nonzero(masks[k]))  # ~25x faster than bool.sum() (README, diff)
         if "all" in masks:
             for k, m in masks.items():
-                with_all[k] += int((m & masks["all"]).sum())
+                with_all[k] += int(torch.count_nonzero(m & masks["all"]))
     return {"numel": numel, "changed": changed, "intersection_with_all": with_all}
 
 
