@@ -38,13 +38,19 @@ def build_pair(root: Path, layers: int, hidden: int, inter: int, vocab: int, sha
     shapes = {"model.embed_tokens.weight": (vocab, hidden)}
     for i in range(layers):
         p = f"model.layers.{i}."
-        shapes.update({
-            p + "self_attn.q_proj.weight": (hidden, hidden), p + "self_attn.k_proj.weight": (hidden, hidden),
-            p + "self_attn.v_proj.weight": (hidden, hidden), p + "self_attn.o_proj.weight": (hidden, hidden),
-            p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
-            p + "mlp.down_proj.weight": (hidden, inter),
-            p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
-        })
+        shapes.update(
+            {
+                p + "self_attn.q_proj.weight": (hidden, hidden),
+                p + "self_attn.k_proj.weight": (hidden, hidden),
+                p + "self_attn.v_proj.weight": (hidden, hidden),
+                p + "self_attn.o_proj.weight": (hidden, hidden),
+                p + "mlp.gate_proj.weight": (inter, hidden),
+                p + "mlp.up_proj.weight": (inter, hidden),
+                p + "mlp.down_proj.weight": (hidden, inter),
+                p + "input_layernorm.weight": (hidden,),
+                p + "post_attention_layernorm.weight": (hidden,),
+            }
+        )
     shapes["model.norm.weight"] = (hidden,)
     shapes["lm_head.weight"] = (vocab, hidden)
     names = list(shapes)
@@ -56,7 +62,7 @@ def build_pair(root: Path, layers: int, hidden: int, inter: int, vocab: int, sha
     for s in range(shards):
         fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
         b, t = {}, {}
-        for n in names[s * per_shard:(s + 1) * per_shard]:
+        for n in names[s * per_shard : (s + 1) * per_shard]:
             w = (torch.randn(shapes[n], generator=g) * 0.02).bfloat16()
             moved = torch.rand(shapes[n], generator=g) < 0.1
             b[n], t[n] = w, torch.where(moved, (w.float() * (1 + 2**-7)).bfloat16(), w)
@@ -141,8 +147,10 @@ def main() -> None:
     print(f"building the pair under {args.dir} (reused if present) ...", flush=True)
     base, tuned = build_pair(args.dir, args.layers, args.hidden, args.inter, args.vocab, args.shards)
     size = sum(f.stat().st_size for f in base.glob("*.safetensors")) / 2**30
-    print(f"pair: {size:.2f} GiB per side, bf16, {args.shards} shards; page cache {'cold' if args.cold else 'warm'}\n",
-          flush=True)
+    print(
+        f"pair: {size:.2f} GiB per side, bf16, {args.shards} shards; page cache {'cold' if args.cold else 'warm'}\n",
+        flush=True,
+    )
     out = args.dir / "runs"
 
     def rl(tag: str, *extra: str) -> list[str]:
@@ -169,12 +177,16 @@ def main() -> None:
     raw = by["raw read of both checkpoints"][0]
     print("\ntargets")
     for w in (1, 2):
-        print(f"  --no-rank --workers {w} / raw read time  : {by[f'rldelta diff --no-rank --workers {w}'][0] / raw:5.2f}x  (target < 3)")
+        print(
+            f"  --no-rank --workers {w} / raw read time  : {by[f'rldelta diff --no-rank --workers {w}'][0] / raw:5.2f}x  (target < 3)"
+        )
     if not args.cold:
         start = by["start-up alone (import rldelta.diff)"][0]
-        print(f"    (warm cache: the raw read is a copy out of memory, and the start-up alone is {start / raw:.2f}x of it;"
-              f" the target is about the read from storage: run with --cold)")
-    for suffix in ([" --no-rank"] if args.skip_rank else [" --no-rank", ""]):
+        print(
+            f"    (warm cache: the raw read is a copy out of memory, and the start-up alone is {start / raw:.2f}x of it;"
+            f" the target is about the read from storage: run with --cold)"
+        )
+    for suffix in [" --no-rank"] if args.skip_rank else [" --no-rank", ""]:
         nai = by[f"naive (load both, loop){suffix}"][1]
         ours = by[f"rldelta diff{suffix} --workers 1"][1]
         w1, w2 = by[f"rldelta diff{suffix} --workers 1"][0], by[f"rldelta diff{suffix} --workers 2"][0]

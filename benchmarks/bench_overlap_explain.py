@@ -88,8 +88,12 @@ def main() -> None:
     d1, d2 = args.dir / "diff1", args.dir / "diff2"
     for t, d in ((tuned, d1), (tuned2, d2)):
         if not (d / "mask.safetensors").exists():
-            subprocess.run([*RLDELTA, "diff", str(base), str(t), "-o", str(d), "--no-rank", "--save-mask"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [*RLDELTA, "diff", str(base), str(t), "-o", str(d), "--no-rank", "--save-mask"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
     size = sum(f.stat().st_size for f in base.glob("*.safetensors")) / 2**30
     mask = (d1 / "mask.safetensors").stat().st_size / 2**30
     print(f"base: {size:.2f} GiB bf16; each mask {mask:.2f} GiB\n", flush=True)
@@ -104,12 +108,25 @@ def main() -> None:
 
     run("rldelta overlap d1 d2", [*RLDELTA, "overlap", str(d1), str(d2), "-o", str(out / "overlap")])
     run("naive overlap (load both masks whole)", [sys.executable, "-c", NAIVE_OVERLAP, str(d1), str(d2)])
-    run("rldelta explain --other --no-rank-null",
-        [*RLDELTA, "explain", str(d1), "--base", str(base), "--other", str(d2), "--no-rank-null",
-         "-o", str(out / "explain")])
+    run(
+        "rldelta explain --other --no-rank-null",
+        [
+            *RLDELTA,
+            "explain",
+            str(d1),
+            "--base",
+            str(base),
+            "--other",
+            str(d2),
+            "--no-rank-null",
+            "-o",
+            str(out / "explain"),
+        ],
+    )
     run("naive explain (load all, global sort)", [sys.executable, "-c", NAIVE_EXPLAIN, str(base), str(d1), str(d2)])
-    (args.dir / "bench_overlap_explain.json").write_text(json.dumps(
-        {"base_gib": size, "mask_gib": mask, "rows": rows}, indent=2))
+    (args.dir / "bench_overlap_explain.json").write_text(
+        json.dumps({"base_gib": size, "mask_gib": mask, "rows": rows}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,18 @@ def _mask_for(model_dir: Path, path: Path, density: float = 0.3) -> Path:
     return path
 
 
-def time_run(model_dir: Path, algo: str, root: Path, *, steps: int, precision: str, mask: Path | None,
-             prompts: int, generations: int, length: int) -> dict:
+def time_run(
+    model_dir: Path,
+    algo: str,
+    root: Path,
+    *,
+    steps: int,
+    precision: str,
+    mask: Path | None,
+    prompts: int,
+    generations: int,
+    length: int,
+) -> dict:
     import pandas as pd
 
     from rldelta.train.config import TrainConfig
@@ -49,9 +59,18 @@ def time_run(model_dir: Path, algo: str, root: Path, *, steps: int, precision: s
     out = root / f"{algo}-{precision}-{'mask' if mask else 'plain'}"
     shutil.rmtree(out, ignore_errors=True)
     cfg = TrainConfig(
-        model=str(model_dir), output=str(out), algo=algo, steps=steps, precision=precision, lr=1e-5,
-        prompts_per_step=prompts, num_generations=generations, max_completion_length=length,
-        offline_samples=generations, mask=str(mask) if mask else None, progress=False,
+        model=str(model_dir),
+        output=str(out),
+        algo=algo,
+        steps=steps,
+        precision=precision,
+        lr=1e-5,
+        prompts_per_step=prompts,
+        num_generations=generations,
+        max_completion_length=length,
+        offline_samples=generations,
+        mask=str(mask) if mask else None,
+        progress=False,
     )
     t0 = time.perf_counter()
     train(cfg)
@@ -59,8 +78,12 @@ def time_run(model_dir: Path, algo: str, root: Path, *, steps: int, precision: s
     secs = pd.read_parquet(out / "metrics.parquet")["seconds"].tolist()
     steady = secs[1:] or secs
     shutil.rmtree(out, ignore_errors=True)
-    return {"s_per_step": statistics.median(steady), "min": min(steady), "first_step": secs[0],
-            "setup": total - sum(secs)}
+    return {
+        "s_per_step": statistics.median(steady),
+        "min": min(steady),
+        "first_step": secs[0],
+        "setup": total - sum(secs),
+    }
 
 
 def bench(model_name: str, model_dir: Path, algos: list[str], args, root: Path) -> list[dict]:
@@ -72,8 +95,17 @@ def bench(model_name: str, model_dir: Path, algos: list[str], args, root: Path) 
             if label == "masked" and m is None:
                 continue
             try:
-                r = time_run(model_dir, algo, root, steps=args.steps, precision=args.precision, mask=m,
-                             prompts=args.prompts, generations=args.generations, length=args.length)
+                r = time_run(
+                    model_dir,
+                    algo,
+                    root,
+                    steps=args.steps,
+                    precision=args.precision,
+                    mask=m,
+                    prompts=args.prompts,
+                    generations=args.generations,
+                    length=args.length,
+                )
                 row[label] = r["s_per_step"]
                 row[f"{label}_min"] = r["min"]
                 if label == "plain":
@@ -91,16 +123,33 @@ def print_table(rows: list[dict], device: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"seconds per training step ({device})")
-    for col in ("model", "algo", "precision", "plain s/step", "(min)", "masked s/step", "(min)", "mask overhead",
-                "setup s"):
+    for col in (
+        "model",
+        "algo",
+        "precision",
+        "plain s/step",
+        "(min)",
+        "masked s/step",
+        "(min)",
+        "mask overhead",
+        "setup s",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
         plain, masked = r.get("plain"), r.get("masked")
         over = f"{(masked / plain - 1) * 100:+.0f}%" if plain and masked else "-"
         pmin, mmin = r.get("plain_min"), r.get("masked_min")
-        table.add_row(r["model"], r["algo"], r["precision"], f"{plain:.2f}" if plain else r.get("error", "-"),
-                      f"{pmin:.2f}" if pmin else "-", f"{masked:.2f}" if masked else "-",
-                      f"{mmin:.2f}" if mmin else "-", over, f"{r['setup']:.1f}" if "setup" in r else "-")
+        table.add_row(
+            r["model"],
+            r["algo"],
+            r["precision"],
+            f"{plain:.2f}" if plain else r.get("error", "-"),
+            f"{pmin:.2f}" if pmin else "-",
+            f"{masked:.2f}" if masked else "-",
+            f"{mmin:.2f}" if mmin else "-",
+            over,
+            f"{r['setup']:.1f}" if "setup" in r else "-",
+        )
     Console(width=140).print(table)
 
 
@@ -129,8 +178,11 @@ def main() -> None:
     unknown = sorted(set(algos) - set(ALGOS))
     if unknown:
         p.error(f"unknown algorithms: {', '.join(unknown)}")
-    device = (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available()
-              else f"CPU, {torch.get_num_threads()} threads")
+    device = (
+        f"GPU {torch.cuda.get_device_name(0)}"
+        if torch.cuda.is_available()
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp)

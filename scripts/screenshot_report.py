@@ -21,8 +21,16 @@ from pathlib import Path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Chromium's log lines for page problems: console messages at error level, and resources that failed to load.
-ERROR_PATTERNS = [re.compile(p) for p in (r"CONSOLE\(\d+\).*(?:error|Error)", r":ERROR:CONSOLE", r"Uncaught",
-                                          r"net::ERR_", r"Failed to load resource")]
+ERROR_PATTERNS = [
+    re.compile(p)
+    for p in (
+        r"CONSOLE\(\d+\).*(?:error|Error)",
+        r":ERROR:CONSOLE",
+        r"Uncaught",
+        r"net::ERR_",
+        r"Failed to load resource",
+    )
+]
 
 
 class _Images(HTMLParser):
@@ -46,10 +54,23 @@ def run(report: Path, png: Path, width: int, height: int) -> list[str]:
     """Screenshot REPORT into PNG; return the problems found (empty = clean)."""
     url = report.resolve().as_uri()
     with tempfile.TemporaryDirectory() as profile:
-        common = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                  f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--allow-file-access-from-files"]
-        shot = subprocess.run(common + [f"--screenshot={png.resolve()}", f"--window-size={width},{height}", url],
-                              capture_output=True, text=True, timeout=180)
+        common = [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--allow-file-access-from-files",
+        ]
+        shot = subprocess.run(
+            common + [f"--screenshot={png.resolve()}", f"--window-size={width},{height}", url],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         dom = subprocess.run(common + ["--dump-dom", url], capture_output=True, text=True, timeout=180)
     problems = []
     if shot.returncode != 0 or not png.is_file():
@@ -75,8 +96,12 @@ def main() -> None:
     p.add_argument("-o", "--out", type=Path, default=Path("report.png"))
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=4000)
-    p.add_argument("--max-bytes", type=int, default=1_000_000,
-                   help="re-save the screenshot as an 8-bit palette PNG above this size (needs Pillow)")
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=1_000_000,
+        help="re-save the screenshot as an 8-bit palette PNG above this size (needs Pillow)",
+    )
     args = p.parse_args()
     if not args.report.is_file():
         sys.exit(f"{args.report}: no such file")

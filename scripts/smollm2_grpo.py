@@ -33,8 +33,11 @@ def main() -> None:
     p.add_argument("--num-generations", type=int, default=8)
     p.add_argument("--max-completion-length", type=int, default=32)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--rewards", default="correctness,format",
-                   help="task rewards GRPO sums; with format too, SmolLM2 learned to copy the prompt's example")
+    p.add_argument(
+        "--rewards",
+        default="correctness,format",
+        help="task rewards GRPO sums; with format too, SmolLM2 learned to copy the prompt's example",
+    )
     p.add_argument("--eval-n", type=int, default=200)
     p.add_argument("--eval-max-new-tokens", type=int, default=32)
     args = p.parse_args()
@@ -61,8 +64,15 @@ def main() -> None:
             res = json.loads(done.read_text())
             if res.get("n") == args.eval_n and res.get("difficulty") == args.difficulty:
                 return {"accuracy": res["accuracy"], "format_rate": res["format_rate"]}
-        res = evaluate(model_dir, args.task, args.eval_n, seed=0, difficulty=args.difficulty,
-                       max_new_tokens=args.eval_max_new_tokens, out=out / "evals" / f"{name}.json")
+        res = evaluate(
+            model_dir,
+            args.task,
+            args.eval_n,
+            seed=0,
+            difficulty=args.difficulty,
+            max_new_tokens=args.eval_max_new_tokens,
+            out=out / "evals" / f"{name}.json",
+        )
         return {"accuracy": res["accuracy"], "format_rate": res["format_rate"]}
 
     summary: dict = {"settings": vars(args), "base": accuracy(base, "base"), "runs": {}}
@@ -70,10 +80,21 @@ def main() -> None:
     for seed in seeds:
         run_dir = out / "runs" / f"seed-{seed}"
         cfg = TrainConfig(
-            model=str(base), output=str(run_dir), task=args.task, algo="grpo", seed=seed, steps=args.steps,
-            lr=args.lr, prompts_per_step=args.prompts_per_step, num_generations=args.num_generations,
-            max_completion_length=args.max_completion_length, precision=args.precision,
-            temperature=args.temperature, difficulty=args.difficulty, rewards=args.rewards, resume=(run_dir / "run.json").is_file(),
+            model=str(base),
+            output=str(run_dir),
+            task=args.task,
+            algo="grpo",
+            seed=seed,
+            steps=args.steps,
+            lr=args.lr,
+            prompts_per_step=args.prompts_per_step,
+            num_generations=args.num_generations,
+            max_completion_length=args.max_completion_length,
+            precision=args.precision,
+            temperature=args.temperature,
+            difficulty=args.difficulty,
+            rewards=args.rewards,
+            resume=(run_dir / "run.json").is_file(),
         )
         t0 = time.perf_counter()
         train(cfg)
@@ -99,8 +120,15 @@ def main() -> None:
         summary["seed_overlap_one_sided"] = inter / size_a if size_a else None
 
     table = Table(title=f"GRPO on SmolLM2-135M, {args.task} difficulty {args.difficulty}, {args.steps} steps")
-    for col in ("model", "accuracy", "format rate", "changed (bf16 bitwise)", "changed |d|>1e-5", "mean rank frac",
-                "fp32 master |d|>1e-5"):
+    for col in (
+        "model",
+        "accuracy",
+        "format rate",
+        "changed (bf16 bitwise)",
+        "changed |d|>1e-5",
+        "mean rank frac",
+        "fp32 master |d|>1e-5",
+    ):
         table.add_column(col, justify="right")
     b = summary["base"]
     table.add_row("base", f"{b['accuracy']:.3f}", f"{b['format_rate']:.3f}", "-", "-", "-", "-")
@@ -108,10 +136,15 @@ def main() -> None:
         t, d = r["trained"], r["diff"]
         rank = d.get("mean_rank_frac")
         master = r.get("diff_fp32_master")
-        table.add_row(f"seed {seed}", f"{t['accuracy']:.3f} ({t['accuracy'] - b['accuracy']:+.3f})",
-                      f"{t['format_rate']:.3f}", f"{d['changed_frac']:.3f}", f"{d['changed_atol_frac']:.3f}",
-                      f"{rank:.3f}" if rank is not None else "-",
-                      f"{master['changed_atol_frac']:.3f}" if master else "-")
+        table.add_row(
+            f"seed {seed}",
+            f"{t['accuracy']:.3f} ({t['accuracy'] - b['accuracy']:+.3f})",
+            f"{t['format_rate']:.3f}",
+            f"{d['changed_frac']:.3f}",
+            f"{d['changed_atol_frac']:.3f}",
+            f"{rank:.3f}" if rank is not None else "-",
+            f"{master['changed_atol_frac']:.3f}" if master else "-",
+        )
     console.print(table)
     if summary.get("seed_overlap_one_sided") is not None:
         console.print(f"one-sided overlap of the seeds' changed sets: {summary['seed_overlap_one_sided']:.3f}")

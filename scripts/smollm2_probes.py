@@ -33,10 +33,24 @@ def logprobs_part(args, out: Path) -> dict:
     runs, minutes = {}, {}
     for adv in ("all", "positive", "negative"):
         run_dir = out / "smollm2" / f"grpo-s0-{adv}"
-        cfg = TrainConfig(model=str(base), output=str(run_dir), task="arith", algo="grpo", seed=0, steps=args.steps,
-                          save_steps=f"every:{args.save_every}", lr=2e-5, prompts_per_step=2, num_generations=8,
-                          max_completion_length=24, temperature=0.8, difficulty=1, rewards="correctness",
-                          advantages=adv, resume=(run_dir / "run.json").is_file())
+        cfg = TrainConfig(
+            model=str(base),
+            output=str(run_dir),
+            task="arith",
+            algo="grpo",
+            seed=0,
+            steps=args.steps,
+            save_steps=f"every:{args.save_every}",
+            lr=2e-5,
+            prompts_per_step=2,
+            num_generations=8,
+            max_completion_length=24,
+            temperature=0.8,
+            difficulty=1,
+            rewards="correctness",
+            advantages=adv,
+            resume=(run_dir / "run.json").is_file(),
+        )
         t0 = time.perf_counter()
         record = run_dir / "run.json"
         if not record.is_file() or json.loads(record.read_text())["status"] != "completed":
@@ -44,8 +58,15 @@ def logprobs_part(args, out: Path) -> dict:
         minutes[adv] = (time.perf_counter() - t0) / 60
         runs[adv] = run_dir
     t0 = time.perf_counter()
-    res = run_logprobs(runs["all"], out / "smollm2" / "probe-logprobs", positive=runs["positive"],
-                       negative=runs["negative"], n_prompts=16, k=8, eval_prompts=args.eval_prompts)
+    res = run_logprobs(
+        runs["all"],
+        out / "smollm2" / "probe-logprobs",
+        positive=runs["positive"],
+        negative=runs["negative"],
+        n_prompts=16,
+        k=8,
+        eval_prompts=args.eval_prompts,
+    )
     res["train_minutes"] = minutes
     res["probe_minutes"] = (time.perf_counter() - t0) / 60
     return {"smollm2": res}
@@ -63,10 +84,18 @@ def main() -> None:
     p.add_argument("--pretrain-minutes", type=float, default=15.0)
     p.add_argument("--mixture-steps", type=int, default=100, help="GRPO steps from each mixture model")
     p.add_argument("--mixture-lr", type=float, default=1e-4)
-    p.add_argument("--twins", action=argparse.BooleanOptionalAction, default=True,
-                   help="also train each mixture run with --advantages positive and negative")
-    p.add_argument("--mixture-difficulty", type=int, default=1,
-                   help="arith level of the RL prompts (the corpus has levels 1 and 2; at 2, 5m is right ~5%%)")
+    p.add_argument(
+        "--twins",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train each mixture run with --advantages positive and negative",
+    )
+    p.add_argument(
+        "--mixture-difficulty",
+        type=int,
+        default=1,
+        help="arith level of the RL prompts (the corpus has levels 1 and 2; at 2, 5m is right ~5%%)",
+    )
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,20 +143,45 @@ def formats_part(args, out: Path) -> dict:
         tag = f"d{args.mixture_difficulty}-lr{args.mixture_lr:g}"
         for adv in ("all", "positive", "negative") if args.twins else ("all",):
             runs[adv] = root / f"grpo-s0-{tag}-{adv}"
-            _train(TrainConfig(model=str(model), output=str(runs[adv]), task="mixarith", algo="grpo", seed=0,
-                               steps=args.mixture_steps, save_steps=f"every:{args.mixture_steps // 4}",
-                               lr=args.mixture_lr, prompts_per_step=4, num_generations=8, max_completion_length=24,
-                               temperature=1.0, difficulty=args.mixture_difficulty, rewards="correctness",
-                               advantages=adv))
+            _train(
+                TrainConfig(
+                    model=str(model),
+                    output=str(runs[adv]),
+                    task="mixarith",
+                    algo="grpo",
+                    seed=0,
+                    steps=args.mixture_steps,
+                    save_steps=f"every:{args.mixture_steps // 4}",
+                    lr=args.mixture_lr,
+                    prompts_per_step=4,
+                    num_generations=8,
+                    max_completion_length=24,
+                    temperature=1.0,
+                    difficulty=args.mixture_difficulty,
+                    rewards="correctness",
+                    advantages=adv,
+                )
+            )
         rl_minutes = (time.perf_counter() - t0) / 60
         formats = run_formats(runs["all"], root / f"probe-formats-{tag}")
         summaries.append(formats)
-        logprobs = run_logprobs(runs["all"], root / f"probe-logprobs-{tag}", positive=runs.get("positive"),
-                                negative=runs.get("negative"), n_prompts=16, k=8, eval_prompts=args.eval_prompts)
-        res[f"mixture-{size}"] = {"pretrain_minutes": pretrain_minutes, "rl_minutes": rl_minutes,
-                                  "verdict_formats": formats["verdict"], "formats": formats,
-                                  **{k: v for k, v in logprobs.items() if k.startswith("verdict")},
-                                  "logprobs": logprobs}
+        logprobs = run_logprobs(
+            runs["all"],
+            root / f"probe-logprobs-{tag}",
+            positive=runs.get("positive"),
+            negative=runs.get("negative"),
+            n_prompts=16,
+            k=8,
+            eval_prompts=args.eval_prompts,
+        )
+        res[f"mixture-{size}"] = {
+            "pretrain_minutes": pretrain_minutes,
+            "rl_minutes": rl_minutes,
+            "verdict_formats": formats["verdict"],
+            "formats": formats,
+            **{k: v for k, v in logprobs.items() if k.startswith("verdict")},
+            "logprobs": logprobs,
+        }
     res["sizes"] = {"verdict_sizes": compare_sizes(summaries)["verdict"]}
     return res
 
@@ -141,9 +195,24 @@ def smollm2_formats_part(args, out: Path) -> dict:
     res: dict = {}
     base = prepare_smollm2(args.model_dir)
     run = out / "smollm2" / "grpo-s0-mixarith"
-    _train(TrainConfig(model=str(base), output=str(run), task="mixarith", algo="grpo", seed=0, steps=args.steps,
-                       save_steps=f"every:{args.save_every}", lr=2e-5, prompts_per_step=2, num_generations=8,
-                       max_completion_length=24, temperature=0.8, difficulty=2, rewards="correctness"))
+    _train(
+        TrainConfig(
+            model=str(base),
+            output=str(run),
+            task="mixarith",
+            algo="grpo",
+            seed=0,
+            steps=args.steps,
+            save_steps=f"every:{args.save_every}",
+            lr=2e-5,
+            prompts_per_step=2,
+            num_generations=8,
+            max_completion_length=24,
+            temperature=0.8,
+            difficulty=2,
+            rewards="correctness",
+        )
+    )
     formats = run_formats(run, out / "smollm2" / "probe-formats-mixarith")
     res["smollm2-mixarith"] = {"verdict_formats": formats["verdict"], "formats": formats}
     return res

@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 
-def write_checkpoint(path: Path, tensors: dict[str, torch.Tensor], layout: str = "dir", config: dict | None = None,
-                     shards: int = 2) -> Path:
+def write_checkpoint(
+    path: Path, tensors: dict[str, torch.Tensor], layout: str = "dir", config: dict | None = None, shards: int = 2
+) -> Path:
     """Save `tensors` as a `dir` (model.safetensors), `file`, `sharded` (index + shards) or `hub` cache folder.
 
     Returns the path a user would pass to rldelta.

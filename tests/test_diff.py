@@ -135,8 +135,11 @@ def test_bf16_k_entries_moved_one_ulp(ckpt, tmp_path):
     run_diff(b, t, tmp_path / "out")
     df, summary = read(tmp_path / "out")
     exp, _ = np_expected(
-        bf16_to_f32(base), bf16_to_f32(tuned),
-        base.view(torch.int16).numpy(), tuned.view(torch.int16).numpy(), 1e-5,
+        bf16_to_f32(base),
+        bf16_to_f32(tuned),
+        base.view(torch.int16).numpy(),
+        tuned.view(torch.int16).numpy(),
+        1e-5,
     )
     assert exp["changed"] == 17
     check_row(df.loc["w"], exp)
@@ -231,8 +234,10 @@ def test_layouts_give_identical_results(tmp_path, layout):
     b, sb = read(tmp_path / "alt")
     pd.testing.assert_frame_equal(a.sort_index(), b.sort_index())
     assert sa["totals"] == sb["totals"] and sa["totals"]["changed"] > 0
-    with safe_open(str(tmp_path / "ref" / "mask.safetensors"), "pt") as f, \
-         safe_open(str(tmp_path / "alt" / "mask.safetensors"), "pt") as g:
+    with (
+        safe_open(str(tmp_path / "ref" / "mask.safetensors"), "pt") as f,
+        safe_open(str(tmp_path / "alt" / "mask.safetensors"), "pt") as g,
+    ):
         for n in base:
             assert torch.equal(f.get_tensor(n), g.get_tensor(n)), n
 

@@ -143,7 +143,7 @@ def test_uniform_update_is_explained_by_rounding(tmp_path):
     m = res["master"]
     assert m["fp32_changed_frac"] == 1.0 and m["mask_disagreement"] == 0
     assert m["lost_to_rounding_frac"] == pytest.approx(1 - expect_changed.mean(), abs=0)
-    assert all(abs(x - s) < s * 2 ** -7 for x in m["median_abs_update_by_decile"])  # update size ⟂ |w|
+    assert all(abs(x - s) < s * 2**-7 for x in m["median_abs_update_by_decile"])  # update size ⟂ |w|
     df = pd.read_parquet(tmp_path / "out" / "explain.parquet")
     for n in NAMES:
         row = df[df.name == n].iloc[0]
@@ -179,12 +179,14 @@ def test_magnitude_matched_overlap(tmp_path):
     save_file(base, str(tmp_path / "base.safetensors"))
     runs = []
     for _ in range(2):
-        runs.append({n: torch.rand(w.shape, generator=g) < torch.where(w.abs() < 0.4, 0.8, 0.05)
-                     for n, w in base.items()})
+        runs.append(
+            {n: torch.rand(w.shape, generator=g) < torch.where(w.abs() < 0.4, 0.8, 0.05) for n, w in base.items()}
+        )
     _fake_diff(tmp_path / "d1", runs[0])
     _fake_diff(tmp_path / "d2", runs[1])
-    res = run_explain(tmp_path / "d1", tmp_path / "base.safetensors", tmp_path / "out", other=tmp_path / "d2",
-                      rank_samples=1)
+    res = run_explain(
+        tmp_path / "d1", tmp_path / "base.safetensors", tmp_path / "out", other=tmp_path / "d2", rank_samples=1
+    )
     mo = res["magnitude_matched_overlap"]
     inter = sum(int((runs[0][n] & runs[1][n]).sum()) for n in base)
     size_a = sum(int(runs[0][n].sum()) for n in base)
@@ -203,38 +205,77 @@ def test_magnitude_matched_overlap(tmp_path):
 
 def test_cli_explain_and_bad_inputs(tmp_path):
     _uniform_update(tmp_path, 3e-3)
-    ok = runner.invoke(app, ["explain", str(tmp_path / "diff"), "--base", str(tmp_path / "base"),
-                             "-o", str(tmp_path / "out"), "--rank-samples", "1"])
+    ok = runner.invoke(
+        app,
+        [
+            "explain",
+            str(tmp_path / "diff"),
+            "--base",
+            str(tmp_path / "base"),
+            "-o",
+            str(tmp_path / "out"),
+            "--rank-samples",
+            "1",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert "AUC" in ok.output and (tmp_path / "out" / "explain.json").is_file()
 
-    other = {NAMES[0]: torch.zeros(64, 49).bfloat16(), NAMES[1]: torch.zeros(48, 64).bfloat16(),
-             NAMES[2]: torch.zeros(48).bfloat16()}
+    other = {
+        NAMES[0]: torch.zeros(64, 49).bfloat16(),
+        NAMES[1]: torch.zeros(48, 64).bfloat16(),
+        NAMES[2]: torch.zeros(48).bfloat16(),
+    }
     (tmp_path / "wrong").mkdir()
     save_file(other, str(tmp_path / "wrong" / "model.safetensors"))
-    r = runner.invoke(app, ["explain", str(tmp_path / "diff"), "--base", str(tmp_path / "wrong"),
-                            "-o", str(tmp_path / "out2")])
+    r = runner.invoke(
+        app, ["explain", str(tmp_path / "diff"), "--base", str(tmp_path / "wrong"), "-o", str(tmp_path / "out2")]
+    )
     assert r.exit_code != 0
     assert NAMES[0] in r.output and "(64, 48)" in r.output and "(64, 49)" in r.output and "wrong" in r.output
     assert not (tmp_path / "out2" / "explain.json").exists()
 
     (tmp_path / "nomask").mkdir()
     (tmp_path / "nomask" / "summary.json").write_text("{}")
-    r = runner.invoke(app, ["explain", str(tmp_path / "nomask"), "--base", str(tmp_path / "base"),
-                            "-o", str(tmp_path / "out3")])
+    r = runner.invoke(
+        app, ["explain", str(tmp_path / "nomask"), "--base", str(tmp_path / "base"), "-o", str(tmp_path / "out3")]
+    )
     assert r.exit_code != 0 and "nomask" in r.output and "mask.safetensors" in r.output
 
     (tmp_path / "partial").mkdir()
     save_file({NAMES[0]: torch.zeros(64, 48).bfloat16()}, str(tmp_path / "partial" / "model.safetensors"))
-    r = runner.invoke(app, ["explain", str(tmp_path / "diff"), "--base", str(tmp_path / "partial"),
-                            "-o", str(tmp_path / "out4")])
+    r = runner.invoke(
+        app, ["explain", str(tmp_path / "diff"), "--base", str(tmp_path / "partial"), "-o", str(tmp_path / "out4")]
+    )
     assert r.exit_code != 0 and "is not in base" in r.output
 
     _fake_diff(tmp_path / "small", {"x": torch.zeros(3, dtype=torch.bool)})
-    r = runner.invoke(app, ["explain", str(tmp_path / "diff"), "--base", str(tmp_path / "base"),
-                            "--other", str(tmp_path / "small"), "-o", str(tmp_path / "out5")])
+    r = runner.invoke(
+        app,
+        [
+            "explain",
+            str(tmp_path / "diff"),
+            "--base",
+            str(tmp_path / "base"),
+            "--other",
+            str(tmp_path / "small"),
+            "-o",
+            str(tmp_path / "out5"),
+        ],
+    )
     assert r.exit_code != 0 and "small" in r.output
 
-    r = runner.invoke(app, ["explain", str(tmp_path / "diff"), "--base", str(tmp_path / "base"),
-                            "--tuned-master", str(tmp_path / "nothere"), "-o", str(tmp_path / "out6")])
+    r = runner.invoke(
+        app,
+        [
+            "explain",
+            str(tmp_path / "diff"),
+            "--base",
+            str(tmp_path / "base"),
+            "--tuned-master",
+            str(tmp_path / "nothere"),
+            "-o",
+            str(tmp_path / "out6"),
+        ],
+    )
     assert r.exit_code != 0 and "nothere" in r.output

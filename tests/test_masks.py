@@ -29,8 +29,11 @@ from rldelta.masks import (
 )
 
 runner = CliRunner()
-SHAPES = {"model.layers.0.mlp.up_proj.weight": (12, 10), "model.layers.0.self_attn.q_proj.weight": (8, 8),
-          "model.norm.weight": (10,)}
+SHAPES = {
+    "model.layers.0.mlp.up_proj.weight": (12, 10),
+    "model.layers.0.self_attn.q_proj.weight": (8, 8),
+    "model.norm.weight": (10,),
+}
 
 
 def _rand_masks(seed: int, density: float) -> dict[str, torch.Tensor]:
@@ -41,8 +44,10 @@ def _rand_masks(seed: int, density: float) -> dict[str, torch.Tensor]:
 def _pair(tmp_path, seed=0):
     g = torch.Generator().manual_seed(seed)
     base = {n: torch.randn(s, generator=g) for n, s in SHAPES.items()}
-    tuned = {n: t + 0.1 * torch.randn(t.shape, generator=g) * (torch.rand(t.shape, generator=g) < 0.3)
-             for n, t in base.items()}
+    tuned = {
+        n: t + 0.1 * torch.randn(t.shape, generator=g) * (torch.rand(t.shape, generator=g) < 0.3)
+        for n, t in base.items()
+    }
     (tmp_path / "base").mkdir()
     (tmp_path / "tuned").mkdir()
     save_file(base, str(tmp_path / "base" / "model.safetensors"))
@@ -71,8 +76,7 @@ def test_save_load_roundtrip_lazy(tmp_path):
 def test_set_operations_match_numpy(tmp_path):
     a, b = _rand_masks(1, 0.4), _rand_masks(2, 0.5)
     ma, mb = Mask.from_tensors(a), Mask.from_tensors(b)
-    for op, ref in ((intersection, np.logical_and), (union, np.logical_or),
-                    (difference, lambda x, y: x & ~y)):
+    for op, ref in ((intersection, np.logical_and), (union, np.logical_or), (difference, lambda x, y: x & ~y)):
         got = op(ma, mb)
         for n in SHAPES:
             np.testing.assert_array_equal(got.get(n).numpy(), ref(a[n].numpy(), b[n].numpy()))
@@ -144,8 +148,9 @@ def test_mask_from_diff_is_the_bitwise_changed_set(tmp_path):
     run_diff(tmp_path / "base", tmp_path / "tuned", tmp_path / "diff", save_mask=True, rank=False)
     m = mask_from_diff(tmp_path / "diff")
     for n in SHAPES:
-        np.testing.assert_array_equal(m.get(n).numpy(),
-                                      base[n].numpy().view(np.int32) != tuned[n].numpy().view(np.int32))
+        np.testing.assert_array_equal(
+            m.get(n).numpy(), base[n].numpy().view(np.int32) != tuned[n].numpy().view(np.int32)
+        )
 
 
 def test_cli_mask_commands(tmp_path):
@@ -155,11 +160,24 @@ def test_cli_mask_commands(tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["mask", "threshold", b, t, "-t", "0.05", "-o", str(tmp_path / "thr.safetensors")])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["mask", "random", str(tmp_path / "thr.safetensors"), "--seed", "3",
-                            "-o", str(tmp_path / "rnd.safetensors")])
+    r = runner.invoke(
+        app,
+        ["mask", "random", str(tmp_path / "thr.safetensors"), "--seed", "3", "-o", str(tmp_path / "rnd.safetensors")],
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["mask", "combine", str(tmp_path / "top.safetensors"), str(tmp_path / "thr.safetensors"),
-                            "--op", "and", "-o", str(tmp_path / "and.safetensors")])
+    r = runner.invoke(
+        app,
+        [
+            "mask",
+            "combine",
+            str(tmp_path / "top.safetensors"),
+            str(tmp_path / "thr.safetensors"),
+            "--op",
+            "and",
+            "-o",
+            str(tmp_path / "and.safetensors"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     top, thr = load_mask(tmp_path / "top.safetensors"), load_mask(tmp_path / "thr.safetensors")
     both = load_mask(tmp_path / "and.safetensors")
@@ -179,12 +197,34 @@ def test_cli_bad_inputs(tmp_path):
     assert not (tmp_path / "m.safetensors").exists()
     save_mask(Mask.from_tensors({"w": torch.zeros(4, 8, dtype=torch.bool)}), tmp_path / "a.safetensors")
     save_mask(Mask.from_tensors({"w": torch.zeros(4, 9, dtype=torch.bool)}), tmp_path / "b.safetensors")
-    r = runner.invoke(app, ["mask", "combine", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"),
-                            "--op", "or", "-o", str(tmp_path / "c.safetensors")])
+    r = runner.invoke(
+        app,
+        [
+            "mask",
+            "combine",
+            str(tmp_path / "a.safetensors"),
+            str(tmp_path / "b.safetensors"),
+            "--op",
+            "or",
+            "-o",
+            str(tmp_path / "c.safetensors"),
+        ],
+    )
     assert r.exit_code != 0 and "'w'" in r.output and "(4, 8)" in r.output and "(4, 9)" in r.output
     assert not list(tmp_path.glob("c.safetensors*"))  # nothing half-written left behind
-    r = runner.invoke(app, ["mask", "topk", str(tmp_path / "nothere"), str(tmp_path / "nothere"), "--frac", "0.1",
-                            "-o", str(tmp_path / "x.safetensors")])
+    r = runner.invoke(
+        app,
+        [
+            "mask",
+            "topk",
+            str(tmp_path / "nothere"),
+            str(tmp_path / "nothere"),
+            "--frac",
+            "0.1",
+            "-o",
+            str(tmp_path / "x.safetensors"),
+        ],
+    )
     assert r.exit_code != 0 and "nothere" in r.output
 
 

@@ -241,10 +241,19 @@ def _write_gguf(model_dir, path):
     def permute(x, n):  # llama.cpp's convert_hf_to_gguf.py permute()
         return x.reshape(n, 2, x.shape[0] // n // 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
 
-    gguf_names = {"embed_tokens": "token_embd", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-                  "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate",
-                  "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-                  "post_attention_layernorm": "ffn_norm", "norm": "output_norm"}
+    gguf_names = {
+        "embed_tokens": "token_embd",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "norm": "output_norm",
+    }
     for name, t in load_file(str(model_dir / "model.safetensors")).items():
         x = t.float().numpy()
         parts = name.removeprefix("model.").removesuffix(".weight").split(".")

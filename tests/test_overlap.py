@@ -32,8 +32,8 @@ def _planted(numel: int, a_only: int, b_only: int, both: int, seed: int) -> tupl
     a = torch.zeros(numel, dtype=torch.bool)
     b = torch.zeros(numel, dtype=torch.bool)
     a[perm[:both]] = b[perm[:both]] = True
-    a[perm[both:both + a_only]] = True
-    b[perm[both + a_only:both + a_only + b_only]] = True
+    a[perm[both : both + a_only]] = True
+    b[perm[both + a_only : both + a_only + b_only]] = True
     return a, b
 
 
@@ -55,8 +55,9 @@ def test_matched_intersection_by_hand():
     assert expected_matched_intersection(a, b, n) == pytest.approx(5 * 4 / 10 + 2 * 10 / 20 + 5 * 1 / 5)
     assert magnitude_matched_overlap(a, b, n) == pytest.approx((2 + 1 + 1) / 12)
     # one cell per tensor: magnitude matching is the plain random expectation
-    assert magnitude_matched_overlap(torch.tensor([30]), torch.tensor([50]), torch.tensor([100])) == \
-        pytest.approx(expected_random_overlap([30], [0.5]))
+    assert magnitude_matched_overlap(torch.tensor([30]), torch.tensor([50]), torch.tensor([100])) == pytest.approx(
+        expected_random_overlap([30], [0.5])
+    )
     with pytest.raises(ValueError):
         expected_matched_intersection(torch.tensor([11]), torch.tensor([1]), torch.tensor([10]))
 
@@ -73,8 +74,11 @@ def test_run_overlap_planted_exact(tmp_path):
     inputs = [str(masks[k]) for k in "ABC"]
     res = run_overlap(inputs, tmp_path / "out")
     df = pd.read_parquet(tmp_path / "out" / "overlap.parquet")
-    assert list(df.columns) == OVERLAP_SCHEMA.names == ["a", "b", "tensor", "size_a", "size_b", "intersection",
-                                                        "overlap", "jaccard", "random_overlap"]
+    assert (
+        list(df.columns)
+        == OVERLAP_SCHEMA.names
+        == ["a", "b", "tensor", "size_a", "size_b", "intersection", "overlap", "jaccard", "random_overlap"]
+    )
     assert len(df) == 6 * 3  # 6 ordered pairs × (2 tensors + __total__)
     A, B = inputs[0], inputs[1]
     tot = df[(df.a == A) & (df.b == B) & (df.tensor == "__total__")].iloc[0]
@@ -121,22 +125,27 @@ def test_cli_overlap_table_and_errors(tmp_path):
     g = torch.Generator().manual_seed(0)
     for name in ("r1", "r2"):
         save_mask(Mask.from_tensors({"w": torch.rand(6, 5, generator=g) < 0.5}), tmp_path / f"{name}.safetensors")
-    r = runner.invoke(app, ["overlap", str(tmp_path / "r1.safetensors"), str(tmp_path / "r2.safetensors"),
-                            "-o", str(tmp_path / "out")])
+    r = runner.invoke(
+        app,
+        ["overlap", str(tmp_path / "r1.safetensors"), str(tmp_path / "r2.safetensors"), "-o", str(tmp_path / "out")],
+    )
     assert r.exit_code == 0, r.output
     assert "overlap A→B" in r.output and (tmp_path / "out" / "overlap.parquet").is_file()
 
     save_mask(Mask.from_tensors({"w": torch.zeros(6, 4, dtype=torch.bool)}), tmp_path / "bad.safetensors")
-    r = runner.invoke(app, ["overlap", str(tmp_path / "r1.safetensors"), str(tmp_path / "bad.safetensors"),
-                            "-o", str(tmp_path / "out2")])
+    r = runner.invoke(
+        app,
+        ["overlap", str(tmp_path / "r1.safetensors"), str(tmp_path / "bad.safetensors"), "-o", str(tmp_path / "out2")],
+    )
     assert r.exit_code != 0
     assert "'w'" in r.output and "(6, 5)" in r.output and "(6, 4)" in r.output and "bad.safetensors" in r.output
     assert not (tmp_path / "out2" / "overlap.parquet").exists()
 
     (tmp_path / "diffdir").mkdir()
     (tmp_path / "diffdir" / "summary.json").write_text("{}")
-    r = runner.invoke(app, ["overlap", str(tmp_path / "r1.safetensors"), str(tmp_path / "diffdir"),
-                            "-o", str(tmp_path / "out3")])
+    r = runner.invoke(
+        app, ["overlap", str(tmp_path / "r1.safetensors"), str(tmp_path / "diffdir"), "-o", str(tmp_path / "out3")]
+    )
     assert r.exit_code != 0 and "diffdir" in r.output and "mask.safetensors" in r.output
 
     r = runner.invoke(app, ["overlap", str(tmp_path / "r1.safetensors"), "-o", str(tmp_path / "out4")])

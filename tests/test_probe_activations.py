@@ -97,7 +97,7 @@ def test_planted_sparsity_known_answers():
 def test_sparsity_matches_numpy_on_random_heavy_tails():
     g = torch.Generator().manual_seed(0)
     h = torch.randn(300, 257, generator=g) ** 3  # heavy tails, many entries near zero
-    h[:, :20] *= (torch.rand(300, 20, generator=g) < 0.3)  # some exact zeros too
+    h[:, :20] *= torch.rand(300, 20, generator=g) < 0.3  # some exact zeros too
     h[5] = 0.0
     x = h.numpy()
     for rel in (0.01, 0.1):
@@ -109,10 +109,7 @@ def test_sparsity_matches_numpy_on_random_heavy_tails():
 
 def test_activation_frequency_known_answer():
     # columns: always big, big on half the tokens, never above threshold, always zero
-    a = torch.tensor([[4.0, 4.0, 0.01, 0.0],
-                      [-4.0, 0.0, -0.01, 0.0],
-                      [4.0, -4.0, 0.01, 0.0],
-                      [-4.0, 0.0, 0.01, 0.0]])
+    a = torch.tensor([[4.0, 4.0, 0.01, 0.0], [-4.0, 0.0, -0.01, 0.0], [4.0, -4.0, 0.01, 0.0], [-4.0, 0.0, 0.01, 0.0]])
     rms = float(np.sqrt(np.mean(a.numpy().astype(np.float64) ** 2)))
     np.testing.assert_allclose(activation_frequency(a, 0.1).numpy(), [1.0, 0.5, 0.0, 0.0])
     assert 0.01 < 0.1 * rms  # the third column stays below the threshold
@@ -199,8 +196,9 @@ def test_runner_matches_independent_forward(tiny):
     residual, inter = _independent_activations(base, layer=0)
     for level in range(1, 8):
         for site, h in (("residual", residual[level]), ("mlp", inter[level])):
-            row = table[(table["model"] == "base") & (table["level"] == level) & (table["layer"] == 0)
-                        & (table["site"] == site)].iloc[0]
+            row = table[
+                (table["model"] == "base") & (table["level"] == level) & (table["layer"] == 0) & (table["site"] == site)
+            ].iloc[0]
             assert row["tokens"] == h.shape[0]
             # batched vs one-by-one float noise may move an entry across the threshold; allow one such entry
             assert row["near_zero_frac"] == pytest.approx(np_near_zero(h, 0.01), abs=1.01 / h.size)
@@ -208,7 +206,7 @@ def test_runner_matches_independent_forward(tiny):
             assert row["top1_mass_share"] == pytest.approx(np_top_share(h, 0.01), rel=1e-5)
     # activation frequency: training levels pooled, threshold 0.1 x RMS of the pooled mlp activations
     pooled = np.concatenate([inter[lv] for lv in range(1, 6)]).astype(np.float64)
-    expect = (np.abs(pooled) > 0.1 * np.sqrt(np.mean(pooled ** 2))).mean(axis=0)
+    expect = (np.abs(pooled) > 0.1 * np.sqrt(np.mean(pooled**2))).mean(axis=0)
     neurons = pd.read_parquet(root / "same" / NEURONS_TABLE)
     got = neurons[neurons["layer"] == 0].sort_values("neuron")["activation_freq"].to_numpy()
     np.testing.assert_allclose(got, expect, atol=2.01 / pooled.shape[0])
@@ -252,11 +250,13 @@ def test_planted_neuron_update_correlation(tiny):
     assert res["verdict"].startswith(neuron_verdict(rho, len(neurons))) and "uses more" in res["verdict"]
     for layer, c in res["correlation"]["by_layer"].items():
         sub = neurons[neurons["layer"] == int(layer)]
-        assert c["spearman"] == pytest.approx(spearmanr(sub["activation_freq"], sub["changed_frac"]).statistic,
-                                              abs=1e-12)
+        assert c["spearman"] == pytest.approx(
+            spearmanr(sub["activation_freq"], sub["changed_frac"]).statistic, abs=1e-12
+        )
     per = [(spearmanr(g["activation_freq"], g["changed_frac"]).statistic, len(g)) for _, g in neurons.groupby("layer")]
     assert res["correlation"]["mean_within_layer_spearman"] == pytest.approx(
-        sum(r * n for r, n in per) / sum(n for _, n in per), abs=1e-12)
+        sum(r * n for r, n in per) / sum(n for _, n in per), abs=1e-12
+    )
     on_disk = json.loads((root / "out_used" / ACTIVATIONS_JSON).read_text())
     assert on_disk["verdict"] == res["verdict"] and on_disk["sparsity_verdict"] == res["sparsity_verdict"]
     for png in (PLOT_LEVELS, PLOT_NEURONS):
@@ -268,8 +268,7 @@ def test_random_update_control(tiny):
     freq = pd.read_parquet(root / "same" / NEURONS_TABLE)
     pick = np.random.default_rng(0).permutation(len(freq))[: len(freq) // 2]
     tuned = _plant(base, root / "random", set(zip(freq["layer"].iloc[pick], freq["neuron"].iloc[pick])))
-    res = run_activations(base, root / "out_random", compare=tuned, n_per_level=N_PER_LEVEL, progress=False,
-                          plot=False)
+    res = run_activations(base, root / "out_random", compare=tuned, n_per_level=N_PER_LEVEL, progress=False, plot=False)
     assert abs(res["correlation"]["overall"]["spearman"]) < 0.2  # 256 neurons: chance sd ~ 0.06
     assert res["verdict"].startswith("neither")
 
@@ -284,8 +283,9 @@ def test_verdict_thresholds():
 
 def test_ladder_is_the_task_test_split():
     levels = ladder("arith", 4)
-    assert [ex.prompt for ex in levels[3]] == [ex.prompt for ex in Arith().generate(4, seed=0, split="test",
-                                                                                  difficulty=3)]
+    assert [ex.prompt for ex in levels[3]] == [
+        ex.prompt for ex in Arith().generate(4, seed=0, split="test", difficulty=3)
+    ]
     # beyond the range: 3 operands of 4 and 5 digits
     for level, digits in ((6, 4), (7, 5)):
         expr = levels[level][0].prompt[0]["content"].split("What is ")[1].split("?")[0]
@@ -316,8 +316,11 @@ def test_bad_inputs(tiny, tmp_path):
         else:
             tensors[name] = tensors[name][:, :-1].contiguous()
         save_file(tensors, other / "model.safetensors")
-        match = "MLP weight 'model.layers.1.mlp.up_proj.weight' is missing" if case == "missing" else \
-            r"tensor 'model.layers.1.mlp.up_proj.weight' has shape \(128, 64\) in .* but \(128, 63\)"
+        match = (
+            "MLP weight 'model.layers.1.mlp.up_proj.weight' is missing"
+            if case == "missing"
+            else r"tensor 'model.layers.1.mlp.up_proj.weight' has shape \(128, 64\) in .* but \(128, 63\)"
+        )
         with pytest.raises(ProbeError, match=match):
             run_activations(base, tmp_path / "o", compare=other, progress=False)
 

@@ -51,12 +51,21 @@ NEAR_MISSES = [
 # ---- formats and the mixarith task -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,name", [
-    (CODE, "code"), (PLAIN, "plain"), (BOXED, "boxed"),
-    ("```python\nprint(3 - 7)\n```\n-4", "code"), ("3 minus 7 equals -4.", "plain"), ("3 - 7 = \\boxed{-4}", "boxed"),
-    ("12 times 3 plus 1 equals 37.", "plain"), ("\\boxed{68}", "boxed"), ("  " + PLAIN + "\n", "plain"),
-    *[(t, "other") for t in NEAR_MISSES],
-])
+@pytest.mark.parametrize(
+    "text,name",
+    [
+        (CODE, "code"),
+        (PLAIN, "plain"),
+        (BOXED, "boxed"),
+        ("```python\nprint(3 - 7)\n```\n-4", "code"),
+        ("3 minus 7 equals -4.", "plain"),
+        ("3 - 7 = \\boxed{-4}", "boxed"),
+        ("12 times 3 plus 1 equals 37.", "plain"),
+        ("\\boxed{68}", "boxed"),
+        ("  " + PLAIN + "\n", "plain"),
+        *[(t, "other") for t in NEAR_MISSES],
+    ],
+)
 def test_classify_format(text, name):
     assert classify_format(text) == name
     assert sum(bool(f.pattern.fullmatch(text.strip())) for f in FORMATS.values()) == (name != "other")
@@ -68,16 +77,21 @@ def test_renderers_classify_as_themselves(expr, result):
         assert classify_format(fmt.render(expr, result)) == name
 
 
-@pytest.mark.parametrize("completion,answer,correct,formatted", [
-    (CODE, "68", 1.0, 1.0), (PLAIN, "68", 1.0, 1.0), (BOXED, "68", 1.0, 1.0),
-    ("```python\nprint(3 - 7)\n```\n-4", "-4", 1.0, 1.0),  # the sign survives the line break after the fence
-    ("3 minus 7 equals -4.", "-4", 1.0, 1.0),
-    ("3 - 7 = \\boxed{-4}", "-4", 1.0, 1.0),
-    ("3 - 7 = \\boxed{4}", "-4", 0.0, 1.0),
-    ("```python\nprint(23 + 45)\n```\n67", "68", 0.0, 1.0),  # well formatted, wrong
-    ("so it is 68", "68", 1.0, 0.0),  # right, in no format
-    ("23 plus 45", "68", 0.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "completion,answer,correct,formatted",
+    [
+        (CODE, "68", 1.0, 1.0),
+        (PLAIN, "68", 1.0, 1.0),
+        (BOXED, "68", 1.0, 1.0),
+        ("```python\nprint(3 - 7)\n```\n-4", "-4", 1.0, 1.0),  # the sign survives the line break after the fence
+        ("3 minus 7 equals -4.", "-4", 1.0, 1.0),
+        ("3 - 7 = \\boxed{-4}", "-4", 1.0, 1.0),
+        ("3 - 7 = \\boxed{4}", "-4", 0.0, 1.0),
+        ("```python\nprint(23 + 45)\n```\n67", "68", 0.0, 1.0),  # well formatted, wrong
+        ("so it is 68", "68", 1.0, 0.0),  # right, in no format
+        ("23 plus 45", "68", 0.0, 0.0),
+    ],
+)
 def test_mixarith_rewards(completion, answer, correct, formatted):
     task = get_task("mixarith")
     assert isinstance(task, MixArith)
@@ -105,8 +119,13 @@ def test_allocate_is_exact():
 
 
 def test_corpus_counts_match_proportions():
-    docs = build_corpus(1000, proportions={"code": 0.5, "plain": 0.3, "boxed": 0.2},
-                        noise={"code": 0.2, "plain": 0.0, "boxed": 0.1}, difficulties=(1, 2), seed=3)
+    docs = build_corpus(
+        1000,
+        proportions={"code": 0.5, "plain": 0.3, "boxed": 0.2},
+        noise={"code": 0.2, "plain": 0.0, "boxed": 0.1},
+        difficulties=(1, 2),
+        seed=3,
+    )
     assert Counter(d.format for d in docs) == {"code": 500, "plain": 300, "boxed": 200}
     assert Counter(d.format for d in docs if d.wrong) == {"code": 100, "boxed": 20}
     assert Counter(d.difficulty for d in docs) == {1: 500, 2: 500}
@@ -118,14 +137,17 @@ def test_corpus_counts_match_proportions():
     assert [d.completion for d in build_corpus(50, seed=3)] == [d.completion for d in build_corpus(50, seed=3)]
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"proportions": {"code": 0.5, "plain": 0.3}}, "sum to 1"),
-    ({"proportions": {"code": 1.2, "plain": -0.2}}, "[0, 1]"),
-    ({"proportions": {"code": 0.5, "latex": 0.5}}, "unknown format"),
-    ({"proportions": (0.5, 0.5)}, "need 3 values"),
-    ({"noise": {"code": 1.5}}, "[0, 1]"),
-    ({"difficulties": (9,)}, "difficulties"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"proportions": {"code": 0.5, "plain": 0.3}}, "sum to 1"),
+        ({"proportions": {"code": 1.2, "plain": -0.2}}, "[0, 1]"),
+        ({"proportions": {"code": 0.5, "latex": 0.5}}, "unknown format"),
+        ({"proportions": (0.5, 0.5)}, "need 3 values"),
+        ({"noise": {"code": 1.5}}, "[0, 1]"),
+        ({"difficulties": (9,)}, "difficulties"),
+    ],
+)
 def test_corpus_bad_input(kwargs, message):
     with pytest.raises(MixtureError, match=message.replace("[", r"\[").replace("]", r"\]")) as e:
         build_corpus(10, **kwargs)
@@ -204,13 +226,22 @@ def test_winner_is_decided_on_the_mean_share_of_the_last_steps():
 def _write_run(tmp_path, *, with_correctness: bool = True, model=None):
     run = tmp_path / "run"
     run.mkdir()
-    config = {"model": str(model or tmp_path / "nomodel"), "task": "mixarith", "algo": "grpo", "seed": 0,
-              "train_size": 64, "prompts_per_step": 4, "num_generations": 4, "steps": 4}
+    config = {
+        "model": str(model or tmp_path / "nomodel"),
+        "task": "mixarith",
+        "algo": "grpo",
+        "seed": 0,
+        "train_size": 64,
+        "prompts_per_step": 4,
+        "num_generations": 4,
+        "steps": 4,
+    }
     (run / "run.json").write_text(json.dumps({"config": config}))
     steps, texts, correct = _records()
     answers = ["2" if t == _WRONG_CODE else "68" for t in texts]
-    df = pd.DataFrame({"step": steps, "prompt": ["What is 23 + 45?"] * len(steps), "answer": answers,
-                       "completion": texts})
+    df = pd.DataFrame(
+        {"step": steps, "prompt": ["What is 23 + 45?"] * len(steps), "answer": answers, "completion": texts}
+    )
     if with_correctness:
         df["correctness"] = correct
     df["format"] = [0.0 if classify_format(t) == "other" else 1.0 for t in texts]
@@ -221,13 +252,25 @@ def _write_run(tmp_path, *, with_correctness: bool = True, model=None):
 def _write_base(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
-    (base / MIXTURE_FILE).write_text(json.dumps({
-        "size": "5m", "parameters": 4_801_024, "noise": {"code": 0.2, "plain": 0.0, "boxed": 0.0},
-        "corpus": {"shares": {"code": 0.5, "plain": 0.3, "boxed": 0.2}},
-        "eval": {"greedy_accuracy": 0.5, "formats": {
-            "code": {"share": 0.6, "accuracy": 0.5}, "plain": {"share": 0.25, "accuracy": 0.7},
-            "boxed": {"share": 0.1, "accuracy": 0.6}, "other": {"share": 0.05, "accuracy": 0.0}}},
-    }))
+    (base / MIXTURE_FILE).write_text(
+        json.dumps(
+            {
+                "size": "5m",
+                "parameters": 4_801_024,
+                "noise": {"code": 0.2, "plain": 0.0, "boxed": 0.0},
+                "corpus": {"shares": {"code": 0.5, "plain": 0.3, "boxed": 0.2}},
+                "eval": {
+                    "greedy_accuracy": 0.5,
+                    "formats": {
+                        "code": {"share": 0.6, "accuracy": 0.5},
+                        "plain": {"share": 0.25, "accuracy": 0.7},
+                        "boxed": {"share": 0.1, "accuracy": 0.6},
+                        "other": {"share": 0.05, "accuracy": 0.0},
+                    },
+                },
+            }
+        )
+    )
     return base
 
 
@@ -273,8 +316,10 @@ def test_run_formats_errors(tmp_path):
 
 
 def test_compare_sizes():
-    small = [{"model": "m5", "size": "5m", "winner": "code", "run": "a"},
-             {"model": "m5", "size": "5m", "winner": "code", "run": "b"}]
+    small = [
+        {"model": "m5", "size": "5m", "winner": "code", "run": "a"},
+        {"model": "m5", "size": "5m", "winner": "code", "run": "b"},
+    ]
     big = [{"model": "m30", "size": "30m", "winner": "plain", "run": "c"}]
     c = compare_sizes(small + big)
     assert c["winner_differs"] is True and [g["winner"] for g in c["groups"]] == ["code", "plain"]
@@ -292,8 +337,9 @@ def test_pretrain_tiny_writes_a_trainable_model(tmp_path):
     from rldelta.train.trainers import load_policy
 
     threads = torch.get_num_threads()
-    out = pretrain_mixture(tmp_path / "m", size="test", steps=3, batch_size=8, eval_prompts=4, eval_samples=2,
-                           progress=False)
+    out = pretrain_mixture(
+        tmp_path / "m", size="test", steps=3, batch_size=8, eval_prompts=4, eval_samples=2, progress=False
+    )
     record = json.loads((out / MIXTURE_FILE).read_text())
     assert record["steps_done"] == 3 and record["stopped_by_budget"] is False
     assert record["threads"] == 1 and torch.get_num_threads() == threads  # set for the run only
@@ -302,14 +348,16 @@ def test_pretrain_tiny_writes_a_trainable_model(tmp_path):
     assert sum(v["count"] for v in record["eval"]["formats"].values()) == 4 * 2
     model, tok = load_policy(out, "fp32")
     assert record["parameters"] == sum(p.numel() for p in model.parameters())
-    text = tok.apply_chat_template([{"role": "user", "content": "What is 1 + 2?"}], add_generation_prompt=True,
-                                   tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "What is 1 + 2?"}], add_generation_prompt=True, tokenize=False
+    )
     assert text == "Question: What is 1 + 2?\nAnswer: "
     ids = tok(CODE, add_special_tokens=False).input_ids
     assert tok.decode(ids) == CODE and all(len(tok.decode([i]).strip()) <= 1 for i in tok("12345").input_ids)
     # An existing model folder may be replaced; a budget of (almost) nothing stops after the first step.
-    out = pretrain_mixture(out, size="test", steps=5, batch_size=8, eval_prompts=2, eval_samples=1,
-                           max_minutes=1e-9, progress=False)
+    out = pretrain_mixture(
+        out, size="test", steps=5, batch_size=8, eval_prompts=2, eval_samples=1, max_minutes=1e-9, progress=False
+    )
     record = json.loads((out / MIXTURE_FILE).read_text())
     assert record["steps_done"] == 1 and record["stopped_by_budget"] is True
 

@@ -20,8 +20,17 @@ from rldelta.train.config import TrainConfig
 from rldelta.train.models import build_tiny
 from rldelta.train.trainers import train
 
-TINY = dict(task="digits", steps=2, save_steps="every:1", prompts_per_step=2, num_generations=4,
-            max_completion_length=6, lr=1e-3, train_size=16, progress=False)
+TINY = dict(
+    task="digits",
+    steps=2,
+    save_steps="every:1",
+    prompts_per_step=2,
+    num_generations=4,
+    max_completion_length=6,
+    lr=1e-3,
+    train_size=16,
+    progress=False,
+)
 
 
 def test_probe_stats_by_hand():
@@ -79,7 +88,7 @@ def base(tmp_path_factory) -> Path:
 
 def _rows(rng: np.random.Generator, vocab: int) -> list[dict]:
     rows = []
-    for i in range(5):
+    for _ in range(5):
         p = rng.integers(0, vocab, size=int(rng.integers(2, 7))).tolist()
         c = rng.integers(0, vocab, size=int(rng.integers(1, 6))).tolist()
         rows.append({"prompt_ids": p, "completion_ids": c})
@@ -124,13 +133,23 @@ def test_score_batched_equals_numpy_on_each_sequence_alone(base):
 @pytest.fixture(scope="module")
 def split_runs(base, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
-    return {adv: train(TrainConfig(model=str(base), output=str(root / adv), advantages=adv, **TINY))
-            for adv in ("all", "positive", "negative")}
+    return {
+        adv: train(TrainConfig(model=str(base), output=str(root / adv), advantages=adv, **TINY))
+        for adv in ("all", "positive", "negative")
+    }
 
 
 def test_probe_end_to_end_on_advantage_split_runs(base, split_runs, tmp_path):
-    s = run_logprobs(split_runs["all"], tmp_path / "out", positive=split_runs["positive"],
-                     negative=split_runs["negative"], n_prompts=3, k=4, eval_prompts=4, progress=False)
+    s = run_logprobs(
+        split_runs["all"],
+        tmp_path / "out",
+        positive=split_runs["positive"],
+        negative=split_runs["negative"],
+        n_prompts=3,
+        k=4,
+        eval_prompts=4,
+        progress=False,
+    )
     df = pd.read_parquet(tmp_path / "out" / "logprobs.parquet")
     assert set(df["run"]) == {"all", "positive", "negative"}
     assert sorted(df[df["run"] == "all"]["step"]) == [0, 1, 2]
@@ -164,7 +183,9 @@ def test_changed_sets_match_a_bitwise_count(base, split_runs):
     inter = dict.fromkeys(tuned, 0)
     for name in b.names():
         w = b.get(name).to(torch.bfloat16).view(torch.int16).numpy()
-        m = {k: open_checkpoint(p).get(name).to(torch.bfloat16).view(torch.int16).numpy() != w for k, p in tuned.items()}
+        m = {
+            k: open_checkpoint(p).get(name).to(torch.bfloat16).view(torch.int16).numpy() != w for k, p in tuned.items()
+        }
         for k in tuned:
             counts[k] += int(m[k].sum())
             inter[k] += int((m[k] & m["all"]).sum())
@@ -176,8 +197,11 @@ def test_bad_inputs_name_the_problem(base, split_runs, tmp_path):
         run_logprobs(tmp_path, progress=False)
     with pytest.raises(ProbeError, match="expected positive"):
         run_logprobs(split_runs["all"], tmp_path / "o", positive=split_runs["negative"], progress=False)
-    other = train(TrainConfig(model=str(base), output=str(tmp_path / "s1"), advantages="positive",
-                              **{**TINY, "seed": 1, "steps": 1}))
+    other = train(
+        TrainConfig(
+            model=str(base), output=str(tmp_path / "s1"), advantages="positive", **{**TINY, "seed": 1, "steps": 1}
+        )
+    )
     with pytest.raises(ProbeError, match="seed"):
         run_logprobs(split_runs["all"], tmp_path / "o", positive=other, progress=False)
 
@@ -192,8 +216,10 @@ def test_probe_commands_fail_in_one_line(tmp_path):
         (["probe", "logprobs", str(tmp_path)], "no run.json"),
         (["probe", "formats", str(tmp_path)], "run.json"),
         (["probe", "activations", str(tmp_path), "-o", str(tmp_path / "o")], "not a model folder"),
-        (["models", "pretrain-mixture", "-o", str(tmp_path / "m"), "--proportions", "code=0.5,plain=0.6,boxed=0"],
-         "sum"),
+        (
+            ["models", "pretrain-mixture", "-o", str(tmp_path / "m"), "--proportions", "code=0.5,plain=0.6,boxed=0"],
+            "sum",
+        ),
         (["models", "pretrain-mixture", "-o", str(tmp_path / "m"), "--size", "7b"], "unknown size"),
     ]
     for args, message in cases:

@@ -18,10 +18,29 @@ from rldelta.masks import load_mask
 from rldelta.report.html import fmt
 from rldelta.study import StudyConfig, StudyError, config_from_dict, load_config, preset_path, run_study
 
-SECTIONS = ["question", "setup", "headline", "verdicts", "plots", "plot-layers", "plot-rank", "plot-overlap",
-            "plot-deciles", "plot-dynamics", "plot-accuracy", "surgery", "retrain", "tables", "probe-logprobs",
-            "plot-logprobs", "plot-passk", "probe-activations", "plot-activations", "probe-formats",
-            "subnetwork-fixed"]
+SECTIONS = [
+    "question",
+    "setup",
+    "headline",
+    "verdicts",
+    "plots",
+    "plot-layers",
+    "plot-rank",
+    "plot-overlap",
+    "plot-deciles",
+    "plot-dynamics",
+    "plot-accuracy",
+    "surgery",
+    "retrain",
+    "tables",
+    "probe-logprobs",
+    "plot-logprobs",
+    "plot-passk",
+    "probe-activations",
+    "plot-activations",
+    "probe-formats",
+    "subnetwork-fixed",
+]
 CLAIMS = ["sparsity", "full rank", "seed consistency", "subnetwork sufficiency", "subnetwork-only training"]
 
 
@@ -152,8 +171,9 @@ def test_study_numbers_against_independent_computation(done):
         run_dir = Path(runs.loc[label, "run_dir"])
         ck = open_checkpoint(run_dir / "checkpoints" / "step-4")
         finals[label] = {n: ck.get(n) for n in base.names() if n not in base.aliases}
-    changed = {k: {n: (t.view(torch.int16) != base.get(n).view(torch.int16)) for n, t in v.items()}
-               for k, v in finals.items()}
+    changed = {
+        k: {n: (t.view(torch.int16) != base.get(n).view(torch.int16)) for n, t in v.items()} for k, v in finals.items()
+    }
     numel = sum(m.numel() for m in changed["grpo-s0-fp32"].values())
     for label in ("grpo-s0-fp32", "grpo-s1-fp32"):
         frac = sum(int(m.sum()) for m in changed[label].values()) / numel
@@ -190,16 +210,16 @@ def test_bad_configs_name_file_and_key(tmp_path):
     f.write_text('algorithms = ["grpo", "ppo"]\n')
     with pytest.raises(StudyError, match=r"s\.toml: algorithms: unknown algorithm 'ppo'"):
         load_config(f)
-    f.write_text('[train]\nlrr = 1e-5\n')
+    f.write_text("[train]\nlrr = 1e-5\n")
     with pytest.raises(StudyError, match=r"unknown key train\.lrr"):
         load_config(f)
-    f.write_text('[train]\nseed = 3\n')
+    f.write_text("[train]\nseed = 3\n")
     with pytest.raises(StudyError, match=r"train\.seed is set by the study"):
         load_config(f)
     f.write_text('task = "chess"\n')
     with pytest.raises(StudyError, match="task: unknown task 'chess'"):
         load_config(f)
-    f.write_text('steps = [\n')
+    f.write_text("steps = [\n")
     with pytest.raises(StudyError, match="not valid TOML"):
         load_config(f)
     with pytest.raises(StudyError, match="unknown preset"):
@@ -237,14 +257,16 @@ def test_pool_trains_the_same_weights_as_in_process(done, tmp_path, backend):
     cfg = tiny_config()
     base = study_mod.prepare_base(cfg, out)  # reused: already built
     runs = [study_mod._make_run(tmp_path, cfg, base, "grpo", s, "fp32") for s in cfg.seeds]
-    study_mod._train_all(runs, backend=backend, workers=2, ray_address=None, log=study_mod._Log(False),
-                         progress=False, threads=1)
+    study_mod._train_all(
+        runs, backend=backend, workers=2, ray_address=None, log=study_mod._Log(False), progress=False, threads=1
+    )
     for r in runs:
         assert study_mod.run_complete(r)
         ref = out / "runs" / r.dir.name  # same config, same hash, same folder name
         for step in ("step-4", "step-4-fp32"):
-            assert (r.dir / "checkpoints" / step / "model.safetensors").read_bytes() == \
-                (ref / "checkpoints" / step / "model.safetensors").read_bytes()
+            assert (r.dir / "checkpoints" / step / "model.safetensors").read_bytes() == (
+                ref / "checkpoints" / step / "model.safetensors"
+            ).read_bytes()
 
 
 def test_probe_tables_against_independent_computation(done):
@@ -289,5 +311,10 @@ def test_probe_tables_against_independent_computation(done):
         assert all(got.get(f, 0) == counts.get(f, 0) for f in set(got.index) | set(counts.index))
         assert fmt_table[fmt_table["step"] == step]["share"].sum() == pytest.approx(1.0)
     verdicts = pd.read_parquet(out / "tables" / "probe_verdicts.parquet")
-    assert {"suppression vs amplification", "two phases", "positive vs negative advantages",
-            "activation sparsity vs difficulty", "format selection (test)"} <= set(verdicts["probe"])
+    assert {
+        "suppression vs amplification",
+        "two phases",
+        "positive vs negative advantages",
+        "activation sparsity vs difficulty",
+        "format selection (test)",
+    } <= set(verdicts["probe"])

@@ -11,12 +11,12 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 import rldelta.surgery as surgery_mod
+from conftest import write_checkpoint
 from rldelta.checkpoint import open_checkpoint
 from rldelta.cli import app
 from rldelta.diff import run_diff
 from rldelta.masks import Mask, load_mask, random_mask, save_mask
 from rldelta.surgery import SURGERY_JSON, SurgeryError, patch, revert
-from conftest import write_checkpoint
 
 runner = CliRunner()
 SHAPES = {
@@ -89,8 +89,14 @@ def test_full_changed_mask_patch_gives_tuned_and_revert_gives_base_bit_for_bit(t
         np.testing.assert_array_equal(bits(got_r[n]), bits(base[n]))
     n_changed = sum(int(c.sum()) for c in changed.values())
     numel = sum(int(np.prod(s)) for s in SHAPES.values())
-    assert rp["totals"] == {"tensors": len(SHAPES), "numel": numel, "masked": n_changed,
-                            "masked_frac": n_changed / numel, "from_tuned": n_changed, "from_base": numel - n_changed}
+    assert rp["totals"] == {
+        "tensors": len(SHAPES),
+        "numel": numel,
+        "masked": n_changed,
+        "masked_frac": n_changed / numel,
+        "from_tuned": n_changed,
+        "from_base": numel - n_changed,
+    }
     assert rr["totals"]["from_base"] == n_changed and rr["totals"]["from_tuned"] == numel - n_changed
 
     ck = open_checkpoint(tmp_path / "patched")  # an ordinary checkpoint rldelta reads back
@@ -249,12 +255,28 @@ def test_cli_patch_and_revert(tmp_path):
     bdir, tdir, base, tuned, changed = _pair(tmp_path)
     diff_dir = _diff_mask(tmp_path, bdir, tdir)
     n_changed = sum(int(c.sum()) for c in changed.values())
-    r = runner.invoke(app, ["surgery", "patch", str(bdir), str(tdir), "--mask", str(diff_dir), "-o",
-                            str(tmp_path / "p")])
+    r = runner.invoke(
+        app, ["surgery", "patch", str(bdir), str(tdir), "--mask", str(diff_dir), "-o", str(tmp_path / "p")]
+    )
     assert r.exit_code == 0, r.output
     assert f"{n_changed:,} of" in r.output and "wrote" in r.output
-    r = runner.invoke(app, ["surgery", "revert", str(bdir), str(tdir), "--mask", str(diff_dir), "-o",
-                            str(tmp_path / "c"), "--control", "random", "--seed", "5"])
+    r = runner.invoke(
+        app,
+        [
+            "surgery",
+            "revert",
+            str(bdir),
+            str(tdir),
+            "--mask",
+            str(diff_dir),
+            "-o",
+            str(tmp_path / "c"),
+            "--control",
+            "random",
+            "--seed",
+            "5",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "random control (seed 5)" in r.output
     assert json.loads((tmp_path / "c" / SURGERY_JSON).read_text())["seed"] == 5
@@ -288,8 +310,18 @@ def test_cli_bad_input_gives_one_line_error(tmp_path):
     reshaped = {n: torch.zeros(s, dtype=torch.bfloat16) for n, s in SHAPES.items()}
     reshaped[q] = torch.zeros(8, 4, dtype=torch.bfloat16)
     save_file(reshaped, str(tmp_path / "other.safetensors"))
-    msg = _one_line_error(["surgery", "revert", str(bdir), str(tmp_path / "other.safetensors"), "--mask",
-                           str(tmp_path / "bad.safetensors"), "-o", str(tmp_path / "o")])
+    msg = _one_line_error(
+        [
+            "surgery",
+            "revert",
+            str(bdir),
+            str(tmp_path / "other.safetensors"),
+            "--mask",
+            str(tmp_path / "bad.safetensors"),
+            "-o",
+            str(tmp_path / "o"),
+        ]
+    )
     assert q in msg and "(8, 8)" in msg and "(8, 4)" in msg
     assert not (tmp_path / "o").exists()
 
@@ -297,9 +329,16 @@ def test_cli_bad_input_gives_one_line_error(tmp_path):
 def test_tiny_transformers_llama_round_trips(tmp_path):
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=32,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)
     model.save_pretrained(tmp_path / "base")

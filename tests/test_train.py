@@ -19,9 +19,17 @@ from rldelta.train.models import build_tiny
 from rldelta.train.runfiles import saved_steps
 from rldelta.train.trainers import TrainError, _advantage_filter, _last_resume_point, train
 
-
-TINY = dict(task="digits", steps=1, prompts_per_step=2, num_generations=2, max_completion_length=8, lr=1e-3,
-            train_size=16, offline_samples=2, progress=False)
+TINY = dict(
+    task="digits",
+    steps=1,
+    prompts_per_step=2,
+    num_generations=2,
+    max_completion_length=8,
+    lr=1e-3,
+    train_size=16,
+    offline_samples=2,
+    progress=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +163,15 @@ def test_masked_training_changes_only_the_mask(base, tmp_path, precision):
     g = torch.Generator().manual_seed(1)
     masks = {n: torch.rand(ck.info(n).shape, generator=g) < 0.3 for n in ck.names()}
     save_mask(Mask.from_tensors(masks), tmp_path / "mask.safetensors")
-    out = run(base, tmp_path / "run", precision=precision, steps=2, lr=1e-2, weight_decay=0.1,
-              mask=str(tmp_path / "mask.safetensors"))
+    out = run(
+        base,
+        tmp_path / "run",
+        precision=precision,
+        steps=2,
+        lr=1e-2,
+        weight_decay=0.1,
+        mask=str(tmp_path / "mask.safetensors"),
+    )
     base_w = load_all(base)
     dirs = ["step-2", "step-2-fp32"] if precision == "fp32" else ["step-2"]
     assert not (out / "checkpoints" / "step-2-fp32").exists() or precision == "fp32"
@@ -171,8 +186,10 @@ def test_masked_training_changes_only_the_mask(base, tmp_path, precision):
             inside += int(masks[name].sum())
             changed_inside += int((changed & masks[name]).sum())
         # The tied embedding matrix trains too (through both of its uses), but only inside its mask.
-        assert (bits(tuned["model.embed_tokens.weight"]) != bits(base_w["model.embed_tokens.weight"].to(
-            tuned["model.embed_tokens.weight"].dtype))).any()
+        assert (
+            bits(tuned["model.embed_tokens.weight"])
+            != bits(base_w["model.embed_tokens.weight"].to(tuned["model.embed_tokens.weight"].dtype))
+        ).any()
         assert changed_inside > 0.5 * inside
 
 
@@ -222,8 +239,10 @@ class _FakeGRPO:
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def _generate_and_score_completions(self, inputs):
-        return {"advantages": torch.tensor([1.5, -0.5, 0.0, -1.0]),
-                "completion_mask": torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])}
+        return {
+            "advantages": torch.tensor([1.5, -0.5, 0.0, -1.0]),
+            "completion_mask": torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]]),
+        }
 
 
 def test_advantage_filter_by_hand():
@@ -248,8 +267,9 @@ def test_positive_plus_negative_updates_add_up_to_the_full_update(base, tmp_path
     moved = {adv: sum(float(d.abs().sum()) for d in deltas[adv].values()) for adv in deltas}
     assert moved["positive"] > 0 and moved["negative"] > 0  # both halves carry signal on this batch
     for n in w0:
-        torch.testing.assert_close(deltas["positive"][n] + deltas["negative"][n], deltas["all"][n],
-                                   rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            deltas["positive"][n] + deltas["negative"][n], deltas["all"][n], rtol=1e-4, atol=1e-6
+        )
 
 
 def test_rewards_setting_is_validated(tmp_path):
@@ -290,7 +310,9 @@ def test_completions_log_holds_every_sample_with_its_rewards(base, tmp_path):
     # what the trainer logged as the mean reward of a step is the mean of the recorded rows of that step
     metrics = pd.read_parquet(out / "metrics.parquet").set_index("step")
     for step, rows in df.groupby("step"):
-        assert metrics.loc[step, "reward_mean"] == pytest.approx((rows["correctness"] + rows["format"]).mean(), abs=1e-6)
+        assert metrics.loc[step, "reward_mean"] == pytest.approx(
+            (rows["correctness"] + rows["format"]).mean(), abs=1e-6
+        )
 
 
 def test_completions_log_is_rewritten_at_checkpoints_and_at_most_every_30_s(tmp_path, monkeypatch):
@@ -304,8 +326,12 @@ def test_completions_log_is_rewritten_at_checkpoints_and_at_most_every_30_s(tmp_
     monkeypatch.setattr(saving.time, "monotonic", lambda: clock[0])
 
     def step(n: int) -> None:
-        reward(prompts=["a", "b"], completions=[f"x{n}", f"y{n}"], answer=["1", "2"],
-               trainer_state=SimpleNamespace(global_step=n - 1))
+        reward(
+            prompts=["a", "b"],
+            completions=[f"x{n}", f"y{n}"],
+            answer=["1", "2"],
+            trainer_state=SimpleNamespace(global_step=n - 1),
+        )
         rec.on_step_end(None, SimpleNamespace(global_step=n), None)
 
     def on_disk() -> list[int]:

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from rldelta.errors import RldeltaError
+
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
@@ -34,7 +36,7 @@ INDEX_FILE = "model.safetensors.index.json"
 _TIED_PAIRS = (("lm_head.weight", "model.embed_tokens.weight"),)
 
 
-class CheckpointError(Exception):
+class CheckpointError(RldeltaError):
     """A checkpoint that cannot be read, with a one-line reason that names the file or tensor."""
 
 
@@ -212,11 +214,11 @@ def _files_of_dir(path: Path) -> tuple[list[Path], dict[str, Path] | None]:
             f"AutoModelForCausalLM.from_pretrained(DIR, dtype='auto').save_pretrained(OUT)"
         )
     if any(path.glob("*.gguf")):
-        raise CheckpointError(f"{path}: holds a GGUF file, not safetensors; convert it once with "
-                              f"`rldelta models prepare FILE.gguf -o DIR` and pass DIR")
-    raise CheckpointError(
-        f"{path}: not a checkpoint (no {SINGLE_FILE}, no {INDEX_FILE}, no *.safetensors file)"
-    )
+        raise CheckpointError(
+            f"{path}: holds a GGUF file, not safetensors; convert it once with "
+            f"`rldelta models prepare FILE.gguf -o DIR` and pass DIR"
+        )
+    raise CheckpointError(f"{path}: not a checkpoint (no {SINGLE_FILE}, no {INDEX_FILE}, no *.safetensors file)")
 
 
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -231,8 +233,10 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     config: dict = {}
     if root.is_file():
         if root.suffix == ".gguf":
-            raise CheckpointError(f"{root}: a GGUF file (quantized, llama.cpp names); convert it once with "
-                                  f"`rldelta models prepare {root} -o DIR` and pass DIR")
+            raise CheckpointError(
+                f"{root}: a GGUF file (quantized, llama.cpp names); convert it once with "
+                f"`rldelta models prepare {root} -o DIR` and pass DIR"
+            )
         if root.suffix != ".safetensors":
             raise CheckpointError(f"{root}: not a checkpoint (expected a .safetensors file or a directory)")
         files, by_name = [root], None

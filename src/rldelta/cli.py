@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from rldelta.checkpoint import CheckpointError
+from rldelta.errors import RldeltaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console(stderr=True)
@@ -21,7 +21,7 @@ def _root() -> None:
     """Measure and explain what RL fine-tuning changes in a language model's weights."""
 
 
-def fail(message: str, code: int = 2) -> "typer.Exit":
+def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and leave with a non-zero code (never a traceback for bad input)."""
     # escape: a message may hold brackets ("rldelta[ray]", a tensor's shape) that rich would read as markup
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # one line at any width
@@ -47,18 +47,30 @@ def diff(
     strict: bool = typer.Option(False, "--strict", help="Missing or reshaped tensors are an error."),
 ) -> None:
     """How sparse and how high-rank the update from BASE to TUNED is, tensor by tensor."""
-    from rldelta.diff import DiffError, run_diff
+    from rldelta.diff import run_diff
     from rldelta.report.terminal import diff_table
 
     try:
         summary = run_diff(
-            base, tuned, out, atol=atol, compare_dtype=compare_dtype, rank=rank, save_mask=save_mask,
-            workers=workers, backend=backend, ray_address=ray_address, resume=resume, strict=strict, progress=True,
+            base,
+            tuned,
+            out,
+            atol=atol,
+            compare_dtype=compare_dtype,
+            rank=rank,
+            save_mask=save_mask,
+            workers=workers,
+            backend=backend,
+            ray_address=ray_address,
+            resume=resume,
+            strict=strict,
+            progress=True,
         )
-    except (CheckpointError, DiffError) as e:
+    except RldeltaError as e:
         fail(str(e))
     Console().print(diff_table(summary))
     console.print(f"wrote {out}")
+
 
 @app.command()
 def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="Output directory.")) -> None:
@@ -92,17 +104,20 @@ app.add_typer(mask_app, name="mask")
 
 
 def _mask_done(counts, out: Path) -> None:
-    console.print(f"wrote {out}: {counts.total_count:,} of {counts.total_numel:,} entries "
-                  f"({100 * counts.total_density:.3f}%) in {len(counts.count)} tensors", highlight=False)
+    console.print(
+        f"wrote {out}: {counts.total_count:,} of {counts.total_numel:,} entries "
+        f"({100 * counts.total_density:.3f}%) in {len(counts.count)} tensors",
+        highlight=False,
+    )
 
 
 def _save_built(build, out: Path) -> None:
     """Run a mask builder and stream its result to OUT, turning bad input into a one-line error."""
-    from rldelta.masks import MaskError, save_mask
+    from rldelta.masks import save_mask
 
     try:
         counts = save_mask(build(), out)
-    except (CheckpointError, MaskError) as e:
+    except RldeltaError as e:
         fail(str(e))
     _mask_done(counts, out)
 
@@ -132,8 +147,14 @@ def mask_threshold_cmd(
 
     if tuned is not None and below:
         fail("--below applies to a threshold on |W| (one checkpoint), not on |Δ|")
-    _save_built(lambda: threshold_delta_mask(open_checkpoint(ckpt), open_checkpoint(tuned), threshold)
-                if tuned is not None else threshold_weight_mask(open_checkpoint(ckpt), threshold, below=below), out)
+    _save_built(
+        lambda: (
+            threshold_delta_mask(open_checkpoint(ckpt), open_checkpoint(tuned), threshold)
+            if tuned is not None
+            else threshold_weight_mask(open_checkpoint(ckpt), threshold, below=below)
+        ),
+        out,
+    )
 
 
 @mask_app.command("topk")
@@ -184,11 +205,11 @@ def mask_info_cmd(mask: Path = typer.Argument(..., help="Mask file or diff dir."
     """Density per tensor and in total."""
     from rich.table import Table
 
-    from rldelta.masks import MaskError, load_mask, mask_counts
+    from rldelta.masks import load_mask, mask_counts
 
     try:
         counts = mask_counts(load_mask(mask))
-    except MaskError as e:
+    except RldeltaError as e:
         fail(str(e))
     t = Table(title=str(mask), show_footer=True)
     t.add_column("tensor", footer="total")
@@ -212,19 +233,25 @@ def overlap(
     """One-sided overlap |A∩B|/|A|, Jaccard and the random expectation for every ordered pair."""
     from rich.table import Table
 
-    from rldelta.masks import MaskError
     from rldelta.overlap import run_overlap
 
     try:
         result = run_overlap(inputs, out, progress=True)
-    except (CheckpointError, MaskError) as e:
+    except RldeltaError as e:
         fail(str(e))
     t = Table(title="rldelta overlap (all tensors)")
     for col in ("A", "B", "|A|", "|A∩B|", "overlap A→B", "random", "Jaccard"):
         t.add_column(col, justify="left" if col in ("A", "B") else "right")
     for r in result["pairs"]:
-        t.add_row(r["a"], r["b"], f"{r['size_a']:,}", f"{r['intersection']:,}", _pct4(r["overlap"]),
-                  _pct4(r["random_overlap"]), _pct4(r["jaccard"]))
+        t.add_row(
+            r["a"],
+            r["b"],
+            f"{r['size_a']:,}",
+            f"{r['intersection']:,}",
+            _pct4(r["overlap"]),
+            _pct4(r["random_overlap"]),
+            _pct4(r["jaccard"]),
+        )
     Console().print(t)
     console.print(f"wrote {out}")
 
@@ -243,13 +270,21 @@ def explain(
     """Null models: rounding (|w|-dependent ULP), magnitude-matched overlap, random-sparse rank."""
     from rich.table import Table
 
-    from rldelta.explain import ExplainError, run_explain
-    from rldelta.masks import MaskError
+    from rldelta.explain import run_explain
 
     try:
-        res = run_explain(diff_dir, base, out, tuned_master=tuned_master, other=other, rank_null=rank_null,
-                          rank_samples=rank_samples, seed=seed, progress=True)
-    except (CheckpointError, MaskError, ExplainError) as e:
+        res = run_explain(
+            diff_dir,
+            base,
+            out,
+            tuned_master=tuned_master,
+            other=other,
+            rank_null=rank_null,
+            rank_samples=rank_samples,
+            seed=seed,
+            progress=True,
+        )
+    except RldeltaError as e:
         fail(str(e))
     r = res["rounding"]
     t = Table(title="rldelta explain: how much simple causes predict")
@@ -267,8 +302,11 @@ def explain(
         t.add_row("", "lost to rounding", _pct4(mres["lost_to_rounding_frac"]))
     if res["magnitude_matched_overlap"]:
         mo = res["magnitude_matched_overlap"]
-        t.add_row("overlap", "observed / random / magnitude-matched",
-                  f"{_pct4(mo['observed'])} / {_pct4(mo['random'])} / {_pct4(mo['magnitude_matched'])}")
+        t.add_row(
+            "overlap",
+            "observed / random / magnitude-matched",
+            f"{_pct4(mo['observed'])} / {_pct4(mo['random'])} / {_pct4(mo['magnitude_matched'])}",
+        )
     for mod, v in (res["rank_null"] or {}).items():
         obs = "—" if v["observed_rank_frac"] is None else f"{v['observed_rank_frac']:.3f}"
         t.add_row("rank", f"{mod}: observed / null rank_frac", f"{obs} / {v['null_rank_frac']:.3f}")
@@ -288,11 +326,11 @@ def models_tiny(
     seed: int = typer.Option(0, help="Seed of the random initialisation."),
 ) -> None:
     """A random-initialised tiny Llama with a locally built tokenizer, for tests and quick runs."""
-    from rldelta.train.models import ModelError, build_tiny
+    from rldelta.train.models import build_tiny
 
     try:
         path = build_tiny(out, seed=seed)
-    except ModelError as e:
+    except RldeltaError as e:
         fail(str(e))
     console.print(f"wrote {path}")
 
@@ -304,11 +342,11 @@ def models_prepare(
 ) -> None:
     """A real pretrained model (or any GGUF file), dequantized to a plain bf16 safetensors folder with tokenizer and
     chat template: the folder training starts from and `rldelta diff` reads."""
-    from rldelta.train.models import ModelError, prepare
+    from rldelta.train.models import prepare
 
     try:
         path = prepare(name, out)
-    except ModelError as e:
+    except RldeltaError as e:
         fail(str(e))
     console.print(f"ready: {path}")
 
@@ -329,17 +367,27 @@ def models_pretrain_mixture(
 ) -> None:
     """Pretrain a small Llama from scratch on arithmetic solved in three formats (code, plain, boxed)."""
     from rldelta.train.mixture import parse_spec, pretrain_mixture
-    from rldelta.train.models import ModelError
 
     try:
         levels = [int(x) for x in difficulties.split(",") if x.strip()]
     except ValueError:
         fail(f"--difficulties must be comma-separated integers, not {difficulties!r}")
     try:
-        path = pretrain_mixture(out, size=size, proportions=parse_spec(proportions), noise=parse_spec(noise),
-                                steps=steps, batch_size=batch_size, lr=lr, max_minutes=max_minutes,
-                                difficulties=levels, seed=seed, threads=threads, progress=True)
-    except ModelError as e:
+        path = pretrain_mixture(
+            out,
+            size=size,
+            proportions=parse_spec(proportions),
+            noise=parse_spec(noise),
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            max_minutes=max_minutes,
+            difficulties=levels,
+            seed=seed,
+            threads=threads,
+            progress=True,
+        )
+    except RldeltaError as e:
         fail(str(e))
     console.print(f"wrote {path}")
 
@@ -359,15 +407,19 @@ def eval_(
     from rich.table import Table
 
     from rldelta.train.evaluate import evaluate
-    from rldelta.train.models import ModelError
-    from rldelta.train.tasks import TaskError
 
     try:
         result = evaluate(
-            model, task, n, seed=seed, difficulty=difficulty, batch_size=batch_size,
-            max_new_tokens=max_new_tokens, out=out,
+            model,
+            task,
+            n,
+            seed=seed,
+            difficulty=difficulty,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            out=out,
         )
-    except (ModelError, TaskError, ValueError) as e:
+    except RldeltaError as e:
         fail(str(e))
     table = Table(title=f"{result['task']} on {model} (n={result['n']}, greedy)")
     for col in ("difficulty", "n", "accuracy", "format rate"):
@@ -385,8 +437,12 @@ def train_(
     out: Path = typer.Option(..., "-o", "--out", help="Run directory (checkpoints, metrics.parquet, run.json)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Base model folder (required unless --resume)."),
     task: Optional[str] = typer.Option(None, "--task", help="Task: arith or countdown (default arith)."),
-    algo: Optional[str] = typer.Option(None, "--algo", help="grpo, dr_grpo, dapo, bnpo, gspo, cispo, sapo, gmpo, rloo, "
-                                       "online_dpo, dpo, kto, orpo, simpo, sft (default grpo)."),
+    algo: Optional[str] = typer.Option(
+        None,
+        "--algo",
+        help="grpo, dr_grpo, dapo, bnpo, gspo, cispo, sapo, gmpo, rloo, "
+        "online_dpo, dpo, kto, orpo, simpo, sft (default grpo).",
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of sampling and data order (default 0)."),
     data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Seed of the training problems (default 0)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default 20)."),
@@ -401,58 +457,80 @@ def train_(
     save_steps: Optional[str] = typer.Option(None, "--save-steps", help="'10,20,40' or 'every:10'; last step always."),
     mask: Optional[Path] = typer.Option(None, "--mask", help="mask.safetensors: train only these entries, exactly."),
     advantages: Optional[str] = typer.Option(None, "--advantages", help="all, positive or negative (GRPO family)."),
-    rewards: Optional[str] = typer.Option(None, "--rewards", help="Task rewards to sum: correctness,format (default) or one of them."),
+    rewards: Optional[str] = typer.Option(
+        None, "--rewards", help="Task rewards to sum: correctness,format (default) or one of them."
+    ),
     difficulty: Optional[int] = typer.Option(None, "--difficulty", help="Only this difficulty level."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last saved step."),
 ) -> None:
     """Train MODEL on a task with a TRL algorithm; checkpoints under OUT/checkpoints/step-N/ for `rldelta diff`."""
-    from rldelta.masks import MaskError
-    from rldelta.train.config import ConfigError, make_config
-    from rldelta.train.models import ModelError
-    from rldelta.train.tasks import TaskError
-    from rldelta.train.trainers import TrainError, train
+    from rldelta.train.config import make_config
+    from rldelta.train.trainers import train
 
     try:
         config = make_config(
-            str(out), resume=resume, model=str(model) if model else None, task=task, algo=algo, seed=seed,
-            data_seed=data_seed, steps=steps, lr=lr, weight_decay=weight_decay, prompts_per_step=prompts_per_step,
-            num_generations=num_generations, max_completion_length=max_completion_length, beta=beta,
+            str(out),
+            resume=resume,
+            model=str(model) if model else None,
+            task=task,
+            algo=algo,
+            seed=seed,
+            data_seed=data_seed,
+            steps=steps,
+            lr=lr,
+            weight_decay=weight_decay,
+            prompts_per_step=prompts_per_step,
+            num_generations=num_generations,
+            max_completion_length=max_completion_length,
+            beta=beta,
             temperature=temperature,
-            precision=precision, save_steps=save_steps, mask=str(mask) if mask else None, advantages=advantages, rewards=rewards,
+            precision=precision,
+            save_steps=save_steps,
+            mask=str(mask) if mask else None,
+            advantages=advantages,
+            rewards=rewards,
             difficulty=difficulty,
         )
         run_dir = train(config)
-    except (ConfigError, TrainError, MaskError, ModelError, TaskError, CheckpointError) as e:
+    except RldeltaError as e:
         fail(str(e))
     except KeyboardInterrupt:
         console.print(f"interrupted; complete checkpoints are kept in {out}/checkpoints (continue with --resume)")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     console.print(f"done: {run_dir}/checkpoints")
 
 
 # ---- surgery, study (issue 6) --------------------------------------------------------------------------------
 
-surgery_app = typer.Typer(no_args_is_help=True, help="Graft a masked part of the update onto BASE, or cut it out of TUNED.")
+surgery_app = typer.Typer(
+    no_args_is_help=True, help="Graft a masked part of the update onto BASE, or cut it out of TUNED."
+)
 app.add_typer(surgery_app, name="surgery")
 
 
 def _surgery(kind: str, base: Path, tuned: Path, mask: Path, out: Path, control: Optional[str], seed: int) -> None:
-    from rldelta.masks import MaskError
-    from rldelta.surgery import SurgeryError, run_surgery
+    from rldelta.surgery import run_surgery
 
     try:
         res = run_surgery(kind, base, tuned, mask, out, control=control, seed=seed, progress=True)
-    except (CheckpointError, MaskError, SurgeryError) as e:
+    except RldeltaError as e:
         fail(str(e))
     t = res["totals"]
     which = f"random control (seed {seed}) of {mask}" if control else str(mask)
-    console.print(f"[bold]{kind}[/]: {t['masked']:,} of {t['numel']:,} entries ({100 * (t['masked_frac'] or 0):.3f}%) "
-                  f"masked by {which}; {t['from_tuned']:,} from TUNED, {t['from_base']:,} from BASE; wrote {out}",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold]{kind}[/]: {t['masked']:,} of {t['numel']:,} entries ({100 * (t['masked_frac'] or 0):.3f}%) "
+        f"masked by {which}; {t['from_tuned']:,} from TUNED, {t['from_base']:,} from BASE; wrote {out}",
+        highlight=False,
+        soft_wrap=True,
+    )
     if res["absent_from_mask"]:
         side = "BASE" if kind == "patch" else "TUNED"
-        console.print(f"[yellow]{len(res['absent_from_mask'])} tensor(s) not in the mask, taken whole from {side}, "
-                      f"e.g. {res['absent_from_mask'][0]}[/]", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]{len(res['absent_from_mask'])} tensor(s) not in the mask, taken whole from {side}, "
+            f"e.g. {res['absent_from_mask'][0]}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 _SURGERY_MASK = typer.Option(..., "--mask", "-m", help="Mask file or diff dir (with mask.safetensors).")
@@ -496,8 +574,11 @@ app.add_typer(probe_app, name="probe")
 def _print_verdicts(summary: dict, out: Path) -> None:
     for key, value in summary.items():
         if key.startswith("verdict") and isinstance(value, str):
-            console.print(f"[bold]{key.removeprefix('verdict_').replace('_', ' ') or 'verdict'}:[/] {value}",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"[bold]{key.removeprefix('verdict_').replace('_', ' ') or 'verdict'}:[/] {value}",
+                highlight=False,
+                soft_wrap=True,
+            )
     console.print(f"wrote {out}")
 
 
@@ -513,14 +594,21 @@ def probe_logprobs(
     seed: int = typer.Option(0, help="Seed of the probe set and of the sampled evaluation."),
 ) -> None:
     """Suppression vs amplification: log p(correct) and log p(wrong) at every saved step, phases, pass@k."""
-    from rldelta.probes import ProbeError
     from rldelta.probes.logprobs import OUT_DIR, run_logprobs
-    from rldelta.train.models import ModelError
 
     try:
-        res = run_logprobs(run, out, positive=positive, negative=negative, n_prompts=prompts, k=samples,
-                           eval_prompts=eval_prompts, seed=seed, progress=True)
-    except (ProbeError, ModelError, CheckpointError) as e:
+        res = run_logprobs(
+            run,
+            out,
+            positive=positive,
+            negative=negative,
+            n_prompts=prompts,
+            k=samples,
+            eval_prompts=eval_prompts,
+            seed=seed,
+            progress=True,
+        )
+    except RldeltaError as e:
         fail(str(e))
     _print_verdicts(res, out or run / OUT_DIR)
 
@@ -537,14 +625,21 @@ def probe_activations(
     seed: int = typer.Option(0, help="Seed of the prompts."),
 ) -> None:
     """Hidden-state sparsity vs difficulty, and which MLP neurons RL edited (with --compare)."""
-    from rldelta.probes import ProbeError
     from rldelta.probes.activations import run_activations
-    from rldelta.train.models import ModelError
 
     try:
-        res = run_activations(model, out, compare=compare, task=task, n_per_level=n_per_level, rel=rel,
-                              freq_rel=freq_rel, seed=seed, progress=True)
-    except (ProbeError, ModelError, CheckpointError) as e:
+        res = run_activations(
+            model,
+            out,
+            compare=compare,
+            task=task,
+            n_per_level=n_per_level,
+            rel=rel,
+            freq_rel=freq_rel,
+            seed=seed,
+            progress=True,
+        )
+    except RldeltaError as e:
         fail(str(e))
     _print_verdicts({"verdict_sparsity": res["sparsity_verdict"], "verdict_neurons": res["verdict"]}, out)
 
@@ -556,12 +651,11 @@ def probe_formats(
     threshold: float = typer.Option(0.9, help="A format dominates once its share stays at or above this."),
 ) -> None:
     """Format selection: the share of each output format at every RL step, which wins, and when."""
-    from rldelta.probes import ProbeError
     from rldelta.probes.formats import OUT_DIR, run_formats
 
     try:
         res = run_formats(run, out, threshold=threshold)
-    except ProbeError as e:
+    except RldeltaError as e:
         fail(str(e))
     _print_verdicts(res, out or run / OUT_DIR)
 
@@ -576,26 +670,24 @@ def study(
     workers: Optional[int] = typer.Option(None, "--workers", help="Training runs at once (default: CPUs, at most 4)."),
 ) -> None:
     """Train the RL grid, diff, overlap, explain, surgery, subnetwork retraining; write OUT/report.html."""
-    from rldelta.explain import ExplainError
-    from rldelta.masks import MaskError
-    from rldelta.study import StudyError, preset_path, run_study
-    from rldelta.surgery import SurgeryError
-    from rldelta.train.config import ConfigError
-    from rldelta.train.models import ModelError
-    from rldelta.train.tasks import TaskError
-    from rldelta.train.trainers import TrainError
+    from rldelta.study import preset_path, run_study
 
     if (config is None) == (preset is None):
         fail("give either CONFIG.toml or --preset tiny|demo|full")
     try:
-        res = run_study(config if config is not None else preset_path(preset), out, backend=backend,
-                        workers=workers, ray_address=ray_address, progress=True)
-    except (StudyError, ConfigError, TrainError, ModelError, TaskError, MaskError, ExplainError, SurgeryError,
-            CheckpointError) as e:
+        res = run_study(
+            config if config is not None else preset_path(preset),
+            out,
+            backend=backend,
+            workers=workers,
+            ray_address=ray_address,
+            progress=True,
+        )
+    except RldeltaError as e:
         fail(str(e))
     except KeyboardInterrupt:
         console.print(f"interrupted; run the same command again to finish the study in {out}")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     for c in res["claims"]:
         console.print(f"[bold]{c['claim']}[/]: {c['verdict']}", highlight=False)
     console.print(f"report: {res['report']}", highlight=False, soft_wrap=True)

@@ -22,8 +22,13 @@ def build_demo_pair(root: Path, seed: int = 0) -> tuple[Path, Path, dict]:
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=512, hidden_size=128, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=4, tie_word_embeddings=True,
+        vocab_size=512,
+        hidden_size=128,
+        intermediate_size=344,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     base_dir, tuned_dir = root / "base", root / "tuned"

@@ -25,6 +25,7 @@ from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, SafetensorsStreamWriter, open_checkpoint
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
+from rldelta.errors import RldeltaError
 from rldelta.metrics.delta import delta_stats
 from rldelta.metrics.sparsity import COMPARE_DTYPES
 from rldelta.naming import parse_name
@@ -62,7 +63,7 @@ TENSORS_SCHEMA = pa.schema(
 )
 
 
-class DiffError(ValueError):
+class DiffError(RldeltaError):
     """Inputs that cannot be diffed as asked (mismatched tensors under --strict, an unknown dtype, ...)."""
 
 
@@ -97,8 +98,10 @@ class Pairing:
             return f"tensor {self.missing_in_tuned[0]!r} is in {base.path} but not in {tuned.path}"
         if self.shape_mismatch:
             m = self.shape_mismatch[0]
-            return (f"tensor {m['name']!r} has shape {tuple(m['base_shape'])} in {base.path} "
-                    f"but {tuple(m['tuned_shape'])} in {tuned.path}")
+            return (
+                f"tensor {m['name']!r} has shape {tuple(m['base_shape'])} in {base.path} "
+                f"but {tuple(m['tuned_shape'])} in {tuned.path}"
+            )
         return None
 
 
@@ -159,8 +162,13 @@ def _worker_init(base_path: str, tuned_path: str, opts: DiffOptions, want_mask: 
     # The cores are shared out between the workers: more threads than cores stall at every op's barrier
     # (measured on the 1.4 GiB benchmark pair with the machine oversubscribed: 131 s with 2 threads, 20 s with 1).
     torch.set_num_threads(threads)
-    _WORKER.update(base=open_checkpoint(base_path), tuned=open_checkpoint(tuned_path), opts=opts, want_mask=want_mask,
-                   setup=(base_path, tuned_path, opts, want_mask, threads))
+    _WORKER.update(
+        base=open_checkpoint(base_path),
+        tuned=open_checkpoint(tuned_path),
+        opts=opts,
+        want_mask=want_mask,
+        setup=(base_path, tuned_path, opts, want_mask, threads),
+    )
 
 
 def _worker_diff(name: str) -> tuple[dict, np.ndarray | None]:
@@ -193,8 +201,14 @@ def _bounded(names: list[str], submit: Callable, wait_some: Callable, limit: int
 
 
 def _results(
-    base: Checkpoint, tuned: Checkpoint, names: list[str], opts: DiffOptions, want_mask: bool, workers: int,
-    backend: str = "local", ray_address: str | None = None,
+    base: Checkpoint,
+    tuned: Checkpoint,
+    names: list[str],
+    opts: DiffOptions,
+    want_mask: bool,
+    workers: int,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> Iterator[tuple[dict, np.ndarray | None]]:
     """Rows in completion order. At most 2 tensors per worker are in flight."""
     paths = (str(Path(base.path).resolve()), str(Path(tuned.path).resolve()))  # workers may start elsewhere
@@ -221,7 +235,10 @@ def _results(
     # libraries are not fork-safe at all (Python spawns there by default).
     ctx = get_context("fork" if threads == 1 and sys.platform.startswith("linux") else "spawn")
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_worker_init, initargs=(*paths, opts, want_mask, threads),
+        workers,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(*paths, opts, want_mask, threads),
     ) as pool:
 
         def pool_wait(running):
@@ -320,8 +337,13 @@ def run_diff(
     writer = None
     if save_mask:
         layout = [(n, torch.bool, base_ck.info(n).shape) for n in pairing.names]
-        meta = {"format": MASK_FORMAT, "version": "1", "base": str(base), "tuned": str(tuned),
-                "compare_dtype": compare_dtype}
+        meta = {
+            "format": MASK_FORMAT,
+            "version": "1",
+            "base": str(base),
+            "tuned": str(tuned),
+            "compare_dtype": compare_dtype,
+        }
         # The mask's .partial lives beside the journal's rows; on resume it already holds their slots.
         writer = SafetensorsStreamWriter(out / MASK_FILE, layout, metadata=meta, resume=bool(journal.rows))
         if not writer.resumed:

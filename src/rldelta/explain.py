@@ -27,6 +27,7 @@ from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, open_checkpoint
 from rldelta.diff import SUMMARY_FILE, TENSORS_FILE
+from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, check_compatible, load_mask, resolve_mask_path
 from rldelta.metrics.nulls import derive_seed, random_sparse_rank_null
 from rldelta.metrics.overlap import cell_counts, count, expected_matched_intersection, overlap_from_counts
@@ -89,7 +90,7 @@ EXPLAIN_SCHEMA = pa.schema(
 )
 
 
-class ExplainError(ValueError):
+class ExplainError(RldeltaError):
     """Inputs that do not belong together (a base or master that is not this diff's model, ...)."""
 
 
@@ -242,9 +243,15 @@ def run_explain(
             else:
                 auc = roc_auc(-w.float().abs(), m)
             row = {
-                "name": n, "module": module, "layer": layer, "shape": list(m.shape), "numel": numel,
-                "dtype": str(w.dtype).removeprefix("torch."), "changed": changed,
-                "changed_frac": changed / numel if numel else None, "auc": auc,
+                "name": n,
+                "module": module,
+                "layer": layer,
+                "shape": list(m.shape),
+                "numel": numel,
+                "dtype": str(w.dtype).removeprefix("torch."),
+                "changed": changed,
+                "changed_frac": changed / numel if numel else None,
+                "auc": auc,
                 "changed_frac_by_decile": quantile_group_fractions(tot_k, pos_k, DECILES),
                 "observed_rank_frac": diff_rows.get(n, {}).get("rank_frac"),
             }
@@ -262,13 +269,18 @@ def run_explain(
                 mm["expected"] += expected
                 mm["rand_ab"] += changed * size_b / numel if numel else 0.0
                 mm["rand_ba"] += size_b * changed / numel if numel else 0.0
-                row.update(other_changed=size_b, intersection=inter, overlap=overlap_from_counts(changed, inter),
-                           random_overlap=size_b / numel if changed and numel else None,
-                           matched_overlap=expected / changed if changed else None)
+                row.update(
+                    other_changed=size_b,
+                    intersection=inter,
+                    overlap=overlap_from_counts(changed, inter),
+                    random_overlap=size_b / numel if changed and numel else None,
+                    matched_overlap=expected / changed if changed else None,
+                )
                 del m2, cells
             if rank_null and m.ndim == 2:
-                null = random_sparse_rank_null(tuple(m.shape), changed / numel if numel else 0.0,
-                                               samples=rank_samples, seed=derive_seed(seed, n))
+                null = random_sparse_rank_null(
+                    tuple(m.shape), changed / numel if numel else 0.0, samples=rank_samples, seed=derive_seed(seed, n)
+                )
                 row.update(null_rank_frac=null.rank_frac_mean, null_rank_frac_std=null.rank_frac_std)
             rows.append(row)
             del w, m, key, flat_m
@@ -280,20 +292,25 @@ def run_explain(
             e_tot, e_pos = per_exp[row["name"]]
             pred = int(e_tot[: best + 1].sum())
             tp = int(e_pos[: best + 1].sum())
-            row.update(rounding_predicted=pred, rounding_precision=tp / pred if pred else None,
-                       rounding_recall=tp / row["changed"] if row["changed"] else None)
+            row.update(
+                rounding_predicted=pred,
+                rounding_precision=tp / pred if pred else None,
+                rounding_recall=tp / row["changed"] if row["changed"] else None,
+            )
 
         master = None
         if master_ck is not None:
-            master = _master_pass(names, mask, base_ck, base_names, master_ck, master_names, cmp_name, atol,
-                                  hist.total, rows, advance)
+            master = _master_pass(
+                names, mask, base_ck, base_names, master_ck, master_names, cmp_name, atol, hist.total, rows, advance
+            )
 
     rounding = {
         "compare_dtype": cmp_name,
         "auc": hist.auc(),
         "auc_exact": hist.exact,
-        "auc_tie_bound": 0.0 if hist.exact else auc_tie_bound(hist.changed.flip(0),
-                                                                 (hist.total - hist.changed).flip(0)),
+        "auc_tie_bound": 0.0
+        if hist.exact
+        else auc_tie_bound(hist.changed.flip(0), (hist.total - hist.changed).flip(0)),
         "observed_changed_frac": star.observed / mask.numel if mask.numel else None,
         "s_star": star.s_star,
         "s_star_range": [star.s_lo, star.s_hi],
@@ -304,17 +321,24 @@ def run_explain(
         "decile_method": "global |w| deciles over all tensors; tied |w| split in proportion"
         + ("" if hist.exact else "; |w| binned to 8 significant bits for non-bf16 tensors"),
         "by_module": {
-            mod: {"numel": int(h.total.sum()), "changed_frac": float(h.changed.sum()) / max(int(h.total.sum()), 1),
-                  "auc": h.auc(), "changed_frac_by_decile": h.deciles()}
+            mod: {
+                "numel": int(h.total.sum()),
+                "changed_frac": float(h.changed.sum()) / max(int(h.total.sum()), 1),
+                "auc": h.auc(),
+                "changed_frac_by_decile": h.deciles(),
+            }
             for mod, h in sorted(by_module.items())
         },
     }
     matched = None
     if other_mask is not None:
         matched = {
-            "a": str(diff_dir), "b": str(other),
+            "a": str(diff_dir),
+            "b": str(other),
             "bins": f"per tensor, |w| octave split in {1 << bins_per_octave_bits}",
-            "size_a": mm["size_a"], "size_b": mm["size_b"], "intersection": mm["inter"],
+            "size_a": mm["size_a"],
+            "size_b": mm["size_b"],
+            "intersection": mm["inter"],
             "observed": overlap_from_counts(mm["size_a"], mm["inter"]),
             "random": mm["rand_ab"] / mm["size_a"] if mm["size_a"] else None,
             "magnitude_matched": mm["expected"] / mm["size_a"] if mm["size_a"] else None,
@@ -357,8 +381,9 @@ def run_explain(
     return result
 
 
-def _master_pass(names, mask, base_ck, base_names, master_ck, master_names, cmp_name, atol, total_hist, rows,
-                 advance) -> dict:
+def _master_pass(
+    names, mask, base_ck, base_names, master_ck, master_names, cmp_name, atol, total_hist, rows, advance
+) -> dict:
     """fp32 changed fraction, what rounding to the stored dtype discarded, and |Δ| per global |w| decile."""
     decile_of_key = quantile_group_of_bins(total_hist, DECILES).to(torch.uint8)  # 1 byte per entry below
     dhist = torch.zeros(DECILES * MAG_KEYS, dtype=torch.int64)
@@ -388,11 +413,10 @@ def _master_pass(names, mask, base_ck, base_names, master_ck, master_names, cmp_
         totals["lost"] += lost
         totals["mask_disagree"] += count(survived != m)
         r = by_name[n]
-        r.update(fp32_changed=n_nz, fp32_changed_frac=n_nz / nz.numel() if nz.numel() else None,
-                 lost_to_rounding=lost)
+        r.update(fp32_changed=n_nz, fp32_changed_frac=n_nz / nz.numel() if nz.numel() else None, lost_to_rounding=lost)
         del w, master, delta, nz, survived, m, dec, dkey
         advance(n)
-    medians = [histogram_median_key(dhist[d * MAG_KEYS:(d + 1) * MAG_KEYS]) for d in range(DECILES)]
+    medians = [histogram_median_key(dhist[d * MAG_KEYS : (d + 1) * MAG_KEYS]) for d in range(DECILES)]
     numel = totals["numel"]
     return {
         "fp32_changed_frac": totals["fp32_changed"] / numel if numel else None,
@@ -405,7 +429,7 @@ def _master_pass(names, mask, base_ck, base_names, master_ck, master_names, cmp_
         ],
         "median_abs_update_by_decile": medians,
         "median_method": "median of nonzero |Δ| per global |w| decile, |Δ| binned to 8 significant bits "
-                         "(relative error < 2^-7); a tied |w| value is assigned whole to one decile",
+        "(relative error < 2^-7); a tied |w| value is assigned whole to one decile",
     }
 
 
@@ -413,19 +437,28 @@ def _plots(out: Path, result: dict, hist: _Hist) -> None:
     from rldelta.report.explain_plots import decile_plot, overlap_null_plot, rank_null_plot, roc_plot
 
     r = result["rounding"]
-    atomic_write_bytes(out / PLOT_DECILES, decile_plot(
-        r["changed_frac_by_decile"], {m: v["changed_frac_by_decile"] for m, v in r["by_module"].items()}))
+    atomic_write_bytes(
+        out / PLOT_DECILES,
+        decile_plot(r["changed_frac_by_decile"], {m: v["changed_frac_by_decile"] for m, v in r["by_module"].items()}),
+    )
     fpr, tpr = roc_curve_from_counts(hist.changed.flip(0), (hist.total - hist.changed).flip(0))
     atomic_write_bytes(out / PLOT_ROC, roc_plot(fpr, tpr, r["auc"]))
     mo = result["magnitude_matched_overlap"]
     if mo is not None:
-        atomic_write_bytes(out / PLOT_OVERLAP, overlap_null_plot(
-            mo["observed"], mo["random"], mo["magnitude_matched"], (mo["a"], mo["b"])))
+        atomic_write_bytes(
+            out / PLOT_OVERLAP,
+            overlap_null_plot(mo["observed"], mo["random"], mo["magnitude_matched"], (mo["a"], mo["b"])),
+        )
     if result["rank_null"]:
         mods = list(result["rank_null"])
-        atomic_write_bytes(out / PLOT_RANK, rank_null_plot(
-            mods, [result["rank_null"][m]["observed_rank_frac"] for m in mods],
-            [result["rank_null"][m]["null_rank_frac"] for m in mods]))
+        atomic_write_bytes(
+            out / PLOT_RANK,
+            rank_null_plot(
+                mods,
+                [result["rank_null"][m]["observed_rank_frac"] for m in mods],
+                [result["rank_null"][m]["null_rank_frac"] for m in mods],
+            ),
+        )
 
 
 __all__ = ["run_explain", "ExplainError", "EXPLAIN_JSON", "EXPLAIN_TABLE"]

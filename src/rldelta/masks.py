@@ -19,13 +19,14 @@ from safetensors import SafetensorError, safe_open
 
 from rldelta.checkpoint import Checkpoint, CheckpointError, SafetensorsStreamWriter, open_checkpoint
 from rldelta.diff import MASK_FILE, MASK_FORMAT, SUMMARY_FILE, TENSORS_FILE, pair_tensors
+from rldelta.errors import RldeltaError
 from rldelta.metrics.nulls import derive_seed
 from rldelta.metrics.overlap import count as count_true
 
 MASK_VERSION = "1"
 
 
-class MaskError(ValueError):
+class MaskError(RldeltaError):
     """A mask that cannot be read or combined as asked; the message names the file or tensor."""
 
 
@@ -71,14 +72,16 @@ class Mask:
         self.source = source
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], *, metadata: dict[str, str] | None = None,
-                     source: str = "<memory>") -> Mask:
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], *, metadata: dict[str, str] | None = None, source: str = "<memory>"
+    ) -> Mask:
         """A mask held in memory (tests, small models)."""
         for n, t in tensors.items():
             if t.dtype != torch.bool:
                 raise MaskError(f"{source}: tensor {n!r} has dtype {t.dtype}, a mask needs bool")
-        return cls({n: tuple(t.shape) for n, t in tensors.items()}, lambda n: tensors[n], metadata=metadata,
-                   source=source)
+        return cls(
+            {n: tuple(t.shape) for n, t in tensors.items()}, lambda n: tensors[n], metadata=metadata, source=source
+        )
 
     def names(self) -> list[str]:
         return list(self.shapes)
@@ -210,9 +213,7 @@ def check_compatible(a: Mask, b: Mask) -> None:
         if n not in b:
             raise MaskError(f"tensor {n!r} is in {a.source} but not in {b.source}")
         if a.shape(n) != b.shape(n):
-            raise MaskError(
-                f"tensor {n!r} has shape {a.shape(n)} in {a.source} but {b.shape(n)} in {b.source}"
-            )
+            raise MaskError(f"tensor {n!r} has shape {a.shape(n)} in {a.source} but {b.shape(n)} in {b.source}")
     for n in b.names():
         if n not in a:
             raise MaskError(f"tensor {n!r} is in {b.source} but not in {a.source}")
@@ -220,8 +221,12 @@ def check_compatible(a: Mask, b: Mask) -> None:
 
 def _combine(a: Mask, b: Mask, op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], label: str) -> Mask:
     check_compatible(a, b)
-    return Mask(dict(a.shapes), lambda n: op(a.get(n), b.get(n)), metadata={"builder": label},
-                source=f"{label}({a.source}, {b.source})")
+    return Mask(
+        dict(a.shapes),
+        lambda n: op(a.get(n), b.get(n)),
+        metadata={"builder": label},
+        source=f"{label}({a.source}, {b.source})",
+    )
 
 
 def intersection(a: Mask, b: Mask) -> Mask:
@@ -267,9 +272,17 @@ def threshold_delta_mask(base: Checkpoint, tuned: Checkpoint, threshold: float) 
     """|tuned − base| > threshold, computed in fp32 (threshold 1e-5 is the published study's criterion)."""
     if not threshold >= 0:
         raise MaskError(f"threshold must be >= 0, not {threshold}")
-    return Mask(_paired_shapes(base, tuned), lambda n: _abs_delta(base, tuned, n) > threshold,
-                metadata={"builder": "threshold_delta", "threshold": repr(threshold), "base": str(base.path),
-                          "tuned": str(tuned.path)}, source=f"|Δ|>{threshold:g}")
+    return Mask(
+        _paired_shapes(base, tuned),
+        lambda n: _abs_delta(base, tuned, n) > threshold,
+        metadata={
+            "builder": "threshold_delta",
+            "threshold": repr(threshold),
+            "base": str(base.path),
+            "tuned": str(tuned.path),
+        },
+        source=f"|Δ|>{threshold:g}",
+    )
 
 
 def threshold_weight_mask(ckpt: Checkpoint, threshold: float, *, below: bool = False) -> Mask:
@@ -283,9 +296,17 @@ def threshold_weight_mask(ckpt: Checkpoint, threshold: float, *, below: bool = F
 
     shapes = {n: ckpt.info(n).shape for n in ckpt.names()}
     sign = "<" if below else ">"
-    return Mask(shapes, get, metadata={"builder": "threshold_weight", "threshold": repr(threshold),
-                                       "below": str(below), "base": str(ckpt.path)},
-                source=f"|W|{sign}{threshold:g}")
+    return Mask(
+        shapes,
+        get,
+        metadata={
+            "builder": "threshold_weight",
+            "threshold": repr(threshold),
+            "below": str(below),
+            "base": str(ckpt.path),
+        },
+        source=f"|W|{sign}{threshold:g}",
+    )
 
 
 def topk_delta_mask(base: Checkpoint, tuned: Checkpoint, frac: float) -> Mask:
@@ -301,9 +322,12 @@ def topk_delta_mask(base: Checkpoint, tuned: Checkpoint, frac: float) -> Mask:
             m[torch.topk(d.nan_to_num_(nan=-1.0), k, sorted=False).indices] = True
         return m.reshape(base.info(n).shape)
 
-    return Mask(_paired_shapes(base, tuned), get,
-                metadata={"builder": "topk_delta", "frac": repr(frac), "base": str(base.path),
-                          "tuned": str(tuned.path)}, source=f"top{frac:g}|Δ|")
+    return Mask(
+        _paired_shapes(base, tuned),
+        get,
+        metadata={"builder": "topk_delta", "frac": repr(frac), "base": str(base.path), "tuned": str(tuned.path)},
+        source=f"top{frac:g}|Δ|",
+    )
 
 
 def random_mask(like: Mask, seed: int = 0, *, density: float | None = None) -> Mask:
@@ -334,13 +358,28 @@ def describe(counts: MaskCounts) -> dict:
     """JSON-ready densities per tensor and in total."""
     return {
         "total": {"count": counts.total_count, "numel": counts.total_numel, "density": counts.total_density},
-        "tensors": {n: {"count": counts.count[n], "numel": counts.numel[n], "density": counts.density(n)}
-                    for n in counts.count},
+        "tensors": {
+            n: {"count": counts.count[n], "numel": counts.numel[n], "density": counts.density(n)} for n in counts.count
+        },
     }
 
 
 __all__ = [
-    "Mask", "MaskCounts", "MaskError", "load_mask", "save_mask", "mask_counts", "check_compatible",
-    "intersection", "union", "difference", "mask_from_diff", "threshold_delta_mask", "threshold_weight_mask",
-    "topk_delta_mask", "random_mask", "describe", "resolve_mask_path",
+    "Mask",
+    "MaskCounts",
+    "MaskError",
+    "load_mask",
+    "save_mask",
+    "mask_counts",
+    "check_compatible",
+    "intersection",
+    "union",
+    "difference",
+    "mask_from_diff",
+    "threshold_delta_mask",
+    "threshold_weight_mask",
+    "topk_delta_mask",
+    "random_mask",
+    "describe",
+    "resolve_mask_path",
 ]

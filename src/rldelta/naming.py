@@ -23,9 +23,9 @@ def parse_name(name: str) -> tuple[int | None, str]:
             break
     m = _BLOCK.search(stem + ".")
     if m:
-        return int(m.group(1)), stem[m.end():] if m.end() <= len(stem) else stem
+        return int(m.group(1)), stem[m.end() :] if m.end() <= len(stem) else stem
     for prefix in sorted(_PREFIXES, key=len, reverse=True):
         if stem.startswith(prefix):
-            stem = stem[len(prefix):]
+            stem = stem[len(prefix) :]
             break
     return None, stem

@@ -17,9 +17,9 @@ import torch
 
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from rldelta.report.terminal import progress_bar
 from rldelta.masks import Mask, MaskError, check_compatible, load_mask
 from rldelta.metrics.overlap import count, expected_random_overlap, jaccard_from_counts, overlap_from_counts
+from rldelta.report.terminal import progress_bar
 
 OVERLAP_TABLE = "overlap.parquet"
 OVERLAP_JSON = "overlap.json"
@@ -49,8 +49,9 @@ def _labels(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return labels
 
 
-def overlap_rows(masks: Sequence[Mask], labels: Sequence[str],
-                 advance: Callable[[str], None] = lambda n: None) -> list[dict]:
+def overlap_rows(
+    masks: Sequence[Mask], labels: Sequence[str], advance: Callable[[str], None] = lambda n: None
+) -> list[dict]:
     """Per-tensor and total rows for every ordered pair (a ≠ b), one tensor of each mask in memory at a time."""
     if len(masks) < 2:
         raise MaskError("overlap needs two or more masks")
@@ -93,9 +94,17 @@ def overlap_rows(masks: Sequence[Mask], labels: Sequence[str],
 
 
 def _row(a: str, b: str, tensor: str, sa: int, sb: int, x: int, rnd: float) -> dict:
-    return {"a": a, "b": b, "tensor": tensor, "size_a": sa, "size_b": sb, "intersection": x,
-            "overlap": overlap_from_counts(sa, x), "jaccard": jaccard_from_counts(sa, sb, x),
-            "random_overlap": rnd}
+    return {
+        "a": a,
+        "b": b,
+        "tensor": tensor,
+        "size_a": sa,
+        "size_b": sb,
+        "intersection": x,
+        "overlap": overlap_from_counts(sa, x),
+        "jaccard": jaccard_from_counts(sa, sb, x),
+        "random_overlap": rnd,
+    }
 
 
 def run_overlap(
@@ -121,8 +130,10 @@ def run_overlap(
         rows = overlap_rows(masks, labels, advance)
     totals = [r for r in rows if r["tensor"] == TOTAL]
     k = len(labels)
-    matrix = {key: [[1.0 if i == j else math.nan for j in range(k)] for i in range(k)]
-              for key in ("overlap", "jaccard", "random_overlap")}
+    matrix = {
+        key: [[1.0 if i == j else math.nan for j in range(k)] for i in range(k)]
+        for key in ("overlap", "jaccard", "random_overlap")
+    }
     for r in totals:
         i, j = labels.index(r["a"]), labels.index(r["b"])
         for key in matrix:

@@ -36,9 +36,10 @@ import pandas as pd
 from rldelta import __version__
 from rldelta.atomic import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_parquet, json_safe
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
+from rldelta.errors import RldeltaError
+from rldelta.metrics.delta import cosine_parts
 from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
 from rldelta.train.runfiles import METRICS, read_run_json, step_dir
-from rldelta.metrics.delta import cosine_parts
 from rldelta.train.tasks import get_task
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -48,12 +49,24 @@ PROBES = ("logprobs", "activations", "formats")
 REPORT = "report.html"
 
 # TrainConfig fields the study sets itself; the [train] table may set every other one.
-_STUDY_OWNED = {"model", "output", "task", "algo", "seed", "precision", "steps", "save_steps", "mask", "difficulty",
-                "advantages",
-                "resume", "progress"}
+_STUDY_OWNED = {
+    "model",
+    "output",
+    "task",
+    "algo",
+    "seed",
+    "precision",
+    "steps",
+    "save_steps",
+    "mask",
+    "difficulty",
+    "advantages",
+    "resume",
+    "progress",
+}
 
 
-class StudyError(ValueError):
+class StudyError(RldeltaError):
     """A study that cannot run as configured; the message names the file and key."""
 
 
@@ -130,14 +143,18 @@ class StudyConfig:
         if "formats" in self.probes:
             _formats_settings(self)
         if "logprobs" in self.probes and self.advantage_runs and self.algorithms[0] not in GRPO_FAMILY:
-            raise StudyError(f"{src}: advantage_runs needs a GRPO-family first algorithm ({', '.join(GRPO_FAMILY)}), "
-                             f"not {self.algorithms[0]}; set advantage_runs = false")
+            raise StudyError(
+                f"{src}: advantage_runs needs a GRPO-family first algorithm ({', '.join(GRPO_FAMILY)}), "
+                f"not {self.algorithms[0]}; set advantage_runs = false"
+            )
         known_train = {f.name for f in fields(TrainConfig)} - _STUDY_OWNED
         for key in self.train:
             if key in _STUDY_OWNED:
-                raise StudyError(f"{src}: train.{key} is set by the study itself (use the top-level key)"
-                                 if key in {"task", "steps", "save_steps", "difficulty"}
-                                 else f"{src}: train.{key} is set by the study itself and cannot be given")
+                raise StudyError(
+                    f"{src}: train.{key} is set by the study itself (use the top-level key)"
+                    if key in {"task", "steps", "save_steps", "difficulty"}
+                    else f"{src}: train.{key} is set by the study itself and cannot be given"
+                )
             if key not in known_train:
                 raise StudyError(f"{src}: unknown key train.{key}; known: {', '.join(sorted(known_train))}")
         try:
@@ -152,11 +169,32 @@ class StudyConfig:
                 except ConfigError as e:
                     raise StudyError(f"{src}: {algo}/{precision}: {e}") from None
 
-    def train_config(self, model: Path, algo: str, seed: int, precision: str, *, mask: str | None = None,
-                     output: str = "", advantages: str = "all") -> TrainConfig:
-        return TrainConfig(model=str(model), output=output, task=self.task, algo=algo, seed=seed,
-                           precision=precision, steps=self.steps, save_steps=self.save_steps, mask=mask,
-                           difficulty=self.difficulty, advantages=advantages, progress=False, **self.train)
+    def train_config(
+        self,
+        model: Path,
+        algo: str,
+        seed: int,
+        precision: str,
+        *,
+        mask: str | None = None,
+        output: str = "",
+        advantages: str = "all",
+    ) -> TrainConfig:
+        return TrainConfig(
+            model=str(model),
+            output=output,
+            task=self.task,
+            algo=algo,
+            seed=seed,
+            precision=precision,
+            steps=self.steps,
+            save_steps=self.save_steps,
+            mask=mask,
+            difficulty=self.difficulty,
+            advantages=advantages,
+            progress=False,
+            **self.train,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -229,7 +267,11 @@ class _Log:
 
     def __call__(self, msg: str) -> None:
         if self.enabled:
-            self.console.print(f"[bold cyan]study[/] [dim]{time.perf_counter() - self.t0:5.0f}s[/] {msg}", highlight=False, soft_wrap=True)
+            self.console.print(
+                f"[bold cyan]study[/] [dim]{time.perf_counter() - self.t0:5.0f}s[/] {msg}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 # ---- runs ----------------------------------------------------------------------------------------------------
@@ -256,8 +298,17 @@ class Run:
         return step_dir(self.dir, step, fp32)
 
 
-def _make_run(study: Path, cfg: StudyConfig, model: Path, algo: str, seed: int, precision: str, *,
-              mask: Path | None = None, kind: str = "grid") -> Run:
+def _make_run(
+    study: Path,
+    cfg: StudyConfig,
+    model: Path,
+    algo: str,
+    seed: int,
+    precision: str,
+    *,
+    mask: Path | None = None,
+    kind: str = "grid",
+) -> Run:
     label = f"{algo}-s{seed}-{precision}"
     if kind == "retrain":
         label = f"retrain-{label}"
@@ -318,8 +369,9 @@ def _train_job(config: dict, threads: int | None = None) -> str:
     return str(train(tc))
 
 
-def _train_all(runs: list[Run], *, backend: str, workers: int, ray_address: str | None, log: _Log,
-               progress: bool, threads: int = 0) -> None:
+def _train_all(
+    runs: list[Run], *, backend: str, workers: int, ray_address: str | None, log: _Log, progress: bool, threads: int = 0
+) -> None:
     todo = [r for r in runs if not run_complete(r)]
     for r in runs:
         if r not in todo:
@@ -361,8 +413,10 @@ def _train_ray(jobs: list[tuple[Run, dict]], workers: int, address: str | None, 
     with ray_session(address, StudyError) as ray:
         n = max(1, min(workers, len(jobs)))
         threads = threads or max(1, cluster_cpus(ray) // n)
-        log(f"train {len(jobs)} run(s) on Ray ({'cluster ' + address if address else 'local cluster'}, "
-            f"{threads} CPU(s) per run)")
+        log(
+            f"train {len(jobs)} run(s) on Ray ({'cluster ' + address if address else 'local cluster'}, "
+            f"{threads} CPU(s) per run)"
+        )
         remote = ray.remote(num_cpus=threads, max_retries=0)(_train_job)
         refs = {remote.remote(d, threads): r for r, d in jobs}
         pending = list(refs)
@@ -403,32 +457,50 @@ def prepare_base(cfg: StudyConfig, study: Path) -> Path:
             raise StudyError(f"{cfg.source}: model: {e}") from None
     p = Path(cfg.model)
     if not (p / "config.json").is_file():
-        raise StudyError(f"{cfg.source}: model {cfg.model!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}) "
-                         "nor a model folder holding config.json")
+        raise StudyError(
+            f"{cfg.source}: model {cfg.model!r} is neither a built-in ({', '.join(BUILTIN_MODELS)}) "
+            "nor a model folder holding config.json"
+        )
     return p
 
 
 # ---- measuring -----------------------------------------------------------------------------------------------
 
 
-def _diff(base: Path, ckpt: Path, out: Path, *, atol: float, compare_dtype: str = "base", rank: bool = True,
-          progress: bool) -> dict:
+def _diff(
+    base: Path, ckpt: Path, out: Path, *, atol: float, compare_dtype: str = "base", rank: bool = True, progress: bool
+) -> dict:
     from rldelta.diff import SUMMARY_FILE, run_diff
 
     if _diff_complete(out):
         return _read_json(out / SUMMARY_FILE)
-    return run_diff(base, ckpt, out, atol=atol, compare_dtype=compare_dtype, rank=rank, save_mask=True,
-                    resume=True, progress=progress)
+    return run_diff(
+        base,
+        ckpt,
+        out,
+        atol=atol,
+        compare_dtype=compare_dtype,
+        rank=rank,
+        save_mask=True,
+        resume=True,
+        progress=progress,
+    )
 
 
 def _diffs_of_run(run: Run, base: Path, study: Path, cfg: StudyConfig, progress: bool) -> None:
     for step in run.config.save_step_list:
-        _diff(base, run.ckpt(step), study / "diffs" / run.dir.name / f"step-{step}", atol=cfg.atol,
-              progress=progress)
+        _diff(base, run.ckpt(step), study / "diffs" / run.dir.name / f"step-{step}", atol=cfg.atol, progress=progress)
         if run.precision == "fp32" and run.ckpt(step, fp32=True).is_dir():
             # The fp32 master compared in fp32: every entry the optimizer moved at all, before bf16 rounding.
-            _diff(base, run.ckpt(step, fp32=True), study / "diffs" / run.dir.name / f"step-{step}-fp32",
-                  atol=cfg.atol, compare_dtype="fp32", rank=step == run.final_step, progress=progress)
+            _diff(
+                base,
+                run.ckpt(step, fp32=True),
+                study / "diffs" / run.dir.name / f"step-{step}-fp32",
+                atol=cfg.atol,
+                compare_dtype="fp32",
+                rank=step == run.final_step,
+                progress=progress,
+            )
 
 
 def diff_dir(study: Path, run: Run, step: int | None = None, fp32: bool = False) -> Path:
@@ -439,15 +511,28 @@ def diff_dir(study: Path, run: Run, step: int | None = None, fp32: bool = False)
 def _eval(model_dir: Path, name: str, study: Path, cfg: StudyConfig) -> dict:
     from rldelta.train.evaluate import evaluate
 
-    settings = {"task": cfg.task, "n": cfg.eval_n, "seed": cfg.eval_seed, "difficulty": cfg.difficulty,
-                "max_new_tokens": cfg.eval_max_new_tokens}
+    settings = {
+        "task": cfg.task,
+        "n": cfg.eval_n,
+        "seed": cfg.eval_seed,
+        "difficulty": cfg.difficulty,
+        "max_new_tokens": cfg.eval_max_new_tokens,
+    }
     out = study / "evals" / f"{name}-{_hash(settings, 8)}.json"
     if out.is_file():
         return _read_json(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    return evaluate(model_dir, get_task(cfg.task), cfg.eval_n, seed=cfg.eval_seed, difficulty=cfg.difficulty,
-                    batch_size=cfg.eval_batch_size, max_new_tokens=cfg.eval_max_new_tokens, show_progress=False,
-                    out=out)
+    return evaluate(
+        model_dir,
+        get_task(cfg.task),
+        cfg.eval_n,
+        seed=cfg.eval_seed,
+        difficulty=cfg.difficulty,
+        batch_size=cfg.eval_batch_size,
+        max_new_tokens=cfg.eval_max_new_tokens,
+        show_progress=False,
+        out=out,
+    )
 
 
 def _other_seed(run: Run, runs: list[Run]) -> Run | None:
@@ -466,13 +551,20 @@ def _explain(run: Run, runs: list[Run], base: Path, study: Path, cfg: StudyConfi
         return _read_json(out / EXPLAIN_JSON)
     other = _other_seed(run, runs)
     master = run.ckpt(run.final_step, fp32=True)
-    return run_explain(diff_dir(study, run), base, out, tuned_master=master if master.is_dir() else None,
-                       other=diff_dir(study, other) if other else None, rank_samples=cfg.rank_samples,
-                       progress=progress)
+    return run_explain(
+        diff_dir(study, run),
+        base,
+        out,
+        tuned_master=master if master.is_dir() else None,
+        other=diff_dir(study, other) if other else None,
+        rank_samples=cfg.rank_samples,
+        progress=progress,
+    )
 
 
-def _surgery_evals(primary: Run, targets: list[Run], base: Path, study: Path, cfg: StudyConfig,
-                   log: _Log) -> list[dict]:
+def _surgery_evals(
+    primary: Run, targets: list[Run], base: Path, study: Path, cfg: StudyConfig, log: _Log
+) -> list[dict]:
     """patch/revert of every target with the primary run's final changed-mask, and with random controls."""
     from rldelta.surgery import SURGERY_JSON, run_surgery
 
@@ -488,17 +580,33 @@ def _surgery_evals(primary: Run, targets: list[Run], base: Path, study: Path, cf
                     rows.append(_read_json(rec_file))
                     continue
                 if not (out / SURGERY_JSON).is_file():
-                    log(f"surgery {kind} {target.label} with "
-                        f"{'the ' + primary.label + ' mask' if control is None else 'a ' + control + ' control'}")
-                    run_surgery(kind, base, target.ckpt(target.final_step), mask, out,
-                                control="random" if control else None,
-                                seed=int(control.split(":")[1]) if control else 0)
+                    log(
+                        f"surgery {kind} {target.label} with "
+                        f"{'the ' + primary.label + ' mask' if control is None else 'a ' + control + ' control'}"
+                    )
+                    run_surgery(
+                        kind,
+                        base,
+                        target.ckpt(target.final_step),
+                        mask,
+                        out,
+                        control="random" if control else None,
+                        seed=int(control.split(":")[1]) if control else 0,
+                    )
                 totals = _read_json(out / SURGERY_JSON)["totals"]
                 ev = _eval(out, f"surgery-{name}", study, cfg)
-                rec = {"kind": kind, "target": target.label, "mask_of": primary.label, "control": control or "none",
-                       "masked_frac": totals["masked_frac"], "from_tuned": totals["from_tuned"],
-                       "numel": totals["numel"], "accuracy": ev["accuracy"], "format_rate": ev["format_rate"],
-                       "n": ev["n"]}
+                rec = {
+                    "kind": kind,
+                    "target": target.label,
+                    "mask_of": primary.label,
+                    "control": control or "none",
+                    "masked_frac": totals["masked_frac"],
+                    "from_tuned": totals["from_tuned"],
+                    "numel": totals["numel"],
+                    "accuracy": ev["accuracy"],
+                    "format_rate": ev["format_rate"],
+                    "n": ev["n"],
+                }
                 _write_json(rec_file, rec)
                 if not cfg.keep_surgery_models:
                     shutil.rmtree(out, ignore_errors=True)  # the eval JSON is the record; a model copy is large
@@ -525,8 +633,11 @@ def _compare_retrain(full: Run, retrain: Run, base: Path, study: Path) -> dict:
         d, x, y = cosine_parts(fa.get(n).float() - w, fr.get(n).float() - w)
         dot, na, nr = dot + d, na + x, nr + y
     res = {
-        "full": full.label, "retrain": retrain.label,
-        "changed_full": size_a, "changed_retrain": size_r, "intersection": inter,
+        "full": full.label,
+        "retrain": retrain.label,
+        "changed_full": size_a,
+        "changed_retrain": size_r,
+        "intersection": inter,
         "full_covered_by_retrain": inter / size_a if size_a else None,
         "retrain_inside_full": inter / size_r if size_r else None,
         "jaccard": inter / (size_a + size_r - inter) if size_a + size_r - inter else None,
@@ -565,13 +676,20 @@ def _dynamics(run: Run, study: Path, other: Run | None = None) -> list[dict]:
         if other is not None and _diff_complete(diff_dir(study, other, step)):
             inter_o = mask_counts(intersection(m, load_mask(diff_dir(study, other, step)))).total_count
             other_overlap = inter_o / size if size else None
-        rows.append({"run": run.label, "step": step, "changed_frac": s["changed_frac"],
-                     "changed_atol_frac": s["changed_atol_frac"], "mean_rank_frac": s["mean_rank_frac"],
-                     "fp32_changed_frac": fp32_frac,
-                     "still_changed_at_end": inter / size if size else None,
-                     "share_of_final_set": inter / size_final if size_final else None,
-                     "other_seed": other.label if other is not None else None,
-                     "overlap_with_other_seed": other_overlap})
+        rows.append(
+            {
+                "run": run.label,
+                "step": step,
+                "changed_frac": s["changed_frac"],
+                "changed_atol_frac": s["changed_atol_frac"],
+                "mean_rank_frac": s["mean_rank_frac"],
+                "fp32_changed_frac": fp32_frac,
+                "still_changed_at_end": inter / size if size else None,
+                "share_of_final_set": inter / size_final if size_final else None,
+                "other_seed": other.label if other is not None else None,
+                "overlap_with_other_seed": other_overlap,
+            }
+        )
     _write_json(out, rows)
     return rows
 
@@ -579,8 +697,9 @@ def _dynamics(run: Run, study: Path, other: Run | None = None) -> list[dict]:
 # ---- mechanism probes ----------------------------------------------------------------------------------------
 
 
-def _probes(cfg: StudyConfig, study: Path, base: Path, primary: Run, split: list[Run], log: _Log,
-            progress: bool) -> dict[str, Any]:
+def _probes(
+    cfg: StudyConfig, study: Path, base: Path, primary: Run, split: list[Run], log: _Log, progress: bool
+) -> dict[str, Any]:
     """Each probe of cfg.probes on the first run (and the advantage-split runs); outputs in STUDY/probes/<probe>/."""
     out: dict[str, Any] = {}
     root = study / "probes"
@@ -591,9 +710,17 @@ def _probes(cfg: StudyConfig, study: Path, base: Path, primary: Run, split: list
         if not (d / SUMMARY_FILE).is_file():
             log(f"probe logprobs on {primary.label}" + (" and its advantage-split runs" if split else ""))
             by_kind = {r.kind: r.dir for r in split}
-            run_logprobs(primary.dir, d, positive=by_kind.get("positive"), negative=by_kind.get("negative"),
-                         n_prompts=cfg.probe_prompts, k=cfg.probe_samples, eval_prompts=cfg.probe_eval_prompts,
-                         seed=cfg.eval_seed, progress=progress)
+            run_logprobs(
+                primary.dir,
+                d,
+                positive=by_kind.get("positive"),
+                negative=by_kind.get("negative"),
+                n_prompts=cfg.probe_prompts,
+                k=cfg.probe_samples,
+                eval_prompts=cfg.probe_eval_prompts,
+                seed=cfg.eval_seed,
+                progress=progress,
+            )
         out["logprobs"] = d
     if "activations" in cfg.probes:
         from rldelta.probes.activations import ACTIVATIONS_JSON, run_activations
@@ -601,10 +728,16 @@ def _probes(cfg: StudyConfig, study: Path, base: Path, primary: Run, split: list
         d = root / "activations"
         if not (d / ACTIVATIONS_JSON).is_file():
             log(f"probe activations: base vs {primary.label}")
-            run_activations(base, d, compare=primary.ckpt(primary.final_step), task=_arith_like(cfg.task),
-                            n_per_level=cfg.activation_prompts, seed=cfg.eval_seed, progress=progress,
-                            trained_levels=[cfg.difficulty] if cfg.difficulty and _arith_like(cfg.task) == cfg.task
-                            else None)
+            run_activations(
+                base,
+                d,
+                compare=primary.ckpt(primary.final_step),
+                task=_arith_like(cfg.task),
+                n_per_level=cfg.activation_prompts,
+                seed=cfg.eval_seed,
+                progress=progress,
+                trained_levels=[cfg.difficulty] if cfg.difficulty and _arith_like(cfg.task) == cfg.task else None,
+            )
         out["activations"] = d
     if "formats" in cfg.probes:
         out["formats"] = _formats_probe(cfg, study, primary, log, progress)
@@ -642,18 +775,34 @@ def _formats_probe(cfg: StudyConfig, study: Path, primary: Run, log: _Log, progr
     f = _formats_settings(cfg)
     summaries, frames = [], []
     for size in f["sizes"]:
-        pre = {"size": size, "steps": f["pretrain_steps"], "max_minutes": f["max_minutes"],
-               "proportions": f["proportions"] or DEFAULT_PROPORTIONS, "noise": f["noise"] or DEFAULT_NOISE,
-               "difficulties": list(f["difficulties"]), "batch_size": f["batch_size"], "seed": cfg.model_seed,
-               "eval_prompts": f["eval_prompts"]}
+        pre = {
+            "size": size,
+            "steps": f["pretrain_steps"],
+            "max_minutes": f["max_minutes"],
+            "proportions": f["proportions"] or DEFAULT_PROPORTIONS,
+            "noise": f["noise"] or DEFAULT_NOISE,
+            "difficulties": list(f["difficulties"]),
+            "batch_size": f["batch_size"],
+            "seed": cfg.model_seed,
+            "eval_prompts": f["eval_prompts"],
+        }
         model_dir = study / "models" / f"mixture-{size}-{_hash(pre, 8)}"
         if not (model_dir / "config.json").is_file():
             log(f"pretrain the {size} mixture model ({f['max_minutes']:g} min at most)")
             pretrain_mixture(model_dir, **pre, progress=progress)
         try:
-            tc = TrainConfig(model=str(model_dir), output="", task="mixarith", algo="grpo", seed=primary.seed,
-                             steps=f["steps"], difficulty=f["difficulty"], rewards="correctness", progress=False,
-                             **f["train"])
+            tc = TrainConfig(
+                model=str(model_dir),
+                output="",
+                task="mixarith",
+                algo="grpo",
+                seed=primary.seed,
+                steps=f["steps"],
+                difficulty=f["difficulty"],
+                rewards="correctness",
+                progress=False,
+                **f["train"],
+            )
         except ConfigError as e:
             raise StudyError(f"{cfg.source}: formats: {e}") from None
         run_dir = _place_run(study, f"formats-{size}", tc, model=model_dir.name)
@@ -694,8 +843,10 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
         tables["probe_phases"] = pd.read_parquet(d / lp.PHASES_FILE)
         if (d / lp.ADVANTAGES_FILE).is_file():
             tables["probe_advantages"] = pd.read_parquet(d / lp.ADVANTAGES_FILE).drop(columns=["checkpoint"])
-        verdicts += [{"probe": "suppression vs amplification", "verdict": s["verdict_logprobs"]},
-                     {"probe": "two phases", "verdict": s["verdict_phases"]}]
+        verdicts += [
+            {"probe": "suppression vs amplification", "verdict": s["verdict_logprobs"]},
+            {"probe": "two phases", "verdict": s["verdict_phases"]},
+        ]
         if "verdict_advantages" in s:
             verdicts.append({"probe": "positive vs negative advantages", "verdict": s["verdict_advantages"]})
     if "activations" in probes:
@@ -718,10 +869,17 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
     for run, rows in by_run.items():
         rows = sorted(rows, key=lambda r: r["step"])
         step = next((r["step"] for r in rows if (r["share_of_final_set"] or 0) >= FIXED_SHARE), None)
-        fixed.append({"run": run, "fixed_step": step, "final_step": rows[-1]["step"],
-                      "fixed_at_frac_of_training": step / rows[-1]["step"] if step is not None else None})
-    tables["subnetwork_fixed"] = pd.DataFrame(fixed, columns=["run", "fixed_step", "final_step",
-                                                              "fixed_at_frac_of_training"])
+        fixed.append(
+            {
+                "run": run,
+                "fixed_step": step,
+                "final_step": rows[-1]["step"],
+                "fixed_at_frac_of_training": step / rows[-1]["step"] if step is not None else None,
+            }
+        )
+    tables["subnetwork_fixed"] = pd.DataFrame(
+        fixed, columns=["run", "fixed_step", "final_step", "fixed_at_frac_of_training"]
+    )
     tables["probe_verdicts"] = pd.DataFrame(verdicts, columns=["probe", "verdict"])
     return tables
 
@@ -769,8 +927,7 @@ def run_study(
         torch.set_num_threads(threads)
 
 
-def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_address: str | None,
-         progress: bool) -> dict:
+def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_address: str | None, progress: bool) -> dict:
     log = _Log(progress)
     t_start = time.perf_counter()
     _write_json(study / "study.json", {"version": __version__, "source": cfg.source, "config": cfg.to_dict()})
@@ -780,12 +937,25 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     runs = [_make_run(study, cfg, base, a, s, p) for a in cfg.algorithms for p in cfg.precisions for s in cfg.seeds]
     primary = runs[0]
     # The first run again, learning only from positive / only from negative advantages (the logprobs probe).
-    split = ([_make_run(study, cfg, base, primary.algo, primary.seed, primary.precision, kind=k)
-              for k in ("positive", "negative")] if "logprobs" in cfg.probes and cfg.advantage_runs else [])
+    split = (
+        [
+            _make_run(study, cfg, base, primary.algo, primary.seed, primary.precision, kind=k)
+            for k in ("positive", "negative")
+        ]
+        if "logprobs" in cfg.probes and cfg.advantage_runs
+        else []
+    )
 
     # 1. train the grid
-    _train_all(runs + split, backend=backend, workers=workers, ray_address=ray_address, log=log, progress=progress,
-               threads=cfg.threads)
+    _train_all(
+        runs + split,
+        backend=backend,
+        workers=workers,
+        ray_address=ray_address,
+        log=log,
+        progress=progress,
+        threads=cfg.threads,
+    )
     # 2. diff every saved checkpoint
     log("diff every saved checkpoint against the base")
     for r in runs:
@@ -816,8 +986,16 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     # 5. subnetwork-only retraining
     retrain = compare = None
     if cfg.retrain:
-        retrain = _make_run(study, cfg, base, primary.algo, primary.seed, primary.precision,
-                            mask=diff_dir(study, primary) / "mask.safetensors", kind="retrain")
+        retrain = _make_run(
+            study,
+            cfg,
+            base,
+            primary.algo,
+            primary.seed,
+            primary.precision,
+            mask=diff_dir(study, primary) / "mask.safetensors",
+            kind="retrain",
+        )
         _train_all([retrain], backend="local", workers=1, ray_address=None, log=log, progress=progress)
         _diffs_of_run(retrain, base, study, cfg, progress)
         evals[retrain.label] = _eval(retrain.ckpt(retrain.final_step), retrain.dir.name, study, cfg)
@@ -838,8 +1016,13 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     report = write_report(tables, study / REPORT)
     log(f"done in {time.perf_counter() - t_start:.0f} s; report: {report}")
     head = {r["key"]: r["value"] for r in tables["headline"].to_dict("records")}
-    return {"study": str(study), "report": str(report), "tables": str(study / "tables"), "headline": head,
-            "claims": tables["claims"].to_dict("records")}
+    return {
+        "study": str(study),
+        "report": str(report),
+        "tables": str(study / "tables"),
+        "headline": head,
+        "claims": tables["claims"].to_dict("records"),
+    }
 
 
 # ---- tables --------------------------------------------------------------------------------------------------
@@ -861,9 +1044,19 @@ def _pair_kind(a: Run, b: Run) -> str:
     return "mixed"
 
 
-def build_tables(cfg: StudyConfig, study: Path, base: Path, runs: list[Run], retrain: Run | None, evals: dict,
-                 overlap: dict | None, explains: dict, surgery: list[dict], compare: dict | None,
-                 dynamics: list[dict]) -> dict[str, pd.DataFrame]:
+def build_tables(
+    cfg: StudyConfig,
+    study: Path,
+    base: Path,
+    runs: list[Run],
+    retrain: Run | None,
+    evals: dict,
+    overlap: dict | None,
+    explains: dict,
+    surgery: list[dict],
+    compare: dict | None,
+    dynamics: list[dict],
+) -> dict[str, pd.DataFrame]:
     """Every table of the report, from the stage outputs on disk. The report shows nothing that is not in here."""
     from rldelta.diff import SUMMARY_FILE, TENSORS_FILE
 
@@ -871,11 +1064,19 @@ def build_tables(cfg: StudyConfig, study: Path, base: Path, runs: list[Run], ret
     base_acc = evals["base"]["accuracy"]
 
     setup = [
-        ("question", "Why does RL fine-tuning change only a slice of the weights, with full-rank, seed-consistent updates?"),
-        ("config", cfg.source), ("model", cfg.model), ("base model folder", str(base)), ("task", cfg.task),
+        (
+            "question",
+            "Why does RL fine-tuning change only a slice of the weights, with full-rank, seed-consistent updates?",
+        ),
+        ("config", cfg.source),
+        ("model", cfg.model),
+        ("base model folder", str(base)),
+        ("task", cfg.task),
         ("difficulty", "all" if cfg.difficulty is None else str(cfg.difficulty)),
-        ("algorithms", ", ".join(cfg.algorithms)), ("seeds", ", ".join(map(str, cfg.seeds))),
-        ("precisions", ", ".join(cfg.precisions)), ("steps", str(cfg.steps)),
+        ("algorithms", ", ".join(cfg.algorithms)),
+        ("seeds", ", ".join(map(str, cfg.seeds))),
+        ("precisions", ", ".join(cfg.precisions)),
+        ("steps", str(cfg.steps)),
         ("saved steps", ", ".join(map(str, runs[0].config.save_step_list))),
         ("eval", f"greedy, n={cfg.eval_n}, {cfg.eval_max_new_tokens} new tokens, test split seed {cfg.eval_seed}"),
         ("changed", f"bitwise in bf16 (the stored dtype); also |Δ| > {cfg.atol:g} in fp32"),
@@ -892,30 +1093,57 @@ def build_tables(cfg: StudyConfig, study: Path, base: Path, runs: list[Run], ret
         ex = explains.get(r.label, {})
         master = ex.get("master") or {}
         mo = ex.get("magnitude_matched_overlap") or {}
-        run_rows.append({
-            "run": r.label, "kind": r.kind, "algo": r.algo, "seed": r.seed, "precision": r.precision,
-            "steps": r.final_step, "accuracy": evals[r.label]["accuracy"], "base_accuracy": base_acc,
-            "changed_frac": s["totals"]["changed_frac"], "changed_atol_frac": s["totals"]["changed_atol_frac"],
-            "mean_rank_frac": s["totals"]["mean_rank_frac"],
-            "weighted_mean_rank_frac": s["totals"]["weighted_mean_rank_frac"],
-            "fp32_changed_frac": fs.get("changed_frac"), "fp32_changed_atol_frac": fs.get("changed_atol_frac"),
-            "fp32_mean_rank_frac": fs.get("mean_rank_frac"),
-            "lost_to_rounding_frac": master.get("lost_to_rounding_frac"),
-            "auc_small_weights": (ex.get("rounding") or {}).get("auc"),
-            "seed_overlap": mo.get("observed"), "seed_overlap_random": mo.get("random"),
-            "seed_overlap_magnitude_matched": mo.get("magnitude_matched"),
-            "run_dir": str(r.dir),
-        })
+        run_rows.append(
+            {
+                "run": r.label,
+                "kind": r.kind,
+                "algo": r.algo,
+                "seed": r.seed,
+                "precision": r.precision,
+                "steps": r.final_step,
+                "accuracy": evals[r.label]["accuracy"],
+                "base_accuracy": base_acc,
+                "changed_frac": s["totals"]["changed_frac"],
+                "changed_atol_frac": s["totals"]["changed_atol_frac"],
+                "mean_rank_frac": s["totals"]["mean_rank_frac"],
+                "weighted_mean_rank_frac": s["totals"]["weighted_mean_rank_frac"],
+                "fp32_changed_frac": fs.get("changed_frac"),
+                "fp32_changed_atol_frac": fs.get("changed_atol_frac"),
+                "fp32_mean_rank_frac": fs.get("mean_rank_frac"),
+                "lost_to_rounding_frac": master.get("lost_to_rounding_frac"),
+                "auc_small_weights": (ex.get("rounding") or {}).get("auc"),
+                "seed_overlap": mo.get("observed"),
+                "seed_overlap_random": mo.get("random"),
+                "seed_overlap_magnitude_matched": mo.get("magnitude_matched"),
+                "run_dir": str(r.dir),
+            }
+        )
         null = ex.get("rank_null") or {}
         for mod, m in s["by_module"].items():
-            module_rows.append({"run": r.label, "module": mod, "numel": m["numel"], "changed_frac": m["changed_frac"],
-                                "changed_atol_frac": m["changed_atol_frac"], "mean_rank_frac": m["mean_rank_frac"],
-                                "null_rank_frac": (null.get(mod) or {}).get("null_rank_frac")})
+            module_rows.append(
+                {
+                    "run": r.label,
+                    "module": mod,
+                    "numel": m["numel"],
+                    "changed_frac": m["changed_frac"],
+                    "changed_atol_frac": m["changed_atol_frac"],
+                    "mean_rank_frac": m["mean_rank_frac"],
+                    "null_rank_frac": (null.get(mod) or {}).get("null_rank_frac"),
+                }
+            )
         t = pd.read_parquet(diff_dir(study, r) / TENSORS_FILE)
         for row in t.itertuples():
-            layer_rows.append({"run": r.label, "tensor": row.name, "layer": None if pd.isna(row.layer) else int(row.layer),
-                               "module": row.module, "numel": int(row.numel), "changed_frac": row.changed_frac,
-                               "rank_frac": json_safe(row.rank_frac)})
+            layer_rows.append(
+                {
+                    "run": r.label,
+                    "tensor": row.name,
+                    "layer": None if pd.isna(row.layer) else int(row.layer),
+                    "module": row.module,
+                    "numel": int(row.numel),
+                    "changed_frac": row.changed_frac,
+                    "rank_frac": json_safe(row.rank_frac),
+                }
+            )
         rounding = ex.get("rounding") or {}
         fp32_dec = master.get("fp32_changed_frac_by_decile") or [None] * 10
         for i, v in enumerate(rounding.get("changed_frac_by_decile") or []):
@@ -933,19 +1161,55 @@ def build_tables(cfg: StudyConfig, study: Path, base: Path, runs: list[Run], ret
         ea = explains.get(a.label, {}).get("magnitude_matched_overlap") or {}
         if ea.get("b") == p["b"]:
             matched = ea.get("magnitude_matched")
-        ov_rows.append({"a": a.label, "b": b.label, "kind": _pair_kind(a, b), "size_a": p["size_a"],
-                        "size_b": p["size_b"], "intersection": p["intersection"], "overlap": p["overlap"],
-                        "random_overlap": p["random_overlap"], "magnitude_matched_overlap": matched,
-                        "jaccard": p["jaccard"]})
-    tables["overlap"] = pd.DataFrame(ov_rows, columns=["a", "b", "kind", "size_a", "size_b", "intersection",
-                                                       "overlap", "random_overlap", "magnitude_matched_overlap",
-                                                       "jaccard"])
+        ov_rows.append(
+            {
+                "a": a.label,
+                "b": b.label,
+                "kind": _pair_kind(a, b),
+                "size_a": p["size_a"],
+                "size_b": p["size_b"],
+                "intersection": p["intersection"],
+                "overlap": p["overlap"],
+                "random_overlap": p["random_overlap"],
+                "magnitude_matched_overlap": matched,
+                "jaccard": p["jaccard"],
+            }
+        )
+    tables["overlap"] = pd.DataFrame(
+        ov_rows,
+        columns=[
+            "a",
+            "b",
+            "kind",
+            "size_a",
+            "size_b",
+            "intersection",
+            "overlap",
+            "random_overlap",
+            "magnitude_matched_overlap",
+            "jaccard",
+        ],
+    )
 
-    acc_rows = [{"model": "base", "kind": "base", "accuracy": base_acc, "format_rate": evals["base"]["format_rate"],
-                 "n": evals["base"]["n"]}]
+    acc_rows = [
+        {
+            "model": "base",
+            "kind": "base",
+            "accuracy": base_acc,
+            "format_rate": evals["base"]["format_rate"],
+            "n": evals["base"]["n"],
+        }
+    ]
     for r in all_runs:
-        acc_rows.append({"model": r.label, "kind": r.kind, "accuracy": evals[r.label]["accuracy"],
-                         "format_rate": evals[r.label]["format_rate"], "n": evals[r.label]["n"]})
+        acc_rows.append(
+            {
+                "model": r.label,
+                "kind": r.kind,
+                "accuracy": evals[r.label]["accuracy"],
+                "format_rate": evals[r.label]["format_rate"],
+                "n": evals[r.label]["n"],
+            }
+        )
     tables["accuracy"] = pd.DataFrame(acc_rows)
 
     curve_rows = []
@@ -954,25 +1218,57 @@ def build_tables(cfg: StudyConfig, study: Path, base: Path, runs: list[Run], ret
         if mp.is_file():
             m = pd.read_parquet(mp)
             for row in m.to_dict("records"):
-                curve_rows.append({"run": r.label, "step": int(row["step"]),
-                                   "train_accuracy": json_safe(row.get("accuracy")),
-                                   "reward_mean": json_safe(row.get("reward_mean"))})
+                curve_rows.append(
+                    {
+                        "run": r.label,
+                        "step": int(row["step"]),
+                        "train_accuracy": json_safe(row.get("accuracy")),
+                        "reward_mean": json_safe(row.get("reward_mean")),
+                    }
+                )
     tables["training_curves"] = pd.DataFrame(curve_rows, columns=["run", "step", "train_accuracy", "reward_mean"])
 
     tuned_acc = {r.label: evals[r.label]["accuracy"] for r in runs}
     sur_rows = []
     for rec in surgery:
-        sur_rows.append({"target": rec["target"], "mask_of": rec["mask_of"], "kind": rec["kind"],
-                         "control": rec["control"], "masked_frac": rec["masked_frac"], "accuracy": rec["accuracy"],
-                         "tuned_accuracy": tuned_acc[rec["target"]], "base_accuracy": base_acc,
-                         "recovery": _recovery(rec["accuracy"], base_acc, tuned_acc[rec["target"]])})
-    tables["surgery"] = pd.DataFrame(sur_rows, columns=["target", "mask_of", "kind", "control", "masked_frac",
-                                                        "accuracy", "tuned_accuracy", "base_accuracy", "recovery"])
+        sur_rows.append(
+            {
+                "target": rec["target"],
+                "mask_of": rec["mask_of"],
+                "kind": rec["kind"],
+                "control": rec["control"],
+                "masked_frac": rec["masked_frac"],
+                "accuracy": rec["accuracy"],
+                "tuned_accuracy": tuned_acc[rec["target"]],
+                "base_accuracy": base_acc,
+                "recovery": _recovery(rec["accuracy"], base_acc, tuned_acc[rec["target"]]),
+            }
+        )
+    tables["surgery"] = pd.DataFrame(
+        sur_rows,
+        columns=[
+            "target",
+            "mask_of",
+            "kind",
+            "control",
+            "masked_frac",
+            "accuracy",
+            "tuned_accuracy",
+            "base_accuracy",
+            "recovery",
+        ],
+    )
     ret = []
     if compare is not None and retrain is not None:
-        ret.append({**compare, "accuracy_full": tuned_acc[compare["full"]],
-                    "accuracy_retrain": evals[retrain.label]["accuracy"], "base_accuracy": base_acc,
-                    "recovery": _recovery(evals[retrain.label]["accuracy"], base_acc, tuned_acc[compare["full"]])})
+        ret.append(
+            {
+                **compare,
+                "accuracy_full": tuned_acc[compare["full"]],
+                "accuracy_retrain": evals[retrain.label]["accuracy"],
+                "base_accuracy": base_acc,
+                "recovery": _recovery(evals[retrain.label]["accuracy"], base_acc, tuned_acc[compare["full"]]),
+            }
+        )
     tables["retrain"] = pd.DataFrame(ret)
     tables["dynamics"] = pd.DataFrame(dynamics)
     tables["headline"], tables["claims"] = _headline_and_claims(cfg, tables, runs)
@@ -993,8 +1289,9 @@ def _headline_and_claims(cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: lis
     ret = t["retrain"].to_dict("records")[0] if len(t["retrain"]) else {}
     mods = t["modules"][t["modules"]["run"].isin(grid["run"])]
     primary = runs[0].label
-    others = [r.label for r in runs if r.algo == runs[0].algo and r.precision == runs[0].precision
-              and r.label != primary]
+    others = [
+        r.label for r in runs if r.algo == runs[0].algo and r.precision == runs[0].precision and r.label != primary
+    ]
     cross = sur[sur["target"].isin(others)] if others else sur
 
     def sur_acc(kind: str, control: str) -> float | None:
@@ -1006,31 +1303,80 @@ def _headline_and_claims(cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: lis
 
     h = [
         ("changed_frac", "changed fraction, bitwise in bf16 (mean over runs)", col_mean(grid, "changed_frac"), "pct"),
-        ("changed_atol_frac", f"changed fraction, |Δ| > {cfg.atol:g} (mean over runs)",
-         col_mean(grid, "changed_atol_frac"), "pct"),
-        ("fp32_changed_frac", "changed fraction of the fp32 master weights (mean over fp32 runs)",
-         col_mean(grid, "fp32_changed_frac"), "pct"),
-        ("lost_to_rounding_frac", "share of fp32 updates lost when rounding to bf16",
-         col_mean(grid, "lost_to_rounding_frac"), "pct"),
-        ("mean_rank_frac", "rank / max rank of Δ, mean over 2-D tensors and runs", col_mean(grid, "mean_rank_frac"), "num"),
-        ("null_rank_frac", "same for random sparse matrices of the same density", col_mean(mods, "null_rank_frac"), "num"),
+        (
+            "changed_atol_frac",
+            f"changed fraction, |Δ| > {cfg.atol:g} (mean over runs)",
+            col_mean(grid, "changed_atol_frac"),
+            "pct",
+        ),
+        (
+            "fp32_changed_frac",
+            "changed fraction of the fp32 master weights (mean over fp32 runs)",
+            col_mean(grid, "fp32_changed_frac"),
+            "pct",
+        ),
+        (
+            "lost_to_rounding_frac",
+            "share of fp32 updates lost when rounding to bf16",
+            col_mean(grid, "lost_to_rounding_frac"),
+            "pct",
+        ),
+        (
+            "mean_rank_frac",
+            "rank / max rank of Δ, mean over 2-D tensors and runs",
+            col_mean(grid, "mean_rank_frac"),
+            "num",
+        ),
+        (
+            "null_rank_frac",
+            "same for random sparse matrices of the same density",
+            col_mean(mods, "null_rank_frac"),
+            "num",
+        ),
         ("seed_overlap", "seed overlap |A∩B|/|A| (mean over seed pairs)", col_mean(seeds, "overlap"), "pct"),
-        ("seed_overlap_random", "… expected at random (same per-tensor density)", col_mean(seeds, "random_overlap"), "pct"),
-        ("seed_overlap_matched", "… expected at random within |w| bins (magnitude-matched)",
-         col_mean(seeds, "magnitude_matched_overlap"), "pct"),
-        ("algorithm_overlap", "overlap between algorithms (mean)", col_mean(ov[ov["kind"] == "algorithm"], "overlap"), "pct"),
-        ("precision_overlap", "overlap between bf16- and fp32-trained runs (mean)",
-         col_mean(ov[ov["kind"] == "precision"], "overlap"), "pct"),
+        (
+            "seed_overlap_random",
+            "… expected at random (same per-tensor density)",
+            col_mean(seeds, "random_overlap"),
+            "pct",
+        ),
+        (
+            "seed_overlap_matched",
+            "… expected at random within |w| bins (magnitude-matched)",
+            col_mean(seeds, "magnitude_matched_overlap"),
+            "pct",
+        ),
+        (
+            "algorithm_overlap",
+            "overlap between algorithms (mean)",
+            col_mean(ov[ov["kind"] == "algorithm"], "overlap"),
+            "pct",
+        ),
+        (
+            "precision_overlap",
+            "overlap between bf16- and fp32-trained runs (mean)",
+            col_mean(ov[ov["kind"] == "precision"], "overlap"),
+            "pct",
+        ),
         ("base_accuracy", "base accuracy", t["accuracy"]["accuracy"].iloc[0], "acc"),
         ("tuned_accuracy", "RL-tuned accuracy (mean over runs)", col_mean(grid, "accuracy"), "acc"),
         ("patch_accuracy", "base + other seed's update on the seed-1 subnetwork", sur_acc("patch", "none"), "acc"),
         ("patch_random_accuracy", "… on a random mask of the same size", sur_acc("patch", "random"), "acc"),
-        ("revert_accuracy", "other seed's model with the seed-1 subnetwork reset to base", sur_acc("revert", "none"), "acc"),
+        (
+            "revert_accuracy",
+            "other seed's model with the seed-1 subnetwork reset to base",
+            sur_acc("revert", "none"),
+            "acc",
+        ),
         ("revert_random_accuracy", "… with a random mask of the same size reset", sur_acc("revert", "random"), "acc"),
         ("retrain_accuracy", "subnetwork-only retraining accuracy", ret.get("accuracy_retrain"), "acc"),
         ("retrain_full_accuracy", "the full run it retrains", ret.get("accuracy_full"), "acc"),
-        ("retrain_coverage", "share of the full run's changed entries the retrain also changed",
-         ret.get("full_covered_by_retrain"), "pct"),
+        (
+            "retrain_coverage",
+            "share of the full run's changed entries the retrain also changed",
+            ret.get("full_covered_by_retrain"),
+            "pct",
+        ),
         ("retrain_cosine", "cosine of the retrain's Δ and the full run's Δ", ret.get("delta_cosine"), "num"),
     ]
     head = pd.DataFrame([{"key": k, "label": lab, "value": v, "format": f} for k, lab, v, f in h])
@@ -1040,21 +1386,32 @@ def _headline_and_claims(cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: lis
     claims = []
 
     def claim(name: str, published: str, key: str, verdict: str, text: str) -> None:
-        claims.append({"claim": name, "published": published, "key": key, "value": H.get(key),
-                       "verdict": verdict, "text": text})
+        claims.append(
+            {"claim": name, "published": published, "key": key, "value": H.get(key), "verdict": verdict, "text": text}
+        )
 
     sparsity = "RL updates only 5–30% of the parameters"
     cf = H["changed_frac"]
     if cf is None:
         claim("sparsity", sparsity, "changed_frac", "not measured", "No run finished.")
     elif 0.05 <= cf <= 0.30:
-        claim("sparsity", sparsity, "changed_frac", "reproduces",
-              "RL changed {changed_frac} of the entries (bitwise in bf16), inside the published 5–30%.")
+        claim(
+            "sparsity",
+            sparsity,
+            "changed_frac",
+            "reproduces",
+            "RL changed {changed_frac} of the entries (bitwise in bf16), inside the published 5–30%.",
+        )
     else:
         side = "sparser" if cf < 0.05 else "denser"
-        claim("sparsity", sparsity, "changed_frac", f"does not reproduce ({side})",
-              "RL changed {changed_frac} of the entries (bitwise in bf16; {changed_atol_frac} with |Δ| > atol), "
-              f"{'below' if cf < 0.05 else 'above'} the published 5–30%.")
+        claim(
+            "sparsity",
+            sparsity,
+            "changed_frac",
+            f"does not reproduce ({side})",
+            "RL changed {changed_frac} of the entries (bitwise in bf16; {changed_atol_frac} with |Δ| > atol), "
+            f"{'below' if cf < 0.05 else 'above'} the published 5–30%.",
+        )
 
     full_rank = "each update matrix is nearly full rank (>99%)"
     rk, nr = H["mean_rank_frac"], H["null_rank_frac"]
@@ -1088,15 +1445,27 @@ def _headline_and_claims(cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: lis
     if pa_ is None:
         claim("subnetwork sufficiency", sufficiency, "patch_accuracy", "not measured", "Needs two or more seeds.")
     else:
-        text = ("Base + the other seed's update on the seed-1 subnetwork scores {patch_accuracy} "
-                "(random mask {patch_random_accuracy}) vs {tuned_accuracy} tuned and {base_accuracy} base")
+        text = (
+            "Base + the other seed's update on the seed-1 subnetwork scores {patch_accuracy} "
+            "(random mask {patch_random_accuracy}) vs {tuned_accuracy} tuned and {base_accuracy} base"
+        )
         if abs(tuned - b) < 2 / cfg.eval_n:
-            claim("subnetwork sufficiency", sufficiency, "patch_accuracy", "inconclusive",
-                  text + ": RL barely moved accuracy, so there is nothing to recover.")
+            claim(
+                "subnetwork sufficiency",
+                sufficiency,
+                "patch_accuracy",
+                "inconclusive",
+                text + ": RL barely moved accuracy, so there is nothing to recover.",
+            )
         else:
             rec = _recovery(pa_, b, tuned)
-            claim("subnetwork sufficiency", sufficiency, "patch_accuracy",
-                  "reproduces" if rec is not None and rec >= 0.9 else "does not reproduce", text + ".")
+            claim(
+                "subnetwork sufficiency",
+                sufficiency,
+                "patch_accuracy",
+                "reproduces" if rec is not None and rec >= 0.9 else "does not reproduce",
+                text + ".",
+            )
 
     subnet = "training only the subnetwork recovers the full run's accuracy and parameters"
     ra, fa, cos = H["retrain_accuracy"], H["retrain_full_accuracy"], H["retrain_cosine"]
@@ -1105,10 +1474,14 @@ def _headline_and_claims(cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: lis
     else:
         close = abs(ra - fa) <= max(0.02, 2 / cfg.eval_n)
         same = cos is not None and cos >= 0.9
-        claim("subnetwork-only training", subnet, "retrain_accuracy",
-              "reproduces" if close and same else ("partly" if close or same else "does not reproduce"),
-              "Retrained on the subnetwork only: {retrain_accuracy} vs {retrain_full_accuracy} for the full run; "
-              "cosine of the two Δs {retrain_cosine}; it changed {retrain_coverage} of the full run's changed entries.")
+        claim(
+            "subnetwork-only training",
+            subnet,
+            "retrain_accuracy",
+            "reproduces" if close and same else ("partly" if close or same else "does not reproduce"),
+            "Retrained on the subnetwork only: {retrain_accuracy} vs {retrain_full_accuracy} for the full run; "
+            "cosine of the two Δs {retrain_cosine}; it changed {retrain_coverage} of the full run's changed entries.",
+        )
     return head, pd.DataFrame(claims)
 
 
@@ -1120,5 +1493,15 @@ def export_tables(tables: dict[str, pd.DataFrame], out: Path) -> None:
         atomic_write_bytes(out / f"{name}.csv", df.to_csv(index=False).encode())
 
 
-__all__ = ["StudyConfig", "StudyError", "load_config", "config_from_dict", "preset_path", "run_study",
-           "run_complete", "build_tables", "export_tables", "PRESETS"]
+__all__ = [
+    "StudyConfig",
+    "StudyError",
+    "load_config",
+    "config_from_dict",
+    "preset_path",
+    "run_study",
+    "run_complete",
+    "build_tables",
+    "export_tables",
+    "PRESETS",
+]

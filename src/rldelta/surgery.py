@@ -35,6 +35,7 @@ from rldelta import __version__
 from rldelta.atomic import atomic_dir_over, atomic_write_bytes
 from rldelta.checkpoint import SINGLE_FILE, Checkpoint, SafetensorsStreamWriter, open_checkpoint
 from rldelta.diff import pair_tensors
+from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, load_mask, random_mask
 from rldelta.metrics.overlap import count as count_true
 from rldelta.report.terminal import progress_bar
@@ -46,14 +47,26 @@ CONTROLS = (None, "random")
 # The non-weight files a model folder needs to load with transformers and to be scored by `rldelta eval`.
 # An allowlist, not "everything but the weights": a base given as a single .safetensors file may sit in any folder.
 MODEL_FILES: Sequence[str] = (
-    "config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json", "added_tokens.json",
-    "vocab.*", "merges.txt", "chat_template.*", "*.tiktoken", "spiece.model", "sentencepiece*.model",
-    "preprocessor_config.json", "processor_config.json",
-    "configuration_*.py", "modeling_*.py", "tokenization_*.py",  # trust_remote_code models
+    "config.json",
+    "generation_config.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.*",
+    "merges.txt",
+    "chat_template.*",
+    "*.tiktoken",
+    "spiece.model",
+    "sentencepiece*.model",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "configuration_*.py",
+    "modeling_*.py",
+    "tokenization_*.py",  # trust_remote_code models
 )
 
 
-class SurgeryError(ValueError):
+class SurgeryError(RldeltaError):
     """Inputs that cannot be combined (mismatched tensors or shapes, a bad option); the message names them."""
 
 
@@ -129,8 +142,7 @@ def run_surgery(
     }
     with _building(out) as tmp:
         layout = [(n, base_ck.info(n).dtype, base_ck.info(n).shape) for n in names]
-        writer = SafetensorsStreamWriter(tmp / SINGLE_FILE, layout,
-                                         metadata={"format": "pt", "rldelta.surgery": kind})
+        writer = SafetensorsStreamWriter(tmp / SINGLE_FILE, layout, metadata={"format": "pt", "rldelta.surgery": kind})
         try:
             with progress_bar(kind, len(names), progress) as advance:
                 for n in names:
@@ -201,11 +213,14 @@ def _paired_names(base: Checkpoint, tuned: Checkpoint) -> list[str]:
             f"but {tuple(m['tuned_shape'])} in {tuned.path}"
         )
     if p.missing_in_tuned:
-        raise SurgeryError(f"tensor {p.missing_in_tuned[0]!r} is in {base.path} but not in {tuned.path}"
-                           + _and_more(p.missing_in_tuned))
+        raise SurgeryError(
+            f"tensor {p.missing_in_tuned[0]!r} is in {base.path} but not in {tuned.path}"
+            + _and_more(p.missing_in_tuned)
+        )
     if p.extra_in_tuned:
-        raise SurgeryError(f"tensor {p.extra_in_tuned[0]!r} is in {tuned.path} but not in {base.path}"
-                           + _and_more(p.extra_in_tuned))
+        raise SurgeryError(
+            f"tensor {p.extra_in_tuned[0]!r} is in {tuned.path} but not in {base.path}" + _and_more(p.extra_in_tuned)
+        )
     return p.names
 
 
@@ -218,12 +233,16 @@ def _check_mask(mask: Mask, base: Checkpoint, names: list[str]) -> None:
     for n in mask.names():
         if n not in known:
             if n in base.aliases:
-                raise SurgeryError(f"{mask.source}: tensor {n!r} is tied to {base.aliases[n]!r} in {base.path}; "
-                                   f"the mask must name {base.aliases[n]!r} instead")
+                raise SurgeryError(
+                    f"{mask.source}: tensor {n!r} is tied to {base.aliases[n]!r} in {base.path}; "
+                    f"the mask must name {base.aliases[n]!r} instead"
+                )
             raise SurgeryError(f"{mask.source}: tensor {n!r} is not in the checkpoints ({base.path})")
         if mask.shape(n) != base.info(n).shape:
-            raise SurgeryError(f"{mask.source}: tensor {n!r} has shape {mask.shape(n)} in the mask "
-                               f"but {base.info(n).shape} in the checkpoints")
+            raise SurgeryError(
+                f"{mask.source}: tensor {n!r} has shape {mask.shape(n)} in the mask "
+                f"but {base.info(n).shape} in the checkpoints"
+            )
 
 
 def _model_dir(ck: Checkpoint) -> Path:

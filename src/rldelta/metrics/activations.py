@@ -86,9 +86,7 @@ def activation_frequency(a: torch.Tensor, rel: float, *, scale: float | None = N
     return (x.abs() > rel * s).sum(dim=0).to(torch.float64) / x.shape[0]
 
 
-def neuron_changed_frac(
-    gate_mask: torch.Tensor | None, up_mask: torch.Tensor, down_mask: torch.Tensor
-) -> torch.Tensor:
+def neuron_changed_frac(gate_mask: torch.Tensor | None, up_mask: torch.Tensor, down_mask: torch.Tensor) -> torch.Tensor:
     """Per MLP intermediate neuron i, the fraction of its weights an update changed, float64 `[inter]`.
 
     Neuron i owns row i of gate_proj and up_proj (`[inter, hidden]`) and column i of down_proj (`[hidden, inter]`);
@@ -99,7 +97,8 @@ def neuron_changed_frac(
     inter, hidden = up_mask.shape
     if tuple(down_mask.shape) != (hidden, inter):
         raise ValueError(
-            f"down mask has shape {tuple(down_mask.shape)}, expected {(hidden, inter)} (up is {(inter, hidden)})")
+            f"down mask has shape {tuple(down_mask.shape)}, expected {(hidden, inter)} (up is {(inter, hidden)})"
+        )
     if gate_mask is not None and tuple(gate_mask.shape) != (inter, hidden):
         raise ValueError(f"gate mask has shape {tuple(gate_mask.shape)}, expected {(inter, hidden)} like up")
     changed = up_mask.sum(dim=1, dtype=torch.int64) + down_mask.sum(dim=0, dtype=torch.int64)

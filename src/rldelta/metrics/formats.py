@@ -12,8 +12,11 @@ from typing import Any
 
 
 def format_table(
-    steps: Sequence[int], formats: Sequence[str], correct: Sequence[float] | None = None,
-    *, names: Sequence[str] | None = None,
+    steps: Sequence[int],
+    formats: Sequence[str],
+    correct: Sequence[float] | None = None,
+    *,
+    names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (step, format): count, share of the step's completions, and accuracy within the format.
 
@@ -22,8 +25,10 @@ def format_table(
     step; None when the format has none there or `correct` is not given.
     """
     if len(steps) != len(formats) or (correct is not None and len(correct) != len(steps)):
-        raise ValueError(f"steps, formats and correct differ in length: {len(steps)}, {len(formats)}, "
-                         f"{len(correct) if correct is not None else '-'}")
+        raise ValueError(
+            f"steps, formats and correct differ in length: {len(steps)}, {len(formats)}, "
+            f"{len(correct) if correct is not None else '-'}"
+        )
     names = list(names) if names is not None else sorted(set(formats))
     unknown = sorted(set(formats) - set(names))
     if unknown:
@@ -38,13 +43,15 @@ def format_table(
     for s in sorted(totals):
         for f in names:
             n = counts[s, f]
-            rows.append({
-                "step": int(s),
-                "format": f,
-                "count": n,
-                "share": n / totals[s],
-                "accuracy": right[s, f] / n if n and correct is not None else None,
-            })
+            rows.append(
+                {
+                    "step": int(s),
+                    "format": f,
+                    "count": n,
+                    "share": n / totals[s],
+                    "accuracy": right[s, f] / n if n and correct is not None else None,
+                }
+            )
     return rows
 
 
@@ -63,7 +70,7 @@ def winner(rows: Sequence[dict[str, Any]], last: int = 1) -> str | None:
     a window smooths out a lucky batch; ties: the first in row order); None without rows."""
     if not rows:
         return None
-    window = set(sorted({r["step"] for r in rows})[-max(1, last):])
+    window = set(sorted({r["step"] for r in rows})[-max(1, last) :])
     return argmax(end_shares(rows, window), ties="first")
 
 

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def probe_stats(seq_logprob: Sequence[float], n_tokens: Sequence[int], correct: Sequence[bool],
-                prompt: Sequence[int]) -> dict[str, float | None]:
+def probe_stats(
+    seq_logprob: Sequence[float], n_tokens: Sequence[int], correct: Sequence[bool], prompt: Sequence[int]
+) -> dict[str, float | None]:
     """Mean log-probability of the correct and of the wrong completions, and the probability mass on each.
 
     seq_logprob: sum of the token log-probs of each completion (nats); n_tokens: its length; correct: its label;
@@ -83,14 +84,25 @@ def phases(steps: Sequence[int], amplification: Sequence[float], suppression: Se
         ra = (amplification[i] - amplification[i - 1]) / dt
         rs = (suppression[i] - suppression[i - 1]) / dt
         # A component that moved away from the correct completions (negative rate) dominates nothing.
-        dom = ("amplification" if ra > max(rs, 0.0) else "suppression" if rs > max(ra, 0.0) else "neither")
-        intervals.append({"from_step": steps[i - 1], "to_step": steps[i], "amplification_rate": ra,
-                          "suppression_rate": rs, "dominant": dom})
+        dom = "amplification" if ra > max(rs, 0.0) else "suppression" if rs > max(ra, 0.0) else "neither"
+        intervals.append(
+            {
+                "from_step": steps[i - 1],
+                "to_step": steps[i],
+                "amplification_rate": ra,
+                "suppression_rate": rs,
+                "dominant": dom,
+            }
+        )
     first = intervals[0]["dominant"]
     switch = None
     for j, iv in enumerate(intervals):
         if all(x["dominant"] not in (first, "neither") for x in intervals[j:]):
             switch = iv["from_step"]
             break
-    return {"intervals": intervals, "first_dominant": first,
-            "last_dominant": intervals[-1]["dominant"], "switch_step": switch}
+    return {
+        "intervals": intervals,
+        "first_dominant": first,
+        "last_dominant": intervals[-1]["dominant"],
+        "switch_step": switch,
+    }

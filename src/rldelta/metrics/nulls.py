@@ -57,9 +57,7 @@ class RankNull:
         return math.sqrt(sum((f - mu) ** 2 for f in fr) / (len(fr) - 1))
 
 
-def random_sparse_rank_null(
-    shape: tuple[int, int], density: float, *, samples: int = 3, seed: int = 0
-) -> RankNull:
+def random_sparse_rank_null(shape: tuple[int, int], density: float, *, samples: int = 3, seed: int = 0) -> RankNull:
     """Numerical rank (same tolerance as the diff's) of `samples` random matrices of this shape and density.
 
     If these are already full-rank, a sparse update being full-rank says nothing beyond its sparsity.
@@ -76,5 +74,4 @@ def random_sparse_rank_null(
             ranks.append(0)  # the zero matrix; no SVD needed
             continue
         ranks.append(rank_stats(random_sparse_matrix(shape, density, g)).rank)
-    return RankNull(shape=(int(shape[0]), int(shape[1])), density=float(density), ranks=tuple(ranks),
-                    max_rank=max_rank)
+    return RankNull(shape=(int(shape[0]), int(shape[1])), density=float(density), ranks=tuple(ranks), max_rank=max_rank)

@@ -79,7 +79,7 @@ def magnitude_key(w: torch.Tensor) -> torch.Tensor:
     return w.float().abs().view(torch.int32) >> 16
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _half_ulp_table(dtype: torch.dtype) -> torch.Tensor:
     return half_ulp_exponent_index(key_value(torch.arange(MAG_KEYS)), dtype)
 

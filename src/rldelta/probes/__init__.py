@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rldelta.errors import RldeltaError
 
-class ProbeError(ValueError):
+
+class ProbeError(RldeltaError):
     """Input a probe cannot use (not a run or model folder, runs that do not match, tensors that differ), with a
     one-line reason naming the file or tensor."""
 

@@ -146,11 +146,13 @@ def _capture(model) -> Iterator[tuple[list, list]]:
     def block_output_hook(idx):
         def hook(module, args, output):
             residual[idx] = output[0] if isinstance(output, tuple) else output
+
         return hook
 
     def down_proj_input_hook(idx):
         def hook(module, args):
             mlp[idx] = args[0]
+
         return hook
 
     blocks = _blocks(model)
@@ -166,16 +168,18 @@ def _capture(model) -> Iterator[tuple[list, list]]:
             h.remove()
 
 
-def _batches(model, tokenizer, examples: list[Example], batch_size: int,
-             advance: Callable[[str], None], label: str) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+def _batches(
+    model, tokenizer, examples: list[Example], batch_size: int, advance: Callable[[str], None], label: str
+) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
     """Per batch: per layer, the residual and mlp activations of its non-padding tokens, `[tokens, units]` fp32."""
     texts = prompt_texts(tokenizer, examples)
     tokenizer.padding_side = "right"
     device = next(model.parameters()).device
     with _capture(model) as (residual, mlp):
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                            add_special_tokens=False)
+            enc = tokenizer(
+                texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            )
             enc = {k: v.to(device) for k, v in enc.items()}
             with torch.inference_mode():
                 model(**enc, use_cache=False)
@@ -187,8 +191,18 @@ def _batches(model, tokenizer, examples: list[Example], batch_size: int,
 # ---- measuring --------------------------------------------------------------------------------------------------
 
 
-def _sparsity_rows(name: str, model, tokenizer, levels: dict[int, list[Example]], train: set[int], *,
-                   rel: float, batch_size: int, advance, stats: dict | None = None) -> list[dict]:
+def _sparsity_rows(
+    name: str,
+    model,
+    tokenizer,
+    levels: dict[int, list[Example]],
+    train: set[int],
+    *,
+    rel: float,
+    batch_size: int,
+    advance,
+    stats: dict | None = None,
+) -> list[dict]:
     """Rows of the activations table for one model. `stats`, when given, collects per layer the sum of squares and
     the entry count of the mlp activations over the training levels (the scale of the frequency pass)."""
     rows = []
@@ -202,11 +216,19 @@ def _sparsity_rows(name: str, model, tokenizer, levels: dict[int, list[Example]]
         for site in SITES:
             for layer, chunks in enumerate(per_layer[site]):
                 h = torch.cat(chunks)
-                rows.append({
-                    "model": name, "level": level, "beyond_training": level not in train, "layer": layer,
-                    "site": site, "near_zero_frac": near_zero_frac(h, rel), "hoyer": hoyer(h),
-                    "top1_mass_share": top_mass_share(h, TOP_FRAC), "tokens": h.shape[0],
-                })
+                rows.append(
+                    {
+                        "model": name,
+                        "level": level,
+                        "beyond_training": level not in train,
+                        "layer": layer,
+                        "site": site,
+                        "near_zero_frac": near_zero_frac(h, rel),
+                        "hoyer": hoyer(h),
+                        "top1_mass_share": top_mass_share(h, TOP_FRAC),
+                        "tokens": h.shape[0],
+                    }
+                )
                 if stats is not None and site == "mlp" and level in train:
                     s = stats.setdefault(layer, [0.0, 0])
                     s[0] += float(h.double().square().sum())
@@ -215,8 +237,17 @@ def _sparsity_rows(name: str, model, tokenizer, levels: dict[int, list[Example]]
     return rows
 
 
-def _frequencies(model, tokenizer, levels: dict[int, list[Example]], train: set[int], stats: dict, *,
-                 freq_rel: float, batch_size: int, advance) -> dict[int, torch.Tensor]:
+def _frequencies(
+    model,
+    tokenizer,
+    levels: dict[int, list[Example]],
+    train: set[int],
+    stats: dict,
+    *,
+    freq_rel: float,
+    batch_size: int,
+    advance,
+) -> dict[int, torch.Tensor]:
     """Per layer, each MLP neuron's activation frequency over all training-level tokens, against the RMS of the
     layer over those same tokens (from `stats`)."""
     scale = {layer: math.sqrt(ss / n) if n else float("nan") for layer, (ss, n) in stats.items()}
@@ -299,7 +330,9 @@ def _by_level(rows: list[dict]) -> dict:
             for metric in METRICS:
                 means = [float(np.nanmean([r[metric] for r in sub if r["level"] == lv] or [np.nan])) for lv in levels]
                 out.setdefault(model, {}).setdefault(site, {})[metric] = {
-                    "by_level": dict(zip(map(str, levels), means)), "slope": _slope(levels, means)}
+                    "by_level": dict(zip(map(str, levels), means)),
+                    "slope": _slope(levels, means),
+                }
     return out
 
 
@@ -316,8 +349,9 @@ def sparsity_verdict(by_level: dict) -> str:
     parts = []
     for metric, label in (("near_zero_frac", "near-zero fraction"), ("hoyer", "Hoyer")):
         b = by_level["base"]
-        trends = ", ".join(f"{site} {_trend(b[site][metric]['slope'])} ({b[site][metric]['slope']:+.4f}/level)"
-                           for site in SITES)
+        trends = ", ".join(
+            f"{site} {_trend(b[site][metric]['slope'])} ({b[site][metric]['slope']:+.4f}/level)" for site in SITES
+        )
         parts.append(f"{label}: {trends}")
     line = "base with difficulty — " + "; ".join(parts)
     if "tuned" in by_level:
@@ -346,8 +380,10 @@ def neuron_verdict(spearman: float, n: int) -> str:
         return f"RL edited the neurons the task uses more (Spearman {spearman:+.2f}, n={n})"
     if spearman <= -limit:
         return f"RL edited the rarely used neurons more (Spearman {spearman:+.2f}, n={n})"
-    return (f"neither: RL's edits do not follow how often the task uses a neuron "
-            f"(Spearman {spearman:+.2f}, n={n}, |rho| < {limit:.2f})")
+    return (
+        f"neither: RL's edits do not follow how often the task uses a neuron "
+        f"(Spearman {spearman:+.2f}, n={n}, |rho| < {limit:.2f})"
+    )
 
 
 # ---- runner -----------------------------------------------------------------------------------------------------
@@ -407,25 +443,38 @@ def run_activations(
     total = per_model + (per_model + freq_pass if tuned_dir is not None else 0)
     stats: dict = {}
     with progress_bar("activations", total, progress) as advance:
-        rows = _sparsity_rows("base", base, tokenizer, levels, train, rel=rel, batch_size=batch_size,
-                              advance=advance, stats=stats if tuned_dir is not None else None)
+        rows = _sparsity_rows(
+            "base",
+            base,
+            tokenizer,
+            levels,
+            train,
+            rel=rel,
+            batch_size=batch_size,
+            advance=advance,
+            stats=stats if tuned_dir is not None else None,
+        )
         neurons: list[dict] = []
         if tuned_dir is not None:
-            freq = _frequencies(base, tokenizer, levels, train, stats, freq_rel=freq_rel, batch_size=batch_size,
-                                advance=advance)
+            freq = _frequencies(
+                base, tokenizer, levels, train, stats, freq_rel=freq_rel, batch_size=batch_size, advance=advance
+            )
             del base
             tuned, tuned_tok = load_for_eval(tuned_dir, device=device)
             if len(_blocks(tuned)) != len(names):
                 raise ProbeError(f"{tuned_dir}: {len(_blocks(tuned))} layers, but {base_dir} has {len(names)}")
-            rows += _sparsity_rows("tuned", tuned, tuned_tok, levels, train, rel=rel, batch_size=batch_size,
-                                   advance=advance)
+            rows += _sparsity_rows(
+                "tuned", tuned, tuned_tok, levels, train, rel=rel, batch_size=batch_size, advance=advance
+            )
             del tuned
             for layer in range(len(names)):
                 f, c = freq[layer], changed[layer]
                 if f.shape != c.shape:
                     raise ProbeError(f"layer {layer}: {f.numel()} MLP activations but {c.numel()} neurons in weights")
-                neurons += [{"layer": layer, "neuron": i, "activation_freq": float(a), "changed_frac": float(b)}
-                            for i, (a, b) in enumerate(zip(f.tolist(), c.tolist()))]
+                neurons += [
+                    {"layer": layer, "neuron": i, "activation_freq": float(a), "changed_frac": float(b)}
+                    for i, (a, b) in enumerate(zip(f.tolist(), c.tolist()))
+                ]
 
     by_level = _by_level(rows)
     t = extended_task(task)
@@ -435,16 +484,24 @@ def run_activations(
         "compare": None if compare is None else str(compare),
         "task": task,
         "settings": {
-            "rel": rel, "freq_rel": freq_rel, "top_frac": TOP_FRAC, "n_per_level": n_per_level, "seed": seed,
-            "split": "test", "batch_size": batch_size,
+            "rel": rel,
+            "freq_rel": freq_rel,
+            "top_frac": TOP_FRAC,
+            "n_per_level": n_per_level,
+            "seed": seed,
+            "split": "test",
+            "batch_size": batch_size,
             "levels": {str(lv): list(t.LEVELS[lv]) for lv in levels},
-            "training_levels": sorted(train), "beyond_training_levels": sorted(set(levels) - train),
+            "training_levels": sorted(train),
+            "beyond_training_levels": sorted(set(levels) - train),
             "tokens": "every non-padding prompt token, chat template included",
             "sites": {"residual": "output of each decoder block", "mlp": "input of mlp.down_proj"},
             "activation_freq": "base model, training levels; |a| > freq_rel x RMS of the layer's mlp activations "
-                               "over those tokens",
+            "over those tokens",
             "changed_frac": "bitwise in the base's stored dtype; rows of gate/up_proj, columns of down_proj",
-            "verdict_spearman": VERDICT_SPEARMAN, "verdict_sigmas": VERDICT_SIGMAS, "flat_slope": FLAT_SLOPE,
+            "verdict_spearman": VERDICT_SPEARMAN,
+            "verdict_sigmas": VERDICT_SIGMAS,
+            "flat_slope": FLAT_SLOPE,
         },
         "sparsity": by_level,
         "sparsity_verdict": sparsity_verdict(by_level),
@@ -461,10 +518,14 @@ def run_activations(
         # per-layer Spearmans (weighted by neurons) is the within-layer reading.
         weighted = [(c["spearman"], c["n"]) for c in by_layer.values() if math.isfinite(c["spearman"])]
         within = sum(r * n for r, n in weighted) / sum(n for _, n in weighted) if weighted else float("nan")
-        result["correlation"] = {"overall": overall, "by_layer": by_layer, "mean_within_layer_spearman": within,
-                                 "changed_frac_mean": float(np.mean([r["changed_frac"] for r in neurons])),
-                                 "activation_freq_mean": float(np.nanmean([r["activation_freq"] for r in neurons])),
-                                 "verdict_threshold": verdict_threshold(overall["n"])}
+        result["correlation"] = {
+            "overall": overall,
+            "by_layer": by_layer,
+            "mean_within_layer_spearman": within,
+            "changed_frac_mean": float(np.mean([r["changed_frac"] for r in neurons])),
+            "activation_freq_mean": float(np.nanmean([r["activation_freq"] for r in neurons])),
+            "verdict_threshold": verdict_threshold(overall["n"]),
+        }
         result["verdict"] = neuron_verdict(overall["spearman"], overall["n"])
         if math.isfinite(within) and len(by_layer) > 1:
             # Pooled over layers, a layer that is both busier and more edited can make the whole correlation.
@@ -488,12 +549,25 @@ def _plots(out: Path, rows: list[dict], neurons: list[dict], result: dict) -> No
 
     atomic_write_bytes(out / PLOT_LEVELS, sparsity_by_level_plot(pd.DataFrame(rows)))
     if neurons:
-        atomic_write_bytes(out / PLOT_NEURONS, neuron_scatter_plot(
-            pd.DataFrame(neurons), result["correlation"]["overall"]["spearman"]))
+        atomic_write_bytes(
+            out / PLOT_NEURONS, neuron_scatter_plot(pd.DataFrame(neurons), result["correlation"]["overall"]["spearman"])
+        )
 
 
 __all__ = [
-    "run_activations", "ProbeError", "ladder", "prompt_texts", "extended_task", "training_levels",
-    "sparsity_verdict", "neuron_verdict", "verdict_threshold", "ACTIVATIONS_JSON", "ACTIVATIONS_TABLE",
-    "NEURONS_TABLE", "PLOT_LEVELS", "PLOT_NEURONS", "BEYOND_LEVELS",
+    "run_activations",
+    "ProbeError",
+    "ladder",
+    "prompt_texts",
+    "extended_task",
+    "training_levels",
+    "sparsity_verdict",
+    "neuron_verdict",
+    "verdict_threshold",
+    "ACTIVATIONS_JSON",
+    "ACTIVATIONS_TABLE",
+    "NEURONS_TABLE",
+    "PLOT_LEVELS",
+    "PLOT_NEURONS",
+    "BEYOND_LEVELS",
 ]

@@ -23,7 +23,6 @@ import pandas as pd
 import pyarrow as pa
 
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from rldelta.probes import ProbeError, read_run
 from rldelta.metrics.formats import (
     accuracy_at,
     argmax,
@@ -34,6 +33,7 @@ from rldelta.metrics.formats import (
     shares_by_step,
     winner,
 )
+from rldelta.probes import ProbeError, read_run
 from rldelta.train.mixture import FORMAT_NAMES, OTHER, MixtureError, classify_format, read_mixture
 from rldelta.train.runfiles import COMPLETIONS
 
@@ -42,8 +42,15 @@ TABLE_FILE = "formats.parquet"
 SUMMARY_FILE = "formats.json"
 PLOT_FILE = "formats.png"
 END_WINDOW = 0.1  # the winner is decided on the mean share over the last 10% of the recorded steps
-_SCHEMA = pa.schema([("step", pa.int64()), ("format", pa.string()), ("count", pa.int64()), ("share", pa.float64()),
-                     ("accuracy", pa.float64())])
+_SCHEMA = pa.schema(
+    [
+        ("step", pa.int64()),
+        ("format", pa.string()),
+        ("count", pa.int64()),
+        ("share", pa.float64()),
+        ("accuracy", pa.float64()),
+    ]
+)
 
 
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -74,8 +81,10 @@ def _correct(config: dict[str, Any], df: pd.DataFrame, table: Path) -> list[floa
 
     try:
         task = get_task(config.get("task", "mixarith"))
-        return [float(v) if pd.notna(v) else task.correctness_reward(str(c), str(a))
-                for v, c, a in zip(recorded, df["completion"], df["answer"])]
+        return [
+            float(v) if pd.notna(v) else task.correctness_reward(str(c), str(a))
+            for v, c, a in zip(recorded, df["completion"], df["answer"])
+        ]
     except TaskError as e:
         raise ProbeError(f"{table}: cannot score completions ({e})") from None
 
@@ -114,31 +123,40 @@ def _verdict(s: dict[str, Any]) -> str:
     pre = s["pretraining"] or {}
     win, thr = s["winner"], s["threshold"]
     name = "no trained format (other)" if win == OTHER else win
-    span = (f"at step {s['last_step']}" if s["end_window_steps"] == 1
-            else f"over the last {s['end_window_steps']} steps")
+    span = f"at step {s['last_step']}" if s["end_window_steps"] == 1 else f"over the last {s['end_window_steps']} steps"
     text = f"{name} wins ({s['winner_share_end']:.2f} of the completions {span})"
     if s["dominance_step"] is not None:
-        text += (f", holding >= {thr:.2f} from step {s['dominance_step']} "
-                 f"({s['epoch_fraction']:.1%} of the first epoch)")
+        text += f", holding >= {thr:.2f} from step {s['dominance_step']} ({s['epoch_fraction']:.1%} of the first epoch)"
     else:
         text += f", never holding >= {thr:.2f} to the end"
     if s["most_frequent_pretraining"] is not None:
         mf = s["most_frequent_pretraining"]
-        text += (f"; it was {'' if s['winner_is_most_frequent'] else 'not '}the most frequent format in pretraining "
-                 f"({mf} {pre['corpus_shares'][mf]:.2f})")
+        text += (
+            f"; it was {'' if s['winner_is_most_frequent'] else 'not '}the most frequent format in pretraining "
+            f"({mf} {pre['corpus_shares'][mf]:.2f})"
+        )
     ma = s["most_accurate_pretraining"]
     if ma is not None:
-        text += (f"; {'' if s['winner_is_most_accurate_pretraining'] else 'not '}the most accurate after pretraining "
-                 f"({ma} {pre['accuracy'][ma]:.2f})")
+        text += (
+            f"; {'' if s['winner_is_most_accurate_pretraining'] else 'not '}the most accurate after pretraining "
+            f"({ma} {pre['accuracy'][ma]:.2f})"
+        )
     ma1 = s["most_accurate_step1"]
     if ma1 is not None:
-        text += (f"; {'' if s['winner_is_most_accurate_step1'] else 'not '}the most accurate at RL step "
-                 f"{s['first_step']} ({ma1} {s['accuracy_first_step'][ma1]:.2f})")
+        text += (
+            f"; {'' if s['winner_is_most_accurate_step1'] else 'not '}the most accurate at RL step "
+            f"{s['first_step']} ({ma1} {s['accuracy_first_step'][ma1]:.2f})"
+        )
     return text + "."
 
 
-def summarize(rows: Sequence[dict[str, Any]], config: dict[str, Any], pretraining: dict[str, Any] | None, *,
-              threshold: float = 0.9) -> dict[str, Any]:
+def summarize(
+    rows: Sequence[dict[str, Any]],
+    config: dict[str, Any],
+    pretraining: dict[str, Any] | None,
+    *,
+    threshold: float = 0.9,
+) -> dict[str, Any]:
     """The formats.json summary from `format_table` rows, the run config and the pretraining record (or None)."""
     n_steps = len({r["step"] for r in rows})
     window = max(1, math.ceil(END_WINDOW * n_steps))
@@ -185,8 +203,9 @@ def summarize(rows: Sequence[dict[str, Any]], config: dict[str, Any], pretrainin
     return s
 
 
-def run_formats(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                threshold: float = 0.9) -> dict[str, Any]:
+def run_formats(
+    run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, threshold: float = 0.9
+) -> dict[str, Any]:
     """Classify every completion of RUN, write formats.parquet/json/png to OUT, return the summary."""
     from rldelta.report.format_plots import format_shares_plot
 
@@ -205,9 +224,14 @@ def run_formats(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     atomic_write_parquet(rows, out / TABLE_FILE, schema=_SCHEMA)
     steps = sorted({r["step"] for r in rows})
     pre = summary["pretraining"] or {}
-    png = format_shares_plot(steps, shares_by_step(rows), threshold=threshold, dominance_step=summary["dominance_step"],
-                             pretrain_shares=pre.get("corpus_shares"),
-                             title=f"format shares: {run_dir.name}" + (f" ({pre['size']})" if pre.get("size") else ""))
+    png = format_shares_plot(
+        steps,
+        shares_by_step(rows),
+        threshold=threshold,
+        dominance_step=summary["dominance_step"],
+        pretrain_shares=pre.get("corpus_shares"),
+        title=f"format shares: {run_dir.name}" + (f" ({pre['size']})" if pre.get("size") else ""),
+    )
     atomic_write_bytes(out / PLOT_FILE, png)
     atomic_write_json(out / SUMMARY_FILE, summary)
     return summary

@@ -51,8 +51,17 @@ def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 # ---- the probe set --------------------------------------------------------------------------------------------
 
 
-def build_probe_set(model_dir: str | os.PathLike, task: str, *, n_prompts: int, k: int, max_new_tokens: int,
-                    temperature: float = 1.0, seed: int = 0, difficulty: int | None = None) -> list[dict]:
+def build_probe_set(
+    model_dir: str | os.PathLike,
+    task: str,
+    *,
+    n_prompts: int,
+    k: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    difficulty: int | None = None,
+) -> list[dict]:
     """`k` completions sampled from the base model for each of `n_prompts` test-split prompts, labelled by the task."""
     from rldelta.train.evaluate import load_for_eval, sample
     from rldelta.train.tasks import get_task
@@ -60,15 +69,30 @@ def build_probe_set(model_dir: str | os.PathLike, task: str, *, n_prompts: int, 
     t = get_task(task)
     examples = t.generate(n_prompts, seed=seed, split="test", difficulty=difficulty)
     model, tokenizer = load_for_eval(model_dir)
-    groups = sample(model, tokenizer, [ex.prompt for ex in examples], k=k, max_new_tokens=max_new_tokens,
-                    temperature=temperature, seed=seed)
+    groups = sample(
+        model,
+        tokenizer,
+        [ex.prompt for ex in examples],
+        k=k,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+    )
     rows = []
     for i, (ex, group) in enumerate(zip(examples, groups)):
         for s in group:
-            rows.append({"prompt_index": i, "prompt": ex.prompt[-1]["content"], "answer": ex.answer,
-                         "difficulty": ex.difficulty, "completion": s.text,
-                         "correct": bool(t.correctness_reward(s.text, ex.answer) > 0),
-                         "prompt_ids": s.prompt_ids, "completion_ids": s.completion_ids})
+            rows.append(
+                {
+                    "prompt_index": i,
+                    "prompt": ex.prompt[-1]["content"],
+                    "answer": ex.answer,
+                    "difficulty": ex.difficulty,
+                    "completion": s.text,
+                    "correct": bool(t.correctness_reward(s.text, ex.answer) > 0),
+                    "prompt_ids": s.prompt_ids,
+                    "completion_ids": s.completion_ids,
+                }
+            )
     return rows
 
 
@@ -77,9 +101,16 @@ def load_or_build_probe_set(run_dir: Path, record: dict, *, n_prompts: int, k: i
     if path.is_file():
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     cfg = record["config"]
-    rows = build_probe_set(cfg["model"], cfg["task"], n_prompts=n_prompts, k=k,
-                           max_new_tokens=cfg["max_completion_length"], temperature=cfg.get("temperature", 1.0),
-                           seed=seed, difficulty=cfg.get("difficulty"))
+    rows = build_probe_set(
+        cfg["model"],
+        cfg["task"],
+        n_prompts=n_prompts,
+        k=k,
+        max_new_tokens=cfg["max_completion_length"],
+        temperature=cfg.get("temperature", 1.0),
+        seed=seed,
+        difficulty=cfg.get("difficulty"),
+    )
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
     return rows
 
@@ -135,8 +166,17 @@ def _score_checkpoint(model_dir: Path, rows: list[dict]) -> dict[str, Any]:
 # ---- accuracy, pass@k and weight change of the advantage-split runs ---------------------------------------------
 
 
-def sampled_pass_at_k(model_dir: Path, task: str, *, n_prompts: int, n: int, max_new_tokens: int, temperature: float,
-                      seed: int, difficulty: int | None) -> dict[str, Any]:
+def sampled_pass_at_k(
+    model_dir: Path,
+    task: str,
+    *,
+    n_prompts: int,
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    difficulty: int | None,
+) -> dict[str, Any]:
     """pass@k for k = 1..n from n samples per test prompt, and the mean sampled accuracy."""
     from rldelta.train.evaluate import load_for_eval, sample
     from rldelta.train.tasks import get_task
@@ -144,11 +184,20 @@ def sampled_pass_at_k(model_dir: Path, task: str, *, n_prompts: int, n: int, max
     t = get_task(task)
     examples = t.generate(n_prompts, seed=seed, split="test", difficulty=difficulty)
     model, tokenizer = load_for_eval(model_dir)
-    groups = sample(model, tokenizer, [ex.prompt for ex in examples], k=n, max_new_tokens=max_new_tokens,
-                    temperature=temperature, seed=seed)
+    groups = sample(
+        model,
+        tokenizer,
+        [ex.prompt for ex in examples],
+        k=n,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+    )
     correct = [sum(t.correctness_reward(s.text, ex.answer) > 0 for s in g) for ex, g in zip(examples, groups)]
-    return {"pass_at_k": {k: sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in range(1, n + 1)},
-            "sampled_accuracy": sum(correct) / (n * len(correct))}
+    return {
+        "pass_at_k": {k: sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in range(1, n + 1)},
+        "sampled_accuracy": sum(correct) / (n * len(correct)),
+    }
 
 
 def changed_sets(base: Path, tuned: dict[str, Path]) -> dict[str, Any]:
@@ -194,19 +243,26 @@ def _fmt(x: float | None, spec: str = "+.2f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                 positive: str | os.PathLike | None = None, negative: str | os.PathLike | None = None,
-                 n_prompts: int = 16, k: int = 8, eval_prompts: int = 32, seed: int = 0,
-                 progress: bool = True) -> dict[str, Any]:
+def run_logprobs(
+    run: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    positive: str | os.PathLike | None = None,
+    negative: str | os.PathLike | None = None,
+    n_prompts: int = 16,
+    k: int = 8,
+    eval_prompts: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Score base and every saved checkpoint of RUN (and of the --positive/--negative runs) on RUN's probe set.
 
     With `positive` and `negative` (runs trained with --advantages positive / negative, same seed and data), also
     compare the three final checkpoints: greedy and sampled accuracy, pass@k for k up to the number of generations,
     changed fraction, and the overlap of each changed set with the full run's.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     import transformers
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     transformers.utils.logging.disable_progress_bar()  # one bar for the probe, not one per checkpoint load
     run_dir = Path(run)
@@ -226,8 +282,10 @@ def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *
         oc = read_run(other)["config"]
         for key in ("model", "task", "seed", "data_seed", "algo", "difficulty"):
             if oc.get(key) != cfg.get(key):
-                raise ProbeError(f"{other}: {key} is {oc.get(key)!r}, but {cfg.get(key)!r} in {run_dir}; "
-                                 "the runs must differ only in --advantages")
+                raise ProbeError(
+                    f"{other}: {key} is {oc.get(key)!r}, but {cfg.get(key)!r} in {run_dir}; "
+                    "the runs must differ only in --advantages"
+                )
         if oc.get("advantages") != label:
             raise ProbeError(f"{other}: trained with --advantages {oc.get('advantages')}, expected {label}")
         runs[label] = other
@@ -240,8 +298,14 @@ def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *
 
     jobs = [("base", 0, base)] + [(label, s, p) for label, lst in ckpts.items() for s, p in lst]
     table = []
-    with Progress(TextColumn("probe logprobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  disable=not progress, transient=True) as bar:
+    with Progress(
+        TextColumn("probe logprobs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not progress,
+        transient=True,
+    ) as bar:
         job = bar.add_task("score", total=len(jobs))
         base_stats = None
         for label, step, path in jobs:
@@ -284,14 +348,32 @@ def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *
         phase_rows += [{"run": label, **iv} for iv in ph["intervals"]]
 
     summary: dict[str, Any] = {
-        "run": str(run_dir), "base": str(base), "task": cfg["task"], "probe_set": str(run_dir / PROBE_SET),
-        "prompts": len({r["prompt_index"] for r in rows}), "completions": len(rows), "correct": n_correct,
-        "wrong": len(rows) - n_correct, "runs": {k: str(v) for k, v in runs.items()},
-        "base_stats": base_stats, "phases": phase_summary,
+        "run": str(run_dir),
+        "base": str(base),
+        "task": cfg["task"],
+        "probe_set": str(run_dir / PROBE_SET),
+        "prompts": len({r["prompt_index"] for r in rows}),
+        "completions": len(rows),
+        "correct": n_correct,
+        "wrong": len(rows) - n_correct,
+        "runs": {k: str(v) for k, v in runs.items()},
+        "base_stats": base_stats,
+        "phases": phase_summary,
     }
     final = df[(df["run"] == "all")].iloc[-1].to_dict()
-    summary["final"] = {k: final[k] for k in ("step", "amplification", "suppression", "logp_correct", "logp_wrong",
-                                              "correct_share", "probe_entropy", "train_entropy")}
+    summary["final"] = {
+        k: final[k]
+        for k in (
+            "step",
+            "amplification",
+            "suppression",
+            "logp_correct",
+            "logp_wrong",
+            "correct_share",
+            "probe_entropy",
+            "train_entropy",
+        )
+    }
     summary["verdict_logprobs"] = _verdict_logprobs(summary, has_both) + (_mass_text(summary) if has_both else "")
     summary["verdict_phases"] = _verdict_phases(phase_summary.get("all"), df[df["run"] == "all"])
 
@@ -305,8 +387,9 @@ def run_logprobs(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     return summary
 
 
-def _advantage_comparison(runs: dict[str, Path], ckpts: dict[str, list], base: Path, cfg: dict, eval_prompts: int,
-                          seed: int, progress: bool) -> pd.DataFrame:
+def _advantage_comparison(
+    runs: dict[str, Path], ckpts: dict[str, list], base: Path, cfg: dict, eval_prompts: int, seed: int, progress: bool
+) -> pd.DataFrame:
     from rldelta.train.evaluate import evaluate
 
     # Accuracy and the changed set are those of the published (bf16) checkpoint, as a user would download it.
@@ -316,22 +399,42 @@ def _advantage_comparison(runs: dict[str, Path], ckpts: dict[str, list], base: P
     n = max(2, int(cfg.get("num_generations") or 2))
     for label in ["base", *runs]:
         path = base if label == "base" else published[label]
-        greedy = evaluate(path, cfg["task"], eval_prompts, seed=seed, difficulty=cfg.get("difficulty"),
-                          max_new_tokens=cfg["max_completion_length"], show_progress=progress)
-        sampled = sampled_pass_at_k(path, cfg["task"], n_prompts=eval_prompts, n=n,
-                                    max_new_tokens=cfg["max_completion_length"],
-                                    temperature=cfg.get("temperature", 1.0), seed=seed, difficulty=cfg.get("difficulty"))
-        row = {"run": label, "checkpoint": str(path), "accuracy": greedy["accuracy"],
-               "sampled_accuracy": sampled["sampled_accuracy"]}
+        greedy = evaluate(
+            path,
+            cfg["task"],
+            eval_prompts,
+            seed=seed,
+            difficulty=cfg.get("difficulty"),
+            max_new_tokens=cfg["max_completion_length"],
+            show_progress=progress,
+        )
+        sampled = sampled_pass_at_k(
+            path,
+            cfg["task"],
+            n_prompts=eval_prompts,
+            n=n,
+            max_new_tokens=cfg["max_completion_length"],
+            temperature=cfg.get("temperature", 1.0),
+            seed=seed,
+            difficulty=cfg.get("difficulty"),
+        )
+        row = {
+            "run": label,
+            "checkpoint": str(path),
+            "accuracy": greedy["accuracy"],
+            "sampled_accuracy": sampled["sampled_accuracy"],
+        }
         row.update({f"pass@{k}": v for k, v in sampled["pass_at_k"].items()})
         if label == "base":
             row.update(changed_frac=0.0, overlap_with_all=None, inside_all=None)
         else:
             c, inter = sets["changed"][label], sets["intersection_with_all"][label]
             size_all = sets["changed"]["all"]
-            row.update(changed_frac=c / sets["numel"],
-                       overlap_with_all=inter / size_all if size_all else None,  # share of the full run's set it covers
-                       inside_all=inter / c if c else None)  # share of its own set inside the full run's
+            row.update(
+                changed_frac=c / sets["numel"],
+                overlap_with_all=inter / size_all if size_all else None,  # share of the full run's set it covers
+                inside_all=inter / c if c else None,
+            )  # share of its own set inside the full run's
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -340,8 +443,10 @@ def _verdict_logprobs(s: dict, has_both: bool) -> str:
     f = s["final"]
     if not has_both:
         kind = "correct" if s["wrong"] == 0 else "wrong"
-        return (f"Not measurable: every probe completion sampled from the base is {kind}, so there is no "
-                f"{'wrong' if kind == 'correct' else 'correct'} set to follow (raise the probe size or pick a harder task).")
+        return (
+            f"Not measurable: every probe completion sampled from the base is {kind}, so there is no "
+            f"{'wrong' if kind == 'correct' else 'correct'} set to follow (raise the probe size or pick a harder task)."
+        )
     a, sup = f["amplification"], f["suppression"]
     if a is None or sup is None:
         return "Not measurable."
@@ -349,8 +454,10 @@ def _verdict_logprobs(s: dict, has_both: bool) -> str:
     def moved(x: float) -> str:
         return f"{'rose' if x > 0 else 'fell'} by {abs(x):.2f} nats"
 
-    text = (f"At step {int(f['step'])}, log p(correct) {moved(a)} and log p(wrong) {moved(-sup)} per completion "
-            f"(probe: {s['correct']} correct and {s['wrong']} wrong base samples): ")
+    text = (
+        f"At step {int(f['step'])}, log p(correct) {moved(a)} and log p(wrong) {moved(-sup)} per completion "
+        f"(probe: {s['correct']} correct and {s['wrong']} wrong base samples): "
+    )
     if a <= 0 and sup <= 0:
         return text + "neither component moved towards the correct completions."
     if a > 0 and sup <= 0:
@@ -375,15 +482,20 @@ def _verdict_phases(ph: dict | None, sub: pd.DataFrame) -> str:
         return "Not measurable (needs correct and wrong probe completions and at least one saved step)."
     ent = sub["probe_entropy"].tolist()
     ent_text = f"; policy entropy on the probe set {ent[0]:.3f} → {ent[-1]:.3f} nats/token" if ent else ""
+
     def who(d: str) -> str:
         return "neither component (both moved away from the correct completions)" if d == "neither" else d
 
     steps = ", ".join(str(int(x)) for x in sub["step"].iloc[1:])
     if ph["switch_step"] is None:
-        return (f"One phase: {who(ph['first_dominant'])} led in the first interval and no lasting switch followed "
-                f"(checkpoints at steps {steps}){ent_text}.")
-    return (f"Two phases: {who(ph['first_dominant'])} led first, then from step {ph['switch_step']} "
-            f"{who(ph['last_dominant'])}{ent_text}.")
+        return (
+            f"One phase: {who(ph['first_dominant'])} led in the first interval and no lasting switch followed "
+            f"(checkpoints at steps {steps}){ent_text}."
+        )
+    return (
+        f"Two phases: {who(ph['first_dominant'])} led first, then from step {ph['switch_step']} "
+        f"{who(ph['last_dominant'])}{ent_text}."
+    )
 
 
 def _verdict_advantages(adv: pd.DataFrame) -> str:
@@ -399,18 +511,22 @@ def _verdict_advantages(adv: pd.DataFrame) -> str:
         acc_text = "neither half alone raised greedy accuracy"
     else:
         lead = "negative" if gn > gp else "positive"
-        acc_text = (f"the {lead}-advantage half carries {max(gp, gn) / (gp + gn):.0%} of the accuracy gain")
+        acc_text = f"the {lead}-advantage half carries {max(gp, gn) / (gp + gn):.0%} of the accuracy gain"
     cp, cn = change["positive"], change["negative"]
     if cp == cn:
         ch_text = f"both halves changed {cp:.2%} of the weights"
     else:
         ch_lead = "negative" if cn > cp else "positive"
-        ch_text = (f"the {ch_lead}-advantage half changed more weights ({max(cp, cn):.2%} vs {min(cp, cn):.2%}; "
-                   f"full run {by['all']['changed_frac']:.2%})")
-    return (f"Greedy accuracy base {b:.3f}, all {by['all']['accuracy']:.3f}, positive-only "
-            f"{by['positive']['accuracy']:.3f}, negative-only {by['negative']['accuracy']:.3f}: {acc_text}; "
-            f"{ch_text}; overlap with the full run's changed set: positive {_fmt(by['positive']['overlap_with_all'], '.2%')}, "
-            f"negative {_fmt(by['negative']['overlap_with_all'], '.2%')}.")
+        ch_text = (
+            f"the {ch_lead}-advantage half changed more weights ({max(cp, cn):.2%} vs {min(cp, cn):.2%}; "
+            f"full run {by['all']['changed_frac']:.2%})"
+        )
+    return (
+        f"Greedy accuracy base {b:.3f}, all {by['all']['accuracy']:.3f}, positive-only "
+        f"{by['positive']['accuracy']:.3f}, negative-only {by['negative']['accuracy']:.3f}: {acc_text}; "
+        f"{ch_text}; overlap with the full run's changed set: positive {_fmt(by['positive']['overlap_with_all'], '.2%')}, "
+        f"negative {_fmt(by['negative']['overlap_with_all'], '.2%')}."
+    )
 
 
 def _write(out_dir: Path, df: pd.DataFrame, ph: pd.DataFrame, adv: pd.DataFrame | None, summary: dict) -> None:

@@ -25,15 +25,26 @@ def sparsity_by_level_plot(table: pd.DataFrame) -> bytes:
     metrics = list(_METRIC_LABELS)
     layers = sorted(table["layer"].unique())
     cmap = plt.get_cmap("viridis")
-    fig, axes = plt.subplots(len(metrics), len(sites), figsize=(5.5 * len(sites), 3.2 * len(metrics)),
-                             squeeze=False, sharex=True, layout="constrained")
+    fig, axes = plt.subplots(
+        len(metrics),
+        len(sites),
+        figsize=(5.5 * len(sites), 3.2 * len(metrics)),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
     beyond = sorted(table.loc[table["beyond_training"], "level"].unique())
     for col, site in enumerate(sites):
         for row, metric in enumerate(metrics):
             ax = axes[row][col]
             if beyond:
-                ax.axvspan(beyond[0] - 0.5, beyond[-1] + 0.5, color="0.9", zorder=0,
-                           label="beyond training" if row == col == 0 else None)
+                ax.axvspan(
+                    beyond[0] - 0.5,
+                    beyond[-1] + 0.5,
+                    color="0.9",
+                    zorder=0,
+                    label="beyond training" if row == col == 0 else None,
+                )
             for model, style in (("base", "-"), ("tuned", "--")):
                 sub = table[(table["site"] == site) & (table["model"] == model)]
                 for layer in layers:
@@ -65,8 +76,9 @@ def neuron_scatter_plot(neurons: pd.DataFrame, spearman: float) -> bytes:
     """Each MLP neuron's activation frequency (base, on the task) against the fraction of its weights RL changed."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     layers = neurons["layer"].to_numpy()
-    sc = ax.scatter(neurons["activation_freq"], neurons["changed_frac"], c=layers, cmap="viridis", s=6, alpha=0.6,
-                    linewidths=0)
+    sc = ax.scatter(
+        neurons["activation_freq"], neurons["changed_frac"], c=layers, cmap="viridis", s=6, alpha=0.6, linewidths=0
+    )
     if len(np.unique(layers)) > 1:
         fig.colorbar(sc, ax=ax, label="layer")
     rho = "undefined" if spearman is None or not math.isfinite(spearman) else f"{spearman:+.3f}"

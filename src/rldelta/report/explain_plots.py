@@ -21,15 +21,16 @@ def _png(fig) -> bytes:
 
 
 def _short(label: str, width: int = 28) -> str:
-    return label if len(label) <= width else "…" + label[-(width - 1):]
+    return label if len(label) <= width else "…" + label[-(width - 1) :]
 
 
 def _nan(x) -> float:
     return float("nan") if x is None else float(x)
 
 
-def overlap_heatmap(labels: Sequence[str], overlap: Sequence[Sequence[float]],
-                    random: Sequence[Sequence[float]]) -> bytes:
+def overlap_heatmap(
+    labels: Sequence[str], overlap: Sequence[Sequence[float]], random: Sequence[Sequence[float]]
+) -> bytes:
     """Observed one-sided overlap o(row→col) beside the overlap expected by chance."""
     k = len(labels)
     obs = np.array([[_nan(v) for v in row] for row in overlap])
@@ -47,8 +48,15 @@ def overlap_heatmap(labels: Sequence[str], overlap: Sequence[Sequence[float]],
         for i in range(k):
             for j in range(k):
                 if not math.isnan(m[i, j]):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center",
-                            color="white" if m[i, j] < 0.6 else "black", fontsize=8)
+                    ax.text(
+                        j,
+                        i,
+                        f"{m[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        color="white" if m[i, j] < 0.6 else "black",
+                        fontsize=8,
+                    )
     fig.colorbar(im, ax=list(axes), shrink=0.8)
     return _png(fig)
 

@@ -26,17 +26,67 @@ QUESTION = (
 )
 
 # How a column is shown; anything not listed is shown as text (ints with thousands separators).
-PCT_COLS = {"changed_frac", "changed_atol_frac", "fp32_changed_frac", "fp32_changed_atol_frac", "lost_to_rounding_frac",
-            "seed_overlap", "seed_overlap_random", "seed_overlap_magnitude_matched", "overlap", "random_overlap",
-            "magnitude_matched_overlap", "jaccard", "masked_frac", "full_covered_by_retrain", "retrain_inside_full",
-            "still_changed_at_end", "share_of_final_set", "format_rate", "overlap_with_other_seed", "overlap_with_all",
-            "inside_all", "correct_share", "share", "fixed_at_frac_of_training", "near_zero_frac", "top1_mass_share"}
-NUM_COLS = {"mean_rank_frac", "weighted_mean_rank_frac", "fp32_mean_rank_frac", "null_rank_frac", "auc_small_weights",
-            "accuracy", "base_accuracy", "tuned_accuracy", "accuracy_full", "accuracy_retrain", "recovery",
-            "delta_cosine", "delta_norm_ratio", "train_accuracy", "reward_mean", "logp_correct", "logp_wrong",
-            "token_logp_correct", "token_logp_wrong", "amplification", "suppression", "token_amplification",
-            "token_suppression", "mass_correct", "mass_wrong", "probe_entropy", "train_entropy", "amplification_rate",
-            "suppression_rate", "sampled_accuracy", "hoyer"}
+PCT_COLS = {
+    "changed_frac",
+    "changed_atol_frac",
+    "fp32_changed_frac",
+    "fp32_changed_atol_frac",
+    "lost_to_rounding_frac",
+    "seed_overlap",
+    "seed_overlap_random",
+    "seed_overlap_magnitude_matched",
+    "overlap",
+    "random_overlap",
+    "magnitude_matched_overlap",
+    "jaccard",
+    "masked_frac",
+    "full_covered_by_retrain",
+    "retrain_inside_full",
+    "still_changed_at_end",
+    "share_of_final_set",
+    "format_rate",
+    "overlap_with_other_seed",
+    "overlap_with_all",
+    "inside_all",
+    "correct_share",
+    "share",
+    "fixed_at_frac_of_training",
+    "near_zero_frac",
+    "top1_mass_share",
+}
+NUM_COLS = {
+    "mean_rank_frac",
+    "weighted_mean_rank_frac",
+    "fp32_mean_rank_frac",
+    "null_rank_frac",
+    "auc_small_weights",
+    "accuracy",
+    "base_accuracy",
+    "tuned_accuracy",
+    "accuracy_full",
+    "accuracy_retrain",
+    "recovery",
+    "delta_cosine",
+    "delta_norm_ratio",
+    "train_accuracy",
+    "reward_mean",
+    "logp_correct",
+    "logp_wrong",
+    "token_logp_correct",
+    "token_logp_wrong",
+    "amplification",
+    "suppression",
+    "token_amplification",
+    "token_suppression",
+    "mass_correct",
+    "mass_wrong",
+    "probe_entropy",
+    "train_entropy",
+    "amplification_rate",
+    "suppression_rate",
+    "sampled_accuracy",
+    "hoyer",
+}
 
 
 def fmt(value, kind: str) -> str:
@@ -78,12 +128,15 @@ def cell(table: str, row: int, col: str, value, kind: str | None = None) -> str:
     text = html.escape(fmt(value, kind))
     if kind == "text":
         return text
-    return (f'<span class="num" data-table="{table}" data-row="{row}" data-col="{html.escape(col)}" '
-            f'data-fmt="{kind}" data-value="{html.escape(repr(value))}">{text}</span>')
+    return (
+        f'<span class="num" data-table="{table}" data-row="{row}" data-col="{html.escape(col)}" '
+        f'data-fmt="{kind}" data-value="{html.escape(repr(value))}">{text}</span>'
+    )
 
 
-def table_html(tables: dict[str, pd.DataFrame], name: str, cols: list[str] | None = None,
-               headers: dict[str, str] | None = None) -> str:
+def table_html(
+    tables: dict[str, pd.DataFrame], name: str, cols: list[str] | None = None, headers: dict[str, str] | None = None
+) -> str:
     df = tables[name]
     cols = [c for c in (cols or list(df.columns)) if c in df.columns]
     if not len(df):
@@ -107,7 +160,7 @@ def _claim_text(text: str, headline: pd.DataFrame) -> str:
     rows = {k: i for i, k in enumerate(headline["key"])}
     out, last = [], 0
     for m in _PLACEHOLDER.finditer(text):
-        out.append(html.escape(text[last:m.start()]))
+        out.append(html.escape(text[last : m.start()]))
         i = rows.get(m.group(1))
         if i is None:
             out.append(html.escape(m.group(0)))
@@ -146,10 +199,14 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
 
     runs = tables["runs"]
     primary = runs["run"].iloc[0]
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             "<title>rldelta study report</title>", f"<style>{CSS}</style></head><body>",
-             "<h1>What does RL fine-tuning change in the weights?</h1>",
-             "<section id='question'><h2>The question</h2>", f"<p>{html.escape(QUESTION)}</p></section>"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>rldelta study report</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>What does RL fine-tuning change in the weights?</h1>",
+        "<section id='question'><h2>The question</h2>",
+        f"<p>{html.escape(QUESTION)}</p></section>",
+    ]
 
     parts.append("<section id='setup'><h2>Setup</h2>")
     parts.append(table_html(tables, "setup"))
@@ -157,53 +214,93 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
     parts.append("</section>")
 
     h = tables["headline"]
-    parts.append("<section id='headline'><h2>Headline numbers</h2><table><thead><tr><th>measure</th><th>value</th>"
-                 "</tr></thead><tbody>")
+    parts.append(
+        "<section id='headline'><h2>Headline numbers</h2><table><thead><tr><th>measure</th><th>value</th>"
+        "</tr></thead><tbody>"
+    )
     for i, rec in enumerate(h.to_dict("records")):
-        parts.append(f"<tr><td>{html.escape(rec['label'])}</td>"
-                     f"<td>{cell('headline', i, 'value', rec['value'], rec['format'])}</td></tr>")
+        parts.append(
+            f"<tr><td>{html.escape(rec['label'])}</td>"
+            f"<td>{cell('headline', i, 'value', rec['value'], rec['format'])}</td></tr>"
+        )
     parts.append("</tbody></table></section>")
 
     parts.append("<section id='verdicts'><h2>The published claims, as this study measured them</h2>")
     for rec in tables["claims"].to_dict("records"):
-        parts.append(f"<p class='verdict {_verdict_class(rec['verdict'])}'><b>{html.escape(rec['claim'])}</b> — "
-                     f"<i>published: {html.escape(rec['published'])}</i><br><b class='tag'>"
-                     f"{html.escape(rec['verdict'])}</b> {_claim_text(rec['text'], h)}</p>")
+        parts.append(
+            f"<p class='verdict {_verdict_class(rec['verdict'])}'><b>{html.escape(rec['claim'])}</b> — "
+            f"<i>published: {html.escape(rec['published'])}</i><br><b class='tag'>"
+            f"{html.escape(rec['verdict'])}</b> {_claim_text(rec['text'], h)}</p>"
+        )
     parts.append("</section>")
 
     figures = [
-        ("plot-layers", "Changed fraction per layer and module",
-         sp.layer_module_heatmap(tables["tensors"], primary),
-         f"Run {primary}. Bitwise change of the published bf16 checkpoint against the bf16 base."),
-        ("plot-rank", "Rank fraction per module", sp.rank_per_module(tables["modules"], primary),
-         f"Run {primary}: numerical rank of Δ / min(shape), mean over the module's tensors, next to random sparse "
-         "matrices with the same per-tensor density."),
+        (
+            "plot-layers",
+            "Changed fraction per layer and module",
+            sp.layer_module_heatmap(tables["tensors"], primary),
+            f"Run {primary}. Bitwise change of the published bf16 checkpoint against the bf16 base.",
+        ),
+        (
+            "plot-rank",
+            "Rank fraction per module",
+            sp.rank_per_module(tables["modules"], primary),
+            f"Run {primary}: numerical rank of Δ / min(shape), mean over the module's tensors, next to random sparse "
+            "matrices with the same per-tensor density.",
+        ),
     ]
     if len(tables["overlap"]):
-        figures.append(("plot-overlap", "Overlap of the changed sets", sp.overlap_matrix(tables["overlap"]),
-                        "One-sided overlap |A∩B|/|A| of the final changed sets (row A, column B), and the overlap two "
-                        "random sets of the same per-tensor densities would have."))
+        figures.append(
+            (
+                "plot-overlap",
+                "Overlap of the changed sets",
+                sp.overlap_matrix(tables["overlap"]),
+                "One-sided overlap |A∩B|/|A| of the final changed sets (row A, column B), and the overlap two "
+                "random sets of the same per-tensor densities would have.",
+            )
+        )
     if len(tables["deciles"]):
-        figures.append(("plot-deciles", "Changed fraction by |w| decile", sp.decile_lines(tables["deciles"]),
-                        "Small weights have a small bf16 unit in the last place: the same update survives rounding "
-                        "there and vanishes on large weights. Dashed: the fp32 master weights, before rounding."))
-    figures.append(("plot-dynamics", "Dynamics over training steps", sp.dynamics(tables["dynamics"]),
-                    "At every saved step: changed fraction, mean rank fraction, and the share of that step's changed "
-                    "entries that are still changed at the end."))
-    figures.append(("plot-accuracy", "Accuracy", sp.accuracy_curves(tables["training_curves"], tables["accuracy"],
-                                                                   tables["surgery"]),
-                    "Left: accuracy on each training batch. Right: greedy accuracy on the test split."))
+        figures.append(
+            (
+                "plot-deciles",
+                "Changed fraction by |w| decile",
+                sp.decile_lines(tables["deciles"]),
+                "Small weights have a small bf16 unit in the last place: the same update survives rounding "
+                "there and vanishes on large weights. Dashed: the fp32 master weights, before rounding.",
+            )
+        )
+    figures.append(
+        (
+            "plot-dynamics",
+            "Dynamics over training steps",
+            sp.dynamics(tables["dynamics"]),
+            "At every saved step: changed fraction, mean rank fraction, and the share of that step's changed "
+            "entries that are still changed at the end.",
+        )
+    )
+    figures.append(
+        (
+            "plot-accuracy",
+            "Accuracy",
+            sp.accuracy_curves(tables["training_curves"], tables["accuracy"], tables["surgery"]),
+            "Left: accuracy on each training batch. Right: greedy accuracy on the test split.",
+        )
+    )
     parts.append("<section id='plots'><h2>Plots</h2>")
     parts += [_figure(*f) for f in figures]
     parts.append("</section>")
 
     parts.append("<section id='surgery'><h2>Surgery: is the seed-1 subnetwork sufficient, is it necessary?</h2>")
-    parts.append("<p class='note'>patch = base + the target's update on the mask only; revert = the target with the "
-                 "mask reset to base. recovery = (accuracy − base) / (tuned − base).</p>")
+    parts.append(
+        "<p class='note'>patch = base + the target's update on the mask only; revert = the target with the "
+        "mask reset to base. recovery = (accuracy − base) / (tuned − base).</p>"
+    )
     parts.append(table_html(tables, "surgery"))
     parts.append("</section><section id='retrain'><h2>Subnetwork-only retraining</h2>")
-    parts.append("<p class='note'>Trained again from the base with only the seed-1 run's changed entries trainable "
-                 "(same data, same seed), compared with that full run.</p>")
+    parts.append(
+        "<p class='note'>Trained again from the base with only the seed-1 run's changed entries trainable "
+        "(same data, same seed), compared with that full run.</p>"
+    )
     parts.append(table_html(tables, "retrain"))
     parts.append("</section>")
     parts.append(_probe_sections(tables))
@@ -213,14 +310,18 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
     parts.append("<h3>Overlap of every pair of runs</h3>" + table_html(tables, "overlap"))
     parts.append("<h3>Dynamics</h3>" + table_html(tables, "dynamics"))
     parts.append("<h3>Accuracy</h3>" + table_html(tables, "accuracy"))
-    parts.append("<p class='note'>All tables, and the per-tensor, per-decile and training-curve tables, are in "
-                 "tables/ next to this file as CSV and Parquet.</p></section></body></html>")
+    parts.append(
+        "<p class='note'>All tables, and the per-tensor, per-decile and training-curve tables, are in "
+        "tables/ next to this file as CSV and Parquet.</p></section></body></html>"
+    )
     return "\n".join(parts)
 
 
 def _figure(fid: str, title: str, png: bytes, caption: str) -> str:
-    return (f"<figure id='{fid}'><h3>{html.escape(title)}</h3>{_img(png, title)}"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f"<figure id='{fid}'><h3>{html.escape(title)}</h3>{_img(png, title)}"
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
@@ -234,29 +335,58 @@ def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
         if verdicts is None:
             return ""
         rows = [r for r in verdicts.to_dict("records") if r["probe"].startswith(prefix)]
-        return "".join(f"<p class='verdict part'><b>{html.escape(r['probe'])}</b><br>{html.escape(r['verdict'])}</p>"
-                       for r in rows)
+        return "".join(
+            f"<p class='verdict part'><b>{html.escape(r['probe'])}</b><br>{html.escape(r['verdict'])}</p>" for r in rows
+        )
 
     if "probe_logprobs" in tables:
         parts.append("<section id='probe-logprobs'><h2>Probe: suppression vs amplification</h2>")
-        parts.append("<p class='note'>Completions sampled once from the base model on held-out prompts, labelled by the "
-                     "task's reward, and scored by every saved checkpoint. amplification = rise of log p(correct), "
-                     "suppression = fall of log p(wrong), in nats per completion against the base.</p>")
+        parts.append(
+            "<p class='note'>Completions sampled once from the base model on held-out prompts, labelled by the "
+            "task's reward, and scored by every saved checkpoint. amplification = rise of log p(correct), "
+            "suppression = fall of log p(wrong), in nats per completion against the base.</p>"
+        )
         parts.append(verdict_lines("suppression") + verdict_lines("two phases"))
-        parts.append(_figure("plot-logprobs", "Log-probability of correct and wrong completions",
-                             probe_plots.logprob_curves(tables["probe_logprobs"]),
-                             "Solid: the full run; dashed: positive-advantage only; dotted: negative-advantage only."
-                             if "probe_advantages" in tables else "The first run of the grid, at every saved step."))
-        parts.append(table_html(tables, "probe_logprobs", ["run", "step", "logp_correct", "logp_wrong",
-                                                           "amplification", "suppression", "correct_share",
-                                                           "probe_entropy", "train_entropy"]))
+        parts.append(
+            _figure(
+                "plot-logprobs",
+                "Log-probability of correct and wrong completions",
+                probe_plots.logprob_curves(tables["probe_logprobs"]),
+                "Solid: the full run; dashed: positive-advantage only; dotted: negative-advantage only."
+                if "probe_advantages" in tables
+                else "The first run of the grid, at every saved step.",
+            )
+        )
+        parts.append(
+            table_html(
+                tables,
+                "probe_logprobs",
+                [
+                    "run",
+                    "step",
+                    "logp_correct",
+                    "logp_wrong",
+                    "amplification",
+                    "suppression",
+                    "correct_share",
+                    "probe_entropy",
+                    "train_entropy",
+                ],
+            )
+        )
         parts.append("<h3>Which component moves faster</h3>" + table_html(tables, "probe_phases"))
         if "probe_advantages" in tables:
             parts.append("<h3>Learning from positive or from negative advantages only</h3>")
             parts.append(verdict_lines("positive vs negative"))
-            parts.append(_figure("plot-passk", "pass@k", probe_plots.pass_at_k_curves(tables["probe_advantages"]),
-                                 "Same seed and data; the split runs keep only the samples with positive (negative) "
-                                 "advantage in the loss."))
+            parts.append(
+                _figure(
+                    "plot-passk",
+                    "pass@k",
+                    probe_plots.pass_at_k_curves(tables["probe_advantages"]),
+                    "Same seed and data; the split runs keep only the samples with positive (negative) "
+                    "advantage in the loss.",
+                )
+            )
             parts.append(table_html(tables, "probe_advantages"))
         parts.append("</section>")
     if "probe_activations" in tables:
@@ -264,10 +394,14 @@ def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
 
         parts.append("<section id='probe-activations'><h2>Probe: activation sparsity vs difficulty</h2>")
         parts.append(verdict_lines("activation") + verdict_lines("neurons"))
-        parts.append(_figure("plot-activations", "Hidden-state sparsity by difficulty",
-                             activation_plots.sparsity_by_level_plot(tables["probe_activations"]),
-                             "Per layer, residual stream and MLP intermediate; levels beyond the training range "
-                             "shaded."))
+        parts.append(
+            _figure(
+                "plot-activations",
+                "Hidden-state sparsity by difficulty",
+                activation_plots.sparsity_by_level_plot(tables["probe_activations"]),
+                "Per layer, residual stream and MLP intermediate; levels beyond the training range shaded.",
+            )
+        )
         parts.append("</section>")
     if "probe_formats" in tables:
         from rldelta.metrics.formats import shares_by_step
@@ -276,16 +410,22 @@ def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
         parts.append("<section id='probe-formats'><h2>Probe: format selection</h2>")
         parts.append(verdict_lines("format selection"))
         for model, sub in tables["probe_formats"].groupby("model", sort=False):
-            parts.append(_figure(f"plot-formats-{html.escape(str(model))}", f"Format shares during RL — {model}",
-                                 format_plots.format_shares_plot(sorted(set(sub["step"])),
-                                                                 shares_by_step(sub.to_dict("records"))),
-                                 "Share of each format among the sampled completions at every training step."))
+            parts.append(
+                _figure(
+                    f"plot-formats-{html.escape(str(model))}",
+                    f"Format shares during RL — {model}",
+                    format_plots.format_shares_plot(sorted(set(sub["step"])), shares_by_step(sub.to_dict("records"))),
+                    "Share of each format among the sampled completions at every training step.",
+                )
+            )
         parts.append("</section>")
     if "subnetwork_fixed" in tables:
         parts.append("<section id='subnetwork-fixed'><h2>When is the subnetwork fixed?</h2>")
-        parts.append("<p class='note'>The first saved step whose changed set already holds ≥ 90% of the entries "
-                     "changed at the end (see the dynamics table for every step, and the overlap with the other seed "
-                     "at the same step).</p>")
+        parts.append(
+            "<p class='note'>The first saved step whose changed set already holds ≥ 90% of the entries "
+            "changed at the end (see the dynamics table for every step, and the overlap with the other seed "
+            "at the same step).</p>"
+        )
         parts.append(table_html(tables, "subnetwork_fixed") + "</section>")
     return "\n".join(parts)
 

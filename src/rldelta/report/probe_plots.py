@@ -36,8 +36,9 @@ def pass_at_k_curves(adv: pd.DataFrame) -> bytes:
     ks = [int(c[5:]) for c in cols]
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     for i, rec in enumerate(adv.to_dict("records")):
-        ax.plot(ks, [rec[c] for c in cols], _STYLE.get(rec["run"], "-"), marker="o", ms=3, color=f"C{i}",
-                label=rec["run"])
+        ax.plot(
+            ks, [rec[c] for c in cols], _STYLE.get(rec["run"], "-"), marker="o", ms=3, color=f"C{i}", label=rec["run"]
+        )
     ax.set_xlabel("k")
     ax.set_ylabel("pass@k (unbiased, from n samples)")
     ax.set_xticks(ks)

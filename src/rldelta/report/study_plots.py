@@ -17,9 +17,12 @@ def _num(x) -> float:
 def layer_module_heatmap(tensors: pd.DataFrame, run: str) -> bytes:
     """Changed fraction of each (module, layer) of one run; tensors outside the blocks in the last column."""
     df = tensors[tensors["run"] == run].copy()
-    df["col"] = df["layer"].map(lambda v: "other" if v is None or (isinstance(v, float) and math.isnan(v))
-                                else str(int(v)))
-    layers = sorted({c for c in df["col"] if c != "other"}, key=int) + (["other"] if (df["col"] == "other").any() else [])
+    df["col"] = df["layer"].map(
+        lambda v: "other" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
+    )
+    layers = sorted({c for c in df["col"] if c != "other"}, key=int) + (
+        ["other"] if (df["col"] == "other").any() else []
+    )
     mods = sorted(df["module"].unique())
     m = np.full((len(mods), len(layers)), np.nan)
     for row in df.itertuples():
@@ -37,8 +40,9 @@ def layer_module_heatmap(tensors: pd.DataFrame, run: str) -> bytes:
 def rank_per_module(modules: pd.DataFrame, run: str) -> bytes:
     """Observed rank fraction per module of one run next to the random-sparse null (explain_plots.rank_null_plot)."""
     df = modules[(modules["run"] == run) & modules["mean_rank_frac"].notna()]
-    return rank_null_plot(list(df["module"]), [_num(v) for v in df["mean_rank_frac"]],
-                          [_num(v) for v in df["null_rank_frac"]])
+    return rank_null_plot(
+        list(df["module"]), [_num(v) for v in df["mean_rank_frac"]], [_num(v) for v in df["null_rank_frac"]]
+    )
 
 
 def overlap_matrix(overlap: pd.DataFrame) -> bytes:
@@ -60,8 +64,14 @@ def decile_lines(deciles: pd.DataFrame) -> bytes:
         c = f"C{i % 10}"
         ax.plot(df["decile"], [_num(v) for v in df["changed_frac"]], "-o", color=c, lw=1.8, ms=3, label=f"{run} bf16")
         if df["fp32_changed_frac"].notna().any():
-            ax.plot(df["decile"], [_num(v) for v in df["fp32_changed_frac"]], "--", color=c, lw=1.2,
-                    label=f"{run} fp32 master")
+            ax.plot(
+                df["decile"],
+                [_num(v) for v in df["fp32_changed_frac"]],
+                "--",
+                color=c,
+                lw=1.2,
+                label=f"{run} fp32 master",
+            )
     ax.set_xlabel("|w| decile (1 = smallest weights)")
     ax.set_ylabel("changed fraction")
     ax.set_xticks(range(1, 11))
@@ -74,8 +84,11 @@ def decile_lines(deciles: pd.DataFrame) -> bytes:
 def dynamics(dyn: pd.DataFrame) -> bytes:
     """Changed fraction, rank fraction and overlap with the final changed set at every saved step, per run."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = (("changed_frac", "changed fraction (bf16)"), ("mean_rank_frac", "mean rank / max rank"),
-              ("still_changed_at_end", "share still changed at the end"))
+    panels = (
+        ("changed_frac", "changed fraction (bf16)"),
+        ("mean_rank_frac", "mean rank / max rank"),
+        ("still_changed_at_end", "share still changed at the end"),
+    )
     for i, (run, df) in enumerate(dyn.groupby("run", sort=False)):
         for ax, (col, title) in zip(axes, panels):
             ax.plot(df["step"], [_num(v) for v in df[col]], "-o", color=f"C{i % 10}", ms=4, label=_short(run, 24))
@@ -91,8 +104,9 @@ def accuracy_curves(curves: pd.DataFrame, accuracy: pd.DataFrame, surgery: pd.Da
     """Training accuracy per step per run, and greedy test accuracy of every model the study scored."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1.3]})
     for i, (run, df) in enumerate(curves.groupby("run", sort=False)):
-        ax.plot(df["step"], [_num(v) for v in df["train_accuracy"]], "-", color=f"C{i % 10}", lw=1.5,
-                label=_short(run, 24))
+        ax.plot(
+            df["step"], [_num(v) for v in df["train_accuracy"]], "-", color=f"C{i % 10}", lw=1.5, label=_short(run, 24)
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("accuracy on the training batch")
     ax.set_title("training curves", fontsize=10)

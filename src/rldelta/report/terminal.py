@@ -19,8 +19,9 @@ def _num(x: float | None) -> str:
 def diff_table(summary: dict) -> Table:
     """One row per module kind and a total row: changed fraction bitwise and under atol, mean rank fraction."""
     atol = summary["options"]["atol"]
-    t = Table(title="rldelta diff  (changed: bitwise in the stored dtype; rank_frac: mean over 2-D tensors)",
-              show_footer=True)
+    t = Table(
+        title="rldelta diff  (changed: bitwise in the stored dtype; rank_frac: mean over 2-D tensors)", show_footer=True
+    )
     t.add_column("module", footer="total", no_wrap=True)
     tot = summary["totals"]
     t.add_column("tensors", justify="right", footer=str(tot["tensors"]))
@@ -29,8 +30,14 @@ def diff_table(summary: dict) -> Table:
     t.add_column(f"|Δ|>{atol:g}", justify="right", footer=_pct(tot["changed_atol_frac"]))
     t.add_column("rank_frac", justify="right", footer=_num(tot["mean_rank_frac"]))
     for mod, m in summary["by_module"].items():
-        t.add_row(mod, str(m["tensors"]), f"{m['numel']:,}", _pct(m["changed_frac"]),
-                  _pct(m["changed_atol_frac"]), _num(m["mean_rank_frac"]))
+        t.add_row(
+            mod,
+            str(m["tensors"]),
+            f"{m['numel']:,}",
+            _pct(m["changed_frac"]),
+            _pct(m["changed_atol_frac"]),
+            _num(m["mean_rank_frac"]),
+        )
     notes = []
     for key in ("missing_in_tuned", "extra_in_tuned", "shape_mismatch"):
         if summary.get(key):
@@ -64,8 +71,14 @@ def progress_bar(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("[dim]{task.description}"), console=Console(stderr=True))
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("[dim]{task.description}"),
+        console=Console(stderr=True),
+    )
     task = bar.add_task("", total=total, completed=done)
     with bar:
         yield lambda name: bar.update(task, advance=1, description=name)

@@ -9,6 +9,8 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from rldelta.errors import RldeltaError
+
 # The GRPO family: one GRPOTrainer, a different loss (and the settings its paper prescribes), see trainers.py.
 GRPO_FAMILY = ("grpo", "dr_grpo", "dapo", "bnpo", "gspo", "cispo", "sapo", "gmpo")
 ONLINE = (*GRPO_FAMILY, "rloo", "online_dpo")
@@ -19,7 +21,7 @@ ADVANTAGES = ("all", "positive", "negative")
 REWARDS = ("correctness", "format")
 
 
-class ConfigError(ValueError):
+class ConfigError(RldeltaError):
     """A training setting that cannot work, named in the message."""
 
 
@@ -79,7 +81,9 @@ class TrainConfig:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         chosen = self.reward_list
         if not chosen or any(r not in REWARDS for r in chosen) or len(set(chosen)) != len(chosen):
-            raise ConfigError(f"--rewards must name some of {', '.join(REWARDS)} (comma-separated), not {self.rewards!r}")
+            raise ConfigError(
+                f"--rewards must name some of {', '.join(REWARDS)} (comma-separated), not {self.rewards!r}"
+            )
         if self.advantages not in ADVANTAGES:
             raise ConfigError(f"--advantages must be one of {', '.join(ADVANTAGES)}, not {self.advantages!r}")
         if self.advantages != "all" and self.algo not in GRPO_FAMILY:
@@ -104,7 +108,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rldelta.atomic import atomic_write_bytes
+from rldelta.errors import RldeltaError
 from rldelta.train.models import ModelError
 from rldelta.train.tasks import Example, Task, get_task
 
@@ -89,8 +90,15 @@ class Sample:
 
 
 def sample(
-    model, tokenizer, prompts: list[list[dict]], *, k: int, max_new_tokens: int, temperature: float = 1.0,
-    seed: int = 0, batch_size: int = 16,
+    model,
+    tokenizer,
+    prompts: list[list[dict]],
+    *,
+    k: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 16,
 ) -> list[list[Sample]]:
     """`k` completions sampled (pure temperature sampling, no top-k/top-p) for each chat prompt.
 
@@ -113,8 +121,15 @@ def sample(
             chunk = texts[start : start + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             gen = model.generate(
-                **enc, do_sample=True, temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                num_return_sequences=k, pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id,
+                **enc,
+                do_sample=True,
+                temperature=temperature,
+                top_p=1.0,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=k,
+                pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
             )
             width = enc["input_ids"].shape[1]
             for i in range(len(chunk)):
@@ -181,9 +196,9 @@ def evaluate(
 
     task = get_task(task) if isinstance(task, str) else task
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise RldeltaError(f"n must be >= 1, got {n}")
     if batch_size < 1 or max_new_tokens < 1:
-        raise ValueError("batch_size and max_new_tokens must be >= 1")
+        raise RldeltaError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
     examples = task.generate(n, seed=seed, split=split, difficulty=difficulty)
     model, tokenizer = load_for_eval(model_dir, device=device)
     t0 = time.perf_counter()

@@ -72,11 +72,11 @@ class MaskedUpdate:
             self._entries.append((name, p, mask, p.detach().clone()))
 
     @classmethod
-    def from_file(cls, model: torch.nn.Module, path: str | os.PathLike) -> "MaskedUpdate":
+    def from_file(cls, model: torch.nn.Module, path: str | os.PathLike) -> MaskedUpdate:
         """From a mask file (or a diff directory holding mask.safetensors) in `rldelta.masks` format."""
         return cls(model, bind_masks(model, load_mask(path)))
 
-    def attach(self) -> "MaskedUpdate":
+    def attach(self) -> MaskedUpdate:
         for _, p, mask, _ in self._entries:
             self._handles.append(p.register_hook(_zero_outside(mask)))
         return self

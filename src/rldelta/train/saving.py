@@ -140,8 +140,22 @@ class MetricsRecorder(TrainerCallback):
         import pandas as pd
 
         df = pd.DataFrame(self.rows).sort_values("step")
-        first = [c for c in ["step", "reward_mean", "reward_std", "accuracy", "format_rate", "kl", "loss", "entropy",
-                             "completion_length", "seconds"] if c in df.columns]
+        first = [
+            c
+            for c in [
+                "step",
+                "reward_mean",
+                "reward_std",
+                "accuracy",
+                "format_rate",
+                "kl",
+                "loss",
+                "entropy",
+                "completion_length",
+                "seconds",
+            ]
+            if c in df.columns
+        ]
         atomic_write_parquet(df[first + [c for c in df.columns if c not in first]], self.path)
 
 
@@ -180,8 +194,14 @@ class CompletionRecorder(TrainerCallback):
                     p = prompts[i] if prompts is not None else ""
                     if isinstance(p, (list, tuple)):
                         p = next((m.get("content", "") for m in reversed(p) if m.get("role") == "user"), "")
-                    rows.append({"step": step, "prompt": str(p), "answer": str(answer[i]) if len(answer) else "",
-                                 "completion": text})
+                    rows.append(
+                        {
+                            "step": step,
+                            "prompt": str(p),
+                            "answer": str(answer[i]) if len(answer) else "",
+                            "completion": text,
+                        }
+                    )
                 self.rows.extend(rows)
             for row, v in zip(rows, values):
                 row[column] = None if v is None else float(v)
@@ -231,10 +251,13 @@ def git_revision() -> str | None:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-

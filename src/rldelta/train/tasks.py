@@ -21,13 +21,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rldelta.errors import RldeltaError
+
 TEST_FRACTION = 0.2
 _MAX_EXPR_CHARS = 200  # longer "expressions" are not answers; also bounds the work of parsing untrusted text
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _INT_RE = re.compile(r"-?\d+(?:,\d{3})*(?!\d)")
 
 
-class TaskError(ValueError):
+class TaskError(RldeltaError):
     """Bad task input (unknown task, difficulty out of range, malformed answer record)."""
 
 
@@ -164,9 +166,7 @@ class Task:
         h = int.from_bytes(hashlib.sha256(f"{self.name}:{key}".encode()).digest()[:8], "big")
         return "test" if h / 2**64 < TEST_FRACTION else "train"
 
-    def generate(
-        self, n: int, *, seed: int, split: str = "train", difficulty: int | None = None
-    ) -> list[Example]:
+    def generate(self, n: int, *, seed: int, split: str = "train", difficulty: int | None = None) -> list[Example]:
         """`n` problems of `split`, the same for the same arguments; mixed difficulties unless one is given.
 
         Problems are distinct while the split has enough of them; small spaces (the easiest levels) repeat.
@@ -408,7 +408,9 @@ def to_dataset(examples: list[Example]):
     )
 
 
-def trl_reward_funcs(task: Task, rewards: Sequence[str] = ("correctness", "format")) -> list[Callable[..., list[float]]]:
+def trl_reward_funcs(
+    task: Task, rewards: Sequence[str] = ("correctness", "format")
+) -> list[Callable[..., list[float]]]:
     """The chosen rewards (correctness, format) as functions with TRL's signature f(prompts, completions, answer, **kw)."""
 
     def correctness(prompts=None, completions=(), answer=(), **kwargs) -> list[float]:

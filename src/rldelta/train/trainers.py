@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from rldelta.atomic import atomic_write_bytes
+from rldelta.errors import RldeltaError
 from rldelta.train.config import GRPO_FAMILY, OFFLINE, ConfigError, TrainConfig
 from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, write_run_json
 from rldelta.train.saving import CheckpointSaver, CompletionRecorder, MetricsRecorder, git_revision, library_versions
@@ -48,7 +49,7 @@ OFFLINE_STATS = "offline_data.json"
 _RESUMABLE_CHANGES = {"steps", "save_steps", "resume", "progress"}
 
 
-class TrainError(ValueError):
+class TrainError(RldeltaError):
     """A run that cannot start or continue, with a one-line reason."""
 
 
@@ -250,8 +251,13 @@ def _grpo_family(config, model, tokenizer, task, train_ds, common, callbacks):
 def _rloo(config, model, tokenizer, task, train_ds, common, callbacks):
     from trl import RLOOConfig, RLOOTrainer
 
-    args = _args(RLOOConfig, config, common, beta=_pick(config.beta, 0.05),  # TRL's RLOO default
-                 **_rollouts(config, config.epsilon, config.epsilon_high))
+    args = _args(
+        RLOOConfig,
+        config,
+        common,
+        beta=_pick(config.beta, 0.05),  # TRL's RLOO default
+        **_rollouts(config, config.epsilon, config.epsilon_high),
+    )
     return _reward_trainer(RLOOTrainer, config, model, tokenizer, task, args, train_ds, callbacks)
 
 
@@ -259,7 +265,9 @@ def _online_dpo(config, model, tokenizer, task, train_ds, common, callbacks):
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
     args = _args(
-        OnlineDPOConfig, config, common,
+        OnlineDPOConfig,
+        config,
+        common,
         per_device_train_batch_size=config.prompts_per_step,
         max_new_tokens=config.max_completion_length,
         temperature=config.temperature,
@@ -284,12 +292,25 @@ def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) ->
 
     from rldelta.train.evaluate import sample
 
-    samples = [[s.text for s in group] for group in sample(
-        model, tokenizer, [ex.prompt for ex in examples], k=config.offline_samples,
-        max_new_tokens=config.max_completion_length, temperature=config.temperature, seed=config.seed,
-    )]
-    stats = {"prompts": len(examples), "samples": len(examples) * config.offline_samples, "correct_samples": 0,
-             "gold_used": 0, "rows": 0}
+    samples = [
+        [s.text for s in group]
+        for group in sample(
+            model,
+            tokenizer,
+            [ex.prompt for ex in examples],
+            k=config.offline_samples,
+            max_new_tokens=config.max_completion_length,
+            temperature=config.temperature,
+            seed=config.seed,
+        )
+    ]
+    stats = {
+        "prompts": len(examples),
+        "samples": len(examples) * config.offline_samples,
+        "correct_samples": 0,
+        "gold_used": 0,
+        "rows": 0,
+    }
     rows: list[dict[str, Any]] = []
     for ex, comps in zip(examples, samples):
         good = [c for c in comps if task.correctness_reward(c, ex.answer) > 0]
@@ -345,35 +366,54 @@ def _offline(config, model, tokenizer, task, train_ds, common, callbacks):
         from trl import DPOConfig, DPOTrainer
 
         args = _args(DPOConfig, config, common, beta=_pick(config.beta, 0.1), max_length=max_length)
-        return DPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                          callbacks=callbacks)
+        return DPOTrainer(
+            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
+        )
     if algo == "kto":
         from trl import KTOConfig, KTOTrainer
 
         args = _args(KTOConfig, config, common, beta=_pick(config.beta, 0.1), max_length=max_length)
-        return KTOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                          callbacks=callbacks)
+        return KTOTrainer(
+            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
+        )
     if algo == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        args = _args(ORPOConfig, config, common, beta=_pick(config.beta, 0.1), max_length=max_length,
-                          max_completion_length=config.max_completion_length)
-        return ORPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                           callbacks=callbacks)
+        args = _args(
+            ORPOConfig,
+            config,
+            common,
+            beta=_pick(config.beta, 0.1),
+            max_length=max_length,
+            max_completion_length=config.max_completion_length,
+        )
+        return ORPOTrainer(
+            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
+        )
     if algo == "simpo":
         from trl.experimental.cpo import CPOConfig, CPOTrainer
 
         # SimPO is CPO's loss_type="simpo" with the behaviour-cloning term switched off (cpo_alpha=0).
-        args = _args(CPOConfig, config, common, loss_type="simpo", cpo_alpha=0.0, beta=_pick(config.beta, 2.0),
-                         max_length=max_length, max_completion_length=config.max_completion_length)
-        return CPOTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                          callbacks=callbacks)
+        args = _args(
+            CPOConfig,
+            config,
+            common,
+            loss_type="simpo",
+            cpo_alpha=0.0,
+            beta=_pick(config.beta, 2.0),
+            max_length=max_length,
+            max_completion_length=config.max_completion_length,
+        )
+        return CPOTrainer(
+            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
+        )
     if algo == "sft":
         from trl import SFTConfig, SFTTrainer
 
         args = _args(SFTConfig, config, common, max_length=max_length)
-        return SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                          callbacks=callbacks)
+        return SFTTrainer(
+            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
+        )
     raise ConfigError(f"unknown offline algorithm {algo!r}")
 
 
@@ -407,8 +447,14 @@ def progress_callback(total: int, label: str = "train", disable: bool = False):
     class RichProgress(TrainerCallback):
         def __init__(self):
             self.progress = Progress(
-                TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False, disable=disable,
+                TextColumn(f"[bold]{label}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                transient=False,
+                disable=disable,
             )
             self.task_id = None
 
@@ -480,8 +526,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     _offline_env()
     _quiet_libraries()
     config.validate()
-    from transformers import PrinterCallback
-    from transformers import set_seed
+    from transformers import PrinterCallback, set_seed
 
     from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
     from rldelta.train.tasks import get_task, to_dataset
@@ -541,8 +586,9 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     record["resumed_from"] = str(resume_from) if resume_from else None
     deterministic = torch.are_deterministic_algorithms_enabled()  # full_determinism sets it process-wide
     try:
-        trainer = _builder(config.algo)(config, model, tokenizer, task, train_ds, _common_args(config, run_dir),
-                                        callbacks)
+        trainer = _builder(config.algo)(
+            config, model, tokenizer, task, train_ds, _common_args(config, run_dir), callbacks
+        )
         trainer.remove_callback(PrinterCallback)  # it prints every log dict; metrics.parquet keeps them
         with warnings.catch_warnings():
             # TRL 1.16 still calls transformers' deprecated `is_gradient_checkpointing` once per step.
@@ -553,8 +599,11 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
         write_run_json(run_dir, record)
         raise
     except BaseException as e:
-        record.update(status="failed", error=f"{e.__class__.__name__}: {e}",
-                      saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)))
+        record.update(
+            status="failed",
+            error=f"{e.__class__.__name__}: {e}",
+            saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)),
+        )
         write_run_json(run_dir, record)
         raise
     finally:
@@ -569,8 +618,11 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     if masked is not None and (bad := masked.violations()):
         # Cannot happen with the restore callback in place; checked because the guarantee is the point of a mask.
         raise TrainError(f"mask violated after training: {bad}")
-    record.update(status="completed", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)),
-                  global_step=trainer.state.global_step)
+    record.update(
+        status="completed",
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)),
+        global_step=trainer.state.global_step,
+    )
     write_run_json(run_dir, record)
     return run_dir
