@@ -78,7 +78,8 @@ def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="Output 
     import pandas as pd
 
     from rldelta.demo import LOW_RANK_TENSOR, build_demo_pair
-    from rldelta.diff import TENSORS_FILE, run_diff
+    from rldelta.diff import run_diff
+    from rldelta.diff_files import TENSORS_FILE
     from rldelta.report.terminal import diff_table
 
     base, tuned, planted = build_demo_pair(out / "pair")

@@ -13,7 +13,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -23,18 +23,16 @@ import torch
 
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from rldelta.checkpoint import Checkpoint, SafetensorsStreamWriter, open_checkpoint
+from rldelta.checkpoint import Checkpoint, Pairing, SafetensorsStreamWriter, open_checkpoint, pair_tensors
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
+from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.errors import RldeltaError
+from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
 from rldelta.metrics.delta import delta_stats
 from rldelta.metrics.sparsity import COMPARE_DTYPES
 from rldelta.naming import parse_name
-from rldelta.report.terminal import progress_bar
+from rldelta.progress import progress_bar
 
-TENSORS_FILE = "tensors.parquet"
-SUMMARY_FILE = "summary.json"
-MASK_FILE = "mask.safetensors"
-MASK_FORMAT = "rldelta.mask"
 _PARTIAL = ".partial"
 
 TENSORS_SCHEMA = pa.schema(
@@ -79,49 +77,6 @@ class DiffOptions:
             raise DiffError(f"--compare-dtype must be base, bf16, fp16 or fp32, not {self.compare_dtype!r}")
         if not self.atol >= 0:
             raise DiffError(f"--atol must be >= 0, not {self.atol}")
-
-
-@dataclass
-class Pairing:
-    """Which tensors the two checkpoints share, and what is on one side only."""
-
-    names: list[str]
-    missing_in_tuned: list[str] = field(default_factory=list)
-    extra_in_tuned: list[str] = field(default_factory=list)
-    shape_mismatch: list[dict] = field(default_factory=list)
-    tied: list[str] = field(default_factory=list)
-
-    def mismatch(self, base: Checkpoint, tuned: Checkpoint) -> str | None:
-        """One line naming the first base tensor that TUNED lacks or holds in another shape; None if every base
-        tensor is paired (then the two are the same model)."""
-        if self.missing_in_tuned:
-            return f"tensor {self.missing_in_tuned[0]!r} is in {base.path} but not in {tuned.path}"
-        if self.shape_mismatch:
-            m = self.shape_mismatch[0]
-            return (
-                f"tensor {m['name']!r} has shape {tuple(m['base_shape'])} in {base.path} "
-                f"but {tuple(m['tuned_shape'])} in {tuned.path}"
-            )
-        return None
-
-
-def pair_tensors(base: Checkpoint, tuned: Checkpoint) -> Pairing:
-    """Tensors present in both with equal shapes, in the base's on-disk order; tied aliases counted once."""
-    aliases = set(base.aliases) | set(tuned.aliases)
-    base_names = [n for n in base.names() if n not in aliases]
-    tuned_names = {n for n in tuned.names() if n not in aliases}
-    p = Pairing(names=[], tied=sorted(aliases))
-    for n in base_names:
-        if n not in tuned_names:
-            p.missing_in_tuned.append(n)
-        elif base.info(n).shape != tuned.info(n).shape:
-            p.shape_mismatch.append(
-                {"name": n, "base_shape": list(base.info(n).shape), "tuned_shape": list(tuned.info(n).shape)}
-            )
-        else:
-            p.names.append(n)
-    p.extra_in_tuned = sorted(tuned_names - set(base_names))
-    return p
 
 
 def _compare_dtype(opts: DiffOptions, base_dtype: torch.dtype) -> torch.dtype:
@@ -339,7 +294,7 @@ def run_diff(
         layout = [(n, torch.bool, base_ck.info(n).shape) for n in pairing.names]
         meta = {
             "format": MASK_FORMAT,
-            "version": "1",
+            "version": MASK_VERSION,
             "base": str(base),
             "tuned": str(tuned),
             "compare_dtype": compare_dtype,

@@ -26,7 +26,7 @@ import torch
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, open_checkpoint
-from rldelta.diff import SUMMARY_FILE, TENSORS_FILE
+from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, check_compatible, load_mask, resolve_mask_path
 from rldelta.metrics.nulls import derive_seed, random_sparse_rank_null
@@ -50,7 +50,7 @@ from rldelta.metrics.precision import (
 )
 from rldelta.metrics.sparsity import COMPARE_DTYPES, changed_bitwise
 from rldelta.naming import parse_name
-from rldelta.report.terminal import progress_bar
+from rldelta.progress import progress_bar
 
 EXPLAIN_JSON = "explain.json"
 EXPLAIN_TABLE = "explain.parquet"

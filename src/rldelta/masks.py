@@ -1,7 +1,7 @@
 """Masks: one bool tensor per model tensor (same name and shape), True where an entry belongs to the set.
 
-The file format is the one `rldelta diff --save-mask` writes: a `.safetensors` file of BOOL tensors with metadata
-{"format": "rldelta.mask", "version": "1", ...}. A `Mask` is lazy like a `Checkpoint`: names and shapes come from
+The file format (owned here; `rldelta diff --save-mask` writes it too): a `.safetensors` file of BOOL tensors
+with metadata {"format": "rldelta.mask", "version": "1", ...}. A `Mask` is lazy like a `Checkpoint`: names and shapes come from
 the header, tensors are produced one at a time by `get(name)`. Set operations and builders return lazy masks too,
 so `save_mask(intersection(a, b), path)` streams tensor by tensor and never holds a whole model's mask.
 """
@@ -17,12 +17,14 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from rldelta.checkpoint import Checkpoint, CheckpointError, SafetensorsStreamWriter, open_checkpoint
-from rldelta.diff import MASK_FILE, MASK_FORMAT, SUMMARY_FILE, TENSORS_FILE, pair_tensors
+from rldelta.checkpoint import Checkpoint, CheckpointError, SafetensorsStreamWriter, open_checkpoint, pair_tensors
+from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.errors import RldeltaError
 from rldelta.metrics.nulls import derive_seed
 from rldelta.metrics.overlap import count as count_true
 
+MASK_FILE = "mask.safetensors"  # the name a mask takes inside a directory (a diff's output folder, `save_mask`)
+MASK_FORMAT = "rldelta.mask"
 MASK_VERSION = "1"
 
 

@@ -19,7 +19,7 @@ from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.masks import Mask, MaskError, check_compatible, load_mask
 from rldelta.metrics.overlap import count, expected_random_overlap, jaccard_from_counts, overlap_from_counts
-from rldelta.report.terminal import progress_bar
+from rldelta.progress import progress_bar
 
 OVERLAP_TABLE = "overlap.parquet"
 OVERLAP_JSON = "overlap.json"

@@ -250,7 +250,8 @@ def _read_json(path: Path) -> Any:
 
 
 def _diff_complete(d: Path) -> bool:
-    from rldelta.diff import MASK_FILE, SUMMARY_FILE, TENSORS_FILE
+    from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
+    from rldelta.masks import MASK_FILE
 
     return all((d / f).is_file() for f in (MASK_FILE, SUMMARY_FILE, TENSORS_FILE))
 
@@ -470,7 +471,8 @@ def prepare_base(cfg: StudyConfig, study: Path) -> Path:
 def _diff(
     base: Path, ckpt: Path, out: Path, *, atol: float, compare_dtype: str = "base", rank: bool = True, progress: bool
 ) -> dict:
-    from rldelta.diff import SUMMARY_FILE, run_diff
+    from rldelta.diff import run_diff
+    from rldelta.diff_files import SUMMARY_FILE
 
     if _diff_complete(out):
         return _read_json(out / SUMMARY_FILE)
@@ -655,7 +657,7 @@ FIXED_SHARE = 0.9
 def _dynamics(run: Run, study: Path, other: Run | None = None) -> list[dict]:
     """Changed fraction, rank fraction, overlap with the final changed set and with the other seed's changed set at
     the same step, at every saved step."""
-    from rldelta.diff import SUMMARY_FILE
+    from rldelta.diff_files import SUMMARY_FILE
     from rldelta.masks import intersection, load_mask, mask_counts
 
     out = study / "compare" / f"dynamics-{run.dir.name}.json"
@@ -1058,7 +1060,7 @@ def build_tables(
     dynamics: list[dict],
 ) -> dict[str, pd.DataFrame]:
     """Every table of the report, from the stage outputs on disk. The report shows nothing that is not in here."""
-    from rldelta.diff import SUMMARY_FILE, TENSORS_FILE
+    from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 
     all_runs = runs + ([retrain] if retrain else [])
     base_acc = evals["base"]["accuracy"]

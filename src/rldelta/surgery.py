@@ -33,12 +33,11 @@ import torch
 
 from rldelta import __version__
 from rldelta.atomic import atomic_dir_over, atomic_write_bytes
-from rldelta.checkpoint import SINGLE_FILE, Checkpoint, SafetensorsStreamWriter, open_checkpoint
-from rldelta.diff import pair_tensors
+from rldelta.checkpoint import SINGLE_FILE, Checkpoint, SafetensorsStreamWriter, open_checkpoint, pair_tensors
 from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, load_mask, random_mask
 from rldelta.metrics.overlap import count as count_true
-from rldelta.report.terminal import progress_bar
+from rldelta.progress import progress_bar
 
 SURGERY_JSON = "surgery.json"
 KINDS = ("patch", "revert")

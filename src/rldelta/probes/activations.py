@@ -42,7 +42,7 @@ from rldelta.metrics.activations import (
 )
 from rldelta.metrics.sparsity import changed_bitwise
 from rldelta.probes import ProbeError
-from rldelta.report.terminal import progress_bar
+from rldelta.progress import progress_bar
 from rldelta.train.tasks import TASKS, Arith, Example
 
 ACTIVATIONS_JSON = "activations.json"

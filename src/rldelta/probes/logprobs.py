@@ -207,8 +207,7 @@ def changed_sets(base: Path, tuned: dict[str, Path]) -> dict[str, Any]:
     once)."""
     import torch
 
-    from rldelta.checkpoint import open_checkpoint
-    from rldelta.diff import pair_tensors
+    from rldelta.checkpoint import open_checkpoint, pair_tensors
     from rldelta.metrics.sparsity import changed_bitwise
 
     b = open_checkpoint(base)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
 from rich.table import Table
 
 
@@ -45,40 +42,3 @@ def diff_table(summary: dict) -> Table:
     if notes:
         t.caption = "; ".join(notes)
     return t
-
-
-@contextmanager
-def progress_bar(
-    label: str, total: int, progress: bool | Callable[[int, int, str], None], done: int = 0
-) -> Iterator[Callable[[str], None]]:
-    """Yields `advance(name)`, called once per finished item.
-
-    `progress` is False (silent), True (a rich bar on stderr) or a callable receiving (done, total, name),
-    for callers that report progress their own way.
-    """
-    if callable(progress):
-        state = {"done": done}
-
-        def call(name: str) -> None:
-            state["done"] += 1
-            progress(state["done"], total, name)
-
-        yield call
-        return
-    if not progress:
-        yield lambda name: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("[dim]{task.description}"),
-        console=Console(stderr=True),
-    )
-    task = bar.add_task("", total=total, completed=done)
-    with bar:
-        yield lambda name: bar.update(task, advance=1, description=name)

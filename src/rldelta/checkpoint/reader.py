@@ -7,11 +7,6 @@ a single `.safetensors` file; a directory of `*.safetensors` files without an in
 Every read opens the file, copies one tensor out of the memory map and closes it again. Keeping the map open
 would let the file's touched pages count towards this process's RSS until the end, so a whole model would look
 resident even though only one tensor is in use.
-
-Writing: `SafetensorsStreamWriter` writes a `.safetensors` file whose tensors arrive one at a time (in any order),
-so an output as large as the model (a mask, a patched checkpoint) never has to be held in memory whole. The
-`safetensors` library only writes whole dicts; the on-disk format is a documented 8-byte length, a JSON header and
-raw little-endian bytes, which is all this writer produces; every file it writes is read back by `safe_open`.
 """
 
 from __future__ import annotations
@@ -20,13 +15,14 @@ import json
 import math
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
+from rldelta.checkpoint.dtypes import ST_DTYPES
 from rldelta.errors import RldeltaError
 
 SINGLE_FILE = "model.safetensors"
@@ -51,21 +47,6 @@ class TensorInfo:
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
-
-
-_ST_DTYPES: dict[str, torch.dtype] = {
-    "BOOL": torch.bool,
-    "U8": torch.uint8,
-    "I8": torch.int8,
-    "I16": torch.int16,
-    "I32": torch.int32,
-    "I64": torch.int64,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F32": torch.float32,
-    "F64": torch.float64,
-}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 
 
 def _read_header(file: Path) -> dict:
@@ -96,11 +77,11 @@ def _read_header(file: Path) -> dict:
             shape = meta["shape"]
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{file}: corrupt safetensors header (bad entry for tensor {name!r})") from None
-        if dtype not in _ST_DTYPES:
+        if dtype not in ST_DTYPES:
             raise CheckpointError(f"{file}: tensor {name!r} has unsupported dtype {dtype}")
         if not (0 <= start <= end <= data_len):
             raise CheckpointError(f"{file}: corrupt safetensors header (tensor {name!r} lies outside the file)")
-        itemsize = _ST_DTYPES[dtype].itemsize
+        itemsize = ST_DTYPES[dtype].itemsize
         if not all(isinstance(d, int) and d >= 0 for d in shape) or math.prod(shape) * itemsize != end - start:
             raise CheckpointError(
                 f"{file}: corrupt safetensors header (tensor {name!r}: shape {shape} does not fit {end - start} bytes)"
@@ -118,7 +99,7 @@ def _infos_of_file(file: Path, only: set[str] | None = None) -> dict[str, Tensor
         out[name] = TensorInfo(
             name=name,
             file=file,
-            dtype=_ST_DTYPES[meta["dtype"]],
+            dtype=ST_DTYPES[meta["dtype"]],
             shape=tuple(int(d) for d in meta["shape"]),
             offset=header["__data_start__"] + int(meta["data_offsets"][0]),
         )
@@ -275,72 +256,3 @@ def _config_ties_embeddings(config: dict) -> bool:
     if tie is None:
         tie = config.get("text_config", {}).get("tie_word_embeddings")
     return bool(tie)
-
-
-class SafetensorsStreamWriter:
-    """Write a .safetensors file tensor by tensor; nothing but the current tensor is held in memory.
-
-    All (name, dtype, shape) must be known up front, because the header (with every offset) comes first.
-    Data goes to `<path>.partial`; `close()` fsyncs and renames it onto `path`, so `path` is never half-written.
-    A `.partial` left by an interrupted run can be reopened with `resume=True` and filled in further.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        layout: Sequence[tuple[str, torch.dtype, Sequence[int]]],
-        metadata: dict[str, str] | None = None,
-        resume: bool = False,
-    ):
-        self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        header: dict = {}
-        if metadata:
-            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-        self._slots: dict[str, tuple[int, int, torch.dtype, tuple[int, ...]]] = {}
-        pos = 0
-        for name, dtype, shape in layout:
-            shape = tuple(int(d) for d in shape)
-            nbytes = math.prod(shape) * dtype.itemsize
-            header[name] = {"dtype": _ST_NAMES[dtype], "shape": list(shape), "data_offsets": [pos, pos + nbytes]}
-            self._slots[name] = (pos, nbytes, dtype, shape)
-            pos += nbytes
-        blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % 8)  # the format asks for the data to start 8-byte aligned
-        self._data_start = 8 + len(blob)
-        head = struct.pack("<Q", len(blob)) + blob
-        self.resumed = resume and self.partial.is_file() and self._same_head(head)
-        if self.resumed:
-            self._f = open(self.partial, "r+b")
-        else:
-            self._f = open(self.partial, "wb")
-            self._f.write(head)
-            self._f.truncate(self._data_start + pos)
-
-    def _same_head(self, head: bytes) -> bool:
-        with open(self.partial, "rb") as f:
-            return f.read(len(head)) == head
-
-    def write(self, name: str, tensor: torch.Tensor) -> None:
-        pos, nbytes, dtype, shape = self._slots[name]
-        if tensor.dtype != dtype or tuple(tensor.shape) != shape:
-            raise ValueError(f"{name}: expected {dtype} {shape}, got {tensor.dtype} {tuple(tensor.shape)}")
-        data = tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes() if nbytes else b""
-        self._f.seek(self._data_start + pos)
-        self._f.write(data)
-
-    def flush(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> Path:
-        self.flush()
-        self._f.close()
-        os.replace(self.partial, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        """Close without publishing; the .partial stays for a later resume."""
-        if not self._f.closed:
-            self.flush()
-            self._f.close()

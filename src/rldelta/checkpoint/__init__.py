@@ -1,0 +1,28 @@
+"""Checkpoint I/O: open a checkpoint and read its tensors lazily (`reader`), pair the tensors of two checkpoints
+of one model (`pairing`), and write a `.safetensors` file tensor by tensor (`writer`).
+
+Callers import from `rldelta.checkpoint`; the submodules are its parts.
+"""
+
+from rldelta.checkpoint.pairing import Pairing, pair_tensors
+from rldelta.checkpoint.reader import (
+    INDEX_FILE,
+    SINGLE_FILE,
+    Checkpoint,
+    CheckpointError,
+    TensorInfo,
+    open_checkpoint,
+)
+from rldelta.checkpoint.writer import SafetensorsStreamWriter
+
+__all__ = [
+    "INDEX_FILE",
+    "SINGLE_FILE",
+    "Checkpoint",
+    "CheckpointError",
+    "Pairing",
+    "SafetensorsStreamWriter",
+    "TensorInfo",
+    "open_checkpoint",
+    "pair_tensors",
+]

@@ -1,0 +1,50 @@
+"""Pair the tensors of two checkpoints of one model: which both hold in equal shapes, and what is on one side only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rldelta.checkpoint.reader import Checkpoint
+
+
+@dataclass
+class Pairing:
+    """Which tensors the two checkpoints share, and what is on one side only."""
+
+    names: list[str]
+    missing_in_tuned: list[str] = field(default_factory=list)
+    extra_in_tuned: list[str] = field(default_factory=list)
+    shape_mismatch: list[dict] = field(default_factory=list)
+    tied: list[str] = field(default_factory=list)
+
+    def mismatch(self, base: Checkpoint, tuned: Checkpoint) -> str | None:
+        """One line naming the first base tensor that TUNED lacks or holds in another shape; None if every base
+        tensor is paired (then the two are the same model)."""
+        if self.missing_in_tuned:
+            return f"tensor {self.missing_in_tuned[0]!r} is in {base.path} but not in {tuned.path}"
+        if self.shape_mismatch:
+            m = self.shape_mismatch[0]
+            return (
+                f"tensor {m['name']!r} has shape {tuple(m['base_shape'])} in {base.path} "
+                f"but {tuple(m['tuned_shape'])} in {tuned.path}"
+            )
+        return None
+
+
+def pair_tensors(base: Checkpoint, tuned: Checkpoint) -> Pairing:
+    """Tensors present in both with equal shapes, in the base's on-disk order; tied aliases counted once."""
+    aliases = set(base.aliases) | set(tuned.aliases)
+    base_names = [n for n in base.names() if n not in aliases]
+    tuned_names = {n for n in tuned.names() if n not in aliases}
+    p = Pairing(names=[], tied=sorted(aliases))
+    for n in base_names:
+        if n not in tuned_names:
+            p.missing_in_tuned.append(n)
+        elif base.info(n).shape != tuned.info(n).shape:
+            p.shape_mismatch.append(
+                {"name": n, "base_shape": list(base.info(n).shape), "tuned_shape": list(tuned.info(n).shape)}
+            )
+        else:
+            p.names.append(n)
+    p.extra_in_tuned = sorted(tuned_names - set(base_names))
+    return p
