@@ -264,8 +264,8 @@ def run_diff(
     """Diff two checkpoints tensor by tensor and write OUT/tensors.parquet, OUT/summary.json (and the mask).
 
     Tensors are computed `workers` at a time: in local processes, or as Ray tasks (`backend="ray"`, on the cluster
-    at `ray_address` or a local one). Returns the summary. `progress=True` shows a rich progress bar; a callable
-    receives (done, total, name).
+    at `ray_address` or a local one). Returns the summary. `progress=True` shows progress on stderr (a rich bar,
+    or plain lines when stderr is not a terminal); a callable receives (done, total, name).
     """
     opts = DiffOptions(atol=atol, compare_dtype=compare_dtype, rank=rank, strict=strict)
     if workers < 1:

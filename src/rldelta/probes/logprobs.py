@@ -25,6 +25,7 @@ import pandas as pd
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.metrics.logprobs import pass_at_k, phases, probe_stats
 from rldelta.probes import ProbeError, read_run
+from rldelta.progress import progress_bar
 from rldelta.train.runfiles import METRICS, saved_steps, step_dir
 
 PROBE_SET = "probe_set.jsonl"
@@ -261,7 +262,6 @@ def run_logprobs(
     changed fraction, and the overlap of each changed set with the full run's.
     """
     import transformers
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     transformers.utils.logging.disable_progress_bar()  # one bar for the probe, not one per checkpoint load
     run_dir = Path(run)
@@ -297,24 +297,16 @@ def run_logprobs(
 
     jobs = [("base", 0, base)] + [(label, s, p) for label, lst in ckpts.items() for s, p in lst]
     table = []
-    with Progress(
-        TextColumn("probe logprobs"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not progress,
-        transient=True,
-    ) as bar:
-        job = bar.add_task("score", total=len(jobs))
+    with progress_bar("probe logprobs", len(jobs), progress) as advance:
         base_stats = None
         for label, step, path in jobs:
             stats = _score_checkpoint(path, rows)
             if label == "base":
                 base_stats = stats
-                bar.advance(job)
+                advance("base")
                 continue
             table.append({"run": label, "step": step, "checkpoint": str(path), **stats})
-            bar.advance(job)
+            advance(f"{label} step {step}")
     assert base_stats is not None
     for label in runs:  # every run starts from the same base: step 0
         table.append({"run": label, "step": 0, "checkpoint": str(base), **base_stats})
