@@ -434,7 +434,8 @@ def _master_pass(
 
 
 def _plots(out: Path, result: dict, hist: _Hist) -> None:
-    from rldelta.report.explain_plots import decile_plot, overlap_null_plot, rank_null_plot, roc_plot
+    # matplotlib is slow to import: only when plotting
+    from rldelta.plots.explain import decile_plot, overlap_null_plot, rank_null_plot, roc_plot
 
     r = result["rounding"]
     atomic_write_bytes(

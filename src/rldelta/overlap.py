@@ -150,7 +150,7 @@ def run_overlap(
     atomic_write_parquet(rows, out / OVERLAP_TABLE, OVERLAP_SCHEMA)
     atomic_write_json(out / OVERLAP_JSON, result)
     if plot:
-        from rldelta.report.explain_plots import overlap_heatmap
+        from rldelta.plots.overlap import overlap_heatmap  # matplotlib is slow to import: only when plotting
 
         atomic_write_bytes(out / OVERLAP_PNG, overlap_heatmap(labels, matrix["overlap"], matrix["random_overlap"]))
     return result

@@ -545,7 +545,7 @@ def run_activations(
 def _plots(out: Path, rows: list[dict], neurons: list[dict], result: dict) -> None:
     import pandas as pd
 
-    from rldelta.report.activation_plots import neuron_scatter_plot, sparsity_by_level_plot
+    from rldelta.plots.activations import neuron_scatter_plot, sparsity_by_level_plot  # matplotlib: only when plotting
 
     atomic_write_bytes(out / PLOT_LEVELS, sparsity_by_level_plot(pd.DataFrame(rows)))
     if neurons:

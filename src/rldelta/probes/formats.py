@@ -207,7 +207,7 @@ def run_formats(
     run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, threshold: float = 0.9
 ) -> dict[str, Any]:
     """Classify every completion of RUN, write formats.parquet/json/png to OUT, return the summary."""
-    from rldelta.report.format_plots import format_shares_plot
+    from rldelta.plots.formats import format_shares_plot  # matplotlib is slow to import: only when plotting
 
     if not 0.0 < threshold <= 1.0:
         raise ProbeError(f"threshold must lie in (0, 1], got {threshold}")

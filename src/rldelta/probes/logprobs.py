@@ -521,12 +521,12 @@ def _verdict_advantages(adv: pd.DataFrame) -> str:
 
 
 def _write(out_dir: Path, df: pd.DataFrame, ph: pd.DataFrame, adv: pd.DataFrame | None, summary: dict) -> None:
-    from rldelta.report import probe_plots
+    from rldelta.plots.logprobs import logprob_curves, pass_at_k_curves  # matplotlib: only when plotting
 
     atomic_write_parquet(df, out_dir / TABLE_FILE)
     atomic_write_parquet(ph, out_dir / PHASES_FILE)
-    atomic_write_bytes(out_dir / "logprobs.png", probe_plots.logprob_curves(df))
+    atomic_write_bytes(out_dir / "logprobs.png", logprob_curves(df))
     if adv is not None:
         atomic_write_parquet(adv, out_dir / ADVANTAGES_FILE)
-        atomic_write_bytes(out_dir / "passk.png", probe_plots.pass_at_k_curves(adv))
+        atomic_write_bytes(out_dir / "passk.png", pass_at_k_curves(adv))
     atomic_write_json(out_dir / SUMMARY_FILE, summary)

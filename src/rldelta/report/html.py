@@ -195,7 +195,7 @@ def _verdict_class(v: str) -> str:
 
 def render(tables: dict[str, pd.DataFrame]) -> str:
     """The report as one HTML string."""
-    from rldelta.report import study_plots as sp
+    from rldelta.plots import study as sp
 
     runs = tables["runs"]
     primary = runs["run"].iloc[0]
@@ -326,7 +326,7 @@ def _figure(fid: str, title: str, png: bytes, caption: str) -> str:
 
 def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
     """One section per mechanism probe that ran: its verdict lines, its plot and its table."""
-    from rldelta.report import probe_plots
+    from rldelta.plots import logprobs as probe_plots
 
     verdicts = tables.get("probe_verdicts")
     parts = []
@@ -390,7 +390,7 @@ def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
             parts.append(table_html(tables, "probe_advantages"))
         parts.append("</section>")
     if "probe_activations" in tables:
-        from rldelta.report import activation_plots
+        from rldelta.plots import activations as activation_plots
 
         parts.append("<section id='probe-activations'><h2>Probe: activation sparsity vs difficulty</h2>")
         parts.append(verdict_lines("activation") + verdict_lines("neurons"))
@@ -405,7 +405,7 @@ def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
         parts.append("</section>")
     if "probe_formats" in tables:
         from rldelta.metrics.formats import shares_by_step
-        from rldelta.report import format_plots
+        from rldelta.plots import formats as format_plots
 
         parts.append("<section id='probe-formats'><h2>Probe: format selection</h2>")
         parts.append(verdict_lines("format selection"))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rldelta.report.explain_plots import _png, plt
+from rldelta.plots.common import plt, png
 
 # Fixed colours per format, so runs compared side by side read the same.
 _COLOURS = {"code": "tab:blue", "plain": "tab:orange", "boxed": "tab:green", "other": "0.75"}
@@ -52,4 +52,4 @@ def format_shares_plot(
     ax.set_ylabel("share of sampled completions")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _png(fig)
+    return png(fig)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from rldelta.report.explain_plots import _png, plt
+from rldelta.plots.common import plt, png
 
 _METRIC_LABELS = {
     "near_zero_frac": "near-zero fraction",
@@ -69,7 +69,7 @@ def sparsity_by_level_plot(table: pd.DataFrame) -> bytes:
     fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), fontsize=8)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(min(layers), max(layers)))
     fig.colorbar(sm, ax=axes, shrink=0.6, label="layer")
-    return _png(fig)
+    return png(fig)
 
 
 def neuron_scatter_plot(neurons: pd.DataFrame, spearman: float) -> bytes:
@@ -85,4 +85,4 @@ def neuron_scatter_plot(neurons: pd.DataFrame, spearman: float) -> bytes:
     ax.set_title(f"does RL edit the neurons the task uses?  Spearman {rho}", fontsize=10)
     ax.set_xlabel("activation frequency on the task (base model)")
     ax.set_ylabel("fraction of the neuron's weights changed")
-    return _png(fig)
+    return png(fig)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from rldelta.report.explain_plots import _png, plt
+from rldelta.plots.common import plt, png
 
 _STYLE = {"all": "-", "positive": "--", "negative": ":"}
 
@@ -27,7 +27,7 @@ def logprob_curves(df: pd.DataFrame) -> bytes:
     ax2.set_ylabel("nats per token")
     ax2.set_title("policy entropy on the probe completions", fontsize=9)
     ax2.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def pass_at_k_curves(adv: pd.DataFrame) -> bytes:
@@ -44,4 +44,4 @@ def pass_at_k_curves(adv: pd.DataFrame) -> bytes:
     ax.set_xticks(ks)
     ax.set_title("pass@k of the final checkpoints", fontsize=9)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from rldelta.report.explain_plots import _png, _short, overlap_heatmap, plt, rank_null_plot
+from rldelta.plots.common import plt, png, short
+from rldelta.plots.explain import rank_null_plot
+from rldelta.plots.overlap import overlap_heatmap
 
 
 def _num(x) -> float:
@@ -34,11 +36,11 @@ def layer_module_heatmap(tensors: pd.DataFrame, run: str) -> bytes:
     ax.set_xlabel("layer")
     ax.set_title(f"changed fraction (bitwise bf16) per layer and module — {run}", fontsize=10)
     fig.colorbar(im, ax=ax, shrink=0.8)
-    return _png(fig)
+    return png(fig)
 
 
 def rank_per_module(modules: pd.DataFrame, run: str) -> bytes:
-    """Observed rank fraction per module of one run next to the random-sparse null (explain_plots.rank_null_plot)."""
+    """Observed rank fraction per module of one run next to the random-sparse null (plots.explain.rank_null_plot)."""
     df = modules[(modules["run"] == run) & modules["mean_rank_frac"].notna()]
     return rank_null_plot(
         list(df["module"]), [_num(v) for v in df["mean_rank_frac"]], [_num(v) for v in df["null_rank_frac"]]
@@ -46,7 +48,7 @@ def rank_per_module(modules: pd.DataFrame, run: str) -> bytes:
 
 
 def overlap_matrix(overlap: pd.DataFrame) -> bytes:
-    """Heat map of the one-sided overlap of every pair of final changed sets (explain_plots.overlap_heatmap)."""
+    """Heat map of the one-sided overlap of every pair of final changed sets (plots.overlap.overlap_heatmap)."""
     labels = list(dict.fromkeys(list(overlap["a"]) + list(overlap["b"])))
     k = len(labels)
     obs = [[1.0 if i == j else math.nan for j in range(k)] for i in range(k)]
@@ -78,7 +80,7 @@ def decile_lines(deciles: pd.DataFrame) -> bytes:
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("changed fraction by weight magnitude")
-    return _png(fig)
+    return png(fig)
 
 
 def dynamics(dyn: pd.DataFrame) -> bytes:
@@ -91,13 +93,13 @@ def dynamics(dyn: pd.DataFrame) -> bytes:
     )
     for i, (run, df) in enumerate(dyn.groupby("run", sort=False)):
         for ax, (col, title) in zip(axes, panels):
-            ax.plot(df["step"], [_num(v) for v in df[col]], "-o", color=f"C{i % 10}", ms=4, label=_short(run, 24))
+            ax.plot(df["step"], [_num(v) for v in df[col]], "-o", color=f"C{i % 10}", ms=4, label=short(run, 24))
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("step")
     for ax in axes:
         ax.set_ylim(0, 1.05)
     axes[0].legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def accuracy_curves(curves: pd.DataFrame, accuracy: pd.DataFrame, surgery: pd.DataFrame) -> bytes:
@@ -105,7 +107,7 @@ def accuracy_curves(curves: pd.DataFrame, accuracy: pd.DataFrame, surgery: pd.Da
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1.3]})
     for i, (run, df) in enumerate(curves.groupby("run", sort=False)):
         ax.plot(
-            df["step"], [_num(v) for v in df["train_accuracy"]], "-", color=f"C{i % 10}", lw=1.5, label=_short(run, 24)
+            df["step"], [_num(v) for v in df["train_accuracy"]], "-", color=f"C{i % 10}", lw=1.5, label=short(run, 24)
         )
     ax.set_xlabel("step")
     ax.set_ylabel("accuracy on the training batch")
@@ -125,8 +127,8 @@ def accuracy_curves(curves: pd.DataFrame, accuracy: pd.DataFrame, surgery: pd.Da
     for yi, v in zip(y, vals):
         if not math.isnan(v):
             bx.text(v, yi, f" {v:.3f}", va="center", fontsize=7)
-    bx.set_yticks(y, [_short(n, 40) for n in names], fontsize=7)
+    bx.set_yticks(y, [short(n, 40) for n in names], fontsize=7)
     bx.invert_yaxis()
     bx.set_xlabel("greedy test accuracy")
     bx.set_title("base, RL runs, surgery (orange: subnetwork, grey: random) and retrain (green)", fontsize=9)
-    return _png(fig)
+    return png(fig)
