@@ -1,9 +1,10 @@
 """Masks: one bool tensor per model tensor (same name and shape), True where an entry belongs to the set.
 
-The file format (owned here; `rldelta diff --save-mask` writes it too): a `.safetensors` file of BOOL tensors
-with metadata {"format": "rldelta.mask", "version": "1", ...}. A `Mask` is lazy like a `Checkpoint`: names and shapes come from
-the header, tensors are produced one at a time by `get(name)`. Set operations and builders return lazy masks too,
-so `save_mask(intersection(a, b), path)` streams tensor by tensor and never holds a whole model's mask.
+The file format is defined here (`rldelta diff --save-mask` writes it with these constants): a `.safetensors` file
+of BOOL tensors with metadata {"format": "rldelta.mask", "version": "1", ...}. A `Mask` is lazy like a `Checkpoint`:
+names and shapes come from the header, tensors are produced one at a time by `get(name)`. Set operations and
+builders return lazy masks too, so `save_mask(intersection(a, b), path)` streams tensor by tensor and never holds a
+whole model's mask.
 """
 
 from __future__ import annotations
