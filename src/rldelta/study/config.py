@@ -162,25 +162,16 @@ class StudyConfig:
     def validate(self) -> None:
         src = self.source
         _check_fields(self, StudyConfig, src, "")
-        if "formats" in self.probes:
-            f = formats_settings(self)
-            try:
-                formats_train_config(f, model="", seed=self.seeds[0])
-            except ConfigError as e:
-                raise StudyError(f"{src}: formats: {e}") from None
+        try:  # checked even when the formats probe is off: a table that is there must be right
+            formats_train_config(formats_settings(self), model="", seed=self.seeds[0])
+        except ConfigError as e:
+            raise StudyError(f"{src}: formats: {e}") from None
         if "logprobs" in self.probes and self.advantage_runs and self.algorithms[0] not in GRPO_FAMILY:
             raise StudyError(
                 f"{src}: advantage_runs needs a GRPO-family first algorithm ({', '.join(GRPO_FAMILY)}), "
                 f"not {self.algorithms[0]}; set advantage_runs = false"
             )
-        for key in self.train:
-            if key in STUDY_OWNED:
-                raise StudyError(
-                    f"{src}: train.{key} is set by the study itself (use the top-level key)"
-                    if key in {"task", "steps", "save_steps", "difficulty"}
-                    else f"{src}: train.{key} is set by the study itself and cannot be given"
-                )
-        _check_train_table(self.train, STUDY_OWNED, src, "train")
+        _check_train_table(self.train, STUDY_OWNED, StudyConfig, src, "")
         try:
             task = get_task(self.task)
         except ValueError as e:
@@ -259,16 +250,19 @@ def _check_fields(obj: Any, cls: type, src: str, prefix: str) -> None:
                 raise StudyError(f"{src}: {key} lists a value twice: {value}")
 
 
-def _check_train_table(table: dict[str, Any], owned: set[str], src: str, prefix: str) -> None:
-    """A table of TrainConfig settings: known keys only (not those in `owned`), each of its field's type."""
+def _check_train_table(table: dict[str, Any], owned: set[str], parent: type, src: str, prefix: str) -> None:
+    """The [train] table of `parent` (a config class; its keys are `prefix`...): TrainConfig settings that are not
+    `owned` by the study, each of its TrainConfig field's type."""
     types = get_type_hints(TrainConfig)
     known = set(types) - owned
     for key, value in table.items():
+        name = f"{prefix}train.{key}"
         if key in owned:
-            raise StudyError(f"{src}: {prefix}.{key} is set by the study itself and cannot be given")
+            instead = f"use {prefix}{key}" if key in {f.name for f in config_fields(parent)} else "it cannot be given"
+            raise StudyError(f"{src}: {name} is set by the study itself ({instead})")
         if key not in known:
-            raise StudyError(f"{src}: unknown key {prefix}.{key}; known: {', '.join(sorted(known))}")
-        problem = type_problem(f"{prefix}.{key}", value, types[key])
+            raise StudyError(f"{src}: unknown key {name}; known: {', '.join(sorted(known))}")
+        problem = type_problem(name, value, types[key])
         if problem:
             raise StudyError(f"{src}: {problem}")
 
@@ -283,7 +277,7 @@ def formats_settings(cfg: StudyConfig) -> dict[str, Any]:
     _check_fields(FormatsConfig(**cfg.formats), FormatsConfig, src, "formats.")
     defaults = asdict(FormatsConfig())
     merged = {**defaults, **cfg.formats, "train": {**defaults["train"], **cfg.formats.get("train", {})}}
-    _check_train_table(merged["train"], FORMATS_OWNED, src, "formats.train")
+    _check_train_table(merged["train"], FORMATS_OWNED, FormatsConfig, src, "formats.")
     return merged
 
 
