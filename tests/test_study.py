@@ -12,11 +12,23 @@ import pandas as pd
 import pytest
 import torch
 
-import rldelta.study as study_mod
 from rldelta.checkpoint import open_checkpoint
 from rldelta.masks import load_mask
 from rldelta.report.html import fmt
-from rldelta.study import StudyConfig, StudyError, config_from_dict, load_config, preset_path, run_study
+from rldelta.study import (
+    PRESETS_DIR,
+    StudyConfig,
+    StudyError,
+    config_from_dict,
+    layout,
+    load_config,
+    preset_path,
+    run_study,
+    stages,
+)
+from rldelta.study import run as study_run
+from rldelta.study import runs as study_runs
+from rldelta.study.log import StudyLog
 
 SECTIONS = [
     "question",
@@ -56,13 +68,13 @@ class _Spy:
 
     def __init__(self, monkeypatch):
         self.calls: list[str] = []
-        real = study_mod._train_job
+        real = study_runs.train_job
 
         def job(config, threads=None):
             self.calls.append(config["output"])
             return real(config, threads)
 
-        monkeypatch.setattr(study_mod, "_train_job", job)
+        monkeypatch.setattr(study_runs, "train_job", job)
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +83,16 @@ def done(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "s"
     mp = pytest.MonkeyPatch()
     spy = _Spy(mp)
-    real_surgery = study_mod._surgery_evals
+    real_surgery = study_run.surgery_evals
 
     def boom(*a, **k):
         raise KeyboardInterrupt("killed")
 
-    mp.setattr(study_mod, "_surgery_evals", boom)
+    mp.setattr(study_run, "surgery_evals", boom)
     with pytest.raises(KeyboardInterrupt):
         run_study(tiny_config(), out, workers=1, progress=False)
     first = list(spy.calls)
-    mp.setattr(study_mod, "_surgery_evals", real_surgery)
+    mp.setattr(study_run, "surgery_evals", real_surgery)
     spy.calls.clear()
     res = run_study(tiny_config(), out, workers=1, progress=False)
     second = list(spy.calls)
@@ -230,7 +242,7 @@ def test_bad_configs_name_file_and_key(tmp_path):
 
 @pytest.mark.parametrize("name", ["tiny", "demo", "full", "example"])
 def test_presets_load(name):
-    cfg = load_config(Path(study_mod.PRESETS_DIR) / f"{name}.toml")
+    cfg = load_config(Path(PRESETS_DIR) / f"{name}.toml")
     assert cfg.algorithms and cfg.seeds
 
 
@@ -255,13 +267,13 @@ def test_pool_trains_the_same_weights_as_in_process(done, tmp_path, backend):
         pytest.importorskip("ray")
     out, _, _, _ = done
     cfg = tiny_config()
-    base = study_mod.prepare_base(cfg, out)  # reused: already built
-    runs = [study_mod._make_run(tmp_path, cfg, base, "grpo", s, "fp32") for s in cfg.seeds]
-    study_mod._train_all(
-        runs, backend=backend, workers=2, ray_address=None, log=study_mod._Log(False), progress=False, threads=1
+    base = stages.prepare_base(cfg, out)  # reused: already built
+    runs = [layout.make_run(tmp_path, cfg, base, "grpo", s, "fp32") for s in cfg.seeds]
+    study_runs.train_all(
+        runs, backend=backend, workers=2, ray_address=None, log=StudyLog(False), progress=False, threads=1
     )
     for r in runs:
-        assert study_mod.run_complete(r)
+        assert layout.run_complete(r)
         ref = out / "runs" / r.dir.name  # same config, same hash, same folder name
         for step in ("step-4", "step-4-fp32"):
             assert (r.dir / "checkpoints" / step / "model.safetensors").read_bytes() == (

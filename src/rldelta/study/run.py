@@ -1,0 +1,145 @@
+"""`run_study`: the study's plan, stage by stage (each stage reuses what an earlier run of the study completed)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from rldelta import __version__
+from rldelta.cluster import BACKENDS, require_ray
+
+# run_study ends by writing the report: the study floor's one call upward (report/ presents the study's tables).
+from rldelta.report.html import write_report
+from rldelta.study.config import StudyConfig, StudyError, load_config
+from rldelta.study.layout import REPORT, diff_dir, make_run, other_seed, write_json
+from rldelta.study.log import StudyLog
+from rldelta.study.probes import run_probes
+from rldelta.study.runs import default_workers, train_all
+from rldelta.study.stages import (
+    compare_retrain,
+    diffs_of_run,
+    dynamics,
+    evaluate_model,
+    explain_run,
+    overlap_of_runs,
+    prepare_base,
+    surgery_evals,
+)
+from rldelta.study.tables import build_tables, export_tables, probe_tables
+
+
+def run_study(
+    config: StudyConfig | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    backend: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run (or finish) the study in OUT and write OUT/report.html; returns the headline numbers and paths.
+
+    `config` is a StudyConfig or a TOML file. Training runs go to a local process pool (`workers` processes,
+    in this process when 1) or to Ray (`backend="ray"`, on the cluster at `ray_address` or a local one).
+    """
+    cfg = config if isinstance(config, StudyConfig) else load_config(config)
+    if backend not in BACKENDS:
+        raise StudyError(f"--backend must be local or ray, not {backend!r}")
+    if backend == "ray":
+        require_ray(StudyError)
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise StudyError(f"--workers must be >= 1, not {workers}")
+    study = Path(out).resolve()
+    study.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        # On tiny shapes intra-op threads only add barrier waits (25x slower with 2 threads on a busy 2-core box).
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, study, backend=backend, workers=workers, ray_address=ray_address, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_address: str | None, progress: bool) -> dict:
+    log = StudyLog(progress)
+    t_start = time.perf_counter()
+    write_json(study / "study.json", {"version": __version__, "source": cfg.source, "config": cfg.to_dict()})
+
+    # 0. the base model, and the grid: algorithms x precisions x seeds
+    base = prepare_base(cfg, study)
+    log(f"base model: {base}")
+    runs = [make_run(study, cfg, base, a, s, p) for a in cfg.algorithms for p in cfg.precisions for s in cfg.seeds]
+    primary = runs[0]
+    # The first run again, learning only from positive / only from negative advantages (the logprobs probe).
+    split = (
+        [
+            make_run(study, cfg, base, primary.algo, primary.seed, primary.precision, kind=k)
+            for k in ("positive", "negative")
+        ]
+        if "logprobs" in cfg.probes and cfg.advantage_runs
+        else []
+    )
+
+    # 1. train the grid
+    train_all(
+        runs + split,
+        backend=backend,
+        workers=workers,
+        ray_address=ray_address,
+        log=log,
+        progress=progress,
+        threads=cfg.threads,
+    )
+    # 2. diff every saved checkpoint
+    log("diff every saved checkpoint against the base")
+    for r in runs:
+        diffs_of_run(r, base, study, cfg, progress)
+    # accuracy of the base and of every final checkpoint
+    log("evaluate base and final checkpoints")
+    evals = {"base": evaluate_model(base, "base", study, cfg)}
+    for r in runs:
+        evals[r.label] = evaluate_model(r.ckpt(r.final_step), r.dir.name, study, cfg)
+    # 3. overlap of all final changed-masks, explain per run
+    overlap = overlap_of_runs(runs, study, log, progress)
+    explains = {}
+    for r in runs:
+        log(f"explain {r.label}")
+        explains[r.label] = explain_run(r, runs, base, study, cfg, progress)
+    # 4. surgery with the first seed's subnetwork on every seed of its algorithm and precision
+    targets = [r for r in runs if r.algo == primary.algo and r.precision == primary.precision]
+    surgery = surgery_evals(primary, targets, base, study, cfg, log)
+    # 5. subnetwork-only retraining
+    retrain = compare = None
+    if cfg.retrain:
+        mask = diff_dir(study, primary) / "mask.safetensors"
+        retrain = make_run(study, cfg, base, primary.algo, primary.seed, primary.precision, mask=mask, kind="retrain")
+        train_all([retrain], backend="local", workers=1, ray_address=None, log=log, progress=progress)
+        diffs_of_run(retrain, base, study, cfg, progress)
+        evals[retrain.label] = evaluate_model(retrain.ckpt(retrain.final_step), retrain.dir.name, study, cfg)
+        compare = compare_retrain(primary, retrain, base, study)
+    # 6. dynamics
+    dyn = [row for r in runs for row in dynamics(r, study, other_seed(r, runs))]
+    if retrain is not None:
+        dyn += dynamics(retrain, study)
+    # 7. mechanism probes
+    probes = run_probes(cfg, study, base, primary, split, log, progress)
+
+    # 8. tables and report
+    tables = build_tables(cfg, study, base, runs, retrain, evals, overlap, explains, surgery, compare, dyn)
+    tables.update(probe_tables(probes, dyn))
+    export_tables(tables, study / "tables")
+    report = write_report(tables, study / REPORT)
+    log(f"done in {time.perf_counter() - t_start:.0f} s; report: {report}")
+    head = {r["key"]: r["value"] for r in tables["headline"].to_dict("records")}
+    return {
+        "study": str(study),
+        "report": str(report),
+        "tables": str(study / "tables"),
+        "headline": head,
+        "claims": tables["claims"].to_dict("records"),
+    }
