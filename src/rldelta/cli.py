@@ -361,7 +361,9 @@ def models_pretrain_mixture(
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the size's, ~15 min on 2 cores)."),
     batch_size: int = typer.Option(32, help="Documents per step; the corpus is steps x batch_size documents."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the size's)."),
-    max_minutes: float = typer.Option(15.0, help="Stop training when this much time is used up."),
+    max_minutes: Optional[float] = typer.Option(
+        None, help="Safety stop: fail, writing nothing, if training is not done in this many minutes (default: none)."
+    ),
     difficulties: str = typer.Option("1,2", help="Arith levels of the corpus problems."),
     seed: int = typer.Option(0, help="Seed of the corpus and the initialisation."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest on a busy 2-core machine)."),

@@ -7,8 +7,9 @@ Every document of the corpus (corpus.py) is a `mixarith` prompt ("What is 23 + 4
 own chat template, then a completion in one of the FORMATS (formats.py), then eos. The tokenizer is a byte-level
 BPE (tokenizer.py) trained here on a sample of the corpus, one token per digit; the model shape is one of SIZES
 (sizes.py). Pretraining is a transformers `Trainer` run (fp32) with the loss on completion tokens only: the prompts
-are given at RL time, so modelling them would spend capacity on nothing the probe measures. A wall-clock budget
-stops training cleanly; the model folder records that it did.
+are given at RL time, so modelling them would spend capacity on nothing the probe measures. The step count is the
+only budget, so the model does not depend on machine load; `max_minutes` is a safety stop that fails the run
+(nothing written) instead of leaving a model trained for fewer steps.
 
 The result is an ordinary model folder (config.json, model.safetensors, tokenizer with chat template) that
 `rldelta train --task mixarith` accepts, plus MIXTURE_FILE describing corpus, training and the model's per-format
@@ -88,11 +89,12 @@ def encode(tokenizer, doc: Document) -> dict[str, list[int]]:
 # ---- pretraining ------------------------------------------------------------------------------------------------
 
 
-def _callbacks(total: int, max_minutes: float, progress: bool):
+def _callbacks(total: int, max_minutes: float | None, progress: bool):
     from transformers import TrainerCallback  # lazy: transformers loads when pretraining starts
 
-    class Budget(TrainerCallback):
-        """Stops training after the step that uses up the wall-clock budget (the step in flight finishes)."""
+    class TimeLimit(TrainerCallback):
+        """The safety stop: ends training after the step that uses up `max_minutes` (the step in flight finishes);
+        the caller then fails the run. None: no limit."""
 
         def __init__(self):
             self.t0 = 0.0
@@ -102,11 +104,13 @@ def _callbacks(total: int, max_minutes: float, progress: bool):
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step < state.max_steps and time.perf_counter() - self.t0 >= 60 * max_minutes:
+            if max_minutes is None or state.global_step >= state.max_steps:
+                return
+            if time.perf_counter() - self.t0 >= 60 * max_minutes:
                 self.stopped = True
                 control.should_training_stop = True
 
-    return Budget(), progress_callback(total, "pretrain", disable=not progress)
+    return TimeLimit(), progress_callback(total, "pretrain", disable=not progress)
 
 
 def pretrain_mixture(
@@ -119,7 +123,7 @@ def pretrain_mixture(
     batch_size: int = 32,
     lr: float | None = None,
     seed: int = 0,
-    max_minutes: float = 15.0,
+    max_minutes: float | None = None,
     difficulties: Sequence[int] = (1, 2),
     eval_prompts: int = 64,
     eval_samples: int = 8,
@@ -127,9 +131,9 @@ def pretrain_mixture(
     progress: bool = True,
 ) -> Path:
     """Pretrain a SIZES[size] Llama from scratch on one pass over a steps x batch_size document mixture corpus and
-    write it to `out` (a model folder with MIXTURE_FILE). `steps`/`lr` default to the size's; training stops early
-    when `max_minutes` of training time are used up (corpus, tokenizer and the evaluation after it add about half a
-    minute). Same arguments, same corpus and initial weights. `proportions`/`noise`: {format: value} or one value
+    write it to `out` (a model folder with MIXTURE_FILE). `steps`/`lr` default to the size's; `steps` is the only
+    budget. `max_minutes` (None: no limit) is a safety stop on training time: when it is used up before the last
+    step, MixtureError names the step reached and nothing is written. Same arguments, same corpus, same weights. `proportions`/`noise`: {format: value} or one value
     per format in FORMAT_NAMES order. `threads`: torch threads while it runs (None: torch's default); on a shared
     2-core machine 1 thread ran 10x faster than 2, whose OpenMP workers wait on each other for a busy core."""
     if size not in SIZES:
@@ -148,7 +152,7 @@ def pretrain_mixture(
             raise MixtureError(f"{name} must be >= 1, got {value}")
     if threads is not None and threads < 1:
         raise MixtureError(f"threads must be >= 1, got {threads}")
-    if not (lr > 0 and max_minutes > 0):
+    if not (lr > 0 and (max_minutes is None or max_minutes > 0)):
         raise MixtureError(f"lr and max_minutes must be > 0, got lr={lr}, max_minutes={max_minutes}")
     out = Path(out)
     # Refuses a non-empty folder that holds no model before any work is done.
@@ -192,7 +196,7 @@ def _pretrain(
     batch_size: int,
     lr: float,
     seed: int,
-    max_minutes: float,
+    max_minutes: float | None,
     difficulties: Sequence[int],
     eval_prompts: int,
     eval_samples: int,
@@ -219,7 +223,7 @@ def _pretrain(
         model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     n_params = sum(p.numel() for p in model.parameters())
-    budget, bar = _callbacks(steps, max_minutes, progress)
+    time_limit, bar = _callbacks(steps, max_minutes, progress)
     with tempfile.TemporaryDirectory(prefix="rldelta-pretrain-") as scratch:
         args = TrainingArguments(
             output_dir=scratch,
@@ -244,12 +248,18 @@ def _pretrain(
             args=args,
             train_dataset=data,
             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-            callbacks=[budget, bar],
+            callbacks=[time_limit, bar],
         )
         trainer.remove_callback(PrinterCallback)  # the rich bar (or nothing) instead of printed log dicts
         t_train = time.perf_counter()
         result = trainer.train()
         train_seconds = time.perf_counter() - t_train
+    if time_limit.stopped:  # before anything is written: a model short of its steps is never left behind
+        raise MixtureError(
+            f"pretraining reached only step {trainer.state.global_step} of {steps} within max_minutes={max_minutes:g} "
+            f"({train_seconds / trainer.state.global_step:.2f} s/step); nothing was written: raise max_minutes, or "
+            f"lower steps"
+        )
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model.eval()
     behaviour = format_behaviour(
@@ -291,7 +301,7 @@ def _pretrain(
         "lr": lr,
         "seed": seed,
         "max_minutes": max_minutes,
-        "stopped_by_budget": budget.stopped,
+        "stopped_by_budget": False,  # a run the safety stop ends raises instead; kept so records read alike
         "train_loss": float(result.training_loss),
         "final_loss": losses[-1] if losses else None,
         "seconds_per_step": train_seconds / max(done, 1),

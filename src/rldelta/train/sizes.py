@@ -15,7 +15,7 @@ class Size:
     kv_heads: int
     intermediate: int
     # Default steps at batch 32 fit ~15 minutes on a shared 2-core machine with 1 torch thread (measured: 5m 0.5 s,
-    # 30m 2.8 s a step); the max_minutes budget covers slower machines.
+    # 30m 2.8 s a step). Steps are the budget; pretrain_mixture's max_minutes is only a safety stop.
     steps: int
     lr: float
 
