@@ -351,7 +351,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
         reward_funcs = [
             completions.wrap(f, name) for f, name in zip(trl_reward_funcs(task, config.reward_list), config.reward_list)
         ]
-    progress = progress_callback(config.steps) if config.progress else None
+    progress = progress_callback(config.steps, f"train {run_dir.name}") if config.progress else None
     if progress is not None:
         callbacks.append(progress)
 
@@ -393,7 +393,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
                 log.flush()
         torch.use_deterministic_algorithms(deterministic)
         if progress is not None:
-            progress.progress.stop()  # Ctrl-C skips on_train_end; leave the terminal clean
+            progress.stop()  # Ctrl-C skips on_train_end; leave the terminal clean
         if masked is not None:
             masked.detach()
     if masked is not None and (bad := masked.violations()):
