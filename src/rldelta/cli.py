@@ -369,7 +369,8 @@ def models_pretrain_mixture(
     threads: int = typer.Option(1, help="torch threads (1 is fastest on a busy 2-core machine)."),
 ) -> None:
     """Pretrain a small Llama from scratch on arithmetic solved in three formats (code, plain, boxed)."""
-    from rldelta.train.mixture import parse_spec, pretrain_mixture
+    from rldelta.train.corpus import parse_spec
+    from rldelta.train.mixture import pretrain_mixture
 
     try:
         levels = [int(x) for x in difficulties.split(",") if x.strip()]
