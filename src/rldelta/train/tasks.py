@@ -7,6 +7,8 @@ hash of its canonical form, and `generate` draws only problems of the requested 
 
 Expressions (arith problems, countdown solutions) are evaluated by walking their `ast` with a whitelist of
 integer literals and + - *; nothing is ever passed to `eval`.
+
+Over 400 lines because the four tasks share the expression and answer parsers above them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rldelta.errors import RldeltaError
+from rldelta.train.formats import OTHER, classify_format
 
 TEST_FRACTION = 0.2
 _MAX_EXPR_CHARS = 200  # longer "expressions" are not answers; also bounds the work of parsing untrusted text
@@ -357,7 +360,7 @@ class Digits(Arith):
 class MixArith(Arith):
     """Arith problems with a neutral prompt ("What is 23 + 45?") that asks for no format, for models pretrained on
     several answer formats (train/mixture.py). Correct = the last integer of the completion is the result; format
-    reward = 1.0 when the completion is written in one of mixture.FORMATS.
+    reward = 1.0 when the completion is written in one of formats.FORMATS.
     """
 
     name = "mixarith"
@@ -376,8 +379,6 @@ class MixArith(Arith):
         return m.group(1)
 
     def format_reward(self, completion: str) -> float:
-        from rldelta.train.mixture import OTHER, classify_format  # mixture builds on this module
-
         return 0.0 if classify_format(completion) == OTHER else 1.0
 
     def reference_completion(self, answer: str) -> str:

@@ -1,22 +1,9 @@
-"""`train(config)`: one TRL trainer per `--algo`, wired to the run layout of saving.py and the masks of masking.py.
+"""`train(config)`: one TRL trainer per `--algo` (algorithms.ALGORITHMS), wired to the run layout of saving.py and
+the masks of masking.py.
 
 Algorithms (all TRL classes, nothing re-implemented):
 
-    grpo      GRPOTrainer, loss_type="grpo" (per-sequence mean), rewards scaled by group std
-    dr_grpo   GRPOTrainer, loss_type="dr_grpo", scale_rewards="none"          (Dr. GRPO: no length/std bias)
-    dapo      GRPOTrainer, loss_type="dapo", epsilon_high=0.28                  (DAPO: token-level loss, clip-higher)
-    bnpo      GRPOTrainer, loss_type="bnpo"                                     (local-batch token normalisation)
-    gspo      GRPOTrainer, importance_sampling_level="sequence", eps 3e-4/4e-4  (GSPO: sequence-level ratio)
-    cispo     GRPOTrainer, loss_type="cispo"                                    (clipped IS-weight REINFORCE)
-    sapo      GRPOTrainer, loss_type="sapo"                                     (soft gate instead of clipping)
-    gmpo      trl.experimental.gmpo.GMPOTrainer                                 (geometric-mean policy optimisation)
-    rloo      RLOOTrainer                                                       (leave-one-out baseline)
-    online_dpo trl.experimental.online_dpo.OnlineDPOTrainer, pairs judged by the task reward on the fly
-    dpo       DPOTrainer   on pairs (correct, wrong) sampled from the base model and scored by the task reward
-    kto       KTOTrainer   on the same samples, unpaired (desirable = correct)
-    orpo      trl.experimental.orpo.ORPOTrainer on the DPO pairs (no reference model)
-    simpo     trl.experimental.cpo.CPOTrainer, loss_type="simpo", cpo_alpha=0 on the DPO pairs
-    sft       SFTTrainer   on correct solutions (the base model's own, else the task's reference): the non-RL contrast
+{algorithms}
 
 Every online algorithm is exactly on-policy: one generation batch (prompts_per_step x num_generations completions)
 per optimizer step. `--advantages positive|negative` wraps the GRPO-family trainer class, see `_advantage_filter`.
@@ -29,18 +16,25 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PrinterCallback, set_seed
 
 from rldelta.atomic import atomic_write_bytes
 from rldelta.errors import RldeltaError
-from rldelta.train.config import GRPO_FAMILY, OFFLINE, ConfigError, TrainConfig
+from rldelta.train.algorithms import ALGORITHMS, TrainerInputs, algorithm_table
+from rldelta.train.callbacks import progress_callback
+from rldelta.train.config import ConfigError, TrainConfig
+from rldelta.train.evaluate import sample
+from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
 from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, write_run_json
 from rldelta.train.saving import CheckpointSaver, CompletionRecorder, MetricsRecorder, git_revision, library_versions
-from rldelta.train.tasks import Task
+from rldelta.train.tasks import Task, get_task, to_dataset, trl_reward_funcs
+
+__doc__ = __doc__.format(algorithms=algorithm_table())
 
 OFFLINE_DATA = "offline_data.jsonl"
 OFFLINE_STATS = "offline_data.json"
@@ -174,108 +168,6 @@ def _common_args(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
     )
 
 
-def _args(config_cls: type, config: TrainConfig, common: dict[str, Any], **specific: Any):
-    """A TRL config: shared settings, then the algorithm's, then `config.extra` (the user's word is last)."""
-    return config_cls(**{**common, **specific, **config.extra})
-
-
-def _pick(value, default):
-    return default if value is None else value
-
-
-def _rollouts(config: TrainConfig, epsilon: float | None, epsilon_high: float | None) -> dict[str, Any]:
-    """Sampling settings of the online algorithms that score groups: one optimizer step per
-    prompts_per_step x num_generations fresh completions (exactly on-policy)."""
-    clip = {k: v for k, v in (("epsilon", epsilon), ("epsilon_high", epsilon_high)) if v is not None}
-    return dict(
-        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
-        num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        log_completions=False,
-        **clip,
-    )
-
-
-def _reward_trainer(trainer_cls, config, model, tokenizer, task, args, train_ds, callbacks):
-    from rldelta.train.tasks import trl_reward_funcs
-
-    recorder = next((c for c in callbacks if isinstance(c, CompletionRecorder)), None)
-    funcs = trl_reward_funcs(task, config.reward_list)
-    if recorder is not None:
-        funcs = [recorder.wrap(f, name) for f, name in zip(funcs, config.reward_list)]
-    return trainer_cls(
-        model=model,
-        reward_funcs=funcs,
-        args=args,
-        train_dataset=train_ds,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-
-
-def _grpo_family(config, model, tokenizer, task, train_ds, common, callbacks):
-    from trl import GRPOConfig, GRPOTrainer
-
-    algo = config.algo
-    trainer_cls, config_cls = GRPOTrainer, GRPOConfig
-    extra: dict[str, Any] = {}
-    eps, eps_high = config.epsilon, config.epsilon_high
-    if algo == "grpo":
-        extra.update(loss_type="grpo", scale_rewards="group")
-    elif algo == "dr_grpo":
-        extra.update(loss_type="dr_grpo", scale_rewards="none")
-    elif algo == "dapo":
-        extra.update(loss_type="dapo")
-        eps_high = _pick(eps_high, 0.28)
-    elif algo == "bnpo":
-        extra.update(loss_type="bnpo")
-    elif algo == "gspo":
-        extra.update(loss_type="grpo", importance_sampling_level="sequence")
-        eps, eps_high = _pick(eps, 3e-4), _pick(eps_high, 4e-4)
-    elif algo == "cispo":
-        extra.update(loss_type="cispo")
-        eps_high = _pick(eps_high, 5.0)  # CISPO's epsilon_high is the cap on the IS weight itself
-    elif algo == "sapo":
-        extra.update(loss_type="sapo")
-    elif algo == "gmpo":
-        from trl.experimental.gmpo import GMPOConfig, GMPOTrainer
-
-        trainer_cls, config_cls = GMPOTrainer, GMPOConfig
-    args = _args(config_cls, config, common, beta=_pick(config.beta, 0.0), **_rollouts(config, eps, eps_high), **extra)
-    if config.advantages != "all":
-        trainer_cls = _advantage_filter(trainer_cls, config.advantages)
-    return _reward_trainer(trainer_cls, config, model, tokenizer, task, args, train_ds, callbacks)
-
-
-def _rloo(config, model, tokenizer, task, train_ds, common, callbacks):
-    from trl import RLOOConfig, RLOOTrainer
-
-    args = _args(
-        RLOOConfig,
-        config,
-        common,
-        beta=_pick(config.beta, 0.05),  # TRL's RLOO default
-        **_rollouts(config, config.epsilon, config.epsilon_high),
-    )
-    return _reward_trainer(RLOOTrainer, config, model, tokenizer, task, args, train_ds, callbacks)
-
-
-def _online_dpo(config, model, tokenizer, task, train_ds, common, callbacks):
-    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
-
-    args = _args(
-        OnlineDPOConfig,
-        config,
-        common,
-        per_device_train_batch_size=config.prompts_per_step,
-        max_new_tokens=config.max_completion_length,
-        temperature=config.temperature,
-        beta=_pick(config.beta, 0.1),
-    )
-    return _reward_trainer(OnlineDPOTrainer, config, model, tokenizer, task, args, train_ds, callbacks)
-
-
 # ---- offline data: sampled from the base model, scored by the task ----------------------------------------------
 
 
@@ -288,10 +180,9 @@ def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) ->
     A prompt without any correct sample uses the task's reference completion as the correct one when
     `offline_gold_fallback` is set (a small random model is never right on its own), else it is skipped.
     """
-    from datasets import Dataset
+    from datasets import Dataset  # lazy: datasets loads after _offline_env() has told it to stay offline
 
-    from rldelta.train.evaluate import sample
-
+    shape = ALGORITHMS[config.algo].rows
     samples = [
         [s.text for s in group]
         for group in sample(
@@ -323,10 +214,10 @@ def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) ->
         def msg(text: str) -> list[dict]:
             return [{"role": "assistant", "content": text}]
 
-        if config.algo == "sft":
+        if shape == "completions":
             if good:
                 rows.append({"prompt": ex.prompt, "completion": msg(good[0])})
-        elif config.algo == "kto":
+        elif shape == "labels":
             if good:
                 rows.append({"prompt": ex.prompt, "completion": msg(good[0]), "label": True})
             if bad:
@@ -344,7 +235,7 @@ def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) ->
 
 def _offline_dataset(config: TrainConfig, run_dir: Path, model, tokenizer, task, examples):
     """Build the offline data once per run and keep it in RUN/offline_data.jsonl (reused by --resume, and readable)."""
-    from datasets import Dataset
+    from datasets import Dataset  # lazy: datasets loads after _offline_env() has told it to stay offline
 
     path = run_dir / OFFLINE_DATA
     stats_path = run_dir / OFFLINE_STATS
@@ -356,125 +247,6 @@ def _offline_dataset(config: TrainConfig, run_dir: Path, model, tokenizer, task,
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in ds.to_list()).encode())
     atomic_write_bytes(stats_path, json.dumps(stats, indent=2).encode())
     return ds, stats
-
-
-def _offline(config, model, tokenizer, task, train_ds, common, callbacks):
-    algo = config.algo
-    common = {**common, "per_device_train_batch_size": config.prompts_per_step}
-    max_length = 1024
-    if algo == "dpo":
-        from trl import DPOConfig, DPOTrainer
-
-        args = _args(DPOConfig, config, common, beta=_pick(config.beta, 0.1), max_length=max_length)
-        return DPOTrainer(
-            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
-        )
-    if algo == "kto":
-        from trl import KTOConfig, KTOTrainer
-
-        args = _args(KTOConfig, config, common, beta=_pick(config.beta, 0.1), max_length=max_length)
-        return KTOTrainer(
-            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
-        )
-    if algo == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-        args = _args(
-            ORPOConfig,
-            config,
-            common,
-            beta=_pick(config.beta, 0.1),
-            max_length=max_length,
-            max_completion_length=config.max_completion_length,
-        )
-        return ORPOTrainer(
-            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
-        )
-    if algo == "simpo":
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
-
-        # SimPO is CPO's loss_type="simpo" with the behaviour-cloning term switched off (cpo_alpha=0).
-        args = _args(
-            CPOConfig,
-            config,
-            common,
-            loss_type="simpo",
-            cpo_alpha=0.0,
-            beta=_pick(config.beta, 2.0),
-            max_length=max_length,
-            max_completion_length=config.max_completion_length,
-        )
-        return CPOTrainer(
-            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
-        )
-    if algo == "sft":
-        from trl import SFTConfig, SFTTrainer
-
-        args = _args(SFTConfig, config, common, max_length=max_length)
-        return SFTTrainer(
-            model=model, args=args, train_dataset=train_ds, processing_class=tokenizer, callbacks=callbacks
-        )
-    raise ConfigError(f"unknown offline algorithm {algo!r}")
-
-
-def _builder(algo: str) -> Callable:
-    if algo in GRPO_FAMILY:
-        return _grpo_family
-    if algo == "rloo":
-        return _rloo
-    if algo == "online_dpo":
-        return _online_dpo
-    if algo in OFFLINE:
-        return _offline
-    raise ConfigError(f"unknown algorithm {algo!r}")
-
-
-# ---- progress ---------------------------------------------------------------------------------------------------
-
-
-def progress_callback(total: int, label: str = "train", disable: bool = False):
-    """A rich progress bar over optimizer steps, with the last logged reward and loss (RL runs, pretraining)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from transformers import TrainerCallback
-
-    class RichProgress(TrainerCallback):
-        def __init__(self):
-            self.progress = Progress(
-                TextColumn(f"[bold]{label}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                transient=False,
-                disable=disable,
-            )
-            self.task_id = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.progress.start()
-            self.task_id = self.progress.add_task(label, total=total, completed=state.global_step, info="")
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.progress.update(self.task_id, completed=state.global_step)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            parts = [f"{k}={logs[k]:.3g}" for k in ("reward", "loss") if isinstance(logs.get(k), (int, float))]
-            if parts:  # the end-of-training summary logs neither: keep the last values on the bar
-                self.progress.update(self.task_id, info=" ".join(parts))
-
-        def on_train_end(self, args, state, control, **kwargs):
-            self.progress.stop()
-
-    return RichProgress()
 
 
 # ---- the run ----------------------------------------------------------------------------------------------------
@@ -526,11 +298,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     _offline_env()
     _quiet_libraries()
     config.validate()
-    from transformers import PrinterCallback, set_seed
-
-    from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
-    from rldelta.train.tasks import get_task, to_dataset
-
+    algorithm = ALGORITHMS[config.algo]
     run_dir = Path(config.output)
     previous = _check_run_dir(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -549,7 +317,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
 
     examples = task.generate(config.train_size, seed=config.data_seed, split="train", difficulty=config.difficulty)
     offline_stats = None
-    if config.algo in OFFLINE:
+    if not algorithm.online:
         train_ds, offline_stats = _offline_dataset(config, run_dir, model, tokenizer, task, examples)
     else:
         train_ds = to_dataset(examples)
@@ -575,10 +343,15 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     metrics = MetricsRecorder(run_dir, accuracy_key, f"rewards/{task.name}_format/mean")
     callbacks += [saver, metrics]
     completions = None
-    if config.algo not in OFFLINE:
+    reward_funcs = []
+    if algorithm.online:
         completions = CompletionRecorder(run_dir)
         callbacks.append(completions)
-    progress = progress_callback(config.steps) if config.progress else None
+        # Each reward wrapped by the recorder, so every sampled completion is kept with its rewards.
+        reward_funcs = [
+            completions.wrap(f, name) for f, name in zip(trl_reward_funcs(task, config.reward_list), config.reward_list)
+        ]
+    progress = progress_callback(config.steps, f"train {run_dir.name}") if config.progress else None
     if progress is not None:
         callbacks.append(progress)
 
@@ -586,9 +359,17 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     record["resumed_from"] = str(resume_from) if resume_from else None
     deterministic = torch.are_deterministic_algorithms_enabled()  # full_determinism sets it process-wide
     try:
-        trainer = _builder(config.algo)(
-            config, model, tokenizer, task, train_ds, _common_args(config, run_dir), callbacks
+        inputs = TrainerInputs(
+            config=config,
+            model=model,
+            tokenizer=tokenizer,
+            train_dataset=train_ds,
+            common=_common_args(config, run_dir),
+            callbacks=callbacks,
+            reward_funcs=reward_funcs,
+            trainer_wrapper=None if config.advantages == "all" else partial(_advantage_filter, keep=config.advantages),
         )
+        trainer = algorithm.make_trainer(inputs)
         trainer.remove_callback(PrinterCallback)  # it prints every log dict; metrics.parquet keeps them
         with warnings.catch_warnings():
             # TRL 1.16 still calls transformers' deprecated `is_gradient_checkpointing` once per step.
@@ -612,7 +393,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
                 log.flush()
         torch.use_deterministic_algorithms(deterministic)
         if progress is not None:
-            progress.progress.stop()  # Ctrl-C skips on_train_end; leave the terminal clean
+            progress.stop()  # Ctrl-C skips on_train_end; leave the terminal clean
         if masked is not None:
             masked.detach()
     if masked is not None and (bad := masked.violations()):

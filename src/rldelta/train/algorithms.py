@@ -1,0 +1,287 @@
+"""ALGORITHMS: every `--algo`, by name, as one frozen record (family, online or offline, its defaults, a one-line
+doc, the builder that makes its TRL trainer). After mergekit's merge_methods/registry.py: the registry is the only
+list of algorithms; config validation, the CLI's choices and the trainers docstring are read off it.
+
+Nothing is re-implemented: each builder makes a TRL config and trainer class, loaded by name when a trainer is
+built (trl is heavy; the CLI reads this table for its help without loading it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rldelta.train.config import TrainConfig
+
+# Longest sequence (prompt + completion, tokens) of the offline algorithms' batches.
+_OFFLINE_MAX_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class TrainerInputs:
+    """What a builder turns into a TRL trainer: the run's config, policy, data and the callbacks train() made."""
+
+    config: TrainConfig
+    model: Any
+    tokenizer: Any
+    train_dataset: Any
+    common: dict[str, Any]  # TrainingArguments shared by every algorithm (trainers._common_args)
+    callbacks: list
+    reward_funcs: list[Callable] = field(
+        default_factory=list
+    )  # online algorithms: the task's rewards, as TRL calls them
+    # Wraps the trainer class of the algorithms that score groups (--advantages positive|negative), else None.
+    trainer_wrapper: Callable[[type], type] | None = None
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    family: str  # grpo, rloo, online_dpo, offline (preference pairs or labels), sft
+    online: bool  # samples from the policy while it trains; else trains on data built once from the base model
+    doc: str  # one line: the TRL class and what sets this algorithm apart
+    trainer: str  # "module:Class" of the TRL trainer
+    trl_config: str  # "module:Class" of its TRL config
+    build: Callable[[Algorithm, TrainerInputs], Any]
+    # KL coefficient (online) or preference beta (offline) when the config leaves it None; None: no beta at all.
+    beta: float | None = None
+    epsilon: float | None = None  # clip range (algorithms that score groups) when the config leaves it None
+
+    epsilon_high: float | None = None
+    trl_args: Mapping[str, Any] = field(default_factory=dict)  # fixed settings of the TRL config (loss_type, ...)
+    # The TRL config also takes max_completion_length (offline algorithms that cap the completion apart).
+    caps_completion: bool = False
+    # Offline only: the rows built from base-model samples: "pairs" (chosen, rejected), "labels" (unpaired,
+    # desirable or not), "completions" (one correct completion per prompt).
+    rows: str | None = None
+
+    @property
+    def groups(self) -> bool:
+        """Scores num_generations completions per prompt against each other (advantages compare completions)."""
+        return self.family in ("grpo", "rloo")
+
+    def make_trainer(self, inputs: TrainerInputs):
+        return self.build(self, inputs)
+
+
+def _trl_class(spec: str) -> type:
+    # Lazy: trl (and torch under it) load when a trainer is built, not when the registry is read.
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _pick(value, default):
+    return default if value is None else value
+
+
+def _args(algo: Algorithm, inputs: TrainerInputs, common: dict[str, Any], **specific: Any):
+    """A TRL config: shared settings, then the algorithm's, then `config.extra` (the user's word is last)."""
+    return _trl_class(algo.trl_config)(**{**common, **specific, **inputs.config.extra})
+
+
+def _beta(algo: Algorithm, config: TrainConfig) -> dict[str, float]:
+    """The beta setting, or nothing for an algorithm without one (sft ignores --beta)."""
+    return {} if algo.beta is None else {"beta": _pick(config.beta, algo.beta)}
+
+
+def _reward_trainer(trainer_cls: type, inputs: TrainerInputs, args):
+    return trainer_cls(
+        model=inputs.model,
+        reward_funcs=inputs.reward_funcs,
+        args=args,
+        train_dataset=inputs.train_dataset,
+        processing_class=inputs.tokenizer,
+        callbacks=inputs.callbacks,
+    )
+
+
+def _build_group(algo: Algorithm, inputs: TrainerInputs):
+    """GRPO family and RLOO: one optimizer step per prompts_per_step x num_generations fresh completions (exactly
+    on-policy)."""
+    config = inputs.config
+    clip = (
+        ("epsilon", _pick(config.epsilon, algo.epsilon)),
+        ("epsilon_high", _pick(config.epsilon_high, algo.epsilon_high)),
+    )
+    args = _args(
+        algo,
+        inputs,
+        inputs.common,
+        **_beta(algo, config),
+        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        log_completions=False,
+        **{k: v for k, v in clip if v is not None},
+        **algo.trl_args,
+    )
+    trainer_cls = _trl_class(algo.trainer)
+    if inputs.trainer_wrapper is not None:
+        trainer_cls = inputs.trainer_wrapper(trainer_cls)
+    return _reward_trainer(trainer_cls, inputs, args)
+
+
+def _build_online_dpo(algo: Algorithm, inputs: TrainerInputs):
+    """Pairs of fresh completions per prompt, judged by the task reward on the fly."""
+    config = inputs.config
+    args = _args(
+        algo,
+        inputs,
+        inputs.common,
+        per_device_train_batch_size=config.prompts_per_step,
+        max_new_tokens=config.max_completion_length,
+        temperature=config.temperature,
+        **_beta(algo, config),
+    )
+    return _reward_trainer(_trl_class(algo.trainer), inputs, args)
+
+
+def _build_offline(algo: Algorithm, inputs: TrainerInputs):
+    """The offline data (trainers.build_offline_data), prompts_per_step rows per optimizer step."""
+    config = inputs.config
+    common = {**inputs.common, "per_device_train_batch_size": config.prompts_per_step}
+    capped = {"max_completion_length": config.max_completion_length} if algo.caps_completion else {}
+    args = _args(algo, inputs, common, **algo.trl_args, **_beta(algo, config), max_length=_OFFLINE_MAX_LENGTH, **capped)
+    return _trl_class(algo.trainer)(
+        model=inputs.model,
+        args=args,
+        train_dataset=inputs.train_dataset,
+        processing_class=inputs.tokenizer,
+        callbacks=inputs.callbacks,
+    )
+
+
+def _grpo(name: str, doc: str, *, trainer: str = "trl:GRPOTrainer", trl_config: str = "trl:GRPOConfig", **kw):
+    return Algorithm(name, "grpo", True, doc, trainer, trl_config, _build_group, beta=0.0, **kw)
+
+
+def _offline(name: str, family: str, doc: str, trainer: str, trl_config: str, **kw):
+    return Algorithm(name, family, False, doc, trainer, trl_config, _build_offline, **kw)
+
+
+_ALL = (
+    # The GRPO family: one GRPOTrainer, a different loss (and the settings its paper prescribes).
+    _grpo(
+        "grpo",
+        'GRPOTrainer, loss_type="grpo" (per-sequence mean), rewards scaled by group std',
+        trl_args={"loss_type": "grpo", "scale_rewards": "group"},
+    ),
+    _grpo(
+        "dr_grpo",
+        'GRPOTrainer, loss_type="dr_grpo", scale_rewards="none" (Dr. GRPO: no length/std bias)',
+        trl_args={"loss_type": "dr_grpo", "scale_rewards": "none"},
+    ),
+    _grpo(
+        "dapo",
+        'GRPOTrainer, loss_type="dapo", epsilon_high=0.28 (DAPO: token-level loss, clip-higher)',
+        epsilon_high=0.28,
+        trl_args={"loss_type": "dapo"},
+    ),
+    _grpo("bnpo", 'GRPOTrainer, loss_type="bnpo" (local-batch token normalisation)', trl_args={"loss_type": "bnpo"}),
+    _grpo(
+        "gspo",
+        'GRPOTrainer, importance_sampling_level="sequence", eps 3e-4/4e-4 (GSPO: sequence-level ratio)',
+        epsilon=3e-4,
+        epsilon_high=4e-4,
+        trl_args={"loss_type": "grpo", "importance_sampling_level": "sequence"},
+    ),
+    _grpo(
+        "cispo",
+        'GRPOTrainer, loss_type="cispo" (clipped IS-weight REINFORCE)',
+        epsilon_high=5.0,  # CISPO's epsilon_high is the cap on the IS weight itself
+        trl_args={"loss_type": "cispo"},
+    ),
+    _grpo("sapo", 'GRPOTrainer, loss_type="sapo" (soft gate instead of clipping)', trl_args={"loss_type": "sapo"}),
+    _grpo(
+        "gmpo",
+        "trl.experimental.gmpo.GMPOTrainer (geometric-mean policy optimisation)",
+        trainer="trl.experimental.gmpo:GMPOTrainer",
+        trl_config="trl.experimental.gmpo:GMPOConfig",
+    ),
+    Algorithm(
+        "rloo",
+        "rloo",
+        True,
+        "RLOOTrainer (leave-one-out baseline)",
+        "trl:RLOOTrainer",
+        "trl:RLOOConfig",
+        _build_group,
+        beta=0.05,  # TRL's RLOO default
+    ),
+    Algorithm(
+        "online_dpo",
+        "online_dpo",
+        True,
+        "trl.experimental.online_dpo.OnlineDPOTrainer, pairs judged by the task reward on the fly",
+        "trl.experimental.online_dpo:OnlineDPOTrainer",
+        "trl.experimental.online_dpo:OnlineDPOConfig",
+        _build_online_dpo,
+        beta=0.1,
+    ),
+    _offline(
+        "dpo",
+        "offline",
+        "DPOTrainer on pairs (correct, wrong) sampled from the base model and scored by the task reward",
+        "trl:DPOTrainer",
+        "trl:DPOConfig",
+        beta=0.1,
+        rows="pairs",
+    ),
+    _offline(
+        "kto",
+        "offline",
+        "KTOTrainer on the same samples, unpaired (desirable = correct)",
+        "trl:KTOTrainer",
+        "trl:KTOConfig",
+        beta=0.1,
+        rows="labels",
+    ),
+    _offline(
+        "orpo",
+        "offline",
+        "trl.experimental.orpo.ORPOTrainer on the DPO pairs (no reference model)",
+        "trl.experimental.orpo:ORPOTrainer",
+        "trl.experimental.orpo:ORPOConfig",
+        beta=0.1,
+        caps_completion=True,
+        rows="pairs",
+    ),
+    _offline(
+        "simpo",
+        "offline",
+        'trl.experimental.cpo.CPOTrainer, loss_type="simpo", cpo_alpha=0 on the DPO pairs',
+        "trl.experimental.cpo:CPOTrainer",
+        "trl.experimental.cpo:CPOConfig",
+        beta=2.0,
+        # SimPO is CPO's loss_type="simpo" with the behaviour-cloning term switched off (cpo_alpha=0).
+        trl_args={"loss_type": "simpo", "cpo_alpha": 0.0},
+        caps_completion=True,
+        rows="pairs",
+    ),
+    _offline(
+        "sft",
+        "sft",
+        "SFTTrainer on correct solutions (the base model's own, else the task's reference): the non-RL contrast",
+        "trl:SFTTrainer",
+        "trl:SFTConfig",
+        rows="completions",
+    ),
+)
+
+ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in _ALL}
+
+# Views of the registry, in its order.
+ALGOS = tuple(ALGORITHMS)
+GRPO_FAMILY = tuple(a.name for a in _ALL if a.family == "grpo")
+ONLINE = tuple(a.name for a in _ALL if a.online)
+OFFLINE = tuple(a.name for a in _ALL if not a.online)
+
+
+def algorithm_table(indent: str = "    ") -> str:
+    """One line per algorithm, `name  doc`, for docstrings and help."""
+    width = max(map(len, ALGORITHMS))
+    return "\n".join(f"{indent}{a.name:<{width}}  {a.doc}" for a in _ALL)
