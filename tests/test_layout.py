@@ -1,0 +1,147 @@
+"""The layout holds by itself: no import loop, no lower floor importing a higher one, long files say why.
+
+Read from the source with `ast`, so imports inside functions count too: a lazy import hides a loop from Python's
+import machinery, not from this test.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "rldelta"
+
+# Bottom to top. A module may import its own floor and the floors below it, never one above.
+FLOORS: list[tuple[str, ...]] = [
+    ("rldelta", "rldelta.errors", "rldelta.atomic", "rldelta.progress", "rldelta.naming", "rldelta.columns", "rldelta.diff_files"),
+    ("rldelta.metrics",),
+    ("rldelta.plots", "rldelta.checkpoint", "rldelta.cluster"),
+    ("rldelta.masks",),
+    ("rldelta.diff", "rldelta.demo"),
+    ("rldelta.overlap", "rldelta.explain", "rldelta.surgery"),
+    ("rldelta.train",),
+    ("rldelta.probes",),
+    ("rldelta.report",),
+    ("rldelta.study",),
+    ("rldelta.cli",),
+]
+MAX_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PKG.rglob("*.py"))}
+
+
+def _floor(module: str) -> int:
+    best, floor = -1, None
+    for i, prefixes in enumerate(FLOORS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, floor = len(prefix), i
+    assert floor is not None, f"{module} is on no floor: add it to FLOORS"
+    return floor
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under `if TYPE_CHECKING:` (annotations only, never imported at run time)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+
+
+def _imports(module: str) -> set[str]:
+    """The rldelta modules `module` imports anywhere in its file (top level or inside functions)."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name in MODULES and name != module:
+                found.add(name)
+    return found
+
+
+GRAPH = {m: _imports(m) for m in MODULES}
+
+
+def _cycle() -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(GRAPH[m]):
+            # a package's __init__ importing its own submodules is the usual re-export, not a loop
+            if n.startswith(m + "."):
+                continue
+            if state.get(n) == 1:
+                return stack[stack.index(n) :] + [n]
+            if n not in state and (found := visit(n)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(GRAPH):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_import_loop() -> None:
+    loop = _cycle()
+    assert loop is None, "import loop: " + " -> ".join(loop)
+
+
+def test_no_lower_floor_imports_a_higher_one() -> None:
+    upward = [
+        f"{m} (floor {_floor(m)}) imports {n} (floor {_floor(n)})"
+        for m, targets in GRAPH.items()
+        for n in targets
+        if _floor(n) > _floor(m)
+    ]
+    assert not upward, "\n".join(sorted(upward))
+
+
+def test_long_files_say_why() -> None:
+    unexplained = []
+    for m, path in MODULES.items():
+        n = len(path.read_text().splitlines())
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        if n > MAX_LINES and "lines" not in doc:
+            unexplained.append(f"{path.relative_to(PKG.parent)}: {n} lines, and its docstring does not say why")
+    assert not unexplained, "\n".join(unexplained)
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "allowed"),
+    [("rldelta.metrics.rank", "rldelta.diff", False), ("rldelta.cli", "rldelta.metrics.rank", True)],
+)
+def test_floor_rule_itself(importer: str, imported: str, allowed: bool) -> None:
+    # the rule can fail: a metric importing the diff engine is upward, the CLI importing a metric is not
+    assert (_floor(imported) <= _floor(importer)) is allowed
