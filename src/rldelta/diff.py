@@ -25,6 +25,7 @@ from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, SafetensorsStreamWriter, open_checkpoint
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
+from rldelta.columns import unit_schema
 from rldelta.errors import RldeltaError
 from rldelta.metrics.delta import delta_stats
 from rldelta.metrics.sparsity import COMPARE_DTYPES
@@ -37,7 +38,7 @@ MASK_FILE = "mask.safetensors"
 MASK_FORMAT = "rldelta.mask"
 _PARTIAL = ".partial"
 
-TENSORS_SCHEMA = pa.schema(
+TENSORS_SCHEMA = unit_schema(
     [
         ("name", pa.string()),
         ("shape", pa.list_(pa.int64())),
