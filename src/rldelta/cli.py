@@ -205,26 +205,14 @@ def mask_combine_cmd(
 @mask_app.command("info")
 def mask_info_cmd(mask: Path = typer.Argument(..., help="Mask file or diff dir.")) -> None:
     """Density per tensor and in total."""
-    from rich.table import Table
-
     from rldelta.masks import load_mask, mask_counts
+    from rldelta.report.terminal import mask_table
 
     try:
         counts = mask_counts(load_mask(mask))
     except RldeltaError as e:
         fail(str(e))
-    t = Table(title=str(mask), show_footer=True)
-    t.add_column("tensor", footer="total")
-    t.add_column("entries", justify="right", footer=f"{counts.total_numel:,}")
-    t.add_column("in mask", justify="right", footer=f"{counts.total_count:,}")
-    t.add_column("density", justify="right", footer=f"{100 * counts.total_density:.3f}%")
-    for n in counts.count:
-        t.add_row(n, f"{counts.numel[n]:,}", f"{counts.count[n]:,}", f"{100 * counts.density(n):.3f}%")
-    Console().print(t)
-
-
-def _pct4(x) -> str:
-    return "—" if x is None else f"{100 * x:.2f}%"
+    Console().print(mask_table(counts, str(mask)))
 
 
 @app.command()
@@ -233,28 +221,14 @@ def overlap(
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
 ) -> None:
     """One-sided overlap |A∩B|/|A|, Jaccard and the random expectation for every ordered pair."""
-    from rich.table import Table
-
     from rldelta.overlap import run_overlap
+    from rldelta.report.terminal import overlap_table
 
     try:
         result = run_overlap(inputs, out, progress=True)
     except RldeltaError as e:
         fail(str(e))
-    t = Table(title="rldelta overlap (all tensors)")
-    for col in ("A", "B", "|A|", "|A∩B|", "overlap A→B", "random", "Jaccard"):
-        t.add_column(col, justify="left" if col in ("A", "B") else "right")
-    for r in result["pairs"]:
-        t.add_row(
-            r["a"],
-            r["b"],
-            f"{r['size_a']:,}",
-            f"{r['intersection']:,}",
-            _pct4(r["overlap"]),
-            _pct4(r["random_overlap"]),
-            _pct4(r["jaccard"]),
-        )
-    Console().print(t)
+    Console().print(overlap_table(result))
     console.print(f"wrote {out}")
 
 
@@ -270,9 +244,8 @@ def explain(
     seed: int = typer.Option(0, help="Seed of the rank null."),
 ) -> None:
     """Null models: rounding (|w|-dependent ULP), magnitude-matched overlap, random-sparse rank."""
-    from rich.table import Table
-
     from rldelta.explain import run_explain
+    from rldelta.report.terminal import explain_table
 
     try:
         res = run_explain(
@@ -288,31 +261,7 @@ def explain(
         )
     except RldeltaError as e:
         fail(str(e))
-    r = res["rounding"]
-    t = Table(title="rldelta explain: how much simple causes predict")
-    t.add_column("null model")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
-    t.add_row("rounding", "changed (observed)", _pct4(r["observed_changed_frac"]))
-    t.add_row("", "AUC of −|w|" + ("" if r["auc_exact"] else " (binned)"), f"{r['auc']:.4f}")
-    t.add_row("", "s* (uniform update)", f"{r['s_star']:.3g}")
-    t.add_row("", "precision / recall at s*", f"{r['precision']:.3f} / {r['recall']:.3f}")
-    t.add_row("", "changed by |w| decile", " ".join(f"{100 * x:.0f}" for x in r["changed_frac_by_decile"]) + " %")
-    if res["master"]:
-        mres = res["master"]
-        t.add_row("fp32 master", "changed in fp32", _pct4(mres["fp32_changed_frac"]))
-        t.add_row("", "lost to rounding", _pct4(mres["lost_to_rounding_frac"]))
-    if res["magnitude_matched_overlap"]:
-        mo = res["magnitude_matched_overlap"]
-        t.add_row(
-            "overlap",
-            "observed / random / magnitude-matched",
-            f"{_pct4(mo['observed'])} / {_pct4(mo['random'])} / {_pct4(mo['magnitude_matched'])}",
-        )
-    for mod, v in (res["rank_null"] or {}).items():
-        obs = "—" if v["observed_rank_frac"] is None else f"{v['observed_rank_frac']:.3f}"
-        t.add_row("rank", f"{mod}: observed / null rank_frac", f"{obs} / {v['null_rank_frac']:.3f}")
-    Console().print(t)
+    Console().print(explain_table(res))
     console.print(f"wrote {out}")
 
 
@@ -409,8 +358,7 @@ def eval_(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the result as JSON here."),
 ) -> None:
     """Greedy accuracy and format rate of MODEL on a task's test split, overall and per difficulty."""
-    from rich.table import Table
-
+    from rldelta.report.terminal import eval_table
     from rldelta.train.evaluate import evaluate
 
     try:
@@ -426,13 +374,7 @@ def eval_(
         )
     except RldeltaError as e:
         fail(str(e))
-    table = Table(title=f"{result['task']} on {model} (n={result['n']}, greedy)")
-    for col in ("difficulty", "n", "accuracy", "format rate"):
-        table.add_column(col, justify="right")
-    for level, row in result["per_difficulty"].items():
-        table.add_row(level, str(row["n"]), f"{row['accuracy']:.3f}", f"{row['format_rate']:.3f}")
-    table.add_row("all", str(result["n"]), f"{result['accuracy']:.3f}", f"{result['format_rate']:.3f}", style="bold")
-    Console().print(table)
+    Console().print(eval_table(result, str(model)))
     if out is not None:
         console.print(f"wrote {out}")
 

@@ -25,6 +25,7 @@ from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, Pairing, SafetensorsStreamWriter, open_checkpoint, pair_tensors
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
+from rldelta.columns import unit_schema
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.errors import RldeltaError
 from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
@@ -35,7 +36,7 @@ from rldelta.progress import progress_bar
 
 _PARTIAL = ".partial"
 
-TENSORS_SCHEMA = pa.schema(
+TENSORS_SCHEMA = unit_schema(
     [
         ("name", pa.string()),
         ("shape", pa.list_(pa.int64())),

@@ -26,6 +26,7 @@ import torch
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, open_checkpoint
+from rldelta.columns import unit_schema
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, check_compatible, load_mask, resolve_mask_path
@@ -60,7 +61,7 @@ PLOT_OVERLAP = "overlap_null.png"
 PLOT_RANK = "rank_null.png"
 DECILES = 10
 
-EXPLAIN_SCHEMA = pa.schema(
+EXPLAIN_SCHEMA = unit_schema(
     [
         ("name", pa.string()),
         ("module", pa.string()),

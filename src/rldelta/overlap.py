@@ -17,6 +17,7 @@ import torch
 
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.columns import unit_schema
 from rldelta.masks import Mask, MaskError, check_compatible, load_mask
 from rldelta.metrics.overlap import count, expected_random_overlap, jaccard_from_counts, overlap_from_counts
 from rldelta.progress import progress_bar
@@ -26,7 +27,7 @@ OVERLAP_JSON = "overlap.json"
 OVERLAP_PNG = "overlap.png"
 TOTAL = "__total__"
 
-OVERLAP_SCHEMA = pa.schema(
+OVERLAP_SCHEMA = unit_schema(
     [
         ("a", pa.string()),
         ("b", pa.string()),

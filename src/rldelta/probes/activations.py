@@ -32,6 +32,7 @@ import torch
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import CheckpointError, open_checkpoint
+from rldelta.columns import unit_schema
 from rldelta.metrics.activations import (
     activation_frequency,
     correlation,
@@ -67,7 +68,7 @@ FLAT_SLOPE = 1e-3
 # gates are never exactly zero, so at the near-zero threshold almost every neuron would be used on every token).
 DEFAULT_FREQ_REL = 0.1
 
-ACTIVATIONS_SCHEMA = pa.schema(
+ACTIVATIONS_SCHEMA = unit_schema(
     [
         ("model", pa.string()),
         ("level", pa.int64()),
@@ -80,7 +81,7 @@ ACTIVATIONS_SCHEMA = pa.schema(
         ("tokens", pa.int64()),
     ]
 )
-NEURONS_SCHEMA = pa.schema(
+NEURONS_SCHEMA = unit_schema(
     [
         ("layer", pa.int64()),
         ("neuron", pa.int64()),

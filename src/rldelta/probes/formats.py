@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.columns import unit_schema
 from rldelta.metrics.formats import (
     accuracy_at,
     argmax,
@@ -44,7 +45,7 @@ TABLE_FILE = "formats.parquet"
 SUMMARY_FILE = "formats.json"
 PLOT_FILE = "formats.png"
 END_WINDOW = 0.1  # the winner is decided on the mean share over the last 10% of the recorded steps
-_SCHEMA = pa.schema(
+_SCHEMA = unit_schema(
     [
         ("step", pa.int64()),
         ("format", pa.string()),

@@ -2,7 +2,8 @@
 
 Every number on the page is rendered from the study's exported tables by `cell()`, which tags it with the table,
 row and column it came from (`data-table`, `data-row`, `data-col`) and the exact value (`data-value`), so anyone
-(and the tests) can check the page against tables/*.parquet.
+(and the tests) can check the page against tables/*.parquet. A number is shown in its column's unit, looked up
+by the column's name in `rldelta.columns`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from rldelta.atomic import atomic_write_bytes
+from rldelta.columns import fmt, kind_of
 
 QUESTION = (
     "RL fine-tuning of a language model is reported to change only a small slice of its weights (5–30%), "
@@ -24,92 +26,6 @@ QUESTION = (
     "measured each of these claims, next to what simple causes — bf16 rounding, weight magnitude, a random sparse "
     "matrix of the same density — already predict."
 )
-
-# How a column is shown; anything not listed is shown as text (ints with thousands separators).
-PCT_COLS = {
-    "changed_frac",
-    "changed_atol_frac",
-    "fp32_changed_frac",
-    "fp32_changed_atol_frac",
-    "lost_to_rounding_frac",
-    "seed_overlap",
-    "seed_overlap_random",
-    "seed_overlap_magnitude_matched",
-    "overlap",
-    "random_overlap",
-    "magnitude_matched_overlap",
-    "jaccard",
-    "masked_frac",
-    "full_covered_by_retrain",
-    "retrain_inside_full",
-    "still_changed_at_end",
-    "share_of_final_set",
-    "format_rate",
-    "overlap_with_other_seed",
-    "overlap_with_all",
-    "inside_all",
-    "correct_share",
-    "share",
-    "fixed_at_frac_of_training",
-    "near_zero_frac",
-    "top1_mass_share",
-}
-NUM_COLS = {
-    "mean_rank_frac",
-    "weighted_mean_rank_frac",
-    "fp32_mean_rank_frac",
-    "null_rank_frac",
-    "auc_small_weights",
-    "accuracy",
-    "base_accuracy",
-    "tuned_accuracy",
-    "accuracy_full",
-    "accuracy_retrain",
-    "recovery",
-    "delta_cosine",
-    "delta_norm_ratio",
-    "train_accuracy",
-    "reward_mean",
-    "logp_correct",
-    "logp_wrong",
-    "token_logp_correct",
-    "token_logp_wrong",
-    "amplification",
-    "suppression",
-    "token_amplification",
-    "token_suppression",
-    "mass_correct",
-    "mass_wrong",
-    "probe_entropy",
-    "train_entropy",
-    "amplification_rate",
-    "suppression_rate",
-    "sampled_accuracy",
-    "hoyer",
-}
-
-
-def fmt(value, kind: str) -> str:
-    """The text a number is shown as: kind pct (percent), num (3 decimals), int, or text."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if kind == "pct":
-        return f"{100 * float(value):.2f}%"
-    if kind in ("num", "acc"):
-        return f"{float(value):.3f}"
-    if kind == "int":
-        return f"{int(value):,}"
-    return str(value)
-
-
-def kind_of(col: str, value) -> str:
-    if col in PCT_COLS:
-        return "pct"
-    if col in NUM_COLS or col.startswith("pass@"):
-        return "num"
-    if isinstance(value, (int,)) and not isinstance(value, bool):
-        return "int"
-    return "text"
 
 
 def _py(value):

@@ -1,16 +1,11 @@
-"""Rich tables for the terminal, built from the JSON summaries the engines write."""
+"""Rich tables for the terminal, built from the results the engines return; each value shown in its column's unit."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{100 * x:.2f}%"
-
-
-def _num(x: float | None) -> str:
-    return "—" if x is None else f"{x:.3f}"
+from rldelta.columns import COUNT, show
+from rldelta.masks import MaskCounts
 
 
 def diff_table(summary: dict) -> Table:
@@ -22,18 +17,18 @@ def diff_table(summary: dict) -> Table:
     t.add_column("module", footer="total", no_wrap=True)
     tot = summary["totals"]
     t.add_column("tensors", justify="right", footer=str(tot["tensors"]))
-    t.add_column("params", justify="right", footer=f"{tot['numel']:,}")
-    t.add_column("changed", justify="right", footer=_pct(tot["changed_frac"]))
-    t.add_column(f"|Δ|>{atol:g}", justify="right", footer=_pct(tot["changed_atol_frac"]))
-    t.add_column("rank_frac", justify="right", footer=_num(tot["mean_rank_frac"]))
+    t.add_column("params", justify="right", footer=show("numel", tot["numel"]))
+    t.add_column("changed", justify="right", footer=show("changed_frac", tot["changed_frac"]))
+    t.add_column(f"|Δ|>{atol:g}", justify="right", footer=show("changed_atol_frac", tot["changed_atol_frac"]))
+    t.add_column("rank_frac", justify="right", footer=show("mean_rank_frac", tot["mean_rank_frac"]))
     for mod, m in summary["by_module"].items():
         t.add_row(
             mod,
             str(m["tensors"]),
-            f"{m['numel']:,}",
-            _pct(m["changed_frac"]),
-            _pct(m["changed_atol_frac"]),
-            _num(m["mean_rank_frac"]),
+            show("numel", m["numel"]),
+            show("changed_frac", m["changed_frac"]),
+            show("changed_atol_frac", m["changed_atol_frac"]),
+            show("mean_rank_frac", m["mean_rank_frac"]),
         )
     notes = []
     for key in ("missing_in_tuned", "extra_in_tuned", "shape_mismatch"):
@@ -42,3 +37,87 @@ def diff_table(summary: dict) -> Table:
     if notes:
         t.caption = "; ".join(notes)
     return t
+
+
+def _density(x: float) -> str:
+    # a mask's density with 3 decimals: masks of real models are often well under 0.01%
+    return f"{100 * x:.3f}%"
+
+
+def mask_table(counts: MaskCounts, title: str) -> Table:
+    """One row per tensor of a mask and a total row: entries, entries in the mask, density."""
+    t = Table(title=title, show_footer=True)
+    t.add_column("tensor", footer="total")
+    t.add_column("entries", justify="right", footer=COUNT.show(counts.total_numel))
+    t.add_column("in mask", justify="right", footer=COUNT.show(counts.total_count))
+    t.add_column("density", justify="right", footer=_density(counts.total_density))
+    for n in counts.count:
+        t.add_row(n, COUNT.show(counts.numel[n]), COUNT.show(counts.count[n]), _density(counts.density(n)))
+    return t
+
+
+def overlap_table(result: dict) -> Table:
+    """One row per ordered pair of masks (over all tensors): sizes, one-sided overlap, random expectation, Jaccard."""
+    t = Table(title="rldelta overlap (all tensors)")
+    for col in ("A", "B", "|A|", "|A∩B|", "overlap A→B", "random", "Jaccard"):
+        t.add_column(col, justify="left" if col in ("A", "B") else "right")
+    for r in result["pairs"]:
+        t.add_row(
+            r["a"],
+            r["b"],
+            show("size_a", r["size_a"]),
+            show("intersection", r["intersection"]),
+            show("overlap", r["overlap"]),
+            show("random_overlap", r["random_overlap"]),
+            show("jaccard", r["jaccard"]),
+        )
+    return t
+
+
+def explain_table(res: dict) -> Table:
+    """What each null model predicts: rounding, the fp32 master, the overlap nulls and the rank null per module."""
+    r = res["rounding"]
+    t = Table(title="rldelta explain: how much simple causes predict")
+    t.add_column("null model")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("rounding", "changed (observed)", show("changed_frac", r["observed_changed_frac"]))
+    # AUC with 4 decimals and s* with 3 significant digits: the rounding model's fit is read off these two
+    t.add_row("", "AUC of −|w|" + ("" if r["auc_exact"] else " (binned)"), f"{r['auc']:.4f}")
+    t.add_row("", "s* (uniform update)", f"{r['s_star']:.3g}")
+    t.add_row(
+        "",
+        "precision / recall at s*",
+        f"{show('rounding_precision', r['precision'])} / {show('rounding_recall', r['recall'])}",
+    )
+    t.add_row("", "changed by |w| decile", " ".join(f"{100 * x:.0f}" for x in r["changed_frac_by_decile"]) + " %")
+    if res["master"]:
+        mres = res["master"]
+        t.add_row("fp32 master", "changed in fp32", show("fp32_changed_frac", mres["fp32_changed_frac"]))
+        t.add_row("", "lost to rounding", show("lost_to_rounding_frac", mres["lost_to_rounding_frac"]))
+    if res["magnitude_matched_overlap"]:
+        mo = res["magnitude_matched_overlap"]
+        t.add_row(
+            "overlap",
+            "observed / random / magnitude-matched",
+            f"{show('overlap', mo['observed'])} / {show('random_overlap', mo['random'])} / "
+            f"{show('magnitude_matched_overlap', mo['magnitude_matched'])}",
+        )
+    for mod, v in (res["rank_null"] or {}).items():
+        obs = show("observed_rank_frac", v["observed_rank_frac"])
+        t.add_row("rank", f"{mod}: observed / null rank_frac", f"{obs} / {show('null_rank_frac', v['null_rank_frac'])}")
+    return t
+
+
+def eval_table(result: dict, model: str) -> Table:
+    """Greedy accuracy and format rate per difficulty level and over all problems."""
+    table = Table(title=f"{result['task']} on {model} (n={result['n']}, greedy)")
+    for col in ("difficulty", "n", "accuracy", "format rate"):
+        table.add_column(col, justify="right")
+    # the format rate as a decimal like the accuracy beside it, so the two columns read alike
+    for level, row in result["per_difficulty"].items():
+        table.add_row(level, str(row["n"]), show("accuracy", row["accuracy"]), f"{row['format_rate']:.3f}")
+    table.add_row(
+        "all", str(result["n"]), show("accuracy", result["accuracy"]), f"{result['format_rate']:.3f}", style="bold"
+    )
+    return table

@@ -1,0 +1,265 @@
+"""The column vocabulary: every column name rldelta writes, the unit it is in, and how a value of it is shown.
+
+One table (`COLUMNS`) maps a column name to its `Unit`. The engines build their pyarrow schemas with
+`unit_schema()`, so each Parquet field carries its unit in its metadata (`{"unit": ...}`) and the formatting follows
+the column into any file. The HTML report and the terminal tables show a value in its column's unit (`show`),
+looking the unit up by name (`unit_of`), or in a field's metadata (`unit_of_field`) when they hold a schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+MISSING = "—"  # how a missing value (None) is shown, in the terminal and in the HTML report alike
+
+# How a value is shown (the `data-fmt` of a number in the HTML report): pct (percent, 2 decimals), num and acc
+# (3 decimals), int (thousands separators), text (str()).
+KINDS = ("pct", "num", "acc", "int", "text")
+UNIT_KEY = "unit"  # the key of a Parquet field's metadata that names its unit
+
+
+def fmt(value, kind: str) -> str:
+    """The text a value is shown as, in one of `KINDS`; None is `MISSING`."""
+    if value is None:
+        return MISSING
+    if kind == "pct":
+        return f"{100 * float(value):.2f}%"
+    if kind in ("num", "acc"):
+        return f"{float(value):.3f}"
+    if kind == "int":
+        return f"{int(value):,}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What a column's values measure (`name`, stored in Parquet metadata) and how they are shown (`kind`)."""
+
+    name: str
+    kind: str
+    doc: str
+
+    def kind_for(self, value) -> str:
+        """The kind `value` is shown as: pct and num units always; otherwise an int as int, anything else as text."""
+        if self.kind in ("pct", "num"):
+            return self.kind
+        # an integer column holding a float (a NaN made pandas widen it) or a bool is shown as it is, not as an int
+        return "int" if isinstance(value, int) and not isinstance(value, bool) else "text"
+
+    def show(self, value) -> str:
+        return fmt(value, self.kind_for(value))
+
+
+FRACTION = Unit("fraction", "pct", "a share of a whole, 0 to 1, shown as a percentage")
+RANK_FRACTION = Unit("rank_fraction", "num", "numerical rank / min(rows, cols), 0 to 1")
+ACCURACY = Unit("accuracy", "num", "share of problems solved, 0 to 1, shown as a decimal like published accuracies")
+NATS = Unit("nats", "num", "a log-probability, or a difference or entropy of them, in nats")
+NATS_PER_STEP = Unit("nats_per_step", "num", "a change of a log-probability per training step, in nats")
+NUMBER = Unit("number", "num", "a dimensionless real number: AUC, precision, cosine, ratio, Hoyer, reward, norm")
+COUNT = Unit("count", "int", "a number of entries, tensors, tokens or problems")
+INDEX = Unit("index", "int", "a position: layer, step, seed, level, decile, neuron")
+LABEL = Unit("label", "text", "a name: run, tensor, module, model, format, verdict text")
+FLAG = Unit("flag", "text", "true or false")
+SHAPE = Unit("shape", "text", "a tensor's shape, a list of sizes")
+FRACTIONS = Unit("fractions", "text", "a list of fractions, one per bin")
+UNITS = (FRACTION, RANK_FRACTION, ACCURACY, NATS, NATS_PER_STEP, NUMBER, COUNT, INDEX, LABEL, FLAG, SHAPE, FRACTIONS)
+_BY_NAME = {u.name: u for u in UNITS}
+
+_NAMES: dict[Unit, tuple[str, ...]] = {
+    FRACTION: (
+        "changed_frac",
+        "changed_atol_frac",
+        "fp32_changed_frac",
+        "fp32_changed_atol_frac",
+        "lost_to_rounding_frac",
+        "row_coverage",
+        "col_coverage",
+        "seed_overlap",
+        "seed_overlap_random",
+        "seed_overlap_magnitude_matched",
+        "overlap",
+        "random_overlap",
+        "matched_overlap",
+        "magnitude_matched_overlap",
+        "jaccard",
+        "masked_frac",
+        "full_covered_by_retrain",
+        "retrain_inside_full",
+        "still_changed_at_end",
+        "share_of_final_set",
+        "format_rate",
+        "overlap_with_other_seed",
+        "overlap_with_all",
+        "inside_all",
+        "correct_share",
+        "share",
+        "fixed_at_frac_of_training",
+        "near_zero_frac",
+        "top1_mass_share",
+        "activation_freq",
+    ),
+    RANK_FRACTION: (
+        "rank_frac",
+        "mean_rank_frac",
+        "weighted_mean_rank_frac",
+        "fp32_mean_rank_frac",
+        "observed_rank_frac",
+        "null_rank_frac",
+        "null_rank_frac_std",
+    ),
+    ACCURACY: (
+        "accuracy",
+        "base_accuracy",
+        "tuned_accuracy",
+        "accuracy_full",
+        "accuracy_retrain",
+        "train_accuracy",
+        "sampled_accuracy",
+    ),
+    NATS: (
+        "logp_correct",
+        "logp_wrong",
+        "token_logp_correct",
+        "token_logp_wrong",
+        "amplification",
+        "suppression",
+        "token_amplification",
+        "token_suppression",
+        "probe_entropy",
+        "train_entropy",
+    ),
+    NATS_PER_STEP: ("amplification_rate", "suppression_rate"),
+    NUMBER: (
+        "auc",
+        "auc_small_weights",
+        "rounding_precision",
+        "rounding_recall",
+        "effective_rank",
+        "delta_fro",
+        "base_fro",
+        "rel_norm",
+        "recovery",
+        "delta_cosine",
+        "delta_norm_ratio",
+        "reward_mean",
+        "mass_correct",
+        "mass_wrong",
+        "hoyer",
+    ),
+    COUNT: (
+        "numel",
+        "changed",
+        "changed_atol",
+        "nonfinite",
+        "rank",
+        "max_rank",
+        "rounding_predicted",
+        "other_changed",
+        "fp32_changed",
+        "lost_to_rounding",
+        "size_a",
+        "size_b",
+        "intersection",
+        "changed_full",
+        "changed_retrain",
+        "tokens",
+        "count",
+        "n",
+        "steps",
+    ),
+    INDEX: ("layer", "step", "seed", "level", "decile", "neuron", "from_step", "to_step", "fixed_step", "final_step"),
+    LABEL: (
+        "name",
+        "tensor",
+        "module",
+        "dtype",
+        "dtype_base",
+        "dtype_tuned",
+        "a",
+        "b",
+        "model",
+        "site",
+        "format",
+        "run",
+        "kind",
+        "algo",
+        "precision",
+        "run_dir",
+        "other_seed",
+        "target",
+        "mask_of",
+        "control",
+        "full",
+        "retrain",
+        "dominant",
+        "probe",
+        "verdict",
+        "claim",
+        "published",
+        "key",
+        "text",
+        "setting",
+    ),
+    FLAG: ("beyond_training",),
+    SHAPE: ("shape",),
+    FRACTIONS: ("changed_frac_by_decile",),
+}
+COLUMNS: dict[str, Unit] = {name: unit for unit, names in _NAMES.items() for name in names}
+# Columns named by a pattern: pass@k for every k the probe sampled.
+PREFIXES: dict[str, Unit] = {"pass@": ACCURACY}
+
+
+def unit_of(name: str) -> Unit:
+    """The unit of the column `name`; a column outside the vocabulary (the headline's `value`, whose format is
+    given row by row) is a `LABEL`, shown as an int when it holds one and as text otherwise."""
+    unit = COLUMNS.get(name)
+    if unit is not None:
+        return unit
+    return next((u for p, u in PREFIXES.items() if name.startswith(p)), LABEL)
+
+
+def kind_of(name: str, value) -> str:
+    """How `value`, a value of column `name`, is shown (one of `KINDS`)."""
+    return unit_of(name).kind_for(value)
+
+
+def show(name: str, value) -> str:
+    """`value`, a value of column `name`, as text in its column's unit."""
+    return unit_of(name).show(value)
+
+
+def unit_field(name: str, type_: pa.DataType) -> pa.Field:
+    """A pyarrow field whose metadata names the column's unit; a name outside the vocabulary is an error."""
+    if name not in COLUMNS:
+        raise KeyError(f"column {name!r} has no unit in rldelta.columns.COLUMNS")
+    return pa.field(name, type_, metadata={UNIT_KEY: COLUMNS[name].name})
+
+
+def unit_schema(columns: list[tuple[str, pa.DataType]]) -> pa.Schema:
+    """A pyarrow schema of (name, type) pairs, each field carrying its unit (see `unit_field`)."""
+    return pa.schema([unit_field(n, t) for n, t in columns])
+
+
+def unit_of_field(f: pa.Field) -> Unit:
+    """The unit a Parquet field carries in its metadata; by its name when it carries none."""
+    meta = f.metadata or {}
+    unit = meta.get(UNIT_KEY.encode())
+    return _BY_NAME[unit.decode()] if unit is not None else unit_of(f.name)
+
+
+__all__ = [
+    "MISSING",
+    "KINDS",
+    "Unit",
+    "UNITS",
+    "COLUMNS",
+    "fmt",
+    "unit_of",
+    "kind_of",
+    "show",
+    "unit_field",
+    "unit_schema",
+    "unit_of_field",
+]
