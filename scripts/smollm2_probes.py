@@ -81,7 +81,7 @@ def main() -> None:
     p.add_argument("--save-every", type=int, default=10)
     p.add_argument("--eval-prompts", type=int, default=64)
     p.add_argument("--sizes", default="5m,30m", help="pretrain-mixture sizes")
-    p.add_argument("--pretrain-minutes", type=float, default=15.0)
+    p.add_argument("--pretrain-steps", type=int, default=None, help="default: the size's own (~15 min on 2 cores)")
     p.add_argument("--mixture-steps", type=int, default=100, help="GRPO steps from each mixture model")
     p.add_argument("--mixture-lr", type=float, default=1e-4)
     p.add_argument(
@@ -136,7 +136,7 @@ def formats_part(args, out: Path) -> dict:
         model = root / "model"
         t0 = time.perf_counter()
         if not (model / "config.json").is_file():
-            pretrain_mixture(model, size=size, max_minutes=args.pretrain_minutes, threads=1)
+            pretrain_mixture(model, size=size, steps=args.pretrain_steps, threads=1)
         pretrain_minutes = (time.perf_counter() - t0) / 60
         runs = {}
         t0 = time.perf_counter()

@@ -28,6 +28,7 @@ from rldelta.study import (
 )
 from rldelta.study import run as study_run
 from rldelta.study import runs as study_runs
+from rldelta.study.config import formats_settings
 from rldelta.study.log import StudyLog
 
 SECTIONS = [
@@ -330,3 +331,38 @@ def test_probe_tables_against_independent_computation(done):
         "activation sparsity vs difficulty",
         "format selection (test)",
     } <= set(verdicts["probe"])
+
+
+def test_same_study_again_with_two_workers_exports_identical_tables(done, tmp_path):
+    """A study's numbers depend on its config, not on the machine or the schedule: the tiny study run again from
+    nothing, now with two workers (the grid on a process pool, the retrain in a worker beside the evaluation,
+    surgery and probe stages), exports the same tables, byte for byte apart from the study's own path."""
+    out, _, _, _ = done
+    again = tmp_path / "again"
+    run_study(tiny_config(), again, workers=2, progress=False)
+    names = sorted(p.name for p in (out / "tables").iterdir())
+    assert names == sorted(p.name for p in (again / "tables").iterdir()) and names
+    for name in (n for n in names if n.endswith(".csv")):
+        first = (out / "tables" / name).read_text().replace(str(out), "STUDY")
+        second = (again / "tables" / name).read_text().replace(str(again), "STUDY")
+        assert first == second, name
+
+
+def _wall_clock_keys(table: dict, prefix: str = "") -> list[str]:
+    """Keys of a config table (nested tables too) that set a time budget: a value there would let the machine's
+    speed decide how much work, and so which numbers, a study produces."""
+    found = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            found += _wall_clock_keys(value, f"{prefix}{key}.")
+        elif any(w in key for w in ("minute", "second", "time", "hour")) and value is not None:
+            found.append(prefix + key)
+    return found
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo", "full", "example"])
+def test_presets_carry_no_wall_clock_budget(name):
+    cfg = load_config(PRESETS_DIR / f"{name}.toml")
+    assert _wall_clock_keys({**cfg.to_dict(), "formats": formats_settings(cfg)}) == []
+    # the check itself can fail: a time budget planted in the [formats] table is found
+    assert _wall_clock_keys({"formats": {"max_minutes": 1.0, "steps": 4}}) == ["formats.max_minutes"]

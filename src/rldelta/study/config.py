@@ -59,9 +59,15 @@ class FormatsConfig:
 
     sizes: list[str] = field(default_factory=lambda: ["5m", "30m"], metadata=_help("train.mixture.SIZES to pretrain"))
     pretrain_steps: int | None = field(
-        default=None, metadata=_help("pretraining steps; None: the size's default (about 15 minutes on 2 cores)")
+        default=None,
+        metadata=_help("pretraining steps, the budget; None: the size's default (about 15 minutes on 2 cores)", min=1),
     )
-    max_minutes: float = field(default=15.0, metadata=_help("pretraining stops when this much time is used up"))
+    max_minutes: float | None = field(
+        default=None,
+        metadata=_help(
+            "a safety stop, never a budget: pretraining that runs longer fails, naming the step it reached; None: no limit"
+        ),
+    )
     proportions: dict[str, float] | None = field(
         default=None, metadata=_help("format -> share of the corpus; None: train.mixture.DEFAULT_PROPORTIONS")
     )
@@ -236,7 +242,7 @@ def _check_fields(obj: Any, cls: type, src: str, prefix: str) -> None:
         if problem:
             raise StudyError(f"{src}: {problem}")
         lo = f.metadata.get("min")
-        if lo is not None and value < lo:
+        if lo is not None and value is not None and value < lo:
             raise StudyError(f"{src}: {key} must be >= {lo}, got {value}")
         choices = f.metadata.get("choices")
         bad = [v for v in value if v not in choices] if choices else []

@@ -19,7 +19,9 @@ from rldelta.study.layout import Run, place_run, read_json, short_hash
 from rldelta.study.log import StudyLog
 from rldelta.study.runs import train_all
 from rldelta.train.config import ConfigError
-from rldelta.train.mixture import DEFAULT_NOISE, DEFAULT_PROPORTIONS, pretrain_mixture
+from rldelta.train.corpus import DEFAULT_NOISE, DEFAULT_PROPORTIONS
+from rldelta.train.mixture import pretrain_mixture
+from rldelta.train.sizes import SIZES
 from rldelta.train.tasks import TASKS, Arith
 
 
@@ -84,7 +86,7 @@ def _formats_probe(cfg: StudyConfig, study: Path, primary: Run, log: StudyLog, p
         }
         model_dir = study / "models" / f"mixture-{size}-{short_hash(pre, 8)}"
         if not (model_dir / "config.json").is_file():
-            log(f"pretrain the {size} mixture model ({f['max_minutes']:g} min at most)")
+            log(f"pretrain the {size} mixture model ({f['pretrain_steps'] or SIZES[size].steps} steps)")
             pretrain_mixture(model_dir, **pre, progress=progress)
         try:
             tc = formats_train_config(f, model=str(model_dir), seed=primary.seed)

@@ -17,7 +17,7 @@ from rldelta.study.config import StudyConfig, StudyError, load_config
 from rldelta.study.layout import REPORT, diff_dir, make_run, other_seed, write_json
 from rldelta.study.log import StudyLog
 from rldelta.study.probes import run_probes
-from rldelta.study.runs import default_workers, train_all
+from rldelta.study.runs import default_workers, train_all, training_beside
 from rldelta.study.stages import (
     compare_retrain,
     diffs_of_run,
@@ -99,37 +99,43 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     log("diff every saved checkpoint against the base")
     for r in runs:
         diffs_of_run(r, base, study, cfg, progress)
-    # accuracy of the base and of every final checkpoint
-    log("evaluate base and final checkpoints")
-    evals = {"base": evaluate_model(base, "base", study, cfg)}
-    for r in runs:
-        evals[r.label] = evaluate_model(r.ckpt(r.final_step), r.dir.name, study, cfg)
-    # 3. overlap of all final changed-masks, explain per run
-    overlap = overlap_of_runs(runs, study, log, progress)
-    explains = {}
-    for r in runs:
-        log(f"explain {r.label}")
-        explains[r.label] = explain_run(r, runs, base, study, cfg, progress)
-    # 4. surgery with the first seed's subnetwork on every seed of its algorithm and precision
-    targets = [r for r in runs if r.algo == primary.algo and r.precision == primary.precision]
-    surgery = surgery_evals(primary, targets, base, study, cfg, log)
-    # 5. subnetwork-only retraining
-    retrain = compare = None
+    # 3. subnetwork-only retraining needs only the first run's mask: it trains beside the stages up to the probes
+    retrain = None
     if cfg.retrain:
         mask = diff_dir(study, primary) / "mask.safetensors"
         retrain = make_run(study, cfg, base, primary.algo, primary.seed, primary.precision, mask=mask, kind="retrain")
-        train_all([retrain], backend="local", workers=1, ray_address=None, log=log, progress=progress)
+    with training_beside(
+        [retrain] if retrain else [], backend=backend, workers=workers, log=log, progress=progress, threads=cfg.threads
+    ) as retraining:
+        # 4. accuracy of the base and of every final checkpoint
+        log("evaluate base and final checkpoints")
+        evals = {"base": evaluate_model(base, "base", study, cfg)}
+        for r in runs:
+            evals[r.label] = evaluate_model(r.ckpt(r.final_step), r.dir.name, study, cfg)
+        # 5. overlap of all final changed-masks, explain per run
+        overlap = overlap_of_runs(runs, study, log, progress)
+        explains = {}
+        for r in runs:
+            log(f"explain {r.label}")
+            explains[r.label] = explain_run(r, runs, base, study, cfg, progress)
+        # 6. surgery with the first seed's subnetwork on every seed of its algorithm and precision
+        targets = [r for r in runs if r.algo == primary.algo and r.precision == primary.precision]
+        surgery = surgery_evals(primary, targets, base, study, cfg, log)
+        retraining.now()  # with no worker to train it beside these stages, the retrain is trained here, now
+        # 7. mechanism probes
+        probes = run_probes(cfg, study, base, primary, split, log, progress)
+    # 8. the retrained subnetwork: its diffs, accuracy, and how its update compares with the full run's
+    compare = None
+    if retrain is not None:
         diffs_of_run(retrain, base, study, cfg, progress)
         evals[retrain.label] = evaluate_model(retrain.ckpt(retrain.final_step), retrain.dir.name, study, cfg)
         compare = compare_retrain(primary, retrain, base, study)
-    # 6. dynamics
+    # 9. dynamics
     dyn = [row for r in runs for row in dynamics(r, study, other_seed(r, runs))]
     if retrain is not None:
         dyn += dynamics(retrain, study)
-    # 7. mechanism probes
-    probes = run_probes(cfg, study, base, primary, split, log, progress)
 
-    # 8. tables and report
+    # 10. tables and report
     tables = build_tables(cfg, study, base, runs, retrain, evals, overlap, explains, surgery, compare, dyn)
     tables.update(probe_tables(probes, dyn))
     export_tables(tables, study / "tables")

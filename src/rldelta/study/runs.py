@@ -8,8 +8,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from multiprocessing import get_context
 
 import torch
@@ -22,8 +25,22 @@ from rldelta.train.config import TrainConfig
 from rldelta.train.runfiles import read_run_json
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which taskset and cgroups narrow), not the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS has no affinity masks
+        return max(1, os.cpu_count() or 1)
+
+
 def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, usable_cores()))
+
+
+def _worker_progress(progress: bool) -> bool:
+    # Worker processes share the parent's stderr: two rich bars would overwrite each other on a terminal, while
+    # plain lines (stderr not a terminal: CI, a cluster log) interleave legibly, so workers report only in a log.
+    return progress and not sys.stderr.isatty()
 
 
 def prepare_for_training(run: Run) -> dict:
@@ -82,11 +99,11 @@ def train_all(
             log(f"train {r.label}: done in {time.perf_counter() - t0:.0f} s")
         return
     n = min(workers, len(jobs))
-    threads = threads or max(1, (os.cpu_count() or 1) // n)
+    threads = threads or max(1, usable_cores() // n)
     log(f"train {len(jobs)} run(s) on a local pool of {n} processes ({threads} thread(s) each)")
     # spawn: forking a process in which torch has started threads can deadlock
     with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(train_job, d, threads): r for r, d in jobs}
+        futures = {pool.submit(train_job, {**d, "progress": _worker_progress(progress)}, threads): r for r, d in jobs}
         try:
             for fut in as_completed(futures):
                 fut.result()
@@ -112,3 +129,71 @@ def _train_ray(jobs: list[tuple[Run, dict]], workers: int, address: str | None, 
             done, pending = ray.wait(pending, num_returns=1)
             ray.get(done[0])
             log(f"train {refs[done[0]].label}: done")
+
+
+class _Here:
+    """What `training_beside` yields: `now()` trains the runs at that point of the plan when no worker took them."""
+
+    def __init__(self, train: Callable[[], None] | None):
+        self._train = train
+
+    def now(self) -> None:
+        if self._train is not None:
+            train, self._train = self._train, None
+            train()
+
+
+@contextmanager
+def training_beside(
+    runs: list[Run], *, backend: str, workers: int, log: StudyLog, progress: bool, threads: int = 0
+) -> Iterator[_Here]:
+    """Train `runs` in a worker process while the body of the `with` runs here, so that no core idles.
+
+    The cores are shared out for the duration (the worker gets half, this process the rest) and given back after:
+    more threads than cores spin against each other at every op's barrier. Where there is no second core, no local
+    pool (`backend="ray"`, `workers=1`) or nothing left to train, the runs are trained here instead, where the body
+    calls `now()` on what this yields (or at its end). Trained weights do not depend on the thread count (checked bit
+    for bit on SmolLM2), so neither do the results.
+    """
+    todo = [r for r in runs if not run_complete(r)]
+    cores = usable_cores()
+    if not todo or backend != "local" or workers < 2 or cores < 2:
+        here = _Here(lambda: train_all(runs, backend="local", workers=1, ray_address=None, log=log, progress=progress))
+        yield here
+        here.now()
+        return
+    for r in runs:
+        if r not in todo:
+            log(f"train {r.label}: complete, reused ({r.dir})")
+    beside = threads or max(1, cores // 2)
+    mine = threads or max(1, cores - beside)
+    labels = ", ".join(r.label for r in todo)
+    log(f"train {labels} in a worker process ({beside} thread(s)) beside the next stages ({mine} thread(s))")
+    previous = torch.get_num_threads()
+    # multiprocessing's Pool rather than concurrent.futures: terminate() stops a run still training when the
+    # stages here fail or are interrupted, instead of waiting minutes for it.
+    pool = get_context("spawn").Pool(1)
+    t0 = time.perf_counter()
+    try:
+        pending = [
+            (
+                r,
+                pool.apply_async(
+                    train_job, ({**prepare_for_training(r), "progress": _worker_progress(progress)}, beside)
+                ),
+            )
+            for r in todo
+        ]
+        torch.set_num_threads(mine)
+        yield _Here(None)
+        torch.set_num_threads(previous)
+        for r, result in pending:
+            if not result.ready():
+                log(f"train {r.label}: waiting for it")
+            result.get()
+            log(f"train {r.label}: done in {time.perf_counter() - t0:.0f} s (beside the other stages)")
+        pool.close()
+    finally:
+        torch.set_num_threads(previous)
+        pool.terminate()
+        pool.join()
