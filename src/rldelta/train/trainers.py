@@ -1,5 +1,5 @@
 """`train(config)`: one TRL trainer per `--algo` (algorithms.ALGORITHMS), wired to the run layout of saving.py and
-the masks of masking.py.
+the masks of masking.py. Just over 400 lines: resuming a run and checking its folder belong to `train` itself.
 
 Algorithms (all TRL classes, nothing re-implemented):
 

@@ -1,0 +1,43 @@
+"""`rldelta study`: the whole experiment grid and its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from rldelta.cli.app import app, console, fail
+from rldelta.errors import RldeltaError
+
+
+@app.command()
+def study(
+    config: Path | None = typer.Argument(None, help="Study TOML (see the documented presets/example.toml)."),
+    preset: str | None = typer.Option(None, "--preset", help="Built-in study: tiny (<1 min), demo (SmolLM2), full."),
+    out: Path = typer.Option(..., "-o", "--out", help="Study folder (re-run it to resume; finished work is reused)."),
+    backend: str = typer.Option("local", "--backend", help="Where training runs go: local (process pool) or ray."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster."),
+    workers: int | None = typer.Option(None, "--workers", help="Training runs at once (default: CPUs, at most 4)."),
+) -> None:
+    """Train the RL grid, diff, overlap, explain, surgery, subnetwork retraining; write OUT/report.html."""
+    from rldelta.study import preset_path, run_study
+
+    if (config is None) == (preset is None):
+        fail("give either CONFIG.toml or --preset tiny|demo|full")
+    try:
+        res = run_study(
+            config if config is not None else preset_path(preset),
+            out,
+            backend=backend,
+            workers=workers,
+            ray_address=ray_address,
+            progress=True,
+        )
+    except RldeltaError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        console.print(f"interrupted; run the same command again to finish the study in {out}")
+        raise typer.Exit(130) from None
+    for c in res["claims"]:
+        console.print(f"[bold]{c['claim']}[/]: {c['verdict']}", highlight=False)
+    console.print(f"report: {res['report']}", highlight=False, soft_wrap=True)
