@@ -1,1 +1,4 @@
-"""Presentation above the engines and train, below the study that writes its report: terminal tables and the HTML report. Plots come from plots/; nothing new is computed here.
+"""Presentation: terminal tables and the HTML report; nothing new is computed here.
+
+Above the engines and train, below the study that writes its report; the plots themselves come from plots/.
+"""
