@@ -17,7 +17,7 @@ from rldelta.study.config import StudyConfig, StudyError, load_config
 from rldelta.study.layout import REPORT, diff_dir, make_run, other_seed, write_json
 from rldelta.study.log import StudyLog
 from rldelta.study.probes import run_probes
-from rldelta.study.runs import default_workers, train_all, training_beside
+from rldelta.study.runs import default_workers, train_all, training_beside, usable_cores
 from rldelta.study.stages import (
     compare_retrain,
     diffs_of_run,
@@ -95,11 +95,12 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
         progress=progress,
         threads=cfg.threads,
     )
-    # 2. diff every saved checkpoint
+    # 2. diff every saved checkpoint, the first run's first: the subnetwork retrain needs only its final mask.
+    # While nothing else runs, a diff gets every core (tiny models, cfg.threads set: one process is fastest).
+    free = 1 if cfg.threads else usable_cores()
     log("diff every saved checkpoint against the base")
-    for r in runs:
-        diffs_of_run(r, base, study, cfg, progress)
-    # 3. subnetwork-only retraining needs only the first run's mask: it trains beside the stages up to the probes
+    diffs_of_run(primary, base, study, cfg, progress, workers=free)
+    # 3. the subnetwork retrain trains in a worker beside the stages up to the probes
     retrain = None
     if cfg.retrain:
         mask = diff_dir(study, primary) / "mask.safetensors"
@@ -107,6 +108,8 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     with training_beside(
         [retrain] if retrain else [], backend=backend, workers=workers, log=log, progress=progress, threads=cfg.threads
     ) as retraining:
+        for r in runs[1:]:
+            diffs_of_run(r, base, study, cfg, progress)
         # 4. accuracy of the base and of every final checkpoint
         log("evaluate base and final checkpoints")
         evals = {"base": evaluate_model(base, "base", study, cfg)}
@@ -127,7 +130,7 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     # 8. the retrained subnetwork: its diffs, accuracy, and how its update compares with the full run's
     compare = None
     if retrain is not None:
-        diffs_of_run(retrain, base, study, cfg, progress)
+        diffs_of_run(retrain, base, study, cfg, progress, workers=free)
         evals[retrain.label] = evaluate_model(retrain.ckpt(retrain.final_step), retrain.dir.name, study, cfg)
         compare = compare_retrain(primary, retrain, base, study)
     # 9. dynamics

@@ -62,7 +62,15 @@ def prepare_base(cfg: StudyConfig, study: Path) -> Path:
 
 
 def _diff(
-    base: Path, ckpt: Path, out: Path, *, atol: float, compare_dtype: str = "base", rank: bool = True, progress: bool
+    base: Path,
+    ckpt: Path,
+    out: Path,
+    *,
+    atol: float,
+    compare_dtype: str = "base",
+    rank: bool = True,
+    progress: bool,
+    workers: int = 1,
 ) -> dict:
     if diff_complete(out):
         return read_json(out / SUMMARY_FILE)
@@ -76,13 +84,17 @@ def _diff(
         save_mask=True,
         resume=True,
         progress=progress,
+        workers=workers,
     )
 
 
-def diffs_of_run(run: Run, base: Path, study: Path, cfg: StudyConfig, progress: bool) -> None:
-    """`rldelta diff --save-mask` of every saved checkpoint of `run` (and of its fp32 masters) against the base."""
+def diffs_of_run(run: Run, base: Path, study: Path, cfg: StudyConfig, progress: bool, workers: int = 1) -> None:
+    """`rldelta diff --save-mask` of every saved checkpoint of `run` (and of its fp32 masters) against the base.
+
+    `workers`: diff processes; the output is the same for any number (the diff engine's own guarantee).
+    """
     for step in run.config.save_step_list:
-        _diff(base, run.ckpt(step), diff_dir(study, run, step), atol=cfg.atol, progress=progress)
+        _diff(base, run.ckpt(step), diff_dir(study, run, step), atol=cfg.atol, progress=progress, workers=workers)
         if run.precision == "fp32" and run.ckpt(step, fp32=True).is_dir():
             # The fp32 master compared in fp32: every entry the optimizer moved at all, before bf16 rounding.
             _diff(
@@ -93,6 +105,7 @@ def diffs_of_run(run: Run, base: Path, study: Path, cfg: StudyConfig, progress: 
                 compare_dtype="fp32",
                 rank=step == run.final_step,
                 progress=progress,
+                workers=workers,
             )
 
 
