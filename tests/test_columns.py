@@ -28,6 +28,7 @@ from rldelta.explain import EXPLAIN_SCHEMA
 from rldelta.overlap import OVERLAP_SCHEMA
 from rldelta.probes.activations import ACTIVATIONS_SCHEMA, NEURONS_SCHEMA
 from rldelta.probes.formats import _SCHEMA as FORMATS_SCHEMA
+from rldelta.train.step_recorder import STEPS_SCHEMA
 
 ENGINE_SCHEMAS = {
     "diff": TENSORS_SCHEMA,
@@ -36,6 +37,7 @@ ENGINE_SCHEMAS = {
     "activations": ACTIVATIONS_SCHEMA,
     "neurons": NEURONS_SCHEMA,
     "formats": FORMATS_SCHEMA,
+    "steps": STEPS_SCHEMA,
 }
 
 
@@ -61,6 +63,7 @@ SHOWN = {
     "flag": ("beyond_training", True, "True"),
     "shape": ("shape", [3, 4], "[3, 4]"),
     "fractions": ("changed_frac_by_decile", [0.5, 0.25], "[0.5, 0.25]"),
+    "bytes": ("bytes_dense", 268435456, "268,435,456"),
 }
 
 

@@ -64,7 +64,22 @@ LABEL = Unit("label", "text", "a name: run, tensor, module, model, format, verdi
 FLAG = Unit("flag", "text", "true or false")
 SHAPE = Unit("shape", "text", "a tensor's shape, a list of sizes")
 FRACTIONS = Unit("fractions", "text", "a list of fractions, one per bin")
-UNITS = (FRACTION, RANK_FRACTION, ACCURACY, NATS, NATS_PER_STEP, NUMBER, COUNT, INDEX, LABEL, FLAG, SHAPE, FRACTIONS)
+BYTES = Unit("bytes", "int", "a size in bytes")
+UNITS = (
+    FRACTION,
+    RANK_FRACTION,
+    ACCURACY,
+    NATS,
+    NATS_PER_STEP,
+    NUMBER,
+    COUNT,
+    INDEX,
+    LABEL,
+    FLAG,
+    SHAPE,
+    FRACTIONS,
+    BYTES,
+)
 _BY_NAME = {u.name: u for u in UNITS}
 
 _NAMES: dict[Unit, tuple[str, ...]] = {
@@ -99,6 +114,11 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "near_zero_frac",
         "top1_mass_share",
         "activation_freq",
+        "changed_step_frac",
+        "changed_base_frac",
+        "overlap_prev_step",
+        "overlap_union",
+        "union_frac",
     ),
     RANK_FRACTION: (
         "rank_frac",
@@ -147,6 +167,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "mass_correct",
         "mass_wrong",
         "hoyer",
+        "learning_rate",
     ),
     COUNT: (
         "numel",
@@ -168,6 +189,9 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "count",
         "n",
         "steps",
+        "changed_step",
+        "changed_base",
+        "new_in_union",
     ),
     INDEX: ("layer", "step", "seed", "level", "decile", "neuron", "from_step", "to_step", "fixed_step", "final_step"),
     LABEL: (
@@ -205,6 +229,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
     FLAG: ("beyond_training",),
     SHAPE: ("shape",),
     FRACTIONS: ("changed_frac_by_decile",),
+    BYTES: ("bytes_index", "bytes_bitmask", "bytes_dense"),
 }
 COLUMNS: dict[str, Unit] = {name: unit for unit, names in _NAMES.items() for name in names}
 # Columns named by a pattern: pass@k for every k the probe sampled.

@@ -154,6 +154,9 @@ def train_(
     rewards: str | None = typer.Option(None, "--rewards", help=help_of(TrainConfig, "rewards")),
     difficulty: int | None = typer.Option(None, "--difficulty", help=help_of(TrainConfig, "difficulty")),
     resume: bool = typer.Option(False, "--resume", help=help_of(TrainConfig, "resume")),
+    record_steps: bool | None = typer.Option(
+        None, "--record-steps/--no-record-steps", help=help_of(TrainConfig, "record_steps")
+    ),
 ) -> None:
     """Train MODEL on a task with a TRL algorithm; checkpoints under OUT/checkpoints/step-N/ for `rldelta diff`."""
     from rldelta.train.config import make_config
@@ -163,6 +166,7 @@ def train_(
         config = make_config(
             str(out),
             resume=resume,
+            record_steps=record_steps,
             model=str(model) if model else None,
             task=task,
             algo=algo,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from rich.table import Table
 
-from rldelta.columns import COUNT, show
+from rldelta.columns import COUNT, MISSING, show
 from rldelta.masks import MaskCounts
 
 
@@ -121,3 +122,27 @@ def eval_table(result: dict, model: str) -> Table:
         "all", str(result["n"]), show("accuracy", result["accuracy"]), f"{result['format_rate']:.3f}", style="bold"
     )
     return table
+
+
+def steps_table(steps: pd.DataFrame, summary: dict) -> Table:
+    """One row per recorded optimizer step (the `total` rows): changed since the previous step and the base,
+    overlaps, the union so far, the share of the final set reached, and a sparse patch's size against the dense."""
+    total = steps[steps["module"] == "total"].sort_values("step")
+    reached = dict(zip(summary.get("steps", []), summary.get("share_of_final_set", [])))
+    t = Table(title="rldelta steps (bf16 copy, bitwise; overlaps: share of this step's set)")
+    cols = ("step", "changed_step_frac", "changed_base_frac", "overlap_prev_step", "overlap_union", "union_frac")
+    for c in (*cols, "share_of_final_set", "patch / dense", "learning_rate"):
+        t.add_column(c, justify="right")
+    for r in total.to_dict("records"):
+        t.add_row(
+            *(show(c, r[c]) for c in cols),
+            show("share_of_final_set", reached.get(r["step"])),
+            f"{r['bytes_index'] / r['bytes_dense']:.3f}" if r["bytes_dense"] else MISSING,
+            "" if pd.isna(r["learning_rate"]) else f"{r['learning_rate']:.3g}",
+        )
+    if summary:
+        t.caption = (
+            f"final set {COUNT.show(summary['final_set'])} entries; {summary['saturation_share']:.0%} of it reached at "
+            f"step {summary['saturation_step']} (saturation); recorder memory {summary['memory_bytes'] / 2**20:.1f} MiB"
+        )
+    return t

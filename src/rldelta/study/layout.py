@@ -87,7 +87,8 @@ def make_run(
 def place_run(study: Path, label: str, tc: TrainConfig, **ident_overrides: Any) -> Path:
     """STUDY/runs/<label>-<hash of the config>, set as the config's output: the same config finds the same run.
     The overrides replace paths (model, mask) by names that do not change when the study folder moves."""
-    ident = {k: v for k, v in tc.to_dict().items() if k not in ("output", "progress", "resume")}
+    # Settings that do not change the trained weights (where it goes, what it shows and records) are not identity.
+    ident = {k: v for k, v in tc.to_dict().items() if k not in ("output", "progress", "resume", "record_steps")}
     run_dir = study / "runs" / f"{label}-{short_hash({**ident, **ident_overrides})}"
     tc.output = str(run_dir)
     return run_dir

@@ -114,6 +114,12 @@ class TrainConfig:
         default=False, metadata=_help("Continue the run in the output folder from its last saved step.")
     )
     progress: bool = field(default=True, metadata=_help("Show a progress display while training."))
+    record_steps: bool = field(
+        default=True,
+        metadata=_help(
+            "Record every optimizer step's change set of the bf16 weights (RUN/steps.parquet, train.step_recorder)."
+        ),
+    )
     extra: dict[str, Any] = field(
         default_factory=dict, metadata=_help("Passed to the TRL config as-is (expert escape hatch).")
     )

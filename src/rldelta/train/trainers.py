@@ -32,6 +32,7 @@ from rldelta.train.evaluate import sample
 from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
 from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, write_run_json
 from rldelta.train.saving import CheckpointSaver, CompletionRecorder, MetricsRecorder, git_revision, library_versions
+from rldelta.train.step_recorder import StepRecorder
 from rldelta.train.tasks import Task, get_task, to_dataset, trl_reward_funcs
 
 __doc__ = __doc__.format(algorithms=algorithm_table())
@@ -40,7 +41,7 @@ OFFLINE_DATA = "offline_data.jsonl"
 OFFLINE_STATS = "offline_data.json"
 
 # Settings a resumed run may change; everything else must match the run.json it continues.
-_RESUMABLE_CHANGES = {"steps", "save_steps", "resume", "progress"}
+_RESUMABLE_CHANGES = {"steps", "save_steps", "resume", "progress", "record_steps"}
 
 
 class TrainError(RldeltaError):
@@ -351,6 +352,10 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
         reward_funcs = [
             completions.wrap(f, name) for f, name in zip(trl_reward_funcs(task, config.reward_list), config.reward_list)
         ]
+    # After the mask restore (it edits the weights after each optimizer step): it records what the step left.
+    recorder = StepRecorder(run_dir, model) if config.record_steps else None
+    if recorder is not None:
+        callbacks.append(recorder)
     progress = progress_callback(config.steps, f"train {run_dir.name}") if config.progress else None
     if progress is not None:
         callbacks.append(progress)
@@ -391,6 +396,8 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
         for log in (metrics, completions):  # whatever the outcome (a failure too), every row so far is on disk
             if log is not None:
                 log.flush()
+        if recorder is not None:
+            recorder.close()
         torch.use_deterministic_algorithms(deterministic)
         if progress is not None:
             progress.stop()  # Ctrl-C skips on_train_end; leave the terminal clean

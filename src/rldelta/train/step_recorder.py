@@ -1,0 +1,311 @@
+"""StepRecorder: a TrainerCallback that records, after every optimizer step, which entries of the run's bf16 copy
+changed, exactly: against the previous step and against the base.
+
+It works with any transformers/TRL trainer. Per step it appends rows (one per module kind and a `total` row) to
+RUN/steps.parquet as row groups of an open Parquet writer (the file is never rewritten; it is complete once the run
+ends or fails), and at the end writes RUN/steps/summary.json (the share of the final set reached at every step, the
+step from which it holds 90%) and RUN/steps/first_changed.safetensors (per entry, the step at which it first
+differed from the base: the union of the change sets at any step t is 0 < first_changed <= t).
+With `save_every=K` (and at every checkpoint the Trainer saves), RUN/steps/step-N.mask.safetensors holds the set
+that differs from the base at step N, the same mask `rldelta diff BASE step-N --save-mask` writes.
+
+The bf16 copy is what a run publishes or syncs to its inference engine: fp32 master weights rounded to bf16
+(round to nearest even, as `model.to(torch.bfloat16)`), or the bf16 weights themselves. Memory: one bf16 snapshot
+(2 bytes per parameter), the first-change step (2 bytes; 4 past 32,767 steps) and one bit per parameter for the
+previous step's set. The base is kept on disk (RUN/steps/base.safetensors) and read one tensor at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from transformers import TrainerCallback
+
+from rldelta.atomic import atomic_write_json
+from rldelta.columns import unit_schema
+from rldelta.errors import RldeltaError
+from rldelta.masks import Mask, save_mask
+from rldelta.metrics.steps import StepCounts, patch_bytes, share_reached, step_counts
+from rldelta.naming import parse_name
+
+STEPS_FILE = "steps.parquet"
+STEPS_DIR = "steps"
+BASE_FILE = "base.safetensors"
+FIRST_CHANGED_FILE = "first_changed.safetensors"
+SUMMARY_FILE = "summary.json"
+SATURATION_SHARE = 0.9  # the set "saturates" at the first step holding this share of the final set
+TOTAL = "total"
+
+STEPS_SCHEMA = unit_schema(
+    [
+        ("step", pa.int64()),
+        ("module", pa.string()),
+        ("numel", pa.int64()),
+        ("changed_step", pa.int64()),
+        ("changed_step_frac", pa.float64()),
+        ("changed_base", pa.int64()),
+        ("changed_base_frac", pa.float64()),
+        ("overlap_prev_step", pa.float64()),
+        ("overlap_union", pa.float64()),
+        ("new_in_union", pa.int64()),
+        ("union_frac", pa.float64()),
+        ("learning_rate", pa.float64()),
+        ("bytes_index", pa.int64()),
+        ("bytes_bitmask", pa.int64()),
+        ("bytes_dense", pa.int64()),
+    ]
+)
+
+
+def mask_file(run_dir: str | os.PathLike, step: int) -> Path:
+    """Where the set that differs from the base at `step` is saved."""
+    return Path(run_dir) / STEPS_DIR / f"step-{step}.mask.safetensors"
+
+
+def _bits(t: torch.Tensor) -> np.ndarray:
+    """The int16 bit patterns of a bf16 tensor, flat (numpy's compares are several times faster than torch's)."""
+    return t.detach().reshape(-1).view(torch.int16).numpy()
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else float("nan")
+
+
+class StepRecorder(TrainerCallback):
+    """Record every optimizer step's change set of the bf16 copy of `model` (see the module docstring).
+
+    `run_dir`: where steps.parquet and steps/ go. `save_every`: also save the since-base mask every K steps.
+    Put it after any callback that edits the weights after the optimizer step (rldelta's mask restore), so it sees
+    the weights the step really left.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, model: torch.nn.Module | None = None, *, save_every: int = 0):
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / STEPS_DIR
+        self.model = model
+        self.save_every = save_every
+        self._writer: pq.ParquetWriter | None = None
+        self._params: dict[str, torch.nn.Parameter] = {}
+        self._prev: dict[str, torch.Tensor] = {}
+        self._prev_set: dict[str, np.ndarray] = {}  # packed bits
+        self._first: dict[str, torch.Tensor] = {}
+        self._modules: dict[str, str] = {}
+        self._steps: list[int] = []
+        self.last_step = 0
+
+    # ---- set-up --------------------------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        model = self.model or model
+        if model is None:
+            raise ValueError("StepRecorder needs the model: pass it to StepRecorder(...) or use a Trainer")
+        self._params = {n: p for n, p in model.named_parameters()}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        base = self.dir / BASE_FILE
+        if state.global_step == 0 or not base.is_file():
+            # a fresh run: the weights now are the base (a resumed run keeps the base it started from)
+            save_file({n: p.detach().to(torch.bfloat16).contiguous() for n, p in self._params.items()}, base)
+        index_dtype = torch.int16 if (state.max_steps or 0) <= torch.iinfo(torch.int16).max else torch.int32
+        for n, p in self._params.items():
+            self._prev[n] = p.detach().to(torch.bfloat16, copy=True)
+            self._prev_set[n] = np.zeros((p.numel() + 7) // 8, dtype=np.uint8)
+            self._first[n] = torch.zeros(p.numel(), dtype=index_dtype)
+            self._modules[n] = parse_name(n)[1]
+        self._restore(state.global_step)
+        self._open(state.global_step)
+        self.last_step = state.global_step
+
+    def _restore(self, step: int) -> None:
+        """After a resume: the first-change steps and the previous step's set as saved with the resumed checkpoint."""
+        if step == 0:
+            return
+        f = self.dir / f"state-{step}.safetensors"
+        if not f.is_file():
+            return  # no record of the steps before: the rows from here on still hold; the union starts here
+        with safe_open(f, "pt") as st:
+            for n in self._params:
+                self._first[n] = st.get_tensor(f"first/{n}")
+                self._prev_set[n] = st.get_tensor(f"prev_set/{n}").numpy()
+
+    def _open(self, step: int) -> None:
+        path = self.run_dir / STEPS_FILE
+        kept = None
+        if step > 0 and path.is_file():
+            try:
+                kept = pq.read_table(path, schema=STEPS_SCHEMA).filter(pc.field("step") <= step)
+            except (pa.ArrowInvalid, OSError):
+                kept = None  # a run killed mid-write leaves no footer: its rows are lost, the new ones are kept
+        self._writer = pq.ParquetWriter(path, STEPS_SCHEMA)
+        if kept is not None and kept.num_rows:
+            self._writer.write_table(kept)
+            self._steps = sorted(set(kept.column("step").to_pylist()))
+
+    # ---- every step ------------------------------------------------------------------------------------------
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.record(state.global_step, _learning_rate(kwargs.get("lr_scheduler")))
+        if self.save_every and state.global_step % self.save_every == 0:
+            self.save_mask(state.global_step)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.last_step:
+            self.save_mask(state.global_step)
+            self._save_state(state.global_step)
+        return control
+
+    def record(self, step: int, learning_rate: float | None = None) -> dict[str, StepCounts]:
+        """Compare the current weights with the previous step's and the base; append this step's rows."""
+        per_module: dict[str, StepCounts] = {}
+        total = StepCounts()
+        with safe_open(self.dir / BASE_FILE, "pt") as base:
+            for n, p in self._params.items():
+                cur = p.detach().to(torch.bfloat16)
+                prev_bits = np.unpackbits(self._prev_set[n], count=p.numel()).view(bool)
+                first = self._first[n].numpy()
+                c, d, s = step_counts(_bits(cur), _bits(self._prev[n]), _bits(base.get_tensor(n)), prev_bits, first)
+                first[(first == 0) & s] = step
+                self._prev[n].copy_(cur)
+                self._prev_set[n] = np.packbits(d)
+                per_module.setdefault(self._modules[n], StepCounts()).__iadd__(c)
+                total += c
+        per_module[TOTAL] = total
+        rows = [self._row(step, m, c, learning_rate) for m, c in sorted(per_module.items())]
+        assert self._writer is not None, "record() before on_train_begin()"
+        self._writer.write_table(pa.Table.from_pylist(rows, schema=STEPS_SCHEMA))
+        self._steps.append(step)
+        self.last_step = step
+        return per_module
+
+    def _row(self, step: int, module: str, c: StepCounts, learning_rate: float | None) -> dict[str, Any]:
+        return {
+            "step": step,
+            "module": module,
+            "numel": c.numel,
+            "changed_step": c.changed_step,
+            "changed_step_frac": _ratio(c.changed_step, c.numel),
+            "changed_base": c.changed_base,
+            "changed_base_frac": _ratio(c.changed_base, c.numel),
+            "overlap_prev_step": _ratio(c.overlap_prev, c.changed_step),
+            "overlap_union": _ratio(c.overlap_union, c.changed_step),
+            "new_in_union": c.new_in_union,
+            "union_frac": _ratio(c.union, c.numel),
+            "learning_rate": learning_rate,
+            **patch_bytes(c.changed_step, c.numel),
+        }
+
+    # ---- masks and state -------------------------------------------------------------------------------------
+
+    def since_base(self) -> dict[str, torch.Tensor]:
+        """The set that differs from the base now, per tensor (bool, the tensor's shape)."""
+        out = {}
+        with safe_open(self.dir / BASE_FILE, "pt") as base:
+            for n, p in self._params.items():
+                cur = p.detach().to(torch.bfloat16)
+                out[n] = cur.view(torch.int16) != base.get_tensor(n).view(torch.int16)
+        return out
+
+    def save_mask(self, step: int) -> Path:
+        path = mask_file(self.run_dir, step)
+        sets = self.since_base()
+        save_mask(Mask.from_tensors(sets, source=str(path)), path, metadata={"step": str(step), "source": "steps"})
+        return path
+
+    def memory_bytes(self) -> int:
+        """What the recorder holds per parameter: the bf16 snapshot, the first-change step, the previous set's bit."""
+        return sum(
+            t.numel() * t.element_size()
+            + self._prev_set[n].nbytes
+            + self._first[n].numel() * self._first[n].element_size()
+            for n, t in self._prev.items()
+        )
+
+    def _save_state(self, step: int) -> None:
+        # only the newest state is kept: it is what a resume from the newest checkpoint needs
+        for old in self.dir.glob("state-*.safetensors"):
+            old.unlink()
+        tensors = {f"first/{n}": t for n, t in self._first.items()}
+        tensors.update({f"prev_set/{n}": torch.from_numpy(b) for n, b in self._prev_set.items()})
+        save_file(tensors, self.dir / f"state-{step}.safetensors")
+
+    # ---- the end -------------------------------------------------------------------------------------------
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+        return control
+
+    def close(self) -> None:
+        """Finish steps.parquet and write the summary and the first-change file (idempotent; train() calls it on
+        failure too)."""
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        first = {n: t.reshape(p.shape) for (n, t), p in zip(self._first.items(), self._params.values())}
+        save_file({n: t.contiguous() for n, t in first.items()}, self.dir / FIRST_CHANGED_FILE)
+        final = self.since_base()
+        in_final = np.concatenate([self._first[n].numpy()[final[n].reshape(-1).numpy()] for n in self._params])
+        steps = sorted(set(self._steps))
+        shares = share_reached(in_final[in_final > 0], steps)
+        saturated = next((t for t, s in zip(steps, shares) if s >= SATURATION_SHARE), None)
+        atomic_write_json(
+            self.dir / SUMMARY_FILE,
+            {
+                "steps": steps,
+                "share_of_final_set": shares,
+                "final_set": int(in_final.size),
+                "saturation_share": SATURATION_SHARE,
+                "saturation_step": saturated,
+                "memory_bytes": self.memory_bytes(),
+            },
+        )
+
+
+def _learning_rate(scheduler) -> float | None:
+    if scheduler is None:
+        return None
+    try:
+        return float(scheduler.get_last_lr()[0])
+    except (AttributeError, IndexError):
+        return None
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / STEPS_DIR / SUMMARY_FILE).read_text())
+
+
+def read_steps(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A run's recorded steps (RUN/steps.parquet) and their summary; one-line errors for a folder without them."""
+    run = Path(run_dir)
+    path = run / STEPS_FILE
+    if not path.is_file():
+        raise RldeltaError(f"{run}: no {STEPS_FILE} (train with the step recorder on: `rldelta train --record-steps`)")
+    try:
+        table = pd.read_parquet(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise RldeltaError(f"{path}: unreadable ({e}); a run killed mid-step leaves it without its footer") from None
+    summary_path = run / STEPS_DIR / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return table, summary
+
+
+def union_mask(run_dir: str | os.PathLike, step: int) -> Mask:
+    """Every entry that differed from the base at some step <= `step` (from RUN/steps/first_changed.safetensors)."""
+    path = Path(run_dir) / STEPS_DIR / FIRST_CHANGED_FILE
+    if not path.is_file():
+        raise RldeltaError(f"{path}: missing (written when a recorded run ends)")
+    first = load_file(path)
+    return Mask.from_tensors(
+        {n: (t > 0) & (t <= step) for n, t in first.items()}, metadata={"step": str(step), "source": "union"}
+    )

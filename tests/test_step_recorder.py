@@ -1,0 +1,178 @@
+"""StepRecorder: every optimizer step's change set of the bf16 copy, exactly.
+
+Checked against a direct computation on planted changes (each step's numbers from saved copies of the weights),
+and on real training steps against `rldelta diff`'s mask at the saved checkpoints, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from rldelta.cli import app
+from rldelta.diff import run_diff
+from rldelta.masks import load_mask
+from rldelta.train.config import TrainConfig
+from rldelta.train.models import build_tiny
+from rldelta.train.step_recorder import FIRST_CHANGED_FILE, STEPS_DIR, STEPS_FILE, StepRecorder, mask_file
+from rldelta.train.trainers import train
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(16, 8, bias=False)  # module "a"
+        self.b = torch.nn.Linear(8, 4)  # modules "b" (weight and bias)
+
+
+def _bits(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.bfloat16).view(torch.int16).numpy().reshape(-1)
+
+
+def _plant(net: _Net, step: int, rng: np.random.Generator, base: dict[str, torch.Tensor]) -> None:
+    """Move a few random entries by a few bf16 units, and put a few changed ones back to their base value."""
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            flat = p.view(-1)
+            idx = rng.choice(flat.numel(), size=min(5, flat.numel()), replace=False)
+            flat[idx] = flat[idx] * (1 + 0.05 * step)
+            back = rng.choice(flat.numel(), size=2, replace=False)
+            flat[back] = base[n].view(-1)[back]
+
+
+def _expected(history: list[dict[str, np.ndarray]]) -> list[dict[str, float]]:
+    """Each step's totals, computed directly from the bit patterns of every step's weights (history[0]: base)."""
+    rows, union_prev, d_prev = [], None, None
+    for t in range(1, len(history)):
+        cur, prev, base = (np.concatenate(list(h.values())) for h in (history[t], history[t - 1], history[0]))
+        d, s = cur != prev, cur != base
+        union_prev = np.zeros_like(s) if union_prev is None else union_prev
+        d_prev = np.zeros_like(d) if d_prev is None else d_prev
+        rows.append(
+            {
+                "step": t,
+                "changed_step": int(d.sum()),
+                "changed_base": int(s.sum()),
+                "overlap_prev_step": (d & d_prev).sum() / d.sum(),
+                "overlap_union": (d & union_prev).sum() / d.sum(),
+                "new_in_union": int((s & ~union_prev).sum()),
+                "bytes_index": int(d.sum()) * 6,
+            }
+        )
+        union_prev, d_prev = union_prev | s, d
+    return rows
+
+
+class _Skipping(StepRecorder):
+    """A faulty recorder that misses every second step (as if an optimizer step went unobserved)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % 2 == 0:
+            return control
+        return super().on_step_end(args, state, control, **kwargs)
+
+
+def _drive(recorder: StepRecorder, steps: int) -> list[dict[str, np.ndarray]]:
+    net = _Net()
+    base = {n: p.detach().clone() for n, p in net.named_parameters()}
+    rng = np.random.default_rng(1)
+    recorder.on_train_begin(None, SimpleNamespace(global_step=0, max_steps=steps), None, model=net)
+    history = [{n: _bits(p) for n, p in net.named_parameters()}]
+    for t in range(1, steps + 1):
+        _plant(net, t, rng, base)
+        history.append({n: _bits(p) for n, p in net.named_parameters()})
+        recorder.on_step_end(None, SimpleNamespace(global_step=t), None)
+    recorder.close()
+    return history
+
+
+def _check(run_dir: Path, history: list[dict[str, np.ndarray]]) -> None:
+    got = pd.read_parquet(run_dir / STEPS_FILE)
+    total = got[got.module == "total"].reset_index(drop=True)
+    want = pd.DataFrame(_expected(history))
+    assert total["step"].tolist() == want["step"].tolist()
+    for col in want.columns:
+        np.testing.assert_allclose(total[col].to_numpy(float), want[col].to_numpy(float), err_msg=col)
+    # the per-module rows add up to the total
+    sums = got[got.module != "total"].groupby("step")[["changed_step", "changed_base", "numel"]].sum()
+    assert (sums.to_numpy() == total.set_index("step")[["changed_step", "changed_base", "numel"]].to_numpy()).all()
+
+
+def test_planted_steps_match_a_direct_computation(tmp_path):
+    history = _drive(StepRecorder(tmp_path), steps=6)
+    _check(tmp_path, history)
+    # the first-change file: the union at step t is 0 < first <= t
+    saved = load_file(tmp_path / STEPS_DIR / FIRST_CHANGED_FILE)
+    first = np.concatenate([saved[n].numpy().reshape(-1) for n in history[0]])
+    base = np.concatenate(list(history[0].values()))
+    for t in range(1, 7):
+        union = np.zeros_like(base, dtype=bool)
+        for u in range(1, t + 1):
+            union |= np.concatenate(list(history[u].values())) != base
+        assert ((first > 0) & (first <= t)).tolist() == union.tolist()
+    summary = json.loads((tmp_path / STEPS_DIR / "summary.json").read_text())
+    assert summary["share_of_final_set"][-1] == 1.0 and summary["steps"] == list(range(1, 7))
+
+
+def test_a_recorder_that_skips_a_step_fails_the_check(tmp_path):
+    history = _drive(_Skipping(tmp_path), steps=6)
+    with pytest.raises(AssertionError):
+        _check(tmp_path, history)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("steps")
+    base = build_tiny(root / "tiny", seed=0)
+    cfg = TrainConfig(
+        model=str(base),
+        output=str(root / "run"),
+        task="digits",
+        steps=4,
+        save_steps="every:2",
+        prompts_per_step=2,
+        num_generations=2,
+        max_completion_length=8,
+        lr=1e-5,  # small, as in real RL: most updates vanish on rounding to bf16, so the sets are sparse
+        train_size=16,
+        progress=False,
+    )
+    return base, train(cfg)
+
+
+def test_recorded_set_equals_the_diff_mask_at_every_saved_step(trained, tmp_path):
+    base, run = trained
+    rows = pd.read_parquet(run / STEPS_FILE)
+    assert sorted(rows["step"].unique()) == [1, 2, 3, 4]
+    for step in (2, 4):
+        out = tmp_path / f"d{step}"
+        summary = run_diff(base, run / "checkpoints" / f"step-{step}", out, compare_dtype="bf16", save_mask=True)
+        diff_mask, recorded = load_mask(out), load_mask(mask_file(run, step))
+        assert sorted(diff_mask.names()) == sorted(recorded.names())
+        for n in diff_mask.names():
+            assert torch.equal(diff_mask.get(n), recorded.get(n)), n
+        total = rows[(rows.step == step) & (rows.module == "total")].iloc[0]
+        assert total["changed_base"] == summary["totals"]["changed"]
+        assert 0 < total["changed_base"] < total["numel"]  # a sparse set: the comparison is not trivially all/none
+
+
+def test_cli_steps_prints_the_table_and_writes_a_union_mask(trained, tmp_path):
+    _, run = trained
+    r = CliRunner().invoke(app, ["steps", str(run), "--union-at", "2", "-o", str(tmp_path / "u.safetensors")])
+    assert r.exit_code == 0, r.output
+    assert "saturat" in r.output
+    union = load_mask(tmp_path / "u.safetensors")
+    first = load_file(run / STEPS_DIR / FIRST_CHANGED_FILE)
+    for n in union.names():
+        assert torch.equal(union.get(n), (first[n] > 0) & (first[n] <= 2))
+    r = CliRunner().invoke(app, ["steps", str(tmp_path)])
+    assert r.exit_code == 2 and "steps.parquet" in r.output
