@@ -33,9 +33,11 @@ class SafetensorsStreamWriter:
         layout: Sequence[tuple[str, torch.dtype, Sequence[int]]],
         metadata: dict[str, str] | None = None,
         resume: bool = False,
+        partial: str | os.PathLike | None = None,
     ):
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        # `partial`: where the data goes until close() (default `<path>.partial`; same file system as `path`)
+        self.partial = Path(partial) if partial is not None else self.path.with_name(self.path.name + ".partial")
         header: dict = {}
         if metadata:
             header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
