@@ -286,17 +286,26 @@ def test_out_that_is_a_file_is_one_line(tmp_path):
     assert str(b) in line or str(out) in line
 
 
-@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC, errno.EACCES])
-def test_os_errors_while_writing_are_one_line_naming_the_path(tmp_path, monkeypatch, code):
+@pytest.mark.parametrize(
+    ("code", "failing", "file"),
+    [
+        (errno.EROFS, "atomic_write_parquet", "tensors.parquet"),
+        (errno.ENOSPC, "atomic_write_parquet", "tensors.parquet"),
+        (errno.EACCES, "atomic_write_parquet", "tensors.parquet"),
+        (errno.ENOSPC, "atomic_write_json", "summary.json"),  # tensors.parquet already written: removed again
+    ],
+)
+def test_os_errors_while_writing_are_one_line_naming_the_path(tmp_path, monkeypatch, code, failing, file):
     b, t = _pair(tmp_path)
     out = tmp_path / "out"
 
-    def refuse(rows, path, schema=None):
+    def refuse(*args):
+        path = args[0] if failing == "atomic_write_json" else args[1]  # (path, obj) vs (rows, path, schema)
         raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(diff_mod, "atomic_write_parquet", refuse)
-    line = _one_line_error(runner.invoke(app, ["diff", str(b), str(t), "-o", str(out)]))
-    assert line == f"error: {out / 'tensors.parquet'}: {os.strerror(code)}"
+    monkeypatch.setattr(diff_mod, failing, refuse)
+    line = _one_line_error(runner.invoke(app, ["diff", str(b), str(t), "-o", str(out), "--save-mask"]))
+    assert line == f"error: {out / file}: {os.strerror(code)}"
     assert sorted(p.name for p in out.iterdir()) == [".partial"]  # the documented journal, nothing else
 
 

@@ -2,7 +2,8 @@
 
 Memory stays bounded by a small multiple of the largest tensor: one pair is read at a time per worker, the
 changed-mask goes straight to its slot in `mask.safetensors`, and finished rows are appended to a journal
-(`OUT/.partial/rows.jsonl`) that `resume=True` continues from. The final files appear only once complete.
+(`OUT/.partial/rows.jsonl`, see diff_journal.py) that `resume=True` continues from. The final files appear only
+once complete. Just over 400 lines: the checks of OUT and the all-or-nothing end belong to the engine's one entry.
 """
 
 from __future__ import annotations
@@ -261,21 +262,25 @@ def run_diff(
     }
     journal = Journal(out / _PARTIAL, identity, resume, columns=TENSORS_SCHEMA.names)
     writer = None
-    if save_mask:
-        layout = [(n, torch.bool, base_ck.info(n).shape) for n in pairing.names]
-        meta = {
-            "format": MASK_FORMAT,
-            "version": MASK_VERSION,
-            "base": str(base),
-            "tuned": str(tuned),
-            "compare_dtype": compare_dtype,
-        }
-        # The mask's .partial lives beside the journal's rows; on resume it already holds their slots.
-        writer = SafetensorsStreamWriter(
-            out / MASK_FILE, layout, metadata=meta, resume=bool(journal.rows), partial=journal.dir / MASK_FILE
-        )
-        if not writer.resumed:
-            journal.forget()  # rows without their mask slots on disk must be computed again
+    try:  # a full disk can refuse the mask file at once: the journal must still be closed
+        if save_mask:
+            layout = [(n, torch.bool, base_ck.info(n).shape) for n in pairing.names]
+            meta = {
+                "format": MASK_FORMAT,
+                "version": MASK_VERSION,
+                "base": str(base),
+                "tuned": str(tuned),
+                "compare_dtype": compare_dtype,
+            }
+            # The mask's .partial lives beside the journal's rows; on resume it already holds their slots.
+            writer = SafetensorsStreamWriter(
+                out / MASK_FILE, layout, metadata=meta, resume=bool(journal.rows), partial=journal.dir / MASK_FILE
+            )
+            if not writer.resumed:
+                journal.forget()  # rows without their mask slots on disk must be computed again
+    except BaseException:
+        journal.close()
+        raise
     todo = [n for n in pairing.names if n not in journal.rows]
     try:
         with progress_bar("diff", len(pairing.names), progress, done=len(pairing.names) - len(todo)) as advance:
@@ -295,28 +300,34 @@ def run_diff(
 
     rows = [journal.rows[n] for n in pairing.names]
     summary = summarize(rows, pairing, opts, base=str(base), tuned=str(tuned), save_mask=save_mask)
-    atomic_write_parquet(rows, out / TENSORS_FILE, TENSORS_SCHEMA)
-    atomic_write_json(out / SUMMARY_FILE, summary)
-    if writer is not None:
-        writer.close()
+    try:
+        atomic_write_parquet(rows, out / TENSORS_FILE, TENSORS_SCHEMA)
+        atomic_write_json(out / SUMMARY_FILE, summary)
+        if writer is not None:
+            writer.close()
+    except BaseException:  # a full disk at the end: all of the results or none (the journal stays to resume from)
+        if writer is not None:
+            writer.abort()
+        for f in (TENSORS_FILE, SUMMARY_FILE) + ((MASK_FILE,) if writer is not None else ()):
+            (out / f).unlink(missing_ok=True)
+        raise
     shutil.rmtree(out / _PARTIAL, ignore_errors=True)
     return summary
 
 
 def _check_out(out: Path, *inputs: Checkpoint) -> None:
-    """OUT must be a folder of its own: never a file, never inside a checkpoint being read (a mask written into a
-    model's folder makes it unreadable as a checkpoint), never another model's folder."""
+    """OUT must be a folder of its own: not a file, not inside a checkpoint folder being read (a mask written into a
+    model's folder makes it unreadable as a checkpoint), not another model's folder."""
     if out.exists() and not out.is_dir():
         raise DiffError(f"{out}: exists and is not a directory; choose an output folder")
     where = out.resolve()
-    for ck in inputs:
-        if Path(ck.path).is_file():
-            continue  # a lone .safetensors file: no folder of it to protect
-        for folder in {i.file.parent.resolve() for i in ck.infos.values()}:
-            if where == folder or folder in where.parents:
-                raise DiffError(
-                    f"{out}: is inside the input checkpoint folder {folder}; choose an output folder outside it"
-                )
+    # a lone .safetensors file has no folder of its own to protect
+    folders = {i.file.parent.resolve() for ck in inputs if not Path(ck.path).is_file() for i in ck.infos.values()}
+    for folder in sorted(folders):
+        if where == folder or folder in where.parents:
+            raise DiffError(
+                f"{out}: is inside the input checkpoint folder {folder}; choose an output folder outside it"
+            )
     if out.is_dir() and any(f.name != MASK_FILE for f in out.glob("*.safetensors")):
         raise DiffError(f"{out}: holds model weights (*.safetensors), not a diff; choose another output folder")
 
