@@ -595,9 +595,12 @@ def file_size_limit(tmp):
 
 @case
 def full_disk(tmp):
-    b, t, _ = pair(tmp)
+    g = torch.Generator().manual_seed(3)
+    base = {f"w{i}": torch.randn(256, 256, generator=g) for i in range(4)}
+    b = ckpt(tmp / "b", base)
+    t = ckpt(tmp / "t", {n: w + (torch.rand(w.shape, generator=g) < 0.1) for n, w in base.items()})
     disk = tmp / "disk"
-    tmpfs(disk, "24k")
+    tmpfs(disk, "64k")  # the mask alone needs 256 KiB
     try:
         kind, line = cli("diff", b, t, "-o", disk / "out", "--save-mask")
         if kind == "exit0":
