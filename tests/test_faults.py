@@ -106,6 +106,28 @@ def test_every_writer_takes_the_lock(tmp_path, writer):
         holder.wait()
 
 
+def test_explain_train_and_study_take_the_lock_before_anything_else(tmp_path):
+    from types import SimpleNamespace
+
+    from rldelta.explain import run_explain
+    from rldelta.study import run_study
+    from rldelta.train.trainers import train
+
+    out = tmp_path / "w"
+    holder = _holder(out)
+    try:  # the inputs do not exist: a writer that looked at them before the lock would fail differently
+        for call in (
+            lambda: run_explain(tmp_path / "no-diff", tmp_path / "no-base", out),
+            lambda: run_study(tmp_path / "no.toml", out),
+            lambda: train(SimpleNamespace(output=str(out))),
+        ):
+            with pytest.raises(LockError, match=f"pid {holder.pid}"):
+                call()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_lock_of_a_killed_holder_is_taken_over(tmp_path, capsys):
     b, t = _pair(tmp_path)
     out = tmp_path / "out"
