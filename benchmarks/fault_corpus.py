@@ -10,7 +10,7 @@ bad input accepted, workers left running, a scratch folder left behind). Most ca
 CliRunner (fast); the kill -9, concurrency and file-size-limit cases run the CLI in subprocesses. The full-disk and
 read-only cases mount a small tmpfs, which needs root; without it they are reported as skipped.
 
-Just over 400 lines: the corpus is a flat list of cases, one small function each, which reads best in one file.
+About 700 lines: the corpus is a flat list of ~50 cases, one small function each, which reads best in one file.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Five groups, each test able to fail on the code before the fix: (1) one writer per output folder, (2) a resume that
 checks its inputs, (3) the typed study config (tests/test_study_config.py), (4) workers that die with their parent
 and scratch folders cleaned, (5) OS errors, dtypes, NaN and output folders. `benchmarks/fault_corpus.py` runs the
-same cases and more through the command line and counts the outcomes.
+same cases and more through the command line and counts the outcomes. Over 400 lines: one file for the
+issue's corpus, so that its five groups can be read (and re-run) together.
 """
 
 from __future__ import annotations
