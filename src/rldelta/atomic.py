@@ -21,11 +21,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so that readers see either the old or the complete new content."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind either
+        raise
 
 
 def json_safe(x):
@@ -79,6 +83,18 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_scratch(out: str | os.PathLike) -> None:
+    """Remove the scratch folders an interrupted `atomic_dir(out)` left beside OUT (a kill -9 runs no cleanup).
+
+    Only for a caller that holds OUT's lock (rldelta.lock): another writer's scratch folder would look the same.
+    """
+    out = Path(out)
+    for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):
+        for stale in out.parent.glob(pattern):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def atomic_dir_over(out: str | os.PathLike, marker: str, error: type[Exception], kind: str):

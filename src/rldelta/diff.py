@@ -2,12 +2,12 @@
 
 Memory stays bounded by a small multiple of the largest tensor: one pair is read at a time per worker, the
 changed-mask goes straight to its slot in `mask.safetensors`, and finished rows are appended to a journal
-(`OUT/.partial/rows.jsonl`) that `resume=True` continues from. The final files appear only once complete.
+(`OUT/.partial/rows.jsonl`, see diff_journal.py) that `resume=True` continues from. The final files appear only
+once complete. Just over 400 lines: the checks of OUT and the all-or-nothing end belong to the engine's one entry.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -22,12 +22,15 @@ import pyarrow as pa
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.atomic import atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, Pairing, SafetensorsStreamWriter, open_checkpoint, pair_tensors
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
 from rldelta.columns import unit_schema
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
+from rldelta.diff_journal import Journal, input_fingerprint
 from rldelta.errors import RldeltaError
+from rldelta.lifetime import die_with_parent
+from rldelta.lock import locks_output
 from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
 from rldelta.metrics.delta import delta_stats
 from rldelta.metrics.sparsity import COMPARE_DTYPES
@@ -127,6 +130,11 @@ def _worker_init(base_path: str, tuned_path: str, opts: DiffOptions, want_mask: 
     )
 
 
+def _pool_worker_init(*setup) -> None:
+    die_with_parent()  # a kill -9 of the diff must not leave its workers computing (and holding OUT's lock)
+    _worker_init(*setup)
+
+
 def _worker_diff(name: str) -> tuple[dict, np.ndarray | None]:
     return diff_tensor(_WORKER["base"], _WORKER["tuned"], name, _WORKER["opts"], _WORKER["want_mask"])
 
@@ -193,7 +201,7 @@ def _results(
     with ProcessPoolExecutor(
         workers,
         mp_context=ctx,
-        initializer=_worker_init,
+        initializer=_pool_worker_init,
         initargs=(*paths, opts, want_mask, threads),
     ) as pool:
 
@@ -204,48 +212,7 @@ def _results(
         yield from _bounded(names, lambda n: pool.submit(_worker_diff, n), pool_wait, 2 * workers)
 
 
-class _Journal:
-    """Rows finished so far, one JSON line each, and the options they were computed with."""
-
-    def __init__(self, partial: Path, identity: dict, resume: bool):
-        self.dir = partial
-        self.rows_file = partial / "rows.jsonl"
-        ident_file = partial / "identity.json"
-        self.rows: dict[str, dict] = {}
-        if resume and ident_file.is_file() and json.loads(ident_file.read_text()) == identity:
-            self.rows = _read_rows(self.rows_file)
-        else:
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
-            atomic_write_bytes(ident_file, json.dumps(identity).encode())
-            self.rows_file.touch()
-        self._f = open(self.rows_file, "a")
-
-    def forget(self) -> None:
-        self.rows = {}
-        self.rows_file.write_text("")
-
-    def add(self, row: dict) -> None:
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()
-        self.rows[row["name"]] = row
-
-    def close(self) -> None:
-        self._f.close()
-
-
-def _read_rows(path: Path) -> dict[str, dict]:
-    rows = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # the line being written when the run was interrupted
-            rows[row["name"]] = row
-    return rows
-
-
+@locks_output("diff")
 def run_diff(
     base: str | os.PathLike,
     tuned: str | os.PathLike,
@@ -277,10 +244,13 @@ def run_diff(
         require_ray(DiffError)
     base_ck, tuned_ck = open_checkpoint(base), open_checkpoint(tuned)
     pairing = pair_tensors(base_ck, tuned_ck)
-    if strict and (pairing.missing_in_tuned or pairing.extra_in_tuned or pairing.shape_mismatch):
+    if strict and (
+        pairing.missing_in_tuned or pairing.extra_in_tuned or pairing.shape_mismatch or pairing.dtype_mismatch
+    ):
         raise DiffError(_mismatch_message(pairing))
 
     out = Path(out)
+    _check_out(out, base_ck, tuned_ck)
     out.mkdir(parents=True, exist_ok=True)
     identity = {
         "base": str(base),
@@ -288,22 +258,29 @@ def run_diff(
         "options": asdict(opts),
         "save_mask": save_mask,
         "names": pairing.names,
+        "inputs": {"base": input_fingerprint(base_ck), "tuned": input_fingerprint(tuned_ck)},
     }
-    journal = _Journal(out / _PARTIAL, identity, resume)
+    journal = Journal(out / _PARTIAL, identity, resume, columns=TENSORS_SCHEMA.names)
     writer = None
-    if save_mask:
-        layout = [(n, torch.bool, base_ck.info(n).shape) for n in pairing.names]
-        meta = {
-            "format": MASK_FORMAT,
-            "version": MASK_VERSION,
-            "base": str(base),
-            "tuned": str(tuned),
-            "compare_dtype": compare_dtype,
-        }
-        # The mask's .partial lives beside the journal's rows; on resume it already holds their slots.
-        writer = SafetensorsStreamWriter(out / MASK_FILE, layout, metadata=meta, resume=bool(journal.rows))
-        if not writer.resumed:
-            journal.forget()  # rows without their mask slots on disk must be computed again
+    try:  # a full disk can refuse the mask file at once: the journal must still be closed
+        if save_mask:
+            layout = [(n, torch.bool, base_ck.info(n).shape) for n in pairing.names]
+            meta = {
+                "format": MASK_FORMAT,
+                "version": MASK_VERSION,
+                "base": str(base),
+                "tuned": str(tuned),
+                "compare_dtype": compare_dtype,
+            }
+            # The mask's .partial lives beside the journal's rows; on resume it already holds their slots.
+            writer = SafetensorsStreamWriter(
+                out / MASK_FILE, layout, metadata=meta, resume=bool(journal.rows), partial=journal.dir / MASK_FILE
+            )
+            if not writer.resumed:
+                journal.forget()  # rows without their mask slots on disk must be computed again
+    except BaseException:
+        journal.close()
+        raise
     todo = [n for n in pairing.names if n not in journal.rows]
     try:
         with progress_bar("diff", len(pairing.names), progress, done=len(pairing.names) - len(todo)) as advance:
@@ -323,12 +300,36 @@ def run_diff(
 
     rows = [journal.rows[n] for n in pairing.names]
     summary = summarize(rows, pairing, opts, base=str(base), tuned=str(tuned), save_mask=save_mask)
-    atomic_write_parquet(rows, out / TENSORS_FILE, TENSORS_SCHEMA)
-    atomic_write_json(out / SUMMARY_FILE, summary)
-    if writer is not None:
-        writer.close()
+    try:
+        atomic_write_parquet(rows, out / TENSORS_FILE, TENSORS_SCHEMA)
+        atomic_write_json(out / SUMMARY_FILE, summary)
+        if writer is not None:
+            writer.close()
+    except BaseException:  # a full disk at the end: all of the results or none (the journal stays to resume from)
+        if writer is not None:
+            writer.abort()
+        for f in (TENSORS_FILE, SUMMARY_FILE) + ((MASK_FILE,) if writer is not None else ()):
+            (out / f).unlink(missing_ok=True)
+        raise
     shutil.rmtree(out / _PARTIAL, ignore_errors=True)
     return summary
+
+
+def _check_out(out: Path, *inputs: Checkpoint) -> None:
+    """OUT must be a folder of its own: not a file, not inside a checkpoint folder being read (a mask written into a
+    model's folder makes it unreadable as a checkpoint), not another model's folder."""
+    if out.exists() and not out.is_dir():
+        raise DiffError(f"{out}: exists and is not a directory; choose an output folder")
+    where = out.resolve()
+    # a lone .safetensors file has no folder of its own to protect
+    folders = {i.file.parent.resolve() for ck in inputs if not Path(ck.path).is_file() for i in ck.infos.values()}
+    for folder in sorted(folders):
+        if where == folder or folder in where.parents:
+            raise DiffError(
+                f"{out}: is inside the input checkpoint folder {folder}; choose an output folder outside it"
+            )
+    if out.is_dir() and any(f.name != MASK_FILE for f in out.glob("*.safetensors")):
+        raise DiffError(f"{out}: holds model weights (*.safetensors), not a diff; choose another output folder")
 
 
 def _mismatch_message(p: Pairing) -> str:
@@ -342,6 +343,11 @@ def _mismatch_message(p: Pairing) -> str:
         parts.append(
             f"{len(p.shape_mismatch)} with different shapes, e.g. {m['name']!r} "
             f"{tuple(m['base_shape'])} vs {tuple(m['tuned_shape'])}"
+        )
+    if p.dtype_mismatch:
+        m = p.dtype_mismatch[0]
+        parts.append(
+            f"{len(p.dtype_mismatch)} float vs integer, e.g. {m['name']!r} {m['base_dtype']} vs {m['tuned_dtype']}"
         )
     return "checkpoints do not match (--strict): " + "; ".join(parts)
 
@@ -394,5 +400,6 @@ def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) 
         "missing_in_tuned": pairing.missing_in_tuned,
         "extra_in_tuned": pairing.extra_in_tuned,
         "shape_mismatch": pairing.shape_mismatch,
+        "dtype_mismatch": pairing.dtype_mismatch,
         "tied": pairing.tied,
     }

@@ -31,6 +31,7 @@ from rldelta.checkpoint import Checkpoint, open_checkpoint
 from rldelta.columns import unit_schema
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.errors import RldeltaError
+from rldelta.lock import locks_output
 from rldelta.masks import Mask, check_compatible, load_mask, resolve_mask_path
 from rldelta.metrics.nulls import derive_seed, random_sparse_rank_null
 from rldelta.metrics.overlap import cell_counts, count, expected_matched_intersection, overlap_from_counts
@@ -164,6 +165,7 @@ def _module_mean(values: list[tuple[float | None, int]]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+@locks_output("explain")
 def run_explain(
     diff_dir: str | os.PathLike,
     base: str | os.PathLike,

@@ -18,6 +18,7 @@ import torch
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.columns import unit_schema
+from rldelta.lock import locks_output
 from rldelta.masks import Mask, MaskError, check_compatible, load_mask
 from rldelta.metrics.overlap import count, expected_random_overlap, jaccard_from_counts, overlap_from_counts
 from rldelta.progress import progress_bar
@@ -108,6 +109,7 @@ def _row(a: str, b: str, tensor: str, sa: int, sb: int, x: int, rnd: float) -> d
     }
 
 
+@locks_output("overlap")
 def run_overlap(
     inputs: Sequence[str | os.PathLike],
     out: str | os.PathLike,

@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_dir_over, atomic_write_bytes
+from rldelta.atomic import atomic_dir_over, atomic_write_bytes, remove_scratch
 from rldelta.checkpoint import SINGLE_FILE, Checkpoint, SafetensorsStreamWriter, open_checkpoint, pair_tensors
 from rldelta.errors import RldeltaError
+from rldelta.lock import locks_output
 from rldelta.masks import Mask, load_mask, random_mask
 from rldelta.metrics.overlap import count as count_true
 from rldelta.progress import progress_bar
@@ -101,6 +102,7 @@ def revert(
     return run_surgery("revert", base, tuned, mask, out, control=control, seed=seed, progress=progress)
 
 
+@locks_output("surgery")
 def run_surgery(
     kind: str,
     base: str | os.PathLike,
@@ -211,6 +213,11 @@ def _paired_names(base: Checkpoint, tuned: Checkpoint) -> list[str]:
             f"tensor {m['name']!r} has shape {tuple(m['base_shape'])} in {base.path} "
             f"but {tuple(m['tuned_shape'])} in {tuned.path}"
         )
+    if p.dtype_mismatch:
+        m = p.dtype_mismatch[0]
+        raise SurgeryError(
+            f"tensor {m['name']!r} is {m['base_dtype']} in {base.path} but {m['tuned_dtype']} in {tuned.path}"
+        )
     if p.missing_in_tuned:
         raise SurgeryError(
             f"tensor {p.missing_in_tuned[0]!r} is in {base.path} but not in {tuned.path}"
@@ -261,6 +268,7 @@ def _copy_model_files(src: Path, dest: Path) -> list[str]:
 
 
 def _building(out: Path):
+    remove_scratch(out)  # what a killed surgery left (OUT's lock is held, so no other run is building it now)
     return atomic_dir_over(out, SURGERY_JSON, SurgeryError, "a surgery output")
 
 

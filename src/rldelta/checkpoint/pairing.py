@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from rldelta.checkpoint.reader import Checkpoint
 
 
@@ -15,6 +17,9 @@ class Pairing:
     missing_in_tuned: list[str] = field(default_factory=list)
     extra_in_tuned: list[str] = field(default_factory=list)
     shape_mismatch: list[dict] = field(default_factory=list)
+    # A float tensor against an integer/bool one (or two different integer dtypes): no comparison of the two is a
+    # change of weights, so they are listed here rather than diffed (they would count as 100% changed).
+    dtype_mismatch: list[dict] = field(default_factory=list)
     tied: list[str] = field(default_factory=list)
 
     def mismatch(self, base: Checkpoint, tuned: Checkpoint) -> str | None:
@@ -44,7 +49,20 @@ def pair_tensors(base: Checkpoint, tuned: Checkpoint) -> Pairing:
             p.shape_mismatch.append(
                 {"name": n, "base_shape": list(base.info(n).shape), "tuned_shape": list(tuned.info(n).shape)}
             )
+        elif not _comparable(base.info(n).dtype, tuned.info(n).dtype):
+            p.dtype_mismatch.append(
+                {"name": n, "base_dtype": _name(base.info(n).dtype), "tuned_dtype": _name(tuned.info(n).dtype)}
+            )
         else:
             p.names.append(n)
     p.extra_in_tuned = sorted(tuned_names - set(base_names))
     return p
+
+
+def _comparable(a: torch.dtype, b: torch.dtype) -> bool:
+    """Floats compare across widths (bf16 vs fp32 is a real update); integers and bools only with their own dtype."""
+    return (a.is_floating_point and b.is_floating_point) or a == b
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

@@ -33,9 +33,11 @@ class SafetensorsStreamWriter:
         layout: Sequence[tuple[str, torch.dtype, Sequence[int]]],
         metadata: dict[str, str] | None = None,
         resume: bool = False,
+        partial: str | os.PathLike | None = None,
     ):
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        # `partial`: where the data goes until close() (default `<path>.partial`; same file system as `path`)
+        self.partial = Path(partial) if partial is not None else self.path.with_name(self.path.name + ".partial")
         header: dict = {}
         if metadata:
             header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
@@ -56,8 +58,12 @@ class SafetensorsStreamWriter:
             self._f = open(self.partial, "r+b")
         else:
             self._f = open(self.partial, "wb")
-            self._f.write(head)
-            self._f.truncate(self._data_start + pos)
+            try:
+                self._f.write(head)
+                self._f.truncate(self._data_start + pos)
+            except BaseException:  # a full disk: no open file left behind
+                self._f.close()
+                raise
 
     def _same_head(self, head: bytes) -> bool:
         with open(self.partial, "rb") as f:
@@ -84,5 +90,7 @@ class SafetensorsStreamWriter:
     def abort(self) -> None:
         """Close without publishing; the .partial stays for a later resume."""
         if not self._f.closed:
-            self.flush()
-            self._f.close()
+            try:
+                self.flush()
+            finally:  # closed even when the flush fails (a full disk)
+                self._f.close()

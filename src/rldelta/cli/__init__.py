@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-from rldelta.cli.app import app
+from rldelta.cli.app import app, one_line_os_errors
 
 # The order of `rldelta --help`: the weights' commands, masks, training and its steps, surgery, probes, the study.
 COMMAND_MODULES = ("weights", "masks", "training", "steps", "surgery", "probes", "study")
 for _module in COMMAND_MODULES:
     importlib.import_module(f"rldelta.cli.{_module}")
+one_line_os_errors(app)  # after every command is registered
 
 __all__ = ["app", "main"]
 

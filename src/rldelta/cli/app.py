@@ -1,6 +1,14 @@
-"""The typer app every command module registers on, and the one way a command fails: a one-line error."""
+"""The typer app every command module registers on, and the one way a command fails: a one-line error.
+
+An OSError (OUT exists as a file, a read-only file system, a full disk, a missing permission) is the machine's
+answer, not a bug: every command is wrapped (`one_line_os_errors`) so that it ends as one line naming the path,
+exit 2, whichever command and whichever library call raised it.
+"""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
@@ -20,3 +28,38 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     # escape: a message may hold brackets ("rldelta[ray]", a tensor's shape) that rich would read as markup
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # one line at any width
     raise typer.Exit(code)
+
+
+def os_error_line(e: OSError, fallback: object = None) -> str:
+    """`PATH: reason` for an OSError; the command's output folder stands in where the OS named no file (a write to
+    a full disk reports only ENOSPC)."""
+    reason = e.strerror or str(e) or e.__class__.__name__
+    if e.filename is not None:
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+    elif fallback is not None:
+        where = str(fallback)
+    else:
+        return reason
+    return f"{where}: {reason}"
+
+
+def _catching_os_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)  # typer reads the parameters through __wrapped__
+    def command(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as e:
+            fail(os_error_line(e, kwargs.get("out") or kwargs.get("output")))
+
+    return command
+
+
+def one_line_os_errors(typer_app: typer.Typer) -> None:
+    """Wrap every command registered on `typer_app` and its sub-apps (call once, after they are all registered)."""
+    for info in typer_app.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "_os_errors_caught", False):
+            info.callback = _catching_os_errors(info.callback)
+            info.callback._os_errors_caught = True
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            one_line_os_errors(group.typer_instance)

@@ -27,9 +27,9 @@ class DeltaStats:
     max_rank: int | None
     rank_frac: float | None
     effective_rank: float | None
-    delta_fro: float
-    base_fro: float
-    rel_norm: float
+    delta_fro: float | None
+    base_fro: float | None
+    rel_norm: float | None
     row_coverage: float | None
     col_coverage: float | None
 
@@ -49,7 +49,12 @@ def delta_stats(
 
     changed: bits differ after casting both sides to `compare_dtype` (round-to-nearest-even).
     changed_atol: |Δ| > atol with Δ = tuned.float() − base.float(), the form the published study took its rank of.
-    Norms accumulate in float64 across chunks. NaN in the same place on both sides is no change.
+    Norms accumulate in float64 across chunks. NaN in the same place on both sides is no change. A NaN in either
+    norm makes rel_norm NaN too (never 0.0 beside a NaN delta_fro).
+
+    Integer and bool tensors (step counters, masks, quantized codes) are compared bitwise in their own dtype only:
+    `changed` and `changed_atol` are the count of differing entries, and every float column (norms, rank) is null.
+    The two sides must then have the same dtype (pairing lists a float/int pair as a dtype mismatch instead).
 
     An RL update touches a minority of entries, so the float work runs only where the value changed: both sides
     are widened to the wider dtype (exact), compared bitwise, and Δ is formed on the gathered changed entries.
@@ -57,6 +62,8 @@ def delta_stats(
     if base.shape != tuned.shape:
         raise ValueError(f"shapes differ: base {tuple(base.shape)} vs tuned {tuple(tuned.shape)}")
     numel = base.numel()
+    if not (base.is_floating_point() and tuned.is_floating_point()):
+        return _bitwise_only(base, tuned)
     wide = torch.promote_types(base.dtype, tuned.dtype)
     b_flat, t_flat = base.reshape(-1), tuned.reshape(-1)
     mask = torch.empty(numel, dtype=torch.bool)
@@ -107,7 +114,40 @@ def delta_stats(
         effective_rank=rs.effective_rank if rs else None,
         delta_fro=delta_fro,
         base_fro=base_fro,
-        rel_norm=delta_fro / base_fro if base_fro > 0 else (float("inf") if delta_fro > 0 else 0.0),
+        rel_norm=_rel_norm(delta_fro, base_fro),
+        row_coverage=cov[0],
+        col_coverage=cov[1],
+    )
+    return stats, mask
+
+
+def _rel_norm(delta_fro: float, base_fro: float) -> float:
+    if math.isnan(delta_fro) or math.isnan(base_fro):
+        return float("nan")
+    return delta_fro / base_fro if base_fro > 0 else (float("inf") if delta_fro > 0 else 0.0)
+
+
+def _bitwise_only(base: torch.Tensor, tuned: torch.Tensor) -> tuple[DeltaStats, torch.Tensor]:
+    """Integer/bool pairs: no float arithmetic is meaningful (an int8 code is not a weight), so only bits count."""
+    if base.dtype != tuned.dtype:
+        raise ValueError(f"dtypes differ: base {base.dtype} vs tuned {tuned.dtype}; only floats are compared across")
+    numel = base.numel()
+    mask = torch.from_numpy(_bits_differ(base.reshape(-1), tuned.reshape(-1))).reshape(base.shape)
+    changed = int(np.count_nonzero(mask.numpy()))
+    cov = coverage(mask) if mask.ndim == 2 else (None, None)
+    stats = DeltaStats(
+        numel=numel,
+        changed=changed,
+        changed_frac=changed / numel if numel else float("nan"),
+        changed_atol=changed,
+        nonfinite=0,
+        rank=None,
+        max_rank=None,
+        rank_frac=None,
+        effective_rank=None,
+        delta_fro=None,
+        base_fro=None,
+        rel_norm=None,
         row_coverage=cov[0],
         col_coverage=cov[1],
     )

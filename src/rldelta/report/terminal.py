@@ -32,7 +32,7 @@ def diff_table(summary: dict) -> Table:
             show("mean_rank_frac", m["mean_rank_frac"]),
         )
     notes = []
-    for key in ("missing_in_tuned", "extra_in_tuned", "shape_mismatch"):
+    for key in ("missing_in_tuned", "extra_in_tuned", "shape_mismatch", "dtype_mismatch"):
         if summary.get(key):
             notes.append(f"{len(summary[key])} {key.replace('_', ' ')} (skipped; see summary.json)")
     if notes:

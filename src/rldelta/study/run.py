@@ -10,6 +10,7 @@ import torch
 
 from rldelta import __version__
 from rldelta.cluster import BACKENDS, require_ray
+from rldelta.lock import locks_output
 
 # run_study ends by writing the report: the study floor's one call upward (report/ presents the study's tables).
 from rldelta.report.html import write_report
@@ -31,6 +32,7 @@ from rldelta.study.stages import (
 from rldelta.study.tables import build_tables, export_tables, probe_tables
 
 
+@locks_output("study")
 def run_study(
     config: StudyConfig | str | os.PathLike,
     out: str | os.PathLike,

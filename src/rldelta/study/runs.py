@@ -18,6 +18,7 @@ from multiprocessing import get_context
 import torch
 
 from rldelta.cluster import cluster_cpus, ray_session
+from rldelta.lifetime import die_with_parent
 from rldelta.study.config import StudyError
 from rldelta.study.layout import Run, run_complete
 from rldelta.study.log import StudyLog
@@ -102,7 +103,8 @@ def train_all(
     threads = threads or max(1, usable_cores() // n)
     log(f"train {len(jobs)} run(s) on a local pool of {n} processes ({threads} thread(s) each)")
     # spawn: forking a process in which torch has started threads can deadlock
-    with ProcessPoolExecutor(n, mp_context=get_context("spawn")) as pool:
+    # die_with_parent: a kill -9 of the study must not leave runs training that the next study would collide with
+    with ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         futures = {pool.submit(train_job, {**d, "progress": _worker_progress(progress)}, threads): r for r, d in jobs}
         try:
             for fut in as_completed(futures):
@@ -172,7 +174,7 @@ def training_beside(
     previous = torch.get_num_threads()
     # multiprocessing's Pool rather than concurrent.futures: terminate() stops a run still training when the
     # stages here fail or are interrupted, instead of waiting minutes for it.
-    pool = get_context("spawn").Pool(1)
+    pool = get_context("spawn").Pool(1, initializer=die_with_parent)
     t0 = time.perf_counter()
     try:
         pending = [

@@ -164,7 +164,10 @@ def load_for_eval(model_dir: str | os.PathLike, *, device: str | None = None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32 if device == "cpu" else "auto")
+        # use_safetensors: a pickled pytorch_model.bin is refused unread (one line), never unpickled
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch.float32 if device == "cpu" else "auto", use_safetensors=True
+        )
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
     if not tokenizer.chat_template:

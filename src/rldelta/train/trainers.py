@@ -25,6 +25,7 @@ from transformers import PrinterCallback, set_seed
 
 from rldelta.atomic import atomic_write_bytes
 from rldelta.errors import RldeltaError
+from rldelta.lock import locks_output
 from rldelta.train.algorithms import ALGORITHMS, TrainerInputs, algorithm_table
 from rldelta.train.callbacks import progress_callback
 from rldelta.train.config import ConfigError, TrainConfig
@@ -78,7 +79,8 @@ def load_policy(model_dir: str | os.PathLike, precision: str):
     dtype = torch.float32 if precision == "fp32" else torch.bfloat16
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        # use_safetensors: a pickled pytorch_model.bin is refused unread (one line), never unpickled
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
     except (OSError, ValueError) as e:
         raise TrainError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
     if not tokenizer.chat_template:
@@ -290,6 +292,7 @@ def _check_run_dir(config: TrainConfig, run_dir: Path) -> dict | None:
     return previous
 
 
+@locks_output("train", lambda args: args["config"].output)
 def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     """Run one training job as `config` describes and return the run directory.
 

@@ -1,0 +1,113 @@
+"""The diff's resume journal: the rows finished so far, and what they were computed from.
+
+`OUT/.partial/identity.json` records the options, the tensor names and, per input file, its size, mtime and the
+SHA-256 of its safetensors header; `OUT/.partial/rows.jsonl` holds one finished row per line. A resume continues
+only from a journal of the same identity: changed options start over, a changed input file is refused with one line
+(a stale journal would report the old file's numbers as the new one's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from rldelta.atomic import atomic_write_bytes
+from rldelta.checkpoint import Checkpoint
+from rldelta.errors import RldeltaError
+
+
+class ResumeError(RldeltaError):
+    """A journal that cannot be resumed from: corrupt, or computed from other input files."""
+
+
+def input_fingerprint(ck: Checkpoint) -> dict[str, dict]:
+    """What a diff is computed from, per file of `ck`: size, mtime and the SHA-256 of the safetensors header.
+
+    The header hash alone would miss a retrained checkpoint of the same shapes (its header is byte-identical);
+    size and mtime catch that, and the hash catches a file rewritten within the mtime's resolution.
+    """
+    out = {}
+    for file in sorted({i.file for i in ck.infos.values()}):
+        st = file.stat()
+        with open(file, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            digest = hashlib.sha256(f.read(n)).hexdigest()
+        out[str(file.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "header_sha256": digest}
+    return out
+
+
+class Journal:
+    """Rows finished so far, one JSON line each, and the options and input files they were computed with."""
+
+    def __init__(self, partial: Path, identity: dict, resume: bool, columns: list[str]):
+        self.dir = partial
+        self.rows_file = partial / "rows.jsonl"
+        ident_file = partial / "identity.json"
+        self.rows: dict[str, dict] = {}
+        old = _read_identity(ident_file) if resume else None
+        if old is not None and old.get("inputs") != identity["inputs"]:
+            raise ResumeError(_changed_input(old.get("inputs"), identity["inputs"]))
+        if old == identity:
+            self.rows = _read_rows(self.rows_file, set(columns))
+        else:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+            atomic_write_bytes(ident_file, json.dumps(identity).encode())
+            self.rows_file.touch()
+        self._f = open(self.rows_file, "a")
+
+    def forget(self) -> None:
+        self.rows = {}
+        self.rows_file.write_text("")
+
+    def add(self, row: dict) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+        self.rows[row["name"]] = row
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _read_identity(path: Path) -> dict | None:
+    """The journal's record of what it was computed from; None where there is none to resume."""
+    if not path.is_file():
+        return None
+    try:
+        ident = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        ident = None
+    if not isinstance(ident, dict):
+        raise ResumeError(f"{path}: corrupt resume journal; run again without --resume to start over")
+    return ident
+
+
+def _changed_input(old: dict | None, new: dict) -> str:
+    if not old:
+        return "--resume: the journal does not record its input files (an older rldelta); run again without --resume"
+    for side in ("base", "tuned"):
+        before, now = old.get(side) or {}, new[side]
+        for file in sorted(set(before) | set(now)):
+            if before.get(file) != now.get(file):
+                what = "is new" if file not in before else "is gone" if file not in now else "changed"
+                return (
+                    f"--resume: {file} {what} since the interrupted run (size, mtime or header differ); "
+                    f"run again without --resume to start over"
+                )
+    return "--resume: the inputs changed since the interrupted run; run again without --resume to start over"
+
+
+def _read_rows(path: Path, columns: set[str]) -> dict[str, dict]:
+    rows = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                break  # the line being written when the run was interrupted
+            if not isinstance(row, dict) or set(row) != columns:
+                break  # not a row this code wrote: recompute from here on
+            rows[row["name"]] = row
+    return rows
