@@ -28,6 +28,7 @@ from rldelta.explain import EXPLAIN_SCHEMA
 from rldelta.overlap import OVERLAP_SCHEMA
 from rldelta.probes.activations import ACTIVATIONS_SCHEMA, NEURONS_SCHEMA
 from rldelta.probes.formats import _SCHEMA as FORMATS_SCHEMA
+from rldelta.reproduce import BY_MODULE_SCHEMA, REPRODUCE_SCHEMA
 
 ENGINE_SCHEMAS = {
     "diff": TENSORS_SCHEMA,
@@ -36,6 +37,8 @@ ENGINE_SCHEMAS = {
     "activations": ACTIVATIONS_SCHEMA,
     "neurons": NEURONS_SCHEMA,
     "formats": FORMATS_SCHEMA,
+    "reproduce": REPRODUCE_SCHEMA,
+    "reproduce_by_module": BY_MODULE_SCHEMA,
 }
 
 

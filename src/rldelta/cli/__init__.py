@@ -11,8 +11,8 @@ import sys
 
 from rldelta.cli.app import app
 
-# The order of `rldelta --help`: the weights' commands, masks, training, surgery, probes, the study.
-COMMAND_MODULES = ("weights", "masks", "training", "surgery", "probes", "study")
+# The order of `rldelta --help`: the weights' commands, the published pairs, masks, training, surgery, probes, study.
+COMMAND_MODULES = ("weights", "reproduce", "masks", "training", "surgery", "probes", "study")
 for _module in COMMAND_MODULES:
     importlib.import_module(f"rldelta.cli.{_module}")
 
