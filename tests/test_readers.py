@@ -70,7 +70,9 @@ def test_hub_ids_resolve_from_the_cache_offline(hub, tmp_path, monkeypatch):
     assert summary["totals"]["changed"] == 1
 
     # neither a local path nor cached, offline: one line naming the id and the cache
-    with pytest.raises(CheckpointError, match=r"^fab/nope: no such file or directory, and not in the hub cache"):
+    with pytest.raises(
+        CheckpointError, match=r"^fab/nope: not a local path, and not in the hub cache .*hub \(HF_HUB_OFFLINE=1\)$"
+    ):
         open_checkpoint("fab/nope")
     with pytest.raises(CheckpointError, match="fab/base@zzz"):
         open_checkpoint("fab/base@zzz")
@@ -79,6 +81,41 @@ def test_hub_ids_resolve_from_the_cache_offline(hub, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_checkpoint(tmp_path / "fab" / "base", {"w": torch.zeros(2, 2)})
     assert torch.equal(open_checkpoint("fab/base").get("w"), torch.zeros(2, 2))
+
+
+def test_hub_download_asks_only_for_the_weights_and_says_the_size_first(hub, tmp_path, monkeypatch, capsys):
+    """The online path, with the hub replaced by a fake (no test reaches the network)."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    listing = [("config.json", 10), ("model.safetensors", 3 << 20), ("pytorch_model.bin", 3 << 20), ("README.md", 5)]
+    calls = []
+
+    class FakeApi:
+        def model_info(self, repo, revision=None, files_metadata=False):
+            sib = [type("S", (), {"rfilename": f, "size": n})() for f, n in listing]
+            return type("Info", (), {"siblings": sib})()
+
+    def fake_snapshot_download(repo, *, revision=None, allow_patterns=None, cache_dir=None, local_files_only=False):
+        calls.append((repo, sorted(allow_patterns), local_files_only))
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        return str(hub_cache(Path(cache_dir), repo, {"w": torch.ones(2, 2)}))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    ck = open_checkpoint("fab/online")
+    assert torch.equal(ck.get("w"), torch.ones(2, 2))
+    assert calls[-1] == ("fab/online", ["config.json", "model.safetensors"], False)  # no .bin twin, no README
+    assert "fab/online: fetching 2 files, 3.0 MiB" in capsys.readouterr().err
+
+    def unreachable(self, *a, **k):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(FakeApi, "model_info", unreachable)
+    with pytest.raises(CheckpointError, match=r"^fab/other: .*the hub is not reachable \(Name or service not known\)$"):
+        open_checkpoint("fab/other")
 
 
 def test_hub_id_spelling_and_file_choice():

@@ -97,11 +97,9 @@ def plan(spec: str) -> FetchPlan:
     snap = cached_snapshot(repo, rev)
     if snap is not None:
         return FetchPlan(spec, "cached", path=snap)
-    where = f"not in the hub cache {cache_dir()}"
+    where = f"not a local path, and not in the hub cache {cache_dir()}"
     if offline():
-        return FetchPlan(
-            spec, "not available", reason=f"{spec}: no such file or directory, and {where} (HF_HUB_OFFLINE)"
-        )
+        return FetchPlan(spec, "not available", reason=f"{spec}: {where} (HF_HUB_OFFLINE=1)")
     try:
         from huggingface_hub import HfApi
 

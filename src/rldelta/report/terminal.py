@@ -129,10 +129,12 @@ def eval_table(result: dict, model: str) -> Table:
 def reproduce_table(result: dict) -> Table:
     """One row per published pair: published and measured sparsity and rank, and the verdict."""
     t = Table(title=f"rldelta reproduce  ({result['title']}; sparsity: |Δ| ≤ 1e-5, as published)")
-    for col in ("pair", "sparsity pub.", "measured", "bitwise", "rank pub.", "measured", "verdict"):
+    heads = ("pair", "sparsity pub.", "measured", "bitwise", "rank pub.", "measured", "low-|w| decile", "AUC −|w|")
+    for col in (*heads, "verdict"):
         t.add_column(col, justify="left" if col in ("pair", "verdict") else "right")
     for r in result["pairs"]:
         cols = ("published_sparsity", "sparsity_atol", "sparsity_bitwise", "published_rank", "mean_rank_frac")
+        cols += ("lowest_decile_share", "auc")
         # a published figure the catalog does not have is NaN in the tables; shown as missing, like a None
         t.add_row(r["name"], *(show(c, None if r[c] != r[c] else r[c]) for c in cols), r["verdict"])
     return t
