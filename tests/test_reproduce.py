@@ -232,6 +232,8 @@ def test_reproduce_fabricated_catalog_end_to_end(fabricated, tmp_path):
     assert q["changed_frac"] == pytest.approx((bits(b[name]) != bits(t[name])).mean())
     csv = pd.read_csv(tmp_path / "out" / "reproduce.csv").set_index("name")
     assert csv.loc["bin", "changed"] == want["bin"]["changed"]
+    first = (tmp_path / "out" / "reproduce.csv").read_text().splitlines()[1].split(",")
+    assert first[7] == str(want["bf16"]["numel"])  # a count written as an integer, not 590.0
     assert json.loads((tmp_path / "out" / "reproduce.json").read_text())["pairs"][4]["numel"] is None
 
 
