@@ -77,6 +77,16 @@ def test_hub_ids_resolve_from_the_cache_offline(hub, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="fab/base@zzz"):
         open_checkpoint("fab/base@zzz")
 
+    # the command line takes the same ids; one that is not there is one line, no traceback
+    from typer.testing import CliRunner
+
+    from rldelta.cli import app
+
+    r = CliRunner().invoke(app, ["diff", "fab/base", f"fab/tuned@{rev}", "-o", str(tmp_path / "cli")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["diff", "fab/base", "fab/nope", "-o", str(tmp_path / "cli2")])
+    assert r.exit_code == 2 and "fab/nope: not a local path" in r.output and "Traceback" not in r.output
+
     # a local folder of the same spelling wins over the cached id
     monkeypatch.chdir(tmp_path)
     write_checkpoint(tmp_path / "fab" / "base", {"w": torch.zeros(2, 2)})
