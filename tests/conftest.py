@@ -54,6 +54,12 @@ def bf16_to_f32(x: torch.Tensor) -> np.ndarray:
     return bits.view(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _hub_offline(monkeypatch):
+    """No test reaches the network: a hub id that is not in a test's own cache fails at once, offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture
 def ckpt(tmp_path):
     def make(name: str, tensors: dict[str, torch.Tensor], layout: str = "dir", config: dict | None = None) -> Path:

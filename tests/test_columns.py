@@ -28,6 +28,7 @@ from rldelta.explain import EXPLAIN_SCHEMA
 from rldelta.overlap import OVERLAP_SCHEMA
 from rldelta.probes.activations import ACTIVATIONS_SCHEMA, NEURONS_SCHEMA
 from rldelta.probes.formats import _SCHEMA as FORMATS_SCHEMA
+from rldelta.reproduce import BY_MODULE_SCHEMA, REPRODUCE_SCHEMA
 from rldelta.train.step_recorder import STEPS_SCHEMA
 
 ENGINE_SCHEMAS = {
@@ -38,6 +39,8 @@ ENGINE_SCHEMAS = {
     "neurons": NEURONS_SCHEMA,
     "formats": FORMATS_SCHEMA,
     "steps": STEPS_SCHEMA,
+    "reproduce": REPRODUCE_SCHEMA,
+    "reproduce_by_module": BY_MODULE_SCHEMA,
 }
 
 

@@ -30,7 +30,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("rldelta.plots", "rldelta.checkpoint", "rldelta.cluster"),
     ("rldelta.masks",),
     ("rldelta.diff", "rldelta.diff_journal", "rldelta.demo"),
-    ("rldelta.overlap", "rldelta.explain", "rldelta.surgery"),
+    ("rldelta.overlap", "rldelta.explain", "rldelta.surgery", "rldelta.reproduce"),
     ("rldelta.train",),
     ("rldelta.probes",),
     ("rldelta.report",),

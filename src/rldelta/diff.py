@@ -3,7 +3,10 @@
 Memory stays bounded by a small multiple of the largest tensor: one pair is read at a time per worker, the
 changed-mask goes straight to its slot in `mask.safetensors`, and finished rows are appended to a journal
 (`OUT/.partial/rows.jsonl`, see diff_journal.py) that `resume=True` continues from. The final files appear only
-once complete. Just over 400 lines: the checks of OUT and the all-or-nothing end belong to the engine's one entry.
+once complete.
+
+Over 400 lines because the engine, its workers, the checks of OUT, the all-or-nothing end and the summary of its
+rows write one output format together; the journal and the per-tensor numbers live apart (diff_journal.py, metrics/).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from rldelta import __version__
 from rldelta.atomic import atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, Pairing, SafetensorsStreamWriter, open_checkpoint, pair_tensors
+from rldelta.checkpoint.dtypes import dtype_label
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
 from rldelta.columns import unit_schema
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
@@ -32,7 +36,7 @@ from rldelta.errors import RldeltaError
 from rldelta.lifetime import die_with_parent
 from rldelta.lock import locks_output
 from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
-from rldelta.metrics.delta import delta_stats
+from rldelta.metrics.fp8 import stored_delta_stats
 from rldelta.metrics.sparsity import COMPARE_DTYPES
 from rldelta.naming import parse_name
 from rldelta.progress import progress_bar
@@ -50,6 +54,7 @@ TENSORS_SCHEMA = unit_schema(
         ("changed_frac", pa.float64()),
         ("changed_atol", pa.int64()),
         ("nonfinite", pa.int64()),
+        ("added", pa.int64()),
         ("rank", pa.int64()),
         ("max_rank", pa.int64()),
         ("rank_frac", pa.float64()),
@@ -87,10 +92,6 @@ def _compare_dtype(opts: DiffOptions, base_dtype: torch.dtype) -> torch.dtype:
     return base_dtype if opts.compare_dtype == "base" else COMPARE_DTYPES[opts.compare_dtype]
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def diff_tensor(
     base: Checkpoint, tuned: Checkpoint, name: str, opts: DiffOptions, want_mask: bool = True
 ) -> tuple[dict, np.ndarray | None]:
@@ -99,14 +100,25 @@ def diff_tensor(
     Without `want_mask` no mask travels: on the 1.5 GiB benchmark pair that is 100 MB through the workers' pipes.
     """
     b, t = base.get(name), tuned.get(name)
-    stats, mask = delta_stats(b, t, compare_dtype=_compare_dtype(opts, b.dtype), atol=opts.atol, rank=opts.rank)
+    # a grown vocabulary (Pairing.resized): the shared rows are compared, the tuned side's added entries counted
+    added = (t.shape[0] - b.shape[0]) * t.shape[1] if t.ndim == 2 and t.shape[0] > b.shape[0] else 0
+    stats, mask = stored_delta_stats(
+        b,
+        t,
+        scales=(base.scale(name), tuned.scale(name)),
+        blocks=(base.block, tuned.block),
+        compare_dtype=_compare_dtype(opts, b.dtype),
+        atol=opts.atol,
+        rank=opts.rank,
+    )
     layer, module = parse_name(name)
     row = {
         "name": name,
         "shape": list(b.shape),
-        "dtype_base": _dtype_name(b.dtype),
-        "dtype_tuned": _dtype_name(t.dtype),
+        "dtype_base": dtype_label(b.dtype),
+        "dtype_tuned": dtype_label(t.dtype),
         **stats.as_row(),
+        "added": added,
         "layer": layer,
         "module": module,
     }
@@ -243,7 +255,7 @@ def run_diff(
     if backend == "ray":
         require_ray(DiffError)
     base_ck, tuned_ck = open_checkpoint(base), open_checkpoint(tuned)
-    pairing = pair_tensors(base_ck, tuned_ck)
+    pairing = pair_tensors(base_ck, tuned_ck).for_diff()
     if strict and (
         pairing.missing_in_tuned or pairing.extra_in_tuned or pairing.shape_mismatch or pairing.dtype_mismatch
     ):
@@ -393,6 +405,7 @@ def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) 
             "changed_atol": changed_atol,
             "changed_atol_frac": changed_atol / numel if numel else None,
             "nonfinite": sum(r["nonfinite"] for r in rows),
+            "added": sum(r.get("added", 0) for r in rows),  # entries of rows only the tuned side holds
             "mean_rank_frac": rank_mean,
             "weighted_mean_rank_frac": rank_wmean,
         },
@@ -401,5 +414,6 @@ def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) 
         "extra_in_tuned": pairing.extra_in_tuned,
         "shape_mismatch": pairing.shape_mismatch,
         "dtype_mismatch": pairing.dtype_mismatch,
+        "resized": pairing.resized,
         "tied": pairing.tied,
     }

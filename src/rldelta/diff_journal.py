@@ -31,11 +31,29 @@ def input_fingerprint(ck: Checkpoint) -> dict[str, dict]:
     out = {}
     for file in sorted({i.file for i in ck.infos.values()}):
         st = file.stat()
-        with open(file, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            digest = hashlib.sha256(f.read(n)).hexdigest()
-        out[str(file.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "header_sha256": digest}
+        out[str(file.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "header_sha256": _digest(file)}
     return out
+
+
+_EDGE = 1 << 20  # a pickled file has no header: its first and last MiB stand in for one
+
+
+def _digest(file: Path) -> str:
+    """SHA-256 of a safetensors file's header; of the first and last MiB of any other file (pickled .bin)."""
+    size = file.stat().st_size
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        first = f.read(8)
+        n = int.from_bytes(first, "little") if len(first) == 8 else -1
+        if file.suffix == ".safetensors" and 0 < n <= size - 8:
+            h.update(f.read(n))
+            return h.hexdigest()
+        f.seek(0)
+        h.update(f.read(_EDGE))
+        if size > 2 * _EDGE:
+            f.seek(size - _EDGE)
+        h.update(f.read(_EDGE))
+    return h.hexdigest()
 
 
 class Journal:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from rldelta.checkpoint.reader import Checkpoint
+from rldelta.naming import parse_name
+
+# Modules whose rows are the vocabulary: a tokenizer that gained tokens adds rows here and nowhere else.
+VOCAB_MODULES = frozenset({"embed_tokens", "lm_head", "wte", "embed_in", "embed_out", "word_embeddings", "embed"})
 
 
 @dataclass
@@ -21,6 +25,20 @@ class Pairing:
     # change of weights, so they are listed here rather than diffed (they would count as 100% changed).
     dtype_mismatch: list[dict] = field(default_factory=list)
     tied: list[str] = field(default_factory=list)
+    # vocabulary tensors the tuned side holds more rows of (also in shape_mismatch; see `for_diff`)
+    resized: list[dict] = field(default_factory=list)
+
+    def for_diff(self) -> Pairing:
+        """The pairing a diff uses: resized vocabulary tensors are compared on their shared rows (the added
+        rows counted apart), so they move from the skipped shape mismatches to the paired names."""
+        grown = {r["name"] for r in self.resized}
+        if not grown:
+            return self
+        return replace(
+            self,
+            names=self.names + [r["name"] for r in self.resized],
+            shape_mismatch=[m for m in self.shape_mismatch if m["name"] not in grown],
+        )
 
     def mismatch(self, base: Checkpoint, tuned: Checkpoint) -> str | None:
         """One line naming the first base tensor that TUNED lacks or holds in another shape; None if every base
@@ -46,9 +64,10 @@ def pair_tensors(base: Checkpoint, tuned: Checkpoint) -> Pairing:
         if n not in tuned_names:
             p.missing_in_tuned.append(n)
         elif base.info(n).shape != tuned.info(n).shape:
-            p.shape_mismatch.append(
-                {"name": n, "base_shape": list(base.info(n).shape), "tuned_shape": list(tuned.info(n).shape)}
-            )
+            m = {"name": n, "base_shape": list(base.info(n).shape), "tuned_shape": list(tuned.info(n).shape)}
+            p.shape_mismatch.append(m)
+            if _vocab_grown(n, m["base_shape"], m["tuned_shape"]):
+                p.resized.append(m)
         elif not _comparable(base.info(n).dtype, tuned.info(n).dtype):
             p.dtype_mismatch.append(
                 {"name": n, "base_dtype": _name(base.info(n).dtype), "tuned_dtype": _name(tuned.info(n).dtype)}
@@ -66,3 +85,13 @@ def _comparable(a: torch.dtype, b: torch.dtype) -> bool:
 
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def _vocab_grown(name: str, base_shape: list[int], tuned_shape: list[int]) -> bool:
+    """A vocabulary tensor to which the tuned side added rows (Tulu-3: 128,256 -> 128,264), columns unchanged."""
+    return (
+        parse_name(name)[1] in VOCAB_MODULES
+        and len(base_shape) == len(tuned_shape) == 2
+        and base_shape[1] == tuned_shape[1]
+        and tuned_shape[0] > base_shape[0]
+    )

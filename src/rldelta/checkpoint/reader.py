@@ -1,8 +1,10 @@
 """Open a checkpoint in any of the layouts a hub or a trainer leaves behind, and read its tensors lazily.
 
 Layouts: a directory holding `model.safetensors`; a directory holding a sharded `model.safetensors.index.json`;
-a single `.safetensors` file; a directory of `*.safetensors` files without an index; a local hub cache folder
-(`models--org--name`, or one of its `snapshots/<rev>/`).
+a single `.safetensors` file; a directory of `*.safetensors` files without an index; the same with pickled
+weights (`pytorch_model.bin`, `pytorch_model.bin.index.json`, `*.bin`/`*.pt`; see pickled.py); a local hub cache
+folder (`models--org--name`, or one of its `snapshots/<rev>/`); a hub id `org/name[@rev]` (see hub.py). FP8
+weights keep their block scales beside them (see fp8.py).
 
 Every read opens the file, copies one tensor out of the memory map and closes it again. Keeping the map open
 would let the file's touched pages count towards this process's RSS until the end, so a whole model would look
@@ -23,30 +25,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from rldelta.checkpoint.dtypes import ST_DTYPES
-from rldelta.errors import RldeltaError
+from rldelta.checkpoint.fp8 import block_size, scale_names
+from rldelta.checkpoint.hub import resolve_checkpoint
+from rldelta.checkpoint.info import CheckpointError, TensorInfo
+from rldelta.checkpoint.pickled import PICKLE_INDEX, infos_of_pickle, read_pickled, weight_files
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 
 # Output embeddings that a `tie_word_embeddings` config shares with the input embeddings.
 _TIED_PAIRS = (("lm_head.weight", "model.embed_tokens.weight"),)
-
-
-class CheckpointError(RldeltaError):
-    """A checkpoint that cannot be read, with a one-line reason that names the file or tensor."""
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    file: Path
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-    offset: int  # byte offset of the data inside the file, used to read files front to back
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
 
 
 def _read_header(file: Path) -> dict:
@@ -132,6 +120,9 @@ class Checkpoint:
     config: dict = field(default_factory=dict)
     # name -> the name it is tied to (the alias is not a tensor of its own; reading it reads the target)
     aliases: dict[str, str] = field(default_factory=dict)
+    # FP8 weight name -> its block scale (not a tensor of its own either), and the block size of the scales
+    scales: dict[str, TensorInfo] = field(default_factory=dict)
+    block: tuple[int, int] = (128, 128)
 
     def names(self) -> list[str]:
         """Tensor names in on-disk order (file, then offset), so a full pass reads each file front to back."""
@@ -151,12 +142,12 @@ class Checkpoint:
 
     def get(self, name: str) -> torch.Tensor:
         """Read one tensor (a fresh copy; the file is not kept mapped)."""
-        info = self.info(name)
-        try:
-            with safe_open(str(info.file), framework="pt") as f:
-                return f.get_tensor(name)
-        except SafetensorError as e:
-            raise CheckpointError(f"{info.file}: cannot read tensor {name!r} ({e})") from None
+        return _read(self.info(name))
+
+    def scale(self, name: str) -> torch.Tensor | None:
+        """The block scale of FP8 weight `name` (one factor per `block`), or None for a weight stored without."""
+        info = self.scales.get(name)
+        return None if info is None else _read(info)
 
     def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name in self.names():
@@ -167,9 +158,21 @@ class Checkpoint:
         return sum(i.numel for i in self.infos.values())
 
 
+def _read(info: TensorInfo) -> torch.Tensor:
+    if info.file.suffix != ".safetensors":
+        return read_pickled(info.file, info.name)
+    try:
+        with safe_open(str(info.file), framework="pt") as f:
+            return f.get_tensor(info.name)
+    except SafetensorError as e:
+        raise CheckpointError(f"{info.file}: cannot read tensor {info.name!r} ({e})") from None
+
+
 def _files_of_dir(path: Path) -> tuple[list[Path], dict[str, Path] | None]:
     """The safetensors files of a checkpoint directory, and for a sharded one the index's name -> file map."""
     index = path / INDEX_FILE
+    if not index.is_file() and not (path / SINGLE_FILE).is_file() and not any(path.glob("*.safetensors")):
+        index = path / PICKLE_INDEX  # safetensors win where a repo ships both
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
@@ -185,28 +188,22 @@ def _files_of_dir(path: Path) -> tuple[list[Path], dict[str, Path] | None]:
         return files, by_name
     if (path / SINGLE_FILE).is_file():
         return [path / SINGLE_FILE], None
-    files = sorted(path.glob("*.safetensors"))
+    files = sorted(path.glob("*.safetensors")) or weight_files(path)
     if files:
         return files, None
-    if any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth")):
-        raise CheckpointError(
-            f"{path}: holds pickled PyTorch weights (.bin/.pt), not safetensors; rldelta reads safetensors only, "
-            f"lazily. Convert once, keeping the stored dtype: "
-            f"AutoModelForCausalLM.from_pretrained(DIR, dtype='auto').save_pretrained(OUT)"
-        )
     if any(path.glob("*.gguf")):
         raise CheckpointError(
             f"{path}: holds a GGUF file, not safetensors; convert it once with "
             f"`rldelta models prepare FILE.gguf -o DIR` and pass DIR"
         )
-    raise CheckpointError(f"{path}: not a checkpoint (no {SINGLE_FILE}, no {INDEX_FILE}, no *.safetensors file)")
+    raise CheckpointError(
+        f"{path}: not a checkpoint (no {SINGLE_FILE}, no {INDEX_FILE}, no *.safetensors, no pickled *.bin/*.pt)"
+    )
 
 
 def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Open a checkpoint for lazy reading. Raises CheckpointError with a one-line reason on bad input."""
-    given = Path(path)
-    if not given.exists():
-        raise CheckpointError(f"{given}: no such file or directory")
+    given = resolve_checkpoint(path)
     root = given
     if root.is_dir() and (root / "snapshots").is_dir():
         root = _resolve_hub_cache(root)
@@ -218,8 +215,10 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 f"{root}: a GGUF file (quantized, llama.cpp names); convert it once with "
                 f"`rldelta models prepare {root} -o DIR` and pass DIR"
             )
-        if root.suffix != ".safetensors":
-            raise CheckpointError(f"{root}: not a checkpoint (expected a .safetensors file or a directory)")
+        if root.suffix not in (".safetensors", ".bin", ".pt", ".pth"):
+            raise CheckpointError(
+                f"{root}: not a checkpoint (expected a .safetensors or .bin/.pt file, or a directory)"
+            )
         files, by_name = [root], None
         cfg_file = root.parent / "config.json"
     else:
@@ -234,7 +233,7 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
     infos: dict[str, TensorInfo] = {}
     for file in files:
         wanted = None if by_name is None else {n for n, f in by_name.items() if f == file}
-        found = _infos_of_file(file, wanted)
+        found = _infos_of_file(file, wanted) if file.suffix == ".safetensors" else infos_of_pickle(file, wanted)
         if wanted is not None and (lost := wanted - found.keys()):
             raise CheckpointError(f"{file}: index lists tensor {sorted(lost)[0]!r} but the shard does not hold it")
         for name, info in found.items():
@@ -242,13 +241,19 @@ def open_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 raise CheckpointError(f"{file}: tensor {name!r} also appears in {infos[name].file}")
             infos[name] = info
 
+    block = block_size(config)
+    scales, problem = scale_names(infos, block)
+    if problem:
+        raise CheckpointError(problem)
+    scale_infos = {weight: infos.pop(scale) for weight, scale in scales.items()}
+
     aliases: dict[str, str] = {}
     if _config_ties_embeddings(config):
         for alias, target in _TIED_PAIRS:
             if target in infos:
                 aliases[alias] = target
                 infos.pop(alias, None)  # a stored copy of a tied tensor is the same parameter: count it once
-    return Checkpoint(path=given, infos=infos, config=config, aliases=aliases)
+    return Checkpoint(path=given, infos=infos, config=config, aliases=aliases, scales=scale_infos, block=block)
 
 
 def _config_ties_embeddings(config: dict) -> bool:

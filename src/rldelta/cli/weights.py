@@ -15,7 +15,10 @@ from rldelta.errors import RldeltaError
 
 @app.command()
 def diff(
-    base: Path = typer.Argument(..., help="Base checkpoint: dir, .safetensors file, sharded dir or hub cache folder."),
+    base: Path = typer.Argument(
+        ...,
+        help="Base checkpoint: dir, .safetensors or .bin file, sharded dir, hub cache folder, or hub id org/name[@rev].",
+    ),
     tuned: Path = typer.Argument(..., help="Fine-tuned checkpoint, in any of the same layouts."),
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
     atol: float = typer.Option(1e-5, help="Tolerance for changed_atol: |tuned - base| > atol, in fp32."),

@@ -35,6 +35,9 @@ def diff_table(summary: dict) -> Table:
     for key in ("missing_in_tuned", "extra_in_tuned", "shape_mismatch", "dtype_mismatch"):
         if summary.get(key):
             notes.append(f"{len(summary[key])} {key.replace('_', ' ')} (skipped; see summary.json)")
+    if summary.get("resized"):
+        added = show("added", summary["totals"].get("added", 0))
+        notes.append(f"{len(summary['resized'])} resized vocabulary (shared rows compared; {added} added entries)")
     if notes:
         t.caption = "; ".join(notes)
     return t
@@ -145,4 +148,34 @@ def steps_table(steps: pd.DataFrame, summary: dict) -> Table:
             f"final set {COUNT.show(summary['final_set'])} entries; {summary['saturation_share']:.0%} of it reached at "
             f"step {summary['saturation_step']} (saturation); recorder memory {summary['memory_bytes'] / 2**20:.1f} MiB"
         )
+    return t
+
+
+def reproduce_table(result: dict) -> Table:
+    """One row per published pair: published and measured sparsity and rank, and the verdict."""
+    t = Table(title=f"rldelta reproduce  ({result['title']}; sparsity: |Δ| ≤ 1e-5, as published)")
+    heads = ("pair", "sparsity pub.", "measured", "bitwise", "rank pub.", "measured", "low-|w| decile", "AUC −|w|")
+    for col in (*heads, "verdict"):
+        t.add_column(col, justify="left" if col in ("pair", "verdict") else "right")
+    for r in result["pairs"]:
+        cols = ("published_sparsity", "sparsity_atol", "sparsity_bitwise", "published_rank", "mean_rank_frac")
+        cols += ("lowest_decile_share", "auc")
+        # a published figure the catalog does not have is NaN in the tables; shown as missing, like a None
+        t.add_row(r["name"], *(show(c, None if r[c] != r[c] else r[c]) for c in cols), r["verdict"])
+    return t
+
+
+def fetch_plan_table(rows: list[dict]) -> Table:
+    """`rldelta reproduce --dry-run`: per pair and side, what would be fetched and its size, or why not."""
+    from rldelta.checkpoint import human_size
+
+    t = Table(title="rldelta reproduce --dry-run")
+    for col in ("pair", "side", "checkpoint", "status", "files", "size", "reason"):
+        t.add_column(col)
+    for r in rows:
+        fetch = r["status"] == "fetch"
+        size = human_size(r["bytes"]) if fetch else ""
+        t.add_row(r["pair"], r["side"], r["spec"], r["status"], str(r["files"]) if fetch else "", size, r["reason"])
+    total = sum(r["bytes"] for r in rows if r["status"] == "fetch")
+    t.caption = f"to fetch in all: {human_size(total)}"
     return t

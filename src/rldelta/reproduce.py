@@ -1,0 +1,347 @@
+"""`rldelta reproduce`: diff every published pair of a catalog and put the published figures beside the measured.
+
+A catalog (TOML, one shipped in `rldelta/catalogs/`, see its header for the format) lists pairs of checkpoints
+with the sparsity and rank published for them. Each pair that is local, cached or downloadable is diffed
+(`run_diff`), and where its base is bf16 the rounding null is measured on the changed set (`run_explain`: the
+share of changed entries in the lowest |w| decile and the AUC of −|w|). A pair that cannot be had gets the verdict
+"not available" with the reason, and no number.
+
+Output, in OUT: reproduce.parquet/.csv (one row per pair), by_module.parquet/.csv (per pair and module kind),
+reproduce.json (the catalog and the rows), and pairs/<name>/ (each pair's diff and explain folders).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import shutil
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import torch
+
+from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.checkpoint import FetchPlan, open_checkpoint, plan, resolve_checkpoint
+from rldelta.columns import unit_schema
+from rldelta.diff import run_diff
+from rldelta.diff_files import TENSORS_FILE
+from rldelta.errors import RldeltaError
+from rldelta.explain import run_explain
+from rldelta.masks import MASK_FILE
+
+CATALOG_DIR = Path(__file__).with_name("catalogs")
+DEFAULT_CATALOG = CATALOG_DIR / "arxiv-2505.11711.toml"
+REPRODUCE_TABLE = "reproduce.parquet"
+REPRODUCE_CSV = "reproduce.csv"
+BY_MODULE_TABLE = "by_module.parquet"
+BY_MODULE_CSV = "by_module.csv"
+REPRODUCE_JSON = "reproduce.json"
+PAIRS_DIR = "pairs"
+NOT_AVAILABLE = "not available"
+_NAME = re.compile(r"^[\w.-]+$")
+
+REPRODUCE_SCHEMA = unit_schema(
+    [
+        ("name", pa.string()),
+        ("algorithm", pa.string()),
+        ("base", pa.string()),
+        ("tuned", pa.string()),
+        ("status", pa.string()),
+        ("dtype_base", pa.string()),
+        ("dtype_tuned", pa.string()),
+        ("numel", pa.int64()),
+        ("changed", pa.int64()),
+        ("changed_atol", pa.int64()),
+        ("added", pa.int64()),
+        ("published_sparsity", pa.float64()),
+        ("sparsity_bitwise", pa.float64()),
+        ("sparsity_atol", pa.float64()),
+        ("sparsity_verdict", pa.string()),
+        ("published_rank", pa.float64()),
+        ("mean_rank_frac", pa.float64()),
+        ("rank_verdict", pa.string()),
+        ("lowest_decile_share", pa.float64()),
+        ("auc", pa.float64()),
+        ("verdict", pa.string()),
+        ("published_in", pa.string()),
+    ]
+)
+BY_MODULE_SCHEMA = unit_schema(
+    [
+        ("pair", pa.string()),
+        ("module", pa.string()),
+        ("tensors", pa.int64()),
+        ("numel", pa.int64()),
+        ("changed_frac", pa.float64()),
+        ("changed_atol_frac", pa.float64()),
+        ("mean_rank_frac", pa.float64()),
+    ]
+)
+
+
+class ReproduceError(RldeltaError):
+    """A catalog that cannot be read, or options that do not fit it; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class PublishedPair:
+    name: str
+    base: str
+    tuned: str
+    algorithm: str
+    sparsity: float  # published update sparsity as a fraction; NaN where the catalog has no figure
+    rank: float  # published mean rank fraction; NaN where the catalog has no figure
+    published_in: str
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path
+    title: str
+    source: str
+    match_points: float
+    pairs: list[PublishedPair]
+    rank_range_pct: list[float] = field(default_factory=list)
+
+
+def _pct(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReproduceError(f"{where} must be a number (nan for none), not {value!r}")
+    if not (math.isnan(value) or 0 <= value <= 100):
+        raise ReproduceError(f"{where} must be a percentage in [0, 100] or nan, not {value}")
+    return float(value) / 100
+
+
+def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
+    """Read and check a catalog (the shipped one by default); every problem is one line naming file and key."""
+    path = Path(path) if path is not None else DEFAULT_CATALOG
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ReproduceError(f"{path}: cannot read the catalog ({e.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ReproduceError(f"{path}: not valid TOML ({e})") from None
+    pairs, seen = [], set()
+    raw_pairs = data.get("pair")
+    if not isinstance(raw_pairs, list) or not raw_pairs:
+        raise ReproduceError(f"{path}: no [[pair]] entries")
+    for i, p in enumerate(raw_pairs):
+        where = f"{path}: pair {i + 1}"
+        missing = [k for k in ("name", "base", "tuned") if not isinstance(p.get(k), str) or not p.get(k)]
+        if missing:
+            raise ReproduceError(f"{where}: missing key {missing[0]!r} (a non-empty string)")
+        name = p["name"]
+        if not _NAME.match(name) or name in seen:
+            raise ReproduceError(f"{where}: name {name!r} must be unique and only letters, digits, '.', '_', '-'")
+        seen.add(name)
+        unknown = set(p) - {"name", "base", "tuned", "algorithm", "sparsity_pct", "rank_pct", "published_in"}
+        if unknown:
+            raise ReproduceError(f"{where} ({name}): unknown key {sorted(unknown)[0]!r}")
+        pairs.append(
+            PublishedPair(
+                name=name,
+                base=p["base"],
+                tuned=p["tuned"],
+                algorithm=str(p.get("algorithm", "")),
+                sparsity=_pct(p.get("sparsity_pct", math.nan), f"{where} ({name}): sparsity_pct"),
+                rank=_pct(p.get("rank_pct", math.nan), f"{where} ({name}): rank_pct"),
+                published_in=str(p.get("published_in", data.get("source", ""))),
+            )
+        )
+    points = data.get("match_points", 1.0)
+    if isinstance(points, bool) or not isinstance(points, int | float) or not points >= 0:
+        raise ReproduceError(f"{path}: match_points must be a number >= 0, not {points!r}")
+    return Catalog(
+        path=path,
+        title=str(data.get("title", path.stem)),
+        source=str(data.get("source", "")),
+        match_points=float(points),
+        pairs=pairs,
+        rank_range_pct=list(data.get("rank_range_pct", [])),
+    )
+
+
+def figure_verdict(published: float, measured: float | None, points: float) -> str:
+    """matches / differs by X points / no published figure / not available, for one figure (fractions in)."""
+    if measured is None or (isinstance(measured, float) and math.isnan(measured)):
+        return NOT_AVAILABLE
+    if math.isnan(published):
+        return "no published figure"
+    diff = 100 * (measured - published)
+    return "matches" if abs(diff) <= points else f"differs by {diff:+.1f} points"
+
+
+def _select(catalog: Catalog, only: list[str] | None) -> list[PublishedPair]:
+    if not only:
+        return catalog.pairs
+    names = {p.name for p in catalog.pairs}
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ReproduceError(f"--only {unknown[0]}: no such pair in {catalog.path} (pairs: {', '.join(sorted(names))})")
+    return [p for p in catalog.pairs if p.name in only]
+
+
+def dry_run(catalog: Catalog, only: list[str] | None = None) -> list[dict]:
+    """What reproducing would fetch, per pair and side: nothing (local, cached), files and bytes, or why not."""
+    rows = []
+    for pair in _select(catalog, only):
+        for side, spec in (("base", pair.base), ("tuned", pair.tuned)):
+            fp: FetchPlan = plan(spec)
+            rows.append(
+                {
+                    "pair": pair.name,
+                    "side": side,
+                    "spec": spec,
+                    "status": fp.status,
+                    "files": len(fp.files),
+                    "bytes": fp.bytes,
+                    "reason": fp.reason,
+                }
+            )
+    return rows
+
+
+def _row(pair: PublishedPair, points: float, **measured) -> dict:
+    row: dict = dict.fromkeys(REPRODUCE_SCHEMA.names)
+    row.update(
+        name=pair.name,
+        algorithm=pair.algorithm,
+        base=pair.base,
+        tuned=pair.tuned,
+        published_sparsity=pair.sparsity,
+        published_rank=pair.rank,
+        published_in=pair.published_in,
+    )
+    row.update(measured)
+    if row["status"] == "measured":
+        row["sparsity_verdict"] = figure_verdict(pair.sparsity, row["sparsity_atol"], points)
+        row["rank_verdict"] = figure_verdict(pair.rank, row["mean_rank_frac"], points)
+        row["verdict"] = f"sparsity: {row['sparsity_verdict']}; rank: {row['rank_verdict']}"
+    else:
+        row["sparsity_verdict"] = row["rank_verdict"] = NOT_AVAILABLE
+    return row
+
+
+def _measure(pair: PublishedPair, folder: Path, rank: bool, workers: int, progress) -> tuple[dict, list[dict]]:
+    """Diff one pair (and its rounding null where the base is bf16); the table row's measured part, per-module."""
+    base, tuned = resolve_checkpoint(pair.base), resolve_checkpoint(pair.tuned)
+    diff_dir = folder / "diff"
+    # the rounding null needs the changed-mask (as large as the model in bools): only written where it is measured
+    bf16 = all(i.dtype == torch.bfloat16 for i in open_checkpoint(base).infos.values())
+    summary = run_diff(base, tuned, diff_dir, rank=rank, save_mask=bf16, workers=workers, progress=progress)
+    rows = pq.read_table(diff_dir / TENSORS_FILE, columns=["dtype_base", "dtype_tuned", "numel"]).to_pylist()
+    tot = summary["totals"]
+    numel = tot["numel"]
+
+    def dtypes(key: str) -> str:
+        return ",".join(sorted({r[key] for r in rows}))
+
+    measured = {
+        "status": "measured",
+        "dtype_base": dtypes("dtype_base"),
+        "dtype_tuned": dtypes("dtype_tuned"),
+        "numel": numel,
+        "changed": tot["changed"],
+        "changed_atol": tot["changed_atol"],
+        "added": tot.get("added", 0),
+        "sparsity_bitwise": 1 - tot["changed"] / numel if numel else None,
+        "sparsity_atol": 1 - tot["changed_atol"] / numel if numel else None,
+        "mean_rank_frac": tot["mean_rank_frac"],
+    }
+    if bf16 and rows:
+        ex = run_explain(diff_dir, base, folder / "explain", rank_null=False, plot=False)
+        dec = ex["rounding"]["changed_frac_by_decile"]
+        # deciles hold equal counts, so the lowest one's share of the changed entries is its rate over the sum
+        total = sum(d for d in dec if not math.isnan(d))
+        measured["lowest_decile_share"] = dec[0] / total if total > 0 else None
+        auc = ex["rounding"]["auc"]
+        measured["auc"] = None if auc is None or math.isnan(auc) else auc
+        (diff_dir / MASK_FILE).unlink()  # the tables hold what was measured from it
+    modules = [
+        {
+            "pair": pair.name,
+            "module": mod,
+            "tensors": m["tensors"],
+            "numel": m["numel"],
+            "changed_frac": m["changed_frac"],
+            "changed_atol_frac": m["changed_atol_frac"],
+            "mean_rank_frac": m["mean_rank_frac"],
+        }
+        for mod, m in summary["by_module"].items()
+    ]
+    return measured, modules
+
+
+def _csv(rows: list[dict], schema: pa.Schema) -> bytes:
+    """CSV through Arrow: counts stay integers and a missing value stays empty (pandas would write 590.0, nan)."""
+    buf = io.BytesIO()
+    pa_csv.write_csv(pa.Table.from_pylist(rows, schema=schema), buf)
+    return buf.getvalue()
+
+
+def run_reproduce(
+    out: str | os.PathLike,
+    *,
+    catalog: str | os.PathLike | None = None,
+    only: list[str] | None = None,
+    rank: bool = True,
+    workers: int = 1,
+    progress: bool | Callable[[int, int, str], None] = False,
+) -> dict:
+    """Measure every selected pair of the catalog that can be had; write the tables; return reproduce.json's content.
+
+    A pair that is neither local, cached nor downloadable, or whose checkpoints cannot be read, is reported
+    "not available" with the one-line reason; the run goes on with the next pair.
+    """
+    cat = load_catalog(catalog)
+    pairs = _select(cat, only)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table, modules = [], []
+    for pair in pairs:
+        folder = out / PAIRS_DIR / pair.name
+        try:
+            measured, mods = _measure(pair, folder, rank, workers, progress)
+        except RldeltaError as e:  # CheckpointError (not cached, not reachable, unreadable) or a diff that cannot be
+            shutil.rmtree(folder, ignore_errors=True)
+            reason = str(e)
+            table.append(_row(pair, cat.match_points, status=NOT_AVAILABLE, verdict=f"{NOT_AVAILABLE}: {reason}"))
+            continue
+        table.append(_row(pair, cat.match_points, **measured))
+        modules.extend(mods)
+    atomic_write_parquet(table, out / REPRODUCE_TABLE, REPRODUCE_SCHEMA)
+    atomic_write_parquet(modules, out / BY_MODULE_TABLE, BY_MODULE_SCHEMA)
+    atomic_write_bytes(out / REPRODUCE_CSV, _csv(table, REPRODUCE_SCHEMA))
+    atomic_write_bytes(out / BY_MODULE_CSV, _csv(modules, BY_MODULE_SCHEMA))
+    result = {
+        "catalog": str(cat.path),
+        "title": cat.title,
+        "source": cat.source,
+        "match_points": cat.match_points,
+        "rank_range_pct": cat.rank_range_pct,
+        "measured": [r["name"] for r in table if r["status"] == "measured"],
+        "not_available": [r["name"] for r in table if r["status"] != "measured"],
+        "pairs": table,
+        "by_module": modules,
+    }
+    atomic_write_json(out / REPRODUCE_JSON, result)
+    return result
+
+
+__all__ = [
+    "DEFAULT_CATALOG",
+    "Catalog",
+    "PublishedPair",
+    "ReproduceError",
+    "dry_run",
+    "figure_verdict",
+    "load_catalog",
+    "run_reproduce",
+]

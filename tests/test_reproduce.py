@@ -1,0 +1,296 @@
+"""`rldelta reproduce` end to end, offline, on a catalog of fabricated tiny pairs written into a local hub cache.
+
+One bf16 pair, one FP8 pair (block scales), one pickled `.bin` pair, one with a grown vocabulary, one missing.
+Every number of the output is recomputed here with numpy/scipy from the tensors written.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+from scipy.stats import mannwhitneyu
+from typer.testing import CliRunner
+
+from rldelta.checkpoint.hub import parse_hub_id
+from rldelta.cli import app
+from rldelta.reproduce import ReproduceError, figure_verdict, load_catalog, run_reproduce
+from test_readers import fp8_values, hub_cache, np_rank
+
+ATOL = 1e-5
+SHAPES = {
+    "model.embed_tokens.weight": (20, 12),
+    "model.layers.0.self_attn.q_proj.weight": (12, 12),
+    "model.layers.0.mlp.up_proj.weight": (16, 12),
+    "model.norm.weight": (14,),
+}  # 590 entries: ten |w| deciles of 59 each
+
+
+def bf16_model(seed: int) -> dict[str, torch.Tensor]:
+    """Weights with pairwise distinct |w| from 2^-7 to ~5 (so the |w| deciles have no ties) and random signs."""
+    rng = np.random.default_rng(seed)
+    n = sum(math.prod(s) for s in SHAPES.values())
+    bits = (0x3C00 + 2 * rng.permutation(n)).astype(np.uint16) | (rng.integers(0, 2, n, dtype=np.uint16) << 15)
+    out, pos = {}, 0
+    for name, shape in SHAPES.items():
+        k = math.prod(shape)
+        out[name] = torch.from_numpy(bits[pos : pos + k].view(np.int16).reshape(shape).copy()).view(torch.bfloat16)
+        pos += k
+    return out
+
+
+def rl_step(model: dict[str, torch.Tensor], seed: int, size: float = 3e-3) -> dict[str, torch.Tensor]:
+    """A dense update of one size, stored back in the model's dtype: rounding decides which entries change."""
+    g = torch.Generator().manual_seed(seed)
+    return {n: (t.float() + size * torch.randn(t.shape, generator=g)).to(t.dtype) for n, t in model.items()}
+
+
+def f32(t: torch.Tensor) -> np.ndarray:
+    if t.dtype == torch.bfloat16:
+        return (t.contiguous().view(torch.int16).numpy().astype(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return t.numpy().astype(np.float32)
+
+
+def bits(t: torch.Tensor) -> np.ndarray:
+    return t.contiguous().view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]).numpy()
+
+
+def expected(base: dict, tuned: dict, rounding: bool) -> dict:
+    """The reproduce row's measured numbers from numpy (scipy for the AUC), tensors given as float32 + bits."""
+    numel = changed = changed_atol = added = 0
+    ranks, absw, labels = [], [], []
+    for name, b in base.items():
+        t = tuned[name]
+        if t.shape != b.shape:
+            added += (t.shape[0] - b.shape[0]) * t.shape[1]
+            t = t[: b.shape[0]]
+        ch = bits(b) != bits(t)
+        delta = f32(t) - f32(b)
+        numel += b.numel()
+        changed += int(ch.sum())
+        changed_atol += int((np.abs(delta) > ATOL).sum())
+        if b.ndim == 2:
+            ranks.append(np_rank(delta) / min(b.shape))
+        absw.append(np.abs(f32(b)).reshape(-1))
+        labels.append(ch.reshape(-1))
+    out = {
+        "numel": numel,
+        "changed": changed,
+        "changed_atol": changed_atol,
+        "added": added,
+        "sparsity_bitwise": 1 - changed / numel,
+        "sparsity_atol": 1 - changed_atol / numel,
+        "mean_rank_frac": float(np.mean(ranks)),
+        "lowest_decile_share": None,
+        "auc": None,
+    }
+    if rounding:
+        w, y = np.concatenate(absw), np.concatenate(labels)
+        assert len(np.unique(w)) == w.size and w.size % 10 == 0  # deciles without ties: the count is exact
+        lowest = np.argsort(w)[: w.size // 10]
+        out["lowest_decile_share"] = y[lowest].sum() / y.sum()
+        out["auc"] = mannwhitneyu(-w[y], -w[~y]).statistic / (y.sum() * (~y).sum())
+    return out
+
+
+@pytest.fixture
+def fabricated(tmp_path, monkeypatch):
+    """The hub cache, the catalog file and the numpy expectations of each pair."""
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    want = {}
+
+    # bf16, as published models are
+    base = bf16_model(0)
+    tuned = rl_step(base, 1)
+    hub_cache(hub, "fab/bf16-sft", base)
+    hub_cache(hub, "fab/bf16-rl", tuned)
+    want["bf16"] = expected(base, tuned, rounding=True)
+
+    # FP8 with 128×128 block scales on both sides (DeepSeek-V3's layout): bits and one scale changed
+    rng = np.random.default_rng(2)
+    wb = rng.integers(0, 256, size=(200, 140), dtype=np.uint8)
+    wb[(wb & 0x7E) == 0x7E] = 0x38  # no NaN (0x7F/0xFF), nor after a flip of bit 0
+    wt = wb.copy()
+    wt[rng.random(wb.shape) < 0.1] ^= 0x01
+    sb = rng.uniform(0.5, 2, size=(2, 2)).astype(np.float32)
+    st = sb.copy()
+    st[1, 1] *= 2
+    for repo, w, s in (("fab/fp8-base", wb, sb), ("fab/fp8-rl", wt, st)):
+        snap = hub_cache(hub, repo, {"placeholder": torch.zeros(1)})
+        (snap / "model.safetensors").unlink()
+        fp8 = torch.from_numpy(w).view(torch.float8_e4m3fn)
+        save_file(
+            {
+                "model.layers.0.mlp.up_proj.weight": fp8,
+                "model.layers.0.mlp.up_proj.weight_scale_inv": torch.from_numpy(s),
+            },
+            str(snap / "model.safetensors"),
+        )
+    big = lambda s: np.kron(s, np.ones((128, 128), np.float32))[:200, :140]  # noqa: E731
+    ch = (wb != wt) | (big(sb) != big(st))
+    delta = fp8_values(wt) * big(st) - fp8_values(wb) * big(sb)
+    want["fp8"] = {
+        "numel": wb.size,
+        "changed": int(ch.sum()),
+        "changed_atol": int((np.abs(delta) > ATOL).sum()),
+        "added": 0,
+        "sparsity_bitwise": 1 - ch.sum() / wb.size,
+        "sparsity_atol": 1 - (np.abs(delta) > ATOL).sum() / wb.size,
+        "mean_rank_frac": np_rank(delta) / 140,
+        "lowest_decile_share": None,
+        "auc": None,
+    }
+
+    # pickled .bin, fp32 (so no rounding null: that is measured where the base is bf16)
+    fbase = {n: torch.randn(t.shape, generator=torch.Generator().manual_seed(3)) for n, t in bf16_model(3).items()}
+    ftuned = {n: t.clone() for n, t in fbase.items()}
+    ftuned["model.layers.0.self_attn.q_proj.weight"][:4] += 1e-3  # a rank-1 update of four rows
+    ftuned["model.norm.weight"][0] += 1e-7  # below the 1e-5 tolerance: changed bitwise, not under atol
+    for repo, tensors in (("fab/bin-sft", fbase), ("fab/bin-rl", ftuned)):
+        snap = hub_cache(hub, repo, {"placeholder": torch.zeros(1)})
+        (snap / "model.safetensors").unlink()
+        torch.save(tensors, snap / "pytorch_model.bin")
+    want["bin"] = expected(fbase, ftuned, rounding=False)
+
+    # a grown vocabulary (Tulu-3's 128,256 -> 128,264, in small): 3 rows added to the embedding
+    vbase = bf16_model(4)
+    vtuned = rl_step(vbase, 5)
+    extra = torch.randn(3, 12, generator=torch.Generator().manual_seed(6)).to(torch.bfloat16)
+    vtuned["model.embed_tokens.weight"] = torch.cat([vtuned["model.embed_tokens.weight"], extra])
+    hub_cache(hub, "fab/vocab-sft", vbase)
+    hub_cache(hub, "fab/vocab-rl", vtuned)
+    want["vocab"] = expected(vbase, vtuned, rounding=True)
+
+    published = {
+        "bf16": (round(100 * want["bf16"]["sparsity_atol"], 6), 100 * want["bf16"]["mean_rank_frac"] - 5),
+        "bin": (100 * want["bin"]["sparsity_atol"] - 3, "nan"),
+    }
+    pairs = {"bf16": "bf16-sft bf16-rl", "fp8": "fp8-base fp8-rl", "bin": "bin-sft bin-rl"}
+    pairs |= {"vocab": "vocab-sft vocab-rl", "gone": "gone-sft gone-rl"}
+    lines = ['title = "fabricated"', 'source = "this test"', "match_points = 1.0", ""]
+    for name, ids in pairs.items():
+        b, t = ids.split()
+        sp, rk = published.get(name, ("nan", "nan"))
+        lines += [
+            "[[pair]]",
+            f'name = "{name}"',
+            f'base = "fab/{b}"',
+            f'tuned = "fab/{t}"',
+            'algorithm = "GRPO"',
+            f"sparsity_pct = {sp}",
+            f"rank_pct = {rk}",
+            'published_in = "nowhere, Table 1"',
+            "",
+        ]
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text("\n".join(lines))
+    return catalog, want
+
+
+def test_reproduce_fabricated_catalog_end_to_end(fabricated, tmp_path):
+    catalog, want = fabricated
+    result = run_reproduce(tmp_path / "out", catalog=catalog)
+    table = pd.read_parquet(tmp_path / "out" / "reproduce.parquet").set_index("name")
+    assert list(table.index) == ["bf16", "fp8", "bin", "vocab", "gone"]
+    for name, exp in want.items():
+        row = table.loc[name]
+        assert row["status"] == "measured", name
+        for key, value in exp.items():
+            if value is None:
+                assert row[key] is None or np.isnan(row[key]), (name, key)
+            elif isinstance(value, (int, np.integer)):
+                assert row[key] == value, (name, key)
+            else:
+                assert row[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, key)
+    assert table.loc["fp8", "dtype_base"] == "F8_E4M3" and table.loc["vocab", "added"] == 36
+
+    # the verdicts: published figures set in the catalog relative to what numpy measured
+    assert table.loc["bf16", "sparsity_verdict"] == "matches"
+    assert table.loc["bf16", "rank_verdict"] == "differs by +5.0 points"
+    assert table.loc["bin", "sparsity_verdict"] == "differs by +3.0 points"  # published 3 points below
+    assert table.loc["bin", "rank_verdict"] == table.loc["fp8", "sparsity_verdict"] == "no published figure"
+    gone = table.loc["gone"]
+    assert gone["status"] == "not available" and gone["verdict"].startswith("not available: fab/gone-sft")
+    assert all(gone[c] is None or np.isnan(gone[c]) for c in ("numel", "sparsity_atol", "mean_rank_frac", "auc"))
+    assert result["measured"] == ["bf16", "fp8", "bin", "vocab"] and result["not_available"] == ["gone"]
+
+    # per module: the bf16 pair's q_proj row against numpy
+    mods = pd.read_parquet(tmp_path / "out" / "by_module.parquet")
+    q = mods[(mods["pair"] == "bf16") & (mods["module"] == "self_attn.q_proj")].iloc[0]
+    b, t = bf16_model(0), rl_step(bf16_model(0), 1)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert q["changed_frac"] == pytest.approx((bits(b[name]) != bits(t[name])).mean())
+    csv = pd.read_csv(tmp_path / "out" / "reproduce.csv").set_index("name")
+    assert csv.loc["bin", "changed"] == want["bin"]["changed"]
+    first = (tmp_path / "out" / "reproduce.csv").read_text().splitlines()[1].split(",")
+    assert first[7] == str(want["bf16"]["numel"])  # a count written as an integer, not 590.0
+    assert json.loads((tmp_path / "out" / "reproduce.json").read_text())["pairs"][4]["numel"] is None
+
+
+def test_reproduce_cli_page_and_dry_run(fabricated, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: rich wraps table cells at 80 columns otherwise
+    catalog, want = fabricated
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        app, ["reproduce", "--catalog", str(catalog), "--only", "bf16", "--only", "gone", "-o", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    assert "matches" in r.output and "not available" in r.output
+    page = (out / "reproduce.html").read_text()
+    assert "Measured here: bf16." in page and "Not available" in page and "gone" in page
+    table = pd.read_parquet(out / "reproduce.parquet")
+    # every number on the page is a cell tagged with its table, row and column: check each against the table
+    cells = re.findall(
+        r'data-table="reproduce" data-row="(\d+)" data-col="(\w+)" data-fmt="\w+" data-value="([^"]*)"', page
+    )
+    assert len(cells) > 10
+    for row, col, value in cells:
+        got = table.iloc[int(row)][col]
+        value = html.unescape(value)
+        if value == "None":
+            assert got is None or (isinstance(got, float) and np.isnan(got)), col
+        else:
+            assert float(value) == pytest.approx(float(got)), col
+    assert float(table.set_index("name").loc["bf16", "auc"]) == pytest.approx(want["bf16"]["auc"])
+
+    r = CliRunner().invoke(app, ["reproduce", "--catalog", str(catalog), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "cached" in r.output and "not available" in r.output and "fab/gone-sft" in r.output
+
+    r = CliRunner().invoke(app, ["reproduce", "--catalog", str(catalog), "--only", "nope", "-o", str(out)])
+    assert r.exit_code == 2 and "--only nope: no such pair" in r.output
+
+
+def test_shipped_catalog_offline_says_not_available(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cat = load_catalog()
+    assert len(cat.pairs) == 9
+    assert all(parse_hub_id(p.base) and parse_hub_id(p.tuned) for p in cat.pairs)
+    result = run_reproduce(tmp_path / "out", catalog=None, rank=False)
+    assert result["measured"] == [] and len(result["not_available"]) == 9
+    assert all(r["verdict"].startswith("not available: ") for r in result["pairs"])
+
+
+def test_catalog_errors_are_one_line(tmp_path):
+    bad = tmp_path / "c.toml"
+    bad.write_text('[[pair]]\nname = "x"\nbase = "a/b"\n')
+    with pytest.raises(ReproduceError, match="c.toml: pair 1: missing key 'tuned'"):
+        load_catalog(bad)
+    bad.write_text('[[pair]]\nname = "x"\nbase = "a/b"\ntuned = "a/c"\nsparsity_pct = 180\n')
+    with pytest.raises(ReproduceError, match=r"\(x\): sparsity_pct must be a percentage"):
+        load_catalog(bad)
+    assert figure_verdict(0.8, 0.805, 1.0) == "matches"
+    assert figure_verdict(0.8, 0.7, 1.0) == "differs by -10.0 points"
+    assert figure_verdict(float("nan"), 0.7, 1.0) == "no published figure"
+    assert figure_verdict(0.8, None, 1.0) == "not available"
