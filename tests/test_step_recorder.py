@@ -129,15 +129,12 @@ def test_a_recorder_that_skips_a_step_fails_the_check(tmp_path):
         _check(tmp_path, history)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("steps")
-    base = build_tiny(root / "tiny", seed=0)
-    cfg = TrainConfig(
+def _config(base: Path, out: Path, steps: int = 4, **kw) -> TrainConfig:
+    return TrainConfig(
         model=str(base),
-        output=str(root / "run"),
+        output=str(out),
         task="digits",
-        steps=4,
+        steps=steps,
         save_steps="every:2",
         prompts_per_step=2,
         num_generations=2,
@@ -145,8 +142,26 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         lr=1e-5,  # small, as in real RL: most updates vanish on rounding to bf16, so the sets are sparse
         train_size=16,
         progress=False,
+        **kw,
     )
-    return base, train(cfg)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("steps")
+    base = build_tiny(root / "tiny", seed=0)
+    return base, train(_config(base, root / "run"))
+
+
+def test_a_resumed_run_records_what_an_uninterrupted_one_does(trained, tmp_path):
+    base, run = trained
+    part = train(_config(base, tmp_path / "r", steps=2))
+    train(_config(base, part, steps=4, resume=True))
+    a, b = pd.read_parquet(run / STEPS_FILE), pd.read_parquet(part / STEPS_FILE)
+    cols = ["step", "module", "changed_step", "changed_base", "overlap_prev_step", "overlap_union", "new_in_union"]
+    pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
+    fa, fb = (load_file(r / STEPS_DIR / FIRST_CHANGED_FILE) for r in (run, part))
+    assert all(torch.equal(fa[n], fb[n]) for n in fa)
 
 
 def test_recorded_set_equals_the_diff_mask_at_every_saved_step(trained, tmp_path):

@@ -37,17 +37,17 @@ def step_counts(
     previous: np.ndarray,
     base: np.ndarray,
     previous_step_set: np.ndarray,
-    first_changed: np.ndarray,
+    union: np.ndarray,
 ) -> tuple[StepCounts, np.ndarray, np.ndarray]:
-    """The counts of one tensor at one step, the step's change set D_t, and S_t (changed against the base).
+    """The counts of one tensor at one step, the step's change set D_t, and the entries new to the union.
 
     `current`, `previous`, `base`: int16 views of the bf16 values, flat; `previous_step_set`: D_t-1 as bool;
-    `first_changed`: the step at which each entry first differed from the base, 0 for never (U_t-1 = > 0).
+    `union`: U_t-1, every entry that differed from the base at some earlier step, as bool.
     """
     d = np.not_equal(current, previous)
     s = np.not_equal(current, base)
-    union = first_changed > 0
-    new = int(np.count_nonzero(s & ~union))
+    fresh = s & ~union
+    new = int(np.count_nonzero(fresh))
     c = StepCounts(
         numel=int(current.size),
         changed_step=int(np.count_nonzero(d)),
@@ -57,7 +57,7 @@ def step_counts(
         new_in_union=new,
         union=int(np.count_nonzero(union)) + new,
     )
-    return c, d, s
+    return c, d, fresh
 
 
 def patch_bytes(changed: int, numel: int) -> dict[str, int]:

@@ -11,14 +11,16 @@ that differs from the base at step N, the same mask `rldelta diff BASE step-N --
 
 The bf16 copy is what a run publishes or syncs to its inference engine: fp32 master weights rounded to bf16
 (round to nearest even, as `model.to(torch.bfloat16)`), or the bf16 weights themselves. Memory: one bf16 snapshot
-(2 bytes per parameter), the first-change step (2 bytes; 4 past 32,767 steps) and one bit per parameter for the
-previous step's set. The base is kept on disk (RUN/steps/base.safetensors) and read one tensor at a time.
+(2 bytes per parameter) and two bits per parameter (the previous step's set, the union so far). The base is kept
+on disk (RUN/steps/base.safetensors) and read one tensor at a time; the entries new to the union are appended to a
+log on disk (RUN/steps/union.log: step, tensor, indices), from which the first-change file is built at the end.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from rldelta.atomic import atomic_write_json
+from rldelta.checkpoint import SafetensorsStreamWriter
 from rldelta.columns import unit_schema
 from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, save_mask
@@ -44,6 +47,8 @@ STEPS_DIR = "steps"
 BASE_FILE = "base.safetensors"
 FIRST_CHANGED_FILE = "first_changed.safetensors"
 SUMMARY_FILE = "summary.json"
+UNION_LOG = "union.log"
+_RECORD = struct.Struct("<qqq")  # step, tensor index, number of entries; then that many int64 flat indices
 SATURATION_SHARE = 0.9  # the set "saturates" at the first step holding this share of the final set
 TOTAL = "total"
 
@@ -99,7 +104,8 @@ class StepRecorder(TrainerCallback):
         self._params: dict[str, torch.nn.Parameter] = {}
         self._prev: dict[str, torch.Tensor] = {}
         self._prev_set: dict[str, np.ndarray] = {}  # packed bits
-        self._first: dict[str, torch.Tensor] = {}
+        self._union: dict[str, np.ndarray] = {}  # packed bits
+        self._log = None
         self._modules: dict[str, str] = {}
         self._steps: list[int] = []
         self.last_step = 0
@@ -116,27 +122,29 @@ class StepRecorder(TrainerCallback):
         if state.global_step == 0 or not base.is_file():
             # a fresh run: the weights now are the base (a resumed run keeps the base it started from)
             save_file({n: p.detach().to(torch.bfloat16).contiguous() for n, p in self._params.items()}, base)
-        index_dtype = torch.int16 if (state.max_steps or 0) <= torch.iinfo(torch.int16).max else torch.int32
         for n, p in self._params.items():
             self._prev[n] = p.detach().to(torch.bfloat16, copy=True)
             self._prev_set[n] = np.zeros((p.numel() + 7) // 8, dtype=np.uint8)
-            self._first[n] = torch.zeros(p.numel(), dtype=index_dtype)
+            self._union[n] = np.zeros((p.numel() + 7) // 8, dtype=np.uint8)
             self._modules[n] = parse_name(n)[1]
-        self._restore(state.global_step)
+        log_end = self._restore(state.global_step)
+        self._log = open(self.dir / UNION_LOG, "r+b" if log_end else "wb")
+        self._log.truncate(log_end)  # the steps after the resumed checkpoint are redone: their records go
+        self._log.seek(log_end)
         self._open(state.global_step)
         self.last_step = state.global_step
 
-    def _restore(self, step: int) -> None:
-        """After a resume: the first-change steps and the previous step's set as saved with the resumed checkpoint."""
-        if step == 0:
-            return
+    def _restore(self, step: int) -> int:
+        """After a resume: the union and the previous step's set as saved with the resumed checkpoint; returns the
+        length of the union log at that checkpoint (0 for a fresh run)."""
         f = self.dir / f"state-{step}.safetensors"
-        if not f.is_file():
-            return  # no record of the steps before: the rows from here on still hold; the union starts here
+        if step == 0 or not f.is_file():
+            return 0  # no record of the steps before: the rows from here on still hold; the union starts here
         with safe_open(f, "pt") as st:
             for n in self._params:
-                self._first[n] = st.get_tensor(f"first/{n}")
+                self._union[n] = st.get_tensor(f"union/{n}").numpy()
                 self._prev_set[n] = st.get_tensor(f"prev_set/{n}").numpy()
+            return int(st.metadata()["union_log_bytes"])
 
     def _open(self, step: int) -> None:
         path = self.run_dir / STEPS_FILE
@@ -170,12 +178,14 @@ class StepRecorder(TrainerCallback):
         per_module: dict[str, StepCounts] = {}
         total = StepCounts()
         with safe_open(self.dir / BASE_FILE, "pt") as base:
-            for n, p in self._params.items():
+            for i, (n, p) in enumerate(self._params.items()):
                 cur = p.detach().to(torch.bfloat16)
                 prev_bits = np.unpackbits(self._prev_set[n], count=p.numel()).view(bool)
-                first = self._first[n].numpy()
-                c, d, s = step_counts(_bits(cur), _bits(self._prev[n]), _bits(base.get_tensor(n)), prev_bits, first)
-                first[(first == 0) & s] = step
+                union = np.unpackbits(self._union[n], count=p.numel()).view(bool)
+                c, d, fresh = step_counts(_bits(cur), _bits(self._prev[n]), _bits(base.get_tensor(n)), prev_bits, union)
+                if c.new_in_union:
+                    self._append_log(step, i, np.flatnonzero(fresh))
+                    self._union[n] = np.packbits(union | fresh)
                 self._prev[n].copy_(cur)
                 self._prev_set[n] = np.packbits(d)
                 per_module.setdefault(self._modules[n], StepCounts()).__iadd__(c)
@@ -222,12 +232,14 @@ class StepRecorder(TrainerCallback):
         save_mask(Mask.from_tensors(sets, source=str(path)), path, metadata={"step": str(step), "source": "steps"})
         return path
 
+    def _append_log(self, step: int, tensor: int, indices: np.ndarray) -> None:
+        self._log.write(_RECORD.pack(step, tensor, indices.size))
+        self._log.write(indices.astype("<i8").tobytes())
+
     def memory_bytes(self) -> int:
-        """What the recorder holds per parameter: the bf16 snapshot, the first-change step, the previous set's bit."""
+        """What the recorder holds: the bf16 snapshot, and a bit each for the previous step's set and the union."""
         return sum(
-            t.numel() * t.element_size()
-            + self._prev_set[n].nbytes
-            + self._first[n].numel() * self._first[n].element_size()
+            t.numel() * t.element_size() + self._prev_set[n].nbytes + self._union[n].nbytes
             for n, t in self._prev.items()
         )
 
@@ -235,9 +247,10 @@ class StepRecorder(TrainerCallback):
         # only the newest state is kept: it is what a resume from the newest checkpoint needs
         for old in self.dir.glob("state-*.safetensors"):
             old.unlink()
-        tensors = {f"first/{n}": t for n, t in self._first.items()}
+        self._log.flush()
+        tensors = {f"union/{n}": torch.from_numpy(b) for n, b in self._union.items()}
         tensors.update({f"prev_set/{n}": torch.from_numpy(b) for n, b in self._prev_set.items()})
-        save_file(tensors, self.dir / f"state-{step}.safetensors")
+        save_file(tensors, self.dir / f"state-{step}.safetensors", metadata={"union_log_bytes": str(self._log.tell())})
 
     # ---- the end -------------------------------------------------------------------------------------------
 
@@ -252,10 +265,23 @@ class StepRecorder(TrainerCallback):
             return
         self._writer.close()
         self._writer = None
-        first = {n: t.reshape(p.shape) for (n, t), p in zip(self._first.items(), self._params.values())}
-        save_file({n: t.contiguous() for n, t in first.items()}, self.dir / FIRST_CHANGED_FILE)
-        final = self.since_base()
-        in_final = np.concatenate([self._first[n].numpy()[final[n].reshape(-1).numpy()] for n in self._params])
+        self._log.close()
+        first = _first_changed(self.dir / UNION_LOG, list(self._params))
+        step_dtype = torch.int16 if max(self._steps, default=0) <= torch.iinfo(torch.int16).max else torch.int32
+        writer = SafetensorsStreamWriter(
+            self.dir / FIRST_CHANGED_FILE, [(n, step_dtype, p.shape) for n, p in self._params.items()]
+        )
+        in_final = []
+        with safe_open(self.dir / BASE_FILE, "pt") as base:
+            for i, (n, p) in enumerate(self._params.items()):
+                steps_of = np.zeros(p.numel(), dtype=np.int32)  # one tensor at a time: memory stays flat
+                for step, idx in first.get(i, []):
+                    steps_of[idx] = step
+                writer.write(n, torch.from_numpy(steps_of).to(step_dtype).reshape(p.shape))
+                final = _bits(p.detach().to(torch.bfloat16)) != _bits(base.get_tensor(n))
+                in_final.append(steps_of[final])
+        writer.close()
+        in_final = np.concatenate(in_final) if in_final else np.zeros(0, dtype=np.int32)
         steps = sorted(set(self._steps))
         shares = share_reached(in_final[in_final > 0], steps)
         saturated = next((t for t, s in zip(steps, shares) if s >= SATURATION_SHARE), None)
@@ -309,3 +335,14 @@ def union_mask(run_dir: str | os.PathLike, step: int) -> Mask:
     return Mask.from_tensors(
         {n: (t > 0) & (t <= step) for n, t in first.items()}, metadata={"step": str(step), "source": "union"}
     )
+
+
+def _first_changed(log: Path, names: list[str]) -> dict[int, list[tuple[int, np.ndarray]]]:
+    """The union log read back: per tensor index, (step, flat indices new to the union at that step)."""
+    out: dict[int, list[tuple[int, np.ndarray]]] = {}
+    with open(log, "rb") as f:
+        while head := f.read(_RECORD.size):
+            step, tensor, count = _RECORD.unpack(head)
+            idx = np.frombuffer(f.read(8 * count), dtype="<i8")
+            out.setdefault(tensor, []).append((step, idx))
+    return out
