@@ -34,6 +34,7 @@ from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, check_compatible, load_mask, resolve_mask_path
 from rldelta.metrics.nulls import derive_seed, random_sparse_rank_null
 from rldelta.metrics.overlap import cell_counts, count, expected_matched_intersection, overlap_from_counts
+from rldelta.metrics.stats import matched_intersection_var, null_overlap_interval, random_intersection_var
 from rldelta.metrics.precision import (
     EXP_BINS,
     EXP_OFFSET,
@@ -211,7 +212,7 @@ def run_explain(
     exp_changed = torch.zeros(EXP_BINS, dtype=torch.int64)
     per_exp: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     rows: list[dict] = []
-    mm = {"inter": 0, "size_a": 0, "size_b": 0, "expected": 0.0, "rand_ab": 0.0, "rand_ba": 0.0}
+    mm = {"inter": 0, "size_a": 0, "size_b": 0, "expected": 0.0, "rand_ab": 0.0, "rand_ba": 0.0, "var_matched": 0.0, "var_random": 0.0}
     passes = 2 if master_ck is not None else 1
 
     with progress_bar("explain", passes * len(names), progress) as advance:
@@ -266,6 +267,9 @@ def run_explain(
                 size_b = count(m2)
                 inter = count(flat_m & m2)
                 expected = expected_matched_intersection(a_c, b_c, n_c)
+                # Cells and tensors are independent under both nulls: their variances add up.
+                mm["var_matched"] += matched_intersection_var(a_c, b_c, n_c)
+                mm["var_random"] += random_intersection_var(changed, size_b, numel)
                 mm["inter"] += inter
                 mm["size_a"] += changed
                 mm["size_b"] += size_b
@@ -345,6 +349,12 @@ def run_explain(
             "observed": overlap_from_counts(mm["size_a"], mm["inter"]),
             "random": mm["rand_ab"] / mm["size_a"] if mm["size_a"] else None,
             "magnitude_matched": mm["expected"] / mm["size_a"] if mm["size_a"] else None,
+            "random_95": list(null_overlap_interval(mm["rand_ab"], mm["var_random"], mm["size_a"]))
+            if mm["size_a"]
+            else None,
+            "magnitude_matched_95": list(null_overlap_interval(mm["expected"], mm["var_matched"], mm["size_a"]))
+            if mm["size_a"]
+            else None,
             "observed_b_to_a": overlap_from_counts(mm["size_b"], mm["inter"]),
             "random_b_to_a": mm["rand_ba"] / mm["size_b"] if mm["size_b"] else None,
             "magnitude_matched_b_to_a": mm["expected"] / mm["size_b"] if mm["size_b"] else None,

@@ -153,6 +153,7 @@ def train_(
     advantages: str | None = typer.Option(None, "--advantages", help=help_of(TrainConfig, "advantages")),
     rewards: str | None = typer.Option(None, "--rewards", help=help_of(TrainConfig, "rewards")),
     difficulty: int | None = typer.Option(None, "--difficulty", help=help_of(TrainConfig, "difficulty")),
+    sft_style: str | None = typer.Option(None, "--sft-style", help=help_of(TrainConfig, "sft_style")),
     resume: bool = typer.Option(False, "--resume", help=help_of(TrainConfig, "resume")),
 ) -> None:
     """Train MODEL on a task with a TRL algorithm; checkpoints under OUT/checkpoints/step-N/ for `rldelta diff`."""
@@ -182,6 +183,7 @@ def train_(
             advantages=advantages,
             rewards=rewards,
             difficulty=difficulty,
+            sft_style=sft_style,
         )
         run_dir = train(config)
     except RldeltaError as e:

@@ -19,6 +19,8 @@ from rldelta.study.log import StudyLog
 from rldelta.study.probes import run_probes
 from rldelta.study.runs import default_workers, train_all, training_beside
 from rldelta.study.stages import (
+    cause_rows,
+    cause_runs,
     compare_retrain,
     diffs_of_run,
     dynamics,
@@ -28,7 +30,7 @@ from rldelta.study.stages import (
     prepare_base,
     surgery_evals,
 )
-from rldelta.study.tables import build_tables, export_tables, probe_tables
+from rldelta.study.tables import build_tables, export_tables, probe_tables, why_table
 
 
 def run_study(
@@ -85,9 +87,13 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
         else []
     )
 
+    # The cause analysis's arms (SFT in- vs out-of-distribution, RL with vs without KL), trained with the grid.
+    cause = cause_runs(study, cfg, base, primary) if cfg.cause else {}
+    cause_extra = [r for r, _ in cause.values() if r not in runs]
+
     # 1. train the grid
     train_all(
-        runs + split,
+        runs + split + cause_extra,
         backend=backend,
         workers=workers,
         ray_address=ray_address,
@@ -97,7 +103,7 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     )
     # 2. diff every saved checkpoint
     log("diff every saved checkpoint against the base")
-    for r in runs:
+    for r in runs + cause_extra:
         diffs_of_run(r, base, study, cfg, progress)
     # 3. subnetwork-only retraining needs only the first run's mask: it trains beside the stages up to the probes
     retrain = None
@@ -136,8 +142,11 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
         dyn += dynamics(retrain, study)
 
     # 10. tables and report
-    tables = build_tables(cfg, study, base, runs, retrain, evals, overlap, explains, surgery, compare, dyn)
+    tables = build_tables(
+        cfg, study, base, runs, retrain, evals, overlap, explains, surgery, compare, dyn, cause_rows(study, cause)
+    )
     tables.update(probe_tables(probes, dyn))
+    tables["headline"], tables["why"] = why_table(tables)
     export_tables(tables, study / "tables")
     report = write_report(tables, study / REPORT)
     log(f"done in {time.perf_counter() - t_start:.0f} s; report: {report}")
