@@ -33,7 +33,9 @@ def test_sparsity_rule(bf16, lo, hi, fp32, expected):
     assert v.verdict == expected
     _named(v)
     if expected == c.PARTLY:
-        assert "{fp32_changed_frac}" in v.text and "{lost_to_rounding_frac}" in v.text and "{auc_small_weights}" in v.text
+        assert (
+            "{fp32_changed_frac}" in v.text and "{lost_to_rounding_frac}" in v.text and "{auc_small_weights}" in v.text
+        )
     if expected == c.INCONCLUSIVE:
         assert "runs" in v.more_data and any(ch.isdigit() for ch in v.more_data)
     if expected == c.DOES_NOT:
@@ -123,7 +125,9 @@ def test_surgery_inconclusive_names_the_eval_n_that_would_decide():
     need = int(v.more_data.split("about ")[1].split(" ")[0])
     assert need == pytest.approx(48 * ((hi - lo) / 2 / d) ** 2, rel=0.01, abs=1)
     # and at that n the same accuracies would decide it
-    big = c.surgery_rule("patch", c.Acc(0.729, need * 2), c.Acc(0.688, need * 2), c.Acc(0.70, need * 2), c.Acc(0.40, need * 2), "m")
+    big = c.surgery_rule(
+        "patch", c.Acc(0.729, need * 2), c.Acc(0.688, need * 2), c.Acc(0.70, need * 2), c.Acc(0.40, need * 2), "m"
+    )
     assert big.verdict != c.INCONCLUSIVE
 
 
@@ -200,22 +204,51 @@ def test_why_rounding_share_and_verdicts():
 
 
 def test_why_weight_magnitude_share_with_its_interval():
-    rows = _why(seed_overlap=0.6, seed_overlap_random=0.1, seed_overlap_matched=0.5, seed_overlap_matched_lo=0.48,
-                seed_overlap_matched_hi=0.52, auc_small_weights=0.95)
+    rows = _why(
+        seed_overlap=0.6,
+        seed_overlap_random=0.1,
+        seed_overlap_matched=0.5,
+        seed_overlap_matched_lo=0.48,
+        seed_overlap_matched_hi=0.52,
+        auc_small_weights=0.95,
+    )
     r = rows["weight magnitude"]
-    assert r["share"] == pytest.approx(0.8) and r["share_lo"] == pytest.approx(0.76) and r["share_hi"] == pytest.approx(0.84)
+    assert (
+        r["share"] == pytest.approx(0.8)
+        and r["share_lo"] == pytest.approx(0.76)
+        and r["share_hi"] == pytest.approx(0.84)
+    )
     assert r["verdict"] == w.INCONCLUSIVE  # the interval straddles the 80% bar
     low_auc = _why(seed_overlap=0.6, seed_overlap_random=0.1, seed_overlap_matched=0.55, auc_small_weights=0.6)
     assert low_auc["weight magnitude"]["verdict"] == w.PARTLY
-    assert _why(seed_overlap=0.6, seed_overlap_random=0.1, seed_overlap_matched=0.12)["weight magnitude"]["verdict"] == w.NOT_SUPPORTED
+    assert (
+        _why(seed_overlap=0.6, seed_overlap_random=0.1, seed_overlap_matched=0.12)["weight magnitude"]["verdict"]
+        == w.NOT_SUPPORTED
+    )
 
 
 def test_why_density_cause_suppression_and_neurons():
-    rows = _why(mean_rank_frac=0.99, null_rank_frac=0.995, cause_sft_own=0.05, cause_sft_foreign=0.2,
-                probes={"suppression": -3.0, "amplification": 1.0, "within_layer_spearman": 0.07,
-                        "partial_spearman": 0.01, "spearman_threshold": 0.1})
-    assert rows["density alone"]["share"] == pytest.approx(1 - 0.005 / 0.99) and rows["density alone"]["verdict"] == w.SUPPORTED
-    assert rows["in-distribution data"]["share"] == pytest.approx(0.75) and rows["in-distribution data"]["verdict"] == w.PARTLY
+    rows = _why(
+        mean_rank_frac=0.99,
+        null_rank_frac=0.995,
+        cause_sft_own=0.05,
+        cause_sft_foreign=0.2,
+        probes={
+            "suppression": -3.0,
+            "amplification": 1.0,
+            "within_layer_spearman": 0.07,
+            "partial_spearman": 0.01,
+            "spearman_threshold": 0.1,
+        },
+    )
+    assert (
+        rows["density alone"]["share"] == pytest.approx(1 - 0.005 / 0.99)
+        and rows["density alone"]["verdict"] == w.SUPPORTED
+    )
+    assert (
+        rows["in-distribution data"]["share"] == pytest.approx(0.75)
+        and rows["in-distribution data"]["verdict"] == w.PARTLY
+    )
     assert rows["suppression of wrong answers"]["share"] == pytest.approx(0.75)
     assert rows["activation sparsity"]["verdict"] == w.NOT_SUPPORTED  # within-layer +0.07 below the 0.1 bar
     assert w._neuron_verdict(0.3, 0.02, 0.1) == w.PARTLY  # a link |w| accounts for

@@ -49,7 +49,9 @@ def test_newcombe_difference_by_definition_and_coverage():
     rng = np.random.default_rng(0)
     p1, p2, n = 0.7, 0.55, 60
     a, b = rng.binomial(n, p1, 3000), rng.binomial(n, p2, 3000)
-    inside = np.mean([(lambda iv: iv[0] <= p1 - p2 <= iv[1])(stats.difference_interval(x, n, y, n)) for x, y in zip(a, b)])
+    inside = np.mean(
+        [(lambda iv: iv[0] <= p1 - p2 <= iv[1])(stats.difference_interval(x, n, y, n)) for x, y in zip(a, b)]
+    )
     assert 0.93 <= inside <= 0.975
 
 

@@ -34,7 +34,6 @@ from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, check_compatible, load_mask, resolve_mask_path
 from rldelta.metrics.nulls import derive_seed, random_sparse_rank_null
 from rldelta.metrics.overlap import cell_counts, count, expected_matched_intersection, overlap_from_counts
-from rldelta.metrics.stats import matched_intersection_var, null_overlap_interval, random_intersection_var
 from rldelta.metrics.precision import (
     EXP_BINS,
     EXP_OFFSET,
@@ -53,6 +52,7 @@ from rldelta.metrics.precision import (
     solve_s_star,
 )
 from rldelta.metrics.sparsity import COMPARE_DTYPES, changed_bitwise
+from rldelta.metrics.stats import matched_intersection_var, null_overlap_interval, random_intersection_var
 from rldelta.naming import parse_name
 from rldelta.progress import progress_bar
 
@@ -212,7 +212,16 @@ def run_explain(
     exp_changed = torch.zeros(EXP_BINS, dtype=torch.int64)
     per_exp: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     rows: list[dict] = []
-    mm = {"inter": 0, "size_a": 0, "size_b": 0, "expected": 0.0, "rand_ab": 0.0, "rand_ba": 0.0, "var_matched": 0.0, "var_random": 0.0}
+    mm = {
+        "inter": 0,
+        "size_a": 0,
+        "size_b": 0,
+        "expected": 0.0,
+        "rand_ab": 0.0,
+        "rand_ba": 0.0,
+        "var_matched": 0.0,
+        "var_random": 0.0,
+    }
     passes = 2 if master_ck is not None else 1
 
     with progress_bar("explain", passes * len(names), progress) as advance:

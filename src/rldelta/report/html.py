@@ -84,7 +84,9 @@ def _claim_text(text: str, headline: pd.DataFrame) -> str:
             out.append(MISSING)  # a number this study did not measure (a probe or stage that was off)
         else:
             rec = headline.iloc[i].to_dict()
-            out.append(cell("headline", i, "value", rec["value"], rec["format"]) + _interval("headline", i, rec, rec["format"]))
+            out.append(
+                cell("headline", i, "value", rec["value"], rec["format"]) + _interval("headline", i, rec, rec["format"])
+            )
         last = m.end()
     out.append(html.escape(text[last:]))
     return "".join(out)

@@ -119,7 +119,8 @@ def sparsity_rule(
             PARTLY,
             cmp,
             null,
-            "Reproduces in the bf16 checkpoint ({changed_frac}) but not in the fp32 master weights" + why
+            "Reproduces in the bf16 checkpoint ({changed_frac}) but not in the fp32 master weights"
+            + why
             + ": the sparsity is that of the stored precision.",
         )
     if inside:
@@ -129,8 +130,13 @@ def sparsity_rule(
 
 
 def rank_rule(
-    rank: float | None, null_rank: float | None, lo: float | None = None, hi: float | None = None, *,
-    sd: float | None = None, runs: int = 1,
+    rank: float | None,
+    null_rank: float | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    sd: float | None = None,
+    runs: int = 1,
 ) -> Verdict:
     """Rank / max rank of Δ against 99% (full) and 90% (partly), next to random sparse matrices of its density."""
     cmp = "mean rank / max rank of Δ vs 99%"
@@ -209,7 +215,7 @@ def surgery_rule(kind: str, mask: Acc | None, control: Acc | None, target: Acc, 
     # Sufficiency: the mask keeps more than random masks; necessity: resetting the mask loses more.
     a, b = (mask, control) if patch else (control, mask)
     lo, hi = difference_interval(a.k, a.n, b.k, b.n)
-    d = a.value - b.value
+    d = a.k / a.n - b.k / b.n  # in whole problems, as the interval is
     text += f"; difference to the controls {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
     if lo <= 0 < hi:
         return Verdict(INCONCLUSIVE, cmp, null, text + ".", _n_text(d, lo, hi, mask.n))
@@ -238,7 +244,9 @@ def retrain_rule(retrain: Acc | None, full: Acc | None, cosine: float | None) ->
     equal = -EQUIVALENCE_MARGIN <= lo and hi <= EQUIVALENCE_MARGIN
     differs = lo > 0 or hi < 0
     if not equal and not differs:
-        need = n_to_decide(EQUIVALENCE_MARGIN - abs(d), (hi - lo) / 2, retrain.n) if abs(d) < EQUIVALENCE_MARGIN else None
+        need = (
+            n_to_decide(EQUIVALENCE_MARGIN - abs(d), (hi - lo) / 2, retrain.n) if abs(d) < EQUIVALENCE_MARGIN else None
+        )
         more = f"about {need} test problems (now {retrain.n}) would show equivalence" if need else ""
         return Verdict(INCONCLUSIVE, cmp, null, text, more or "the accuracies differ by about the margin")
     v = REPRODUCES if equal and same else (PARTLY if equal or same else DOES_NOT)

@@ -136,7 +136,9 @@ class StudyConfig:
             "foreign style, and the first run again with KL (cause_beta); needs a GRPO-family first algorithm"
         ),
     )
-    cause_beta: float = field(default=0.04, metadata=_help("KL coefficient of the cause analysis's RL run; 0: no KL arm", min=0))
+    cause_beta: float = field(
+        default=0.04, metadata=_help("KL coefficient of the cause analysis's RL run; 0: no KL arm", min=0)
+    )
     cause_steps: int | None = field(
         default=None, metadata=_help("optimizer steps of the cause analysis's runs; None: steps", min=1)
     )

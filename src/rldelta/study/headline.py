@@ -78,7 +78,9 @@ def headline_and_claims(
     rows: list[dict] = []
 
     def add(key, label, value, fmt, lo=None, hi=None, interval=""):
-        rows.append({"key": key, "label": label, "value": value, "format": fmt, "lo": lo, "hi": hi, "interval": interval})
+        rows.append(
+            {"key": key, "label": label, "value": value, "format": fmt, "lo": lo, "hi": hi, "interval": interval}
+        )
 
     def add_spread(key, label, values, fmt):
         s = _spread(values)
@@ -92,26 +94,81 @@ def headline_and_claims(
     def col(df, c):
         return df[c].tolist() if c in df and len(df) else []
 
-    bf16 = add_spread("changed_frac", "changed fraction, bitwise in bf16 (mean over runs)", col(grid, "changed_frac"), "pct")
-    add_spread("changed_atol_frac", f"changed fraction, |Δ| > {cfg.atol:g} (mean over runs)", col(grid, "changed_atol_frac"), "pct")
-    fp32 = add_spread(
-        "fp32_changed_frac", "changed fraction of the fp32 master weights (mean over fp32 runs)", col(grid, "fp32_changed_frac"), "pct"
+    bf16 = add_spread(
+        "changed_frac", "changed fraction, bitwise in bf16 (mean over runs)", col(grid, "changed_frac"), "pct"
     )
-    add_spread("lost_to_rounding_frac", "share of fp32 updates lost when rounding to bf16", col(grid, "lost_to_rounding_frac"), "pct")
-    add_spread("auc_small_weights", "AUC of −|w| for the changed set (0.5 = chance)", col(grid, "auc_small_weights"), "num")
-    rank = add_spread("mean_rank_frac", "rank / max rank of Δ, mean over 2-D tensors and runs", col(grid, "mean_rank_frac"), "num")
-    add("null_rank_frac", "same for random sparse matrices of the same density", mean(col(mods, "null_rank_frac")), "num")
+    add_spread(
+        "changed_atol_frac",
+        f"changed fraction, |Δ| > {cfg.atol:g} (mean over runs)",
+        col(grid, "changed_atol_frac"),
+        "pct",
+    )
+    fp32 = add_spread(
+        "fp32_changed_frac",
+        "changed fraction of the fp32 master weights (mean over fp32 runs)",
+        col(grid, "fp32_changed_frac"),
+        "pct",
+    )
+    add_spread(
+        "lost_to_rounding_frac",
+        "share of fp32 updates lost when rounding to bf16",
+        col(grid, "lost_to_rounding_frac"),
+        "pct",
+    )
+    add_spread(
+        "auc_small_weights", "AUC of −|w| for the changed set (0.5 = chance)", col(grid, "auc_small_weights"), "num"
+    )
+    rank = add_spread(
+        "mean_rank_frac", "rank / max rank of Δ, mean over 2-D tensors and runs", col(grid, "mean_rank_frac"), "num"
+    )
+    add(
+        "null_rank_frac",
+        "same for random sparse matrices of the same density",
+        mean(col(mods, "null_rank_frac")),
+        "num",
+    )
     so = _spread(col(seeds, "overlap"))
-    add("seed_overlap", "seed overlap |A∩B|/|A| (mean over seed pairs)", so["mean"], "pct", so["lo"], so["hi"],
-        f"t, {so['k']} seed pairs" if so["lo"] is not None else "")
+    add(
+        "seed_overlap",
+        "seed overlap |A∩B|/|A| (mean over seed pairs)",
+        so["mean"],
+        "pct",
+        so["lo"],
+        so["hi"],
+        f"t, {so['k']} seed pairs" if so["lo"] is not None else "",
+    )
     r_lo, r_hi = mean(col(seeds, "random_lo")), mean(col(seeds, "random_hi"))
     m_lo, m_hi = mean(col(seeds, "matched_lo")), mean(col(seeds, "matched_hi"))
-    add("seed_overlap_random", "… expected at random (same per-tensor density)", mean(col(seeds, "random_overlap")), "pct",
-        r_lo, r_hi, "permutation null, 95% range" if r_hi is not None else "")
-    add("seed_overlap_matched", "… expected at random within |w| bins (magnitude-matched)",
-        mean(col(seeds, "magnitude_matched_overlap")), "pct", m_lo, m_hi, "permutation null, 95% range" if m_hi is not None else "")
-    add("algorithm_overlap", "overlap between algorithms (mean)", mean(col(ov[ov["kind"] == "algorithm"], "overlap")), "pct")
-    add("precision_overlap", "overlap between bf16- and fp32-trained runs (mean)", mean(col(ov[ov["kind"] == "precision"], "overlap")), "pct")
+    add(
+        "seed_overlap_random",
+        "… expected at random (same per-tensor density)",
+        mean(col(seeds, "random_overlap")),
+        "pct",
+        r_lo,
+        r_hi,
+        "permutation null, 95% range" if r_hi is not None else "",
+    )
+    add(
+        "seed_overlap_matched",
+        "… expected at random within |w| bins (magnitude-matched)",
+        mean(col(seeds, "magnitude_matched_overlap")),
+        "pct",
+        m_lo,
+        m_hi,
+        "permutation null, 95% range" if m_hi is not None else "",
+    )
+    add(
+        "algorithm_overlap",
+        "overlap between algorithms (mean)",
+        mean(col(ov[ov["kind"] == "algorithm"], "overlap")),
+        "pct",
+    )
+    add(
+        "precision_overlap",
+        "overlap between bf16- and fp32-trained runs (mean)",
+        mean(col(ov[ov["kind"] == "precision"], "overlap")),
+        "pct",
+    )
 
     base = Acc(float(acc["accuracy"].iloc[0]), int(acc["n"].iloc[0]))
     tuned = _pooled(acc[acc["model"].isin(others or [primary])])
@@ -132,7 +189,12 @@ def headline_and_claims(
     retr = Acc(ret["accuracy_retrain"], ret["n"]) if ret else None
     add_acc("retrain_accuracy", "subnetwork-only retraining accuracy", retr)
     add_acc("retrain_full_accuracy", "the full run it retrains", full)
-    add("retrain_coverage", "share of the full run's changed entries the retrain also changed", ret.get("full_covered_by_retrain"), "pct")
+    add(
+        "retrain_coverage",
+        "share of the full run's changed entries the retrain also changed",
+        ret.get("full_covered_by_retrain"),
+        "pct",
+    )
     add("retrain_cosine", "cosine of the retrain's Δ and the full run's Δ", ret.get("delta_cosine"), "num")
     arms = {r["arm"]: r for r in cause.to_dict("records")}
     for arm, label in (
@@ -155,25 +217,40 @@ def headline_and_claims(
         rank_rule(rank["mean"], num["null_rank_frac"], rank["lo"], rank["hi"], sd=rank["sd"], runs=rank["k"]).row(
             "full rank", "each update matrix is nearly full rank (>99%)", "mean_rank_frac", num["mean_rank_frac"]
         ),
-        overlap_rule(so["mean"], r_hi if r_hi is not None else num["seed_overlap_random"], m_hi, so["lo"], so["hi"],
-                     sd=so["sd"], pairs=so["k"]).row(
+        overlap_rule(
+            so["mean"],
+            r_hi if r_hi is not None else num["seed_overlap_random"],
+            m_hi,
+            so["lo"],
+            so["hi"],
+            sd=so["sd"],
+            pairs=so["k"],
+        ).row(
             "seed consistency", "different seeds update nearly the same entries", "seed_overlap", num["seed_overlap"]
         ),
         surgery_rule("patch", sur_acc["patch", "none"], sur_acc["patch", "random"], tuned, base, mname).row(
-            "subnetwork sufficiency", "the update on the subnetwork alone recovers the tuned accuracy",
-            "patch_accuracy", num["patch_accuracy"],
+            "subnetwork sufficiency",
+            "the update on the subnetwork alone recovers the tuned accuracy",
+            "patch_accuracy",
+            num["patch_accuracy"],
         ),
         surgery_rule("revert", sur_acc["revert", "none"], sur_acc["revert", "random"], tuned, base, mname).row(
-            "subnetwork necessity", "resetting the subnetwork to base loses the tuned accuracy",
-            "revert_accuracy", num["revert_accuracy"],
+            "subnetwork necessity",
+            "resetting the subnetwork to base loses the tuned accuracy",
+            "revert_accuracy",
+            num["revert_accuracy"],
         ),
         retrain_rule(retr, full, ret.get("delta_cosine")).row(
-            "subnetwork-only training", "training only the subnetwork recovers the full run's accuracy and parameters",
-            "retrain_accuracy", num["retrain_accuracy"],
+            "subnetwork-only training",
+            "training only the subnetwork recovers the full run's accuracy and parameters",
+            "retrain_accuracy",
+            num["retrain_accuracy"],
         ),
         cause_rule(num["cause_sft_own"], num["cause_sft_foreign"], num["cause_rl_kl"], num["cause_rl_no_kl"]).row(
-            "in-distribution data", "training on data close to the policy's own distribution makes the update sparse",
-            "cause_sft_own", num["cause_sft_own"],
+            "in-distribution data",
+            "training on data close to the policy's own distribution makes the update sparse",
+            "cause_sft_own",
+            num["cause_sft_own"],
         ),
     ]
     return head, pd.DataFrame(claims)

@@ -11,11 +11,11 @@ import pandas as pd
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_parquet, json_safe
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
+from rldelta.metrics.stats import accuracy_interval
 from rldelta.probes import logprobs as lp
 from rldelta.probes.activations import ACTIVATIONS_JSON, ACTIVATIONS_TABLE
-from rldelta.metrics.stats import accuracy_interval
-from rldelta.study.headline import headline_and_claims, recovery
 from rldelta.study.config import StudyConfig
+from rldelta.study.headline import headline_and_claims, recovery
 from rldelta.study.layout import Run, diff_complete, diff_dir, read_json
 from rldelta.study.why import why_rows
 from rldelta.train.runfiles import METRICS
@@ -322,18 +322,36 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
         if len(full):
             last = full[full["step"] == full["step"].max()].iloc[0]
             numbers += [
-                ("probe_suppression", "suppression: fall of log p(wrong), final step (nats)", last["suppression"], "num"),
-                ("probe_amplification", "amplification: rise of log p(correct), final step (nats)", last["amplification"], "num"),
+                (
+                    "probe_suppression",
+                    "suppression: fall of log p(wrong), final step (nats)",
+                    last["suppression"],
+                    "num",
+                ),
+                (
+                    "probe_amplification",
+                    "amplification: rise of log p(correct), final step (nats)",
+                    last["amplification"],
+                    "num",
+                ),
             ]
     if "activations" in probes:
         d = probes["activations"]
         s = read_json(d / ACTIVATIONS_JSON)
         c = s.get("correlation") or {}
         numbers += [
-            ("probe_within_spearman", "neurons: within-layer Spearman, activation frequency vs changed fraction",
-             c.get("mean_within_layer_spearman"), "num"),
-            ("probe_partial_spearman", "… the same with the neuron's mean |w| held fixed (partial Spearman)",
-             (c.get("magnitude_controlled") or {}).get("spearman"), "num"),
+            (
+                "probe_within_spearman",
+                "neurons: within-layer Spearman, activation frequency vs changed fraction",
+                c.get("mean_within_layer_spearman"),
+                "num",
+            ),
+            (
+                "probe_partial_spearman",
+                "… the same with the neuron's mean |w| held fixed (partial Spearman)",
+                (c.get("magnitude_controlled") or {}).get("spearman"),
+                "num",
+            ),
             ("probe_spearman_threshold", "… |Spearman| a verdict needs", c.get("verdict_threshold"), "num"),
         ]
         tables["probe_activations"] = pd.read_parquet(d / ACTIVATIONS_TABLE)
@@ -343,8 +361,14 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
     if "formats" in probes:
         f = probes["formats"]
         tables["probe_formats"] = f["table"]
-        numbers.append(("probe_format_winner_share", "format selection: the winner's share at the end",
-                        f.get("winner_share"), "pct"))
+        numbers.append(
+            (
+                "probe_format_winner_share",
+                "format selection: the winner's share at the end",
+                f.get("winner_share"),
+                "pct",
+            )
+        )
         verdicts += [{"probe": f"format selection ({k})", "verdict": v} for k, v in f["verdicts"].items()]
     fixed = []
     by_run: dict[str, list[dict]] = {}
@@ -380,7 +404,11 @@ def why_table(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFra
         num[f"{rec['key']}_lo"], num[f"{rec['key']}_hi"] = rec.get("lo"), rec.get("hi")
     num = {k: (None if isinstance(v, float) and v != v else v) for k, v in num.items()}
     pv = tables.get("probe_verdicts")
-    fv = [r["verdict"] for r in pv.to_dict("records") if r["probe"].startswith("format selection")] if pv is not None else []
+    fv = (
+        [r["verdict"] for r in pv.to_dict("records") if r["probe"].startswith("format selection")]
+        if pv is not None
+        else []
+    )
     probes = {
         "suppression": num.get("probe_suppression"),
         "amplification": num.get("probe_amplification"),
