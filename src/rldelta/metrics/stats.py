@@ -165,7 +165,8 @@ def partial_spearman(x: Sequence[float], y: Sequence[float], z: Sequence[float])
     n = int(ok.sum())
     if n < 3:
         return {"spearman": float("nan"), "n": n}
-    r = np.corrcoef(np.vstack([average_ranks(xa[ok]), average_ranks(ya[ok]), average_ranks(za[ok])]))
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant side gives NaN, which is the answer
+        r = np.corrcoef(np.vstack([average_ranks(xa[ok]), average_ranks(ya[ok]), average_ranks(za[ok])]))
     rxy, rxz, ryz = r[0, 1], r[0, 2], r[1, 2]
     den = math.sqrt(max((1 - rxz * rxz) * (1 - ryz * ryz), 0.0))
     return {"spearman": float((rxy - rxz * ryz) / den) if den > 1e-12 else float("nan"), "n": n}

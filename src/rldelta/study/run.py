@@ -30,7 +30,8 @@ from rldelta.study.stages import (
     prepare_base,
     surgery_evals,
 )
-from rldelta.study.tables import build_tables, export_tables, probe_tables, why_table
+from rldelta.study.tables import build_tables, export_tables, probe_tables
+from rldelta.study.why import why_table
 
 
 def run_study(

@@ -1,5 +1,6 @@
 """The study's tables: every number the report shows, built from the stage outputs on disk, and their export as
-Parquet and CSV (STUDY/tables/)."""
+Parquet and CSV (STUDY/tables/). Over 400 lines because every table is built here, one block per table, so that
+what the report shows can be read off one file."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from rldelta.probes.activations import ACTIVATIONS_JSON, ACTIVATIONS_TABLE
 from rldelta.study.config import StudyConfig
 from rldelta.study.headline import headline_and_claims, recovery
 from rldelta.study.layout import Run, diff_complete, diff_dir, read_json
-from rldelta.study.why import why_rows
 from rldelta.train.runfiles import METRICS
 
 # The final subnetwork counts as fixed from the first saved step whose changed set holds this share of it.
@@ -391,34 +391,6 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
     tables["probe_verdicts"] = pd.DataFrame(verdicts, columns=["probe", "verdict"])
     tables["probe_numbers"] = pd.DataFrame(numbers, columns=["key", "label", "value", "format"])
     return tables
-
-
-def why_table(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The headline with the probes' numbers appended, and the "Why sparse, yet full-rank?" table from both."""
-    extra = tables.get("probe_numbers")
-    head = tables["headline"]
-    if extra is not None and len(extra):
-        head = pd.concat([head, extra], ignore_index=True)
-    num = dict(zip(head["key"], head["value"]))
-    for rec in head.to_dict("records"):
-        num[f"{rec['key']}_lo"], num[f"{rec['key']}_hi"] = rec.get("lo"), rec.get("hi")
-    num = {k: (None if isinstance(v, float) and v != v else v) for k, v in num.items()}
-    pv = tables.get("probe_verdicts")
-    fv = (
-        [r["verdict"] for r in pv.to_dict("records") if r["probe"].startswith("format selection")]
-        if pv is not None
-        else []
-    )
-    probes = {
-        "suppression": num.get("probe_suppression"),
-        "amplification": num.get("probe_amplification"),
-        "within_layer_spearman": num.get("probe_within_spearman"),
-        "partial_spearman": num.get("probe_partial_spearman"),
-        "spearman_threshold": num.get("probe_spearman_threshold"),
-        "format_winner_share": num.get("probe_format_winner_share"),
-        "format_verdict": "; ".join(fv) or None,
-    }
-    return head, pd.DataFrame(why_rows(num, probes))
 
 
 def export_tables(tables: dict[str, pd.DataFrame], out: Path) -> None:

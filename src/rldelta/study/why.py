@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 SUPPORTED, PARTLY, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED = (
     "supported",
     "partly",
@@ -153,3 +155,31 @@ def _neuron_verdict(within: float | None, partial: float | None, threshold: floa
     if _ok(partial) and abs(partial) < threshold:
         return PARTLY  # a within-layer link that weight magnitude accounts for
     return SUPPORTED
+
+
+def why_table(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The headline with the probes' numbers appended, and the "Why sparse, yet full-rank?" table from both."""
+    extra = tables.get("probe_numbers")
+    head = tables["headline"]
+    if extra is not None and len(extra):
+        head = pd.concat([head, extra], ignore_index=True)
+    num = dict(zip(head["key"], head["value"]))
+    for rec in head.to_dict("records"):
+        num[f"{rec['key']}_lo"], num[f"{rec['key']}_hi"] = rec.get("lo"), rec.get("hi")
+    num = {k: (None if isinstance(v, float) and v != v else v) for k, v in num.items()}
+    pv = tables.get("probe_verdicts")
+    fv = (
+        [r["verdict"] for r in pv.to_dict("records") if r["probe"].startswith("format selection")]
+        if pv is not None
+        else []
+    )
+    probes = {
+        "suppression": num.get("probe_suppression"),
+        "amplification": num.get("probe_amplification"),
+        "within_layer_spearman": num.get("probe_within_spearman"),
+        "partial_spearman": num.get("probe_partial_spearman"),
+        "spearman_threshold": num.get("probe_spearman_threshold"),
+        "format_winner_share": num.get("probe_format_winner_share"),
+        "format_verdict": "; ".join(fv) or None,
+    }
+    return head, pd.DataFrame(why_rows(num, probes))
