@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -413,7 +414,8 @@ def test_intervals_cause_analysis_and_why_section(done):
     names = [n for n in base.names() if n not in base.aliases]
     total = sum(base.get(n).numel() for n in names)
     for arm, r in cause.iterrows():
-        run_dir = next((out / "runs").glob(f"{r['run']}-*"))
+        # <label>-<10 hex digits of the config hash>; the advantage twins share the first run's label as a prefix
+        run_dir = next(p for p in (out / "runs").iterdir() if re.fullmatch(rf"{r['run']}-[0-9a-f]{{10}}", p.name))
         ck = open_checkpoint(run_dir / "checkpoints" / f"step-{r['step']}")
         changed = sum(int((ck.get(n).view(torch.int16) != base.get(n).view(torch.int16)).sum()) for n in names)
         assert r["changed_frac"] == pytest.approx(changed / total, rel=1e-12), arm
