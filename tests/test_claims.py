@@ -234,7 +234,7 @@ def test_why_density_cause_suppression_and_neurons():
         cause_sft_own=0.05,
         cause_sft_foreign=0.2,
         probes={
-            "suppression": -3.0,
+            "suppression": 3.0,
             "amplification": 1.0,
             "within_layer_spearman": 0.07,
             "partial_spearman": 0.01,
@@ -254,3 +254,7 @@ def test_why_density_cause_suppression_and_neurons():
     assert w._neuron_verdict(0.3, 0.02, 0.1) == w.PARTLY  # a link |w| accounts for
     assert w._neuron_verdict(0.3, 0.25, 0.1) == w.SUPPORTED
     assert w._neuron_verdict(None, None, None) == w.NOT_MEASURED
+    assert w._neuron_verdict(0.065, 0.119, 0.1) == w.PARTLY  # the demo: only with |w| held fixed
+    # a log p(correct) that fell is no amplification: all of the effect is suppression
+    both_fell = _why(probes={"suppression": 5.7, "amplification": -3.2})
+    assert both_fell["suppression of wrong answers"]["share"] == 1.0

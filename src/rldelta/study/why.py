@@ -114,13 +114,18 @@ def why_rows(num: dict, probes: dict | None = None) -> list[dict]:
         )
     )
     sup, amp = probes.get("suppression"), probes.get("amplification")
+    # Only a fall of log p(wrong) is suppression and only a rise of log p(correct) amplification; a negative one
+    # is neither, so each counts with its positive part.
+    share = None
+    if _ok(sup, amp) and max(sup, 0) + max(amp, 0) > 0:
+        share = max(sup, 0) / (max(sup, 0) + max(amp, 0))
     rows.append(
         _row(
             "suppression of wrong answers",
             "what the sparse update does",
             "log p(wrong) fell by {probe_suppression} nats",
-            "log p(correct) rose by {probe_amplification} nats",
-            abs(sup) / (abs(sup) + abs(amp)) if _ok(sup, amp) and abs(sup) + abs(amp) > 0 else None,
+            "log p(correct) rose by {probe_amplification} nats (negative: it fell too)",
+            share,
         )
     )
     fv = probes.get("format_verdict")
@@ -151,7 +156,8 @@ def _neuron_verdict(within: float | None, partial: float | None, threshold: floa
     if not _ok(within, threshold):
         return NOT_MEASURED
     if abs(within) < threshold:
-        return NOT_SUPPORTED
+        # below the bar within a layer, unless the link appears once |w| is held fixed
+        return PARTLY if _ok(partial) and abs(partial) >= threshold else NOT_SUPPORTED
     if _ok(partial) and abs(partial) < threshold:
         return PARTLY  # a within-layer link that weight magnitude accounts for
     return SUPPORTED
