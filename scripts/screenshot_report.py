@@ -1,6 +1,10 @@
 """Open a study's report.html in headless Chromium, save a screenshot, and check it renders cleanly.
 
     python scripts/screenshot_report.py STUDY/report.html -o docs/report-tiny.png
+    python scripts/screenshot_report.py STUDY/report.html -o docs/report-why.png --section why --height 900
+
+--section ID captures only that section of the page (e.g. `why`, "Why sparse, yet full-rank?", or `verdicts`),
+rendered with the report's own style; it fails when the report has no such section.
 
 Checks: every <img> in the DOM Chromium built carries an embedded `data:image/png` URI that decodes to a PNG
 (nothing is fetched: the file must open offline), and Chromium's log shows no console error (a JavaScript error,
@@ -90,10 +94,20 @@ def run(report: Path, png: Path, width: int, height: int) -> list[str]:
     return problems
 
 
+def only_section(page: str, section: str) -> str:
+    """The report with its body cut down to the <section id=SECTION> element (its <head>, so its style, kept)."""
+    m = re.search(rf"<section id=['\"]{re.escape(section)}['\"]>.*?</section>", page, flags=re.S)
+    if m is None:
+        sys.exit(f"the report has no section {section!r}")
+    head = page.split("<body>", 1)[0]
+    return f"{head}<body>{m.group(0)}</body></html>"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("report", type=Path)
     p.add_argument("-o", "--out", type=Path, default=Path("report.png"))
+    p.add_argument("--section", help="capture only the <section> with this id (e.g. why)")
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=4000)
     p.add_argument(
@@ -106,7 +120,15 @@ def main() -> None:
     if not args.report.is_file():
         sys.exit(f"{args.report}: no such file")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    problems = run(args.report, args.out, args.width, args.height)
+    if args.section:
+        with tempfile.TemporaryDirectory() as d:
+            cut = Path(d) / args.report.name
+            cut.write_text(only_section(args.report.read_text(), args.section))
+            problems = run(cut, args.out, args.width, args.height)
+        # the why section has no plot: an image-free cut is not a problem
+        problems = [x for x in problems if x != "the rendered page holds no <img>"]
+    else:
+        problems = run(args.report, args.out, args.width, args.height)
     if args.out.is_file() and args.out.stat().st_size > args.max_bytes:
         from PIL import Image  # matplotlib depends on Pillow, so it is installed
 

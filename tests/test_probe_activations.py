@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import pearsonr, rankdata, spearmanr
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rldelta.metrics.activations import (
@@ -247,7 +247,21 @@ def test_planted_neuron_update_correlation(tiny):
     rho = res["correlation"]["overall"]["spearman"]
     assert rho == pytest.approx(spearmanr(neurons["activation_freq"], neurons["changed_frac"]).statistic, abs=1e-12)
     assert rho > 0.5
-    assert res["verdict"].startswith(neuron_verdict(rho, len(neurons))) and "uses more" in res["verdict"]
+    within = res["correlation"]["mean_within_layer_spearman"]
+    # the within-layer reading leads the verdict; the magnitude-controlled and the pooled ones follow it
+    assert res["verdict"].startswith(neuron_verdict(within, len(neurons), "within a layer"))
+    assert "uses more" in res["verdict"] and f"pooled over layers {rho:+.2f}" in res["verdict"]
+    # magnitude-controlled: per layer, the Spearman of the residual ranks after regressing out the mean |w| ranks
+    parts = []
+    for _, g in neurons.groupby("layer"):
+        rx, ry, rw = (rankdata(g[col]) for col in ("activation_freq", "changed_frac", "mean_abs_w"))
+        design = np.c_[np.ones(len(g)), rw]
+        ex = rx - design @ np.linalg.lstsq(design, rx, rcond=None)[0]
+        ey = ry - design @ np.linalg.lstsq(design, ry, rcond=None)[0]
+        parts.append((np.corrcoef(ex, ey)[0, 1], len(g)))
+    controlled = res["correlation"]["magnitude_controlled"]["spearman"]
+    assert controlled == pytest.approx(sum(r * n for r, n in parts) / sum(n for _, n in parts), abs=1e-9)
+    assert controlled > 0.5  # the planted edits follow activity, not |w|
     for layer, c in res["correlation"]["by_layer"].items():
         sub = neurons[neurons["layer"] == int(layer)]
         assert c["spearman"] == pytest.approx(

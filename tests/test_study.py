@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from rldelta.study.log import StudyLog
 
 SECTIONS = [
     "question",
+    "why",
     "setup",
     "headline",
     "verdicts",
@@ -45,6 +47,7 @@ SECTIONS = [
     "plot-accuracy",
     "surgery",
     "retrain",
+    "cause",
     "tables",
     "probe-logprobs",
     "plot-logprobs",
@@ -54,7 +57,15 @@ SECTIONS = [
     "probe-formats",
     "subnetwork-fixed",
 ]
-CLAIMS = ["sparsity", "full rank", "seed consistency", "subnetwork sufficiency", "subnetwork-only training"]
+CLAIMS = [
+    "sparsity",
+    "full rank",
+    "seed consistency",
+    "subnetwork sufficiency",
+    "subnetwork necessity",
+    "subnetwork-only training",
+    "in-distribution data",
+]
 
 
 def tiny_config(**over) -> StudyConfig:
@@ -106,9 +117,15 @@ def done(tmp_path_factory):
 
 def test_killed_study_resumes_without_retraining(done):
     out, res, (first, second, third), res2 = done
-    # the two grid runs and the first run's positive/negative-advantage twins, then killed
-    assert len(first) == 4 and all("grpo-s" in c for c in first)
+    # the two grid runs, the first run's positive/negative-advantage twins and the cause analysis's three runs
+    # (its RL run without KL is the first grid run at the same step), then killed
+    assert len(first) == 7 and sum("/grpo-s" in c for c in first) == 4
     assert sum("-positive-" in c for c in first) == 1 and sum("-negative-" in c for c in first) == 1
+    assert sorted(Path(c).name.rsplit("-", 1)[0] for c in first if "/cause-" in c) == [
+        "cause-rl-kl-s0-fp32",
+        "cause-sft-foreign-s0-fp32",
+        "cause-sft-own-s0-fp32",
+    ]
     # only the retrain and the formats probe's run, which come after surgery
     assert len(second) == 2 and "retrain-" in second[0] and "formats-test-" in second[1]
     assert third == []  # a complete study redoes no training
@@ -366,3 +383,56 @@ def test_presets_carry_no_wall_clock_budget(name):
     assert _wall_clock_keys({**cfg.to_dict(), "formats": formats_settings(cfg)}) == []
     # the check itself can fail: a time budget planted in the [formats] table is found
     assert _wall_clock_keys({"formats": {"max_minutes": 1.0, "steps": 4}}) == ["formats.max_minutes"]
+
+
+def test_intervals_cause_analysis_and_why_section(done):
+    """The new tables against independent computations: Wilson intervals (scipy), the cause analysis's changed
+    fractions (from its runs' checkpoints), and the why section at the top of the page, one row per explanation."""
+    from scipy.stats import binomtest
+
+    from rldelta.study.claims import VERDICTS
+    from rldelta.study.why import NOT_MEASURED, NOT_SUPPORTED, PARTLY, SUPPORTED
+
+    out, _, _, _ = done
+    for name in ("accuracy", "surgery"):
+        t = pd.read_parquet(out / "tables" / f"{name}.parquet")
+        for r in t.itertuples():
+            ci = binomtest(round(r.accuracy * r.n), int(r.n)).proportion_ci(method="wilson")
+            assert (r.accuracy_lo, r.accuracy_hi) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    ov = pd.read_parquet(out / "tables" / "overlap.parquet")
+    seed = ov[(ov["kind"] == "seed") & ov["matched_hi"].notna()]
+    assert len(seed) and (seed["random_lo"] <= seed["random_overlap"]).all()
+    assert (seed["random_overlap"] <= seed["random_hi"]).all()
+    assert (seed["matched_lo"] <= seed["magnitude_matched_overlap"]).all()
+
+    # cause analysis: every arm's bitwise changed fraction from its checkpoint; no-KL is the first grid run
+    cause = pd.read_parquet(out / "tables" / "cause.parquet").set_index("arm")
+    assert set(cause.index) == {"sft_own", "sft_foreign", "rl_kl", "rl_no_kl"}
+    assert cause.loc["rl_no_kl", "run"] == "grpo-s0-fp32" and cause.loc["rl_kl", "beta"] == pytest.approx(0.04)
+    assert list(cause.loc[["sft_own", "sft_foreign"], "sft_style"]) == ["own", "foreign"]
+    base = open_checkpoint(next(p for p in (out / "models").iterdir() if p.name.startswith("tiny")))
+    names = [n for n in base.names() if n not in base.aliases]
+    total = sum(base.get(n).numel() for n in names)
+    for arm, r in cause.iterrows():
+        # <label>-<10 hex digits of the config hash>; the advantage twins share the first run's label as a prefix
+        run_dir = next(p for p in (out / "runs").iterdir() if re.fullmatch(rf"{r['run']}-[0-9a-f]{{10}}", p.name))
+        ck = open_checkpoint(run_dir / "checkpoints" / f"step-{r['step']}")
+        changed = sum(int((ck.get(n).view(torch.int16) != base.get(n).view(torch.int16)).sum()) for n in names)
+        assert r["changed_frac"] == pytest.approx(changed / total, rel=1e-12), arm
+
+    claims = pd.read_parquet(out / "tables" / "claims.parquet")
+    assert set(claims["verdict"]) <= set(VERDICTS)
+    assert claims["comparison"].str.len().min() > 0 and claims["null"].str.len().min() > 0
+    inconclusive = claims[claims["verdict"] == "inconclusive"]
+    assert (inconclusive["more_data"].str.len() > 0).all()
+
+    why = pd.read_parquet(out / "tables" / "why.parquet")
+    assert len(why) == 7 and set(why["verdict"]) <= {SUPPORTED, PARTLY, NOT_SUPPORTED, "inconclusive", NOT_MEASURED}
+    r = why.set_index("explanation").loc["storage precision (bf16 rounding)"]
+    head = pd.read_parquet(out / "tables" / "headline.parquet").set_index("key")["value"]
+    bf16, fp32 = head["changed_frac"], head["fp32_changed_frac"]
+    assert r["share"] == pytest.approx((fp32 - bf16) / (1 - bf16))
+    page = (out / "report.html").read_text()
+    assert "Why sparse, yet full-rank?" in page
+    assert page.index("id='why'") < page.index("id='setup'") < page.index("id='verdicts'")
+    assert "seed-1" not in page and "the grpo-s0-fp32 mask" in page

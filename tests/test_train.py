@@ -381,3 +381,30 @@ def test_progress_of_a_real_run_in_a_log(base, tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train logged: ")]
     assert [line.split(",")[0] for line in lines] == ["train logged: step 1/2", "train logged: step 2/2"]
     assert all(", reward " in line and ", loss " in line and " s/step, ~" in line for line in lines)
+
+
+# ---- the cause analysis's SFT contrast -------------------------------------------------------------------------
+
+
+def test_sft_foreign_style_trains_on_the_same_answers_restyled(base, tmp_path):
+    from rldelta.train.tasks import get_task
+    from rldelta.train.trainers import FOREIGN_CLOSE, FOREIGN_OPEN, OFFLINE_DATA, foreign_style
+
+    own = run(base, tmp_path / "own", algo="sft", sft_style="own", offline_gold_fallback=True)
+    foreign = run(base, tmp_path / "foreign", algo="sft", sft_style="foreign", offline_gold_fallback=True)
+
+    def completions(out):
+        rows = [json.loads(line) for line in (out / OFFLINE_DATA).read_text().splitlines()]
+        return [(r["prompt"], r["completion"][0]["content"]) for r in rows]
+
+    a, b = completions(own), completions(foreign)
+    # same prompts, same seed, same samples: the foreign rows are exactly the own ones restyled
+    assert [p for p, _ in a] == [p for p, _ in b] and len(a) == 2
+    assert [c for _, c in b] == [foreign_style(c) for _, c in a]
+    assert all(c.startswith(FOREIGN_OPEN) and c.endswith(FOREIGN_CLOSE) for _, c in b)
+    assert not any(FOREIGN_OPEN in c for _, c in a)
+    # the restyled answer still carries the answer the task reads
+    arith = get_task("arith")
+    assert arith.correctness_reward(foreign_style(arith.reference_completion("12")), "12") == 1.0
+    with pytest.raises(ConfigError, match="sft-style"):
+        TrainConfig(model=str(base), output=str(tmp_path / "x"), algo="sft", sft_style="alien")

@@ -53,6 +53,7 @@ from rldelta.metrics.precision import (
     solve_s_star,
 )
 from rldelta.metrics.sparsity import COMPARE_DTYPES, changed_bitwise
+from rldelta.metrics.stats import matched_intersection_var, null_overlap_interval, random_intersection_var
 from rldelta.naming import parse_name
 from rldelta.progress import progress_bar
 
@@ -213,7 +214,16 @@ def run_explain(
     exp_changed = torch.zeros(EXP_BINS, dtype=torch.int64)
     per_exp: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     rows: list[dict] = []
-    mm = {"inter": 0, "size_a": 0, "size_b": 0, "expected": 0.0, "rand_ab": 0.0, "rand_ba": 0.0}
+    mm = {
+        "inter": 0,
+        "size_a": 0,
+        "size_b": 0,
+        "expected": 0.0,
+        "rand_ab": 0.0,
+        "rand_ba": 0.0,
+        "var_matched": 0.0,
+        "var_random": 0.0,
+    }
     passes = 2 if master_ck is not None else 1
 
     with progress_bar("explain", passes * len(names), progress) as advance:
@@ -268,6 +278,9 @@ def run_explain(
                 size_b = count(m2)
                 inter = count(flat_m & m2)
                 expected = expected_matched_intersection(a_c, b_c, n_c)
+                # Cells and tensors are independent under both nulls: their variances add up.
+                mm["var_matched"] += matched_intersection_var(a_c, b_c, n_c)
+                mm["var_random"] += random_intersection_var(changed, size_b, numel)
                 mm["inter"] += inter
                 mm["size_a"] += changed
                 mm["size_b"] += size_b
@@ -347,6 +360,12 @@ def run_explain(
             "observed": overlap_from_counts(mm["size_a"], mm["inter"]),
             "random": mm["rand_ab"] / mm["size_a"] if mm["size_a"] else None,
             "magnitude_matched": mm["expected"] / mm["size_a"] if mm["size_a"] else None,
+            "random_95": list(null_overlap_interval(mm["rand_ab"], mm["var_random"], mm["size_a"]))
+            if mm["size_a"]
+            else None,
+            "magnitude_matched_95": list(null_overlap_interval(mm["expected"], mm["var_matched"], mm["size_a"]))
+            if mm["size_a"]
+            else None,
             "observed_b_to_a": overlap_from_counts(mm["size_b"], mm["inter"]),
             "random_b_to_a": mm["rand_ba"] / mm["size_b"] if mm["size_b"] else None,
             "magnitude_matched_b_to_a": mm["expected"] / mm["size_b"] if mm["size_b"] else None,

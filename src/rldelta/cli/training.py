@@ -153,6 +153,7 @@ def train_(
     advantages: str | None = typer.Option(None, "--advantages", help=help_of(TrainConfig, "advantages")),
     rewards: str | None = typer.Option(None, "--rewards", help=help_of(TrainConfig, "rewards")),
     difficulty: int | None = typer.Option(None, "--difficulty", help=help_of(TrainConfig, "difficulty")),
+    sft_style: str | None = typer.Option(None, "--sft-style", help=help_of(TrainConfig, "sft_style")),
     resume: bool = typer.Option(False, "--resume", help=help_of(TrainConfig, "resume")),
     record_steps: bool | None = typer.Option(
         None, "--record-steps/--no-record-steps", help=help_of(TrainConfig, "record_steps")
@@ -186,6 +187,7 @@ def train_(
             advantages=advantages,
             rewards=rewards,
             difficulty=difficulty,
+            sft_style=sft_style,
         )
         run_dir = train(config)
     except RldeltaError as e:

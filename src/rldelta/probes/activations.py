@@ -45,6 +45,7 @@ from rldelta.metrics.activations import (
     top_mass_share,
 )
 from rldelta.metrics.sparsity import changed_bitwise
+from rldelta.metrics.stats import partial_spearman
 from rldelta.probes import ProbeError
 from rldelta.progress import progress_bar
 from rldelta.train.tasks import TASKS, Arith, Example
@@ -90,6 +91,7 @@ NEURONS_SCHEMA = unit_schema(
         ("neuron", pa.int64()),
         ("activation_freq", pa.float64()),
         ("changed_frac", pa.float64()),
+        ("mean_abs_w", pa.float64()),
     ]
 )
 METRICS = ("near_zero_frac", "hoyer", "top1_mass_share")
@@ -281,8 +283,22 @@ def _mlp_names(model) -> list[dict[str, str | None]]:
     return out
 
 
-def _changed_fracs(model_dir: Path, compare: Path, names: list[dict[str, str | None]]) -> dict[int, torch.Tensor]:
-    """Per layer, each MLP neuron's changed fraction (bitwise in the base's stored dtype)."""
+def _neuron_mean_abs(weights: dict[str, torch.Tensor | None]) -> torch.Tensor:
+    """Each MLP neuron's mean |w| in the base: its rows of gate/up_proj and its column of down_proj."""
+    total = weights["up_proj"].abs().sum(dim=1, dtype=torch.float64) + weights["down_proj"].abs().sum(
+        dim=0, dtype=torch.float64
+    )
+    count = weights["up_proj"].shape[1] + weights["down_proj"].shape[0]
+    if weights.get("gate_proj") is not None:
+        total += weights["gate_proj"].abs().sum(dim=1, dtype=torch.float64)
+        count += weights["gate_proj"].shape[1]
+    return total / count
+
+
+def _changed_fracs(
+    model_dir: Path, compare: Path, names: list[dict[str, str | None]]
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, each MLP neuron's changed fraction (bitwise in the base's stored dtype) and its mean |w|."""
     try:
         base_ck, tuned_ck = open_checkpoint(model_dir), open_checkpoint(compare)
     except CheckpointError as e:
@@ -299,15 +315,19 @@ def _changed_fracs(model_dir: Path, compare: Path, names: list[dict[str, str | N
                 raise ProbeError(f"tensor {n!r} has shape {b.shape} in {model_dir} but {t.shape} in {compare}")
     out = {}
     for i, layer in enumerate(names):
-        masks = {}
+        masks, weights = {}, {}
         for proj, n in layer.items():
             if n is None:
-                masks[proj] = None
+                masks[proj] = weights[proj] = None
                 continue
             b = base_ck.get(base_ck.aliases.get(n, n))
             masks[proj] = changed_bitwise(b, tuned_ck.get(tuned_ck.aliases.get(n, n)), b.dtype)
+            weights[proj] = b
         try:
-            out[i] = neuron_changed_frac(masks["gate_proj"], masks["up_proj"], masks["down_proj"])
+            out[i] = (
+                neuron_changed_frac(masks["gate_proj"], masks["up_proj"], masks["down_proj"]),
+                _neuron_mean_abs(weights),
+            )
         except ValueError as e:
             raise ProbeError(f"layer {i} MLP of {model_dir}: {e}") from None
     return out
@@ -375,19 +395,17 @@ def verdict_threshold(n: int) -> float:
     return max(VERDICT_SPEARMAN, VERDICT_SIGMAS / math.sqrt(n - 1)) if n > 1 else float("inf")
 
 
-def neuron_verdict(spearman: float, n: int) -> str:
+def neuron_verdict(spearman: float, n: int, where: str = "") -> str:
     """Which neurons RL edited, from the Spearman correlation of activation frequency and changed fraction."""
     if not math.isfinite(spearman):
         return "undetermined (Spearman undefined: activation frequency or changed fraction is constant)"
     limit = verdict_threshold(n)
+    rho = f"Spearman {where + ' ' if where else ''}{spearman:+.2f}"
     if spearman >= limit:
-        return f"RL edited the neurons the task uses more (Spearman {spearman:+.2f}, n={n})"
+        return f"RL edited the neurons the task uses more ({rho}, n={n})"
     if spearman <= -limit:
-        return f"RL edited the rarely used neurons more (Spearman {spearman:+.2f}, n={n})"
-    return (
-        f"neither: RL's edits do not follow how often the task uses a neuron "
-        f"(Spearman {spearman:+.2f}, n={n}, |rho| < {limit:.2f})"
-    )
+        return f"RL edited the rarely used neurons more ({rho}, n={n})"
+    return f"neither: RL's edits do not follow how often the task uses a neuron ({rho}, n={n}, |rho| < {limit:.2f})"
 
 
 # ---- runner -----------------------------------------------------------------------------------------------------
@@ -472,12 +490,18 @@ def run_activations(
             )
             del tuned
             for layer in range(len(names)):
-                f, c = freq[layer], changed[layer]
+                f, (c, w) = freq[layer], changed[layer]
                 if f.shape != c.shape:
                     raise ProbeError(f"layer {layer}: {f.numel()} MLP activations but {c.numel()} neurons in weights")
                 neurons += [
-                    {"layer": layer, "neuron": i, "activation_freq": float(a), "changed_frac": float(b)}
-                    for i, (a, b) in enumerate(zip(f.tolist(), c.tolist()))
+                    {
+                        "layer": layer,
+                        "neuron": i,
+                        "activation_freq": float(a),
+                        "changed_frac": float(b),
+                        "mean_abs_w": float(m),
+                    }
+                    for i, (a, b, m) in enumerate(zip(f.tolist(), c.tolist(), w.tolist()))
                 ]
 
     by_level = _by_level(rows)
@@ -522,18 +546,37 @@ def run_activations(
         # per-layer Spearmans (weighted by neurons) is the within-layer reading.
         weighted = [(c["spearman"], c["n"]) for c in by_layer.values() if math.isfinite(c["spearman"])]
         within = sum(r * n for r, n in weighted) / sum(n for _, n in weighted) if weighted else float("nan")
+        # Weight magnitude alone decides which bf16 entries change (small |w|, small ULP): the same within-layer
+        # reading with each neuron's mean |w| held fixed says what activity adds beyond it.
+        partial = []
+        for layer in range(len(names)):
+            sub = [r for r in neurons if r["layer"] == layer]
+            p = partial_spearman(
+                [r["activation_freq"] for r in sub], [r["changed_frac"] for r in sub], [r["mean_abs_w"] for r in sub]
+            )
+            if math.isfinite(p["spearman"]):
+                partial.append((p["spearman"], p["n"]))
+        controlled = sum(r * n for r, n in partial) / sum(n for _, n in partial) if partial else float("nan")
         result["correlation"] = {
             "overall": overall,
             "by_layer": by_layer,
             "mean_within_layer_spearman": within,
+            "magnitude_controlled": {
+                "spearman": controlled,
+                "method": "partial Spearman given the neuron's mean |w| (base), within each layer, mean weighted "
+                "by neurons",
+            },
             "changed_frac_mean": float(np.mean([r["changed_frac"] for r in neurons])),
             "activation_freq_mean": float(np.nanmean([r["activation_freq"] for r in neurons])),
             "verdict_threshold": verdict_threshold(overall["n"]),
         }
-        result["verdict"] = neuron_verdict(overall["spearman"], overall["n"])
-        if math.isfinite(within) and len(by_layer) > 1:
-            # Pooled over layers, a layer that is both busier and more edited can make the whole correlation.
-            result["verdict"] += f"; within a layer the mean Spearman is {within:+.2f}"
+        # The within-layer reading leads: pooled over layers, a layer that is both busier and more edited can make
+        # the whole correlation.
+        lead = within if math.isfinite(within) else overall["spearman"]
+        result["verdict"] = neuron_verdict(lead, overall["n"], "within a layer" if math.isfinite(within) else "")
+        if math.isfinite(controlled):
+            result["verdict"] += f"; with mean |w| held fixed (partial Spearman) {controlled:+.2f}"
+        result["verdict"] += f"; pooled over layers {overall['spearman']:+.2f}"
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

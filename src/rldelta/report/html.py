@@ -4,6 +4,8 @@ Every number on the page is rendered from the study's exported tables by `cell()
 row and column it came from (`data-table`, `data-row`, `data-col`) and the exact value (`data-value`), so anyone
 (and the tests) can check the page against tables/*.parquet. A number is shown in its column's unit, looked up
 by the column's name in `rldelta.columns`.
+
+Over 400 lines because the page is one document: its sections, in reading order, are written out here together.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from rldelta.atomic import atomic_write_bytes
-from rldelta.columns import fmt, kind_of
+from rldelta.columns import MISSING, fmt, kind_of
 
 QUESTION = (
     "RL fine-tuning of a language model is reported to change only a small slice of its weights (5–30%), "
@@ -79,9 +81,12 @@ def _claim_text(text: str, headline: pd.DataFrame) -> str:
         out.append(html.escape(text[last : m.start()]))
         i = rows.get(m.group(1))
         if i is None:
-            out.append(html.escape(m.group(0)))
+            out.append(MISSING)  # a number this study did not measure (a probe or stage that was off)
         else:
-            out.append(cell("headline", i, "value", headline["value"].iloc[i], headline["format"].iloc[i]))
+            rec = headline.iloc[i].to_dict()
+            out.append(
+                cell("headline", i, "value", rec["value"], rec["format"]) + _interval("headline", i, rec, rec["format"])
+            )
         last = m.end()
     out.append(html.escape(text[last:]))
     return "".join(out)
@@ -102,11 +107,49 @@ figure{margin:1em 0}figcaption{color:#555;font-size:.9em}
 
 
 def _verdict_class(v: str) -> str:
-    if v.startswith("reproduces"):
+    if v.startswith(("reproduces", "supported")):
         return "yes"
-    if v.startswith("does not"):
+    if v.startswith(("does not", "not supported")):
         return "no"
     return "part"
+
+
+def _interval(table: str, i: int, rec: dict, kind: str) -> str:
+    """A headline number's 95% interval, "[lo, hi]", each end tagged; empty when it has none."""
+    if _py(rec.get("lo")) is None or _py(rec.get("hi")) is None:
+        return ""
+    return f" [{cell(table, i, 'lo', rec['lo'], kind)}, {cell(table, i, 'hi', rec['hi'], kind)}]"
+
+
+def _why_section(tables: dict[str, pd.DataFrame]) -> str:
+    """The answer first: one row per candidate explanation of "sparse, yet full-rank", with its evidence, the share
+    of the effect it accounts for (with its interval) and its verdict."""
+    why = tables.get("why")
+    if why is None or not len(why):
+        return ""
+    h = tables["headline"]
+    out = [
+        "<section id='why'><h2>Why sparse, yet full-rank?</h2>",
+        "<p class='note'>Each candidate explanation, with the measured evidence for and against it, the share of "
+        "the observed effect it accounts for (observed against its null; 95% interval where the data give one) and "
+        "its verdict. share: rounding = entries left unchanged in bf16 that the fp32 master did change / all "
+        "unchanged; |w| = (magnitude-matched − random) / (observed − random) seed overlap; density = random "
+        "sparse rank vs observed: 1 − |difference| / observed; in-distribution data = (foreign − own) / foreign changed fraction; "
+        "suppression = fall of log p(wrong) / (that + rise of log p(correct)), negative parts counted as 0; format selection = the winning format's share at the end.</p>",
+        "<table><thead><tr><th>explanation</th><th>explains</th><th>evidence for</th><th>evidence against</th>"
+        "<th>share of the effect</th><th>verdict</th></tr></thead><tbody>",
+    ]
+    for i, rec in enumerate(why.to_dict("records")):
+        share = cell("why", i, "share", rec["share"], "pct")
+        if _py(rec.get("share_lo")) is not None and _py(rec.get("share_hi")) is not None:
+            share += f" [{cell('why', i, 'share_lo', rec['share_lo'], 'pct')}, {cell('why', i, 'share_hi', rec['share_hi'], 'pct')}]"
+        out.append(
+            f"<tr><td><b>{html.escape(rec['explanation'])}</b></td><td>{html.escape(rec['effect'])}</td>"
+            f"<td>{_claim_text(rec['evidence_for'], h)}</td><td>{_claim_text(rec['evidence_against'], h)}</td>"
+            f"<td>{share}</td><td class='verdict {_verdict_class(rec['verdict'])}'>{html.escape(rec['verdict'])}</td></tr>"
+        )
+    out.append("</tbody></table></section>")
+    return "".join(out)
 
 
 def render(tables: dict[str, pd.DataFrame]) -> str:
@@ -122,6 +165,7 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
         "<h1>What does RL fine-tuning change in the weights?</h1>",
         "<section id='question'><h2>The question</h2>",
         f"<p>{html.escape(QUESTION)}</p></section>",
+        _why_section(tables),
     ]
 
     parts.append("<section id='setup'><h2>Setup</h2>")
@@ -132,12 +176,14 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
     h = tables["headline"]
     parts.append(
         "<section id='headline'><h2>Headline numbers</h2><table><thead><tr><th>measure</th><th>value</th>"
-        "</tr></thead><tbody>"
+        "<th>95% interval</th><th>interval from</th></tr></thead><tbody>"
     )
     for i, rec in enumerate(h.to_dict("records")):
         parts.append(
             f"<tr><td>{html.escape(rec['label'])}</td>"
-            f"<td>{cell('headline', i, 'value', rec['value'], rec['format'])}</td></tr>"
+            f"<td>{cell('headline', i, 'value', rec['value'], rec['format'])}</td>"
+            f"<td>{_interval('headline', i, rec, rec['format']).strip()}</td>"
+            f"<td>{html.escape(str(rec.get('interval') or ''))}</td></tr>"
         )
     parts.append("</tbody></table></section>")
 
@@ -146,7 +192,11 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
         parts.append(
             f"<p class='verdict {_verdict_class(rec['verdict'])}'><b>{html.escape(rec['claim'])}</b> — "
             f"<i>published: {html.escape(rec['published'])}</i><br><b class='tag'>"
-            f"{html.escape(rec['verdict'])}</b> {_claim_text(rec['text'], h)}</p>"
+            f"{html.escape(rec['verdict'])}</b> {_claim_text(rec['text'], h)}"
+            f"<br><span class='note'>compared: {html.escape(rec.get('comparison') or '')}; against: "
+            f"{html.escape(rec.get('null') or '')}"
+            + (f"; to decide: {html.escape(rec['more_data'])}" if rec.get("more_data") else "")
+            + "</span></p>"
         )
     parts.append("</section>")
 
@@ -206,19 +256,30 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
     parts += [_figure(*f) for f in figures]
     parts.append("</section>")
 
-    parts.append("<section id='surgery'><h2>Surgery: is the seed-1 subnetwork sufficient, is it necessary?</h2>")
+    parts.append(
+        f"<section id='surgery'><h2>Surgery: is the {html.escape(primary)} mask sufficient, is it necessary?</h2>"
+    )
     parts.append(
         "<p class='note'>patch = base + the target's update on the mask only; revert = the target with the "
-        "mask reset to base. recovery = (accuracy − base) / (tuned − base).</p>"
+        "mask reset to base. recovery = (accuracy − base) / (tuned − base). accuracy_lo/hi: Wilson 95% interval "
+        "from n test problems. Controls: random masks with the same per-tensor density.</p>"
     )
     parts.append(table_html(tables, "surgery"))
     parts.append("</section><section id='retrain'><h2>Subnetwork-only retraining</h2>")
     parts.append(
-        "<p class='note'>Trained again from the base with only the seed-1 run's changed entries trainable "
+        f"<p class='note'>Trained again from the base with only the {html.escape(primary)} mask's entries trainable "
         "(same data, same seed), compared with that full run.</p>"
     )
     parts.append(table_html(tables, "retrain"))
     parts.append("</section>")
+    if "cause" in tables and len(tables["cause"]):
+        parts.append(
+            "<section id='cause'><h2>Cause analysis: in-distribution data, KL</h2><p class='note'>Same prompts and "
+            "steps: SFT on the base model's own correct samples (in-distribution) and on the same answers in a "
+            "style the base does not produce (out-of-distribution); the RL run with KL (β &gt; 0) and without. "
+            "Changed fraction bitwise in bf16 and in the fp32 master weights.</p>"
+        )
+        parts.append(table_html(tables, "cause") + "</section>")
     parts.append(_probe_sections(tables))
     parts.append("<section id='tables'><h2>Per-run measurements</h2>")
     parts.append(table_html(tables, "runs", [c for c in runs.columns if c not in ("run_dir",)]))

@@ -18,7 +18,9 @@ checkpoint of its last step exists; an interrupted one is resumed from its last 
 
 The package, bottom to top: config (StudyConfig, the one schema, and loading; schema checks types against it),
 layout (run identity and folders), log, runs (scheduling the training runs), stages and probes (the cached
-measuring stages), claims (verdict rules), tables (every number of the report), run (run_study, the plan).
+measuring stages), claims (verdict rules), headline (the headline numbers with their intervals, the claims table),
+why (the "Why sparse, yet full-rank?" table), tables (every number of the report), run (run_study, the plan).
+The cause analysis's runs (SFT on own vs foreign-style samples, RL with KL) live in STUDY/runs/cause-*.
 """
 
 from __future__ import annotations

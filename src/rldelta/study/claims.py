@@ -1,257 +1,290 @@
-"""The headline numbers and the verdict on each published claim: pure functions of the study's tables, with the
-thresholds of the verdict rules named below."""
+"""The verdict rules: one pure function per published claim, from numbers and their intervals to a verdict.
+
+Every rule gives one of VERDICTS, names the comparison it rests on and the null or control it beat or failed to
+beat, and, when the data cannot decide ("inconclusive"), how much more eval n or how many seeds would. Texts are
+templates: {key} is the headline number of that key (the report shows the table's value with its interval).
+The thresholds are the named constants below; tests/test_claims.py plants tables for every outcome of each rule.
+"""
 
 from __future__ import annotations
 
-import math
+from dataclasses import asdict, dataclass
 
-import pandas as pd
+from rldelta.metrics.stats import difference_interval, n_to_decide, seeds_to_decide
 
-from rldelta.study.config import StudyConfig
-from rldelta.study.layout import Run
+REPRODUCES, PARTLY, DOES_NOT, INCONCLUSIVE, NOT_MEASURED = (
+    "reproduces",
+    "partly",
+    "does not reproduce",
+    "inconclusive",
+    "not measured",
+)
+VERDICTS = (REPRODUCES, PARTLY, DOES_NOT, INCONCLUSIVE, NOT_MEASURED)
 
 # "RL updates only 5–30% of the parameters": the published range of the changed fraction.
 SPARSITY_LOW, SPARSITY_HIGH = 0.05, 0.30
 # Mean rank / max rank of Δ from which the update counts as full rank, and as partly so.
 FULL_RANK, PARTLY_FULL_RANK = 0.99, 0.9
-# Closer than this to the random sparse matrices' rank fraction: the rank follows from the sparsity alone.
+# Within this of the random sparse matrices' rank fraction: the rank follows from the density alone.
 RANK_NULL_MARGIN = 0.01
-# Seed overlap above the random one by more than this reproduces; within this of the magnitude-matched one, |w|
-# explains it.
-OVERLAP_MARGIN = 0.01
-# Share of the accuracy RL gained that the subnetwork patch must recover.
+# Share of the accuracy RL gained that the subnetwork patch must recover (and the revert must remove).
 RECOVERED = 0.9
-# Accuracy differences within this many test problems are noise (also: RL "barely moved" accuracy).
-NOISE_PROBLEMS = 2
-# The retrain matches the full run's accuracy within max(this, NOISE_PROBLEMS / eval_n) ...
-RETRAIN_ACCURACY_TOLERANCE = 0.02
+# The retrain matches the full run when the interval of their accuracy difference lies within ± this.
+EQUIVALENCE_MARGIN = 0.1
 # ... and its Δ points the same way when their cosine is at least this.
 RETRAIN_COSINE = 0.9
+# In-distribution data explains the sparsity when SFT on the policy's own samples changes at least this share
+# fewer entries than SFT on the same answers in a foreign style; KL matters when it moves the fraction this much.
+CAUSE_MARGIN = 0.2
 
 
-def mean(xs: list) -> float | None:
-    """The mean of the values that are neither None nor NaN; None when none is left."""
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    return sum(xs) / len(xs) if xs else None
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    comparison: str  # what was compared with what
+    null: str  # the null model or control it beat or failed to beat
+    text: str  # a template: {key} = that headline number
+    more_data: str = ""  # inconclusive: how much more eval n or how many seeds would decide it
+
+    def row(self, claim: str, published: str, key: str, value) -> dict:
+        return {"claim": claim, "published": published, "key": key, "value": value, **asdict(self)}
 
 
-def recovery(acc: float, base: float, tuned: float) -> float | None:
-    """(acc − base) / (tuned − base): 1 = all of the accuracy RL gained; undefined when it gained nothing."""
-    gain = tuned - base
-    return (acc - base) / gain if abs(gain) > 1e-12 else None
+@dataclass(frozen=True)
+class Acc:
+    """An accuracy and the number of problems it was measured on."""
+
+    value: float
+    n: int
+
+    @property
+    def k(self) -> float:
+        return round(self.value * self.n)
 
 
-def headline_and_claims(
-    cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: list[Run]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The headline table (key, label, value, format) and the claims table (one verdict per published claim)."""
-    h = _headline(cfg, t, runs)
-    head = pd.DataFrame([{"key": k, "label": lab, "value": v, "format": f} for k, lab, v, f in h])
-    return head, _claims(cfg, {k: v for k, _, v, _ in h})
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
 
 
-def _headline(cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: list[Run]) -> list[tuple]:
-    """(key, label, value, format) of every headline number, from the tables `t`."""
-    grid = t["runs"][t["runs"]["kind"] == "grid"]
-    ov = t["overlap"]
-    seeds = ov[ov["kind"] == "seed"]
-    sur = t["surgery"]
-    ret = t["retrain"].to_dict("records")[0] if len(t["retrain"]) else {}
-    mods = t["modules"][t["modules"]["run"].isin(grid["run"])]
-    primary = runs[0].label
-    others = [
-        r.label for r in runs if r.algo == runs[0].algo and r.precision == runs[0].precision and r.label != primary
-    ]
-    cross = sur[sur["target"].isin(others)] if others else sur
-
-    def sur_acc(kind: str, control: str) -> float | None:
-        sub = cross[(cross["kind"] == kind) & (cross["control"].str.startswith(control))]
-        return mean(sub["accuracy"].tolist()) if len(sub) else None
-
-    def colmean(df, col) -> float | None:
-        return mean(df[col].tolist()) if col in df and len(df) else None
-
-    h = [
-        ("changed_frac", "changed fraction, bitwise in bf16 (mean over runs)", colmean(grid, "changed_frac"), "pct"),
-        (
-            "changed_atol_frac",
-            f"changed fraction, |Δ| > {cfg.atol:g} (mean over runs)",
-            colmean(grid, "changed_atol_frac"),
-            "pct",
-        ),
-        (
-            "fp32_changed_frac",
-            "changed fraction of the fp32 master weights (mean over fp32 runs)",
-            colmean(grid, "fp32_changed_frac"),
-            "pct",
-        ),
-        (
-            "lost_to_rounding_frac",
-            "share of fp32 updates lost when rounding to bf16",
-            colmean(grid, "lost_to_rounding_frac"),
-            "pct",
-        ),
-        (
-            "mean_rank_frac",
-            "rank / max rank of Δ, mean over 2-D tensors and runs",
-            colmean(grid, "mean_rank_frac"),
-            "num",
-        ),
-        (
-            "null_rank_frac",
-            "same for random sparse matrices of the same density",
-            colmean(mods, "null_rank_frac"),
-            "num",
-        ),
-        ("seed_overlap", "seed overlap |A∩B|/|A| (mean over seed pairs)", colmean(seeds, "overlap"), "pct"),
-        (
-            "seed_overlap_random",
-            "… expected at random (same per-tensor density)",
-            colmean(seeds, "random_overlap"),
-            "pct",
-        ),
-        (
-            "seed_overlap_matched",
-            "… expected at random within |w| bins (magnitude-matched)",
-            colmean(seeds, "magnitude_matched_overlap"),
-            "pct",
-        ),
-        (
-            "algorithm_overlap",
-            "overlap between algorithms (mean)",
-            colmean(ov[ov["kind"] == "algorithm"], "overlap"),
-            "pct",
-        ),
-        (
-            "precision_overlap",
-            "overlap between bf16- and fp32-trained runs (mean)",
-            colmean(ov[ov["kind"] == "precision"], "overlap"),
-            "pct",
-        ),
-        ("base_accuracy", "base accuracy", t["accuracy"]["accuracy"].iloc[0], "acc"),
-        ("tuned_accuracy", "RL-tuned accuracy (mean over runs)", colmean(grid, "accuracy"), "acc"),
-        ("patch_accuracy", "base + other seed's update on the seed-1 subnetwork", sur_acc("patch", "none"), "acc"),
-        ("patch_random_accuracy", "… on a random mask of the same size", sur_acc("patch", "random"), "acc"),
-        (
-            "revert_accuracy",
-            "other seed's model with the seed-1 subnetwork reset to base",
-            sur_acc("revert", "none"),
-            "acc",
-        ),
-        ("revert_random_accuracy", "… with a random mask of the same size reset", sur_acc("revert", "random"), "acc"),
-        ("retrain_accuracy", "subnetwork-only retraining accuracy", ret.get("accuracy_retrain"), "acc"),
-        ("retrain_full_accuracy", "the full run it retrains", ret.get("accuracy_full"), "acc"),
-        (
-            "retrain_coverage",
-            "share of the full run's changed entries the retrain also changed",
-            ret.get("full_covered_by_retrain"),
-            "pct",
-        ),
-        ("retrain_cosine", "cosine of the retrain's Δ and the full run's Δ", ret.get("delta_cosine"), "num"),
-    ]
-    return h
+def _straddles(lo: float | None, hi: float | None, threshold: float) -> bool:
+    return lo is not None and hi is not None and lo < threshold < hi
 
 
-def _claims(cfg: StudyConfig, num: dict) -> pd.DataFrame:
-    """One row per published claim: its verdict from the headline numbers `num` (by key), and the text."""
-    # Verdict texts are templates: {key} is the headline number of that key, so the report shows the table's value.
-    claims = []
+def _seeds_text(mean: float, sd: float | None, threshold: float, have: int) -> str:
+    k = seeds_to_decide(mean, sd, threshold, have) if sd is not None else None
+    return f"about {k} runs (now {have}) would decide it" if k else f"more runs than {have} would be needed"
 
-    def claim(name: str, published: str, key: str, verdict: str, text: str) -> None:
-        claims.append(
-            {"claim": name, "published": published, "key": key, "value": num.get(key), "verdict": verdict, "text": text}
+
+def _n_text(diff: float, lo: float, hi: float, n: int) -> str:
+    need = n_to_decide(diff, (hi - lo) / 2, n)
+    return (
+        f"about {need} test problems (now {n}) would resolve a difference of {abs(diff):.3f}"
+        if need
+        else "no eval size resolves a zero difference"
+    )
+
+
+def sparsity_rule(
+    bf16: float | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    sd: float | None = None,
+    runs: int = 1,
+    fp32: float | None = None,
+) -> Verdict:
+    """The bf16 changed fraction against the published 5–30%, next to the fp32 master weights (no rounding)."""
+    cmp = "bitwise changed fraction of the bf16 checkpoint vs the published 5–30%"
+    null = "the fp32 master weights (the same update before bf16 rounding)"
+    if bf16 is None:
+        return Verdict(NOT_MEASURED, cmp, null, "No run finished.")
+    why = ""
+    if fp32 is not None:
+        why = (
+            "; in the fp32 master weights {fp32_changed_frac} changed; bf16 rounding removed {lost_to_rounding_frac}"
+            " of the updates; −|w| predicts the changed set with AUC {auc_small_weights}"
         )
-
-    sparsity = "RL updates only 5–30% of the parameters"
-    cf = num["changed_frac"]
-    if cf is None:
-        claim("sparsity", sparsity, "changed_frac", "not measured", "No run finished.")
-    elif SPARSITY_LOW <= cf <= SPARSITY_HIGH:
-        claim(
-            "sparsity",
-            sparsity,
-            "changed_frac",
-            "reproduces",
-            "RL changed {changed_frac} of the entries (bitwise in bf16), inside the published 5–30%.",
-        )
-    else:
-        side = "sparser" if cf < SPARSITY_LOW else "denser"
-        claim(
-            "sparsity",
-            sparsity,
-            "changed_frac",
-            f"does not reproduce ({side})",
-            "RL changed {changed_frac} of the entries (bitwise in bf16; {changed_atol_frac} with |Δ| > atol), "
-            f"{'below' if cf < SPARSITY_LOW else 'above'} the published 5–30%.",
-        )
-
-    full_rank = "each update matrix is nearly full rank (>99%)"
-    rk, nr = num["mean_rank_frac"], num["null_rank_frac"]
-    if rk is None:
-        claim("full rank", full_rank, "mean_rank_frac", "not measured", "No 2-D tensor changed.")
-    else:
-        v = "reproduces" if rk >= FULL_RANK else ("partly" if rk >= PARTLY_FULL_RANK else "does not reproduce")
-        text = "Mean rank / max rank of Δ is {mean_rank_frac}"
-        if nr is not None:
-            text += "; random sparse matrices of the same density reach {null_rank_frac}"
-            if nr >= rk - RANK_NULL_MARGIN:
-                text += ", so the rank follows from the sparsity alone"
-        claim("full rank", full_rank, "mean_rank_frac", v, text + ".")
-
-    consistency = "different seeds update nearly the same entries"
-    so, sr, sm = num["seed_overlap"], num["seed_overlap_random"], num["seed_overlap_matched"]
-    if so is None:
-        claim("seed consistency", consistency, "seed_overlap", "not measured", "Needs two or more seeds.")
-    else:
-        above = sr is not None and so > sr + OVERLAP_MARGIN
-        explained = sm is not None and so <= sm + OVERLAP_MARGIN
-        v = "reproduces, explained by |w|" if above and explained else ("reproduces" if above else "does not reproduce")
-        text = "Seeds overlap by {seed_overlap}, vs {seed_overlap_random} at random"
-        if sm is not None:
-            text += " and {seed_overlap_matched} for random sets with the same |w| profile"
-        text += "." + (" Weight magnitude alone predicts that much overlap." if explained else "")
-        claim("seed consistency", consistency, "seed_overlap", v, text)
-
-    sufficiency = "the update on the subnetwork alone recovers the tuned accuracy"
-    pa_, tuned, b = num["patch_accuracy"], num["tuned_accuracy"], num["base_accuracy"]
-    if pa_ is None:
-        claim("subnetwork sufficiency", sufficiency, "patch_accuracy", "not measured", "Needs two or more seeds.")
-    else:
-        text = (
-            "Base + the other seed's update on the seed-1 subnetwork scores {patch_accuracy} "
-            "(random mask {patch_random_accuracy}) vs {tuned_accuracy} tuned and {base_accuracy} base"
-        )
-        if abs(tuned - b) < NOISE_PROBLEMS / cfg.eval_n:
-            claim(
-                "subnetwork sufficiency",
-                sufficiency,
-                "patch_accuracy",
-                "inconclusive",
-                text + ": RL barely moved accuracy, so there is nothing to recover.",
+    for edge in (SPARSITY_LOW, SPARSITY_HIGH):
+        if _straddles(lo, hi, edge):
+            return Verdict(
+                INCONCLUSIVE,
+                cmp,
+                null,
+                "Across runs the changed fraction {changed_frac} straddles " + _pct(edge) + why + ".",
+                _seeds_text(bf16, sd, edge, runs),
             )
-        else:
-            rec = recovery(pa_, b, tuned)
-            claim(
-                "subnetwork sufficiency",
-                sufficiency,
-                "patch_accuracy",
-                "reproduces" if rec is not None and rec >= RECOVERED else "does not reproduce",
-                text + ".",
-            )
-
-    subnet = "training only the subnetwork recovers the full run's accuracy and parameters"
-    ra, fa, cos = num["retrain_accuracy"], num["retrain_full_accuracy"], num["retrain_cosine"]
-    if ra is None:
-        claim("subnetwork-only training", subnet, "retrain_accuracy", "not measured", "Retraining is off.")
-    else:
-        close = abs(ra - fa) <= max(RETRAIN_ACCURACY_TOLERANCE, NOISE_PROBLEMS / cfg.eval_n)
-        same = cos is not None and cos >= RETRAIN_COSINE
-        claim(
-            "subnetwork-only training",
-            subnet,
-            "retrain_accuracy",
-            "reproduces" if close and same else ("partly" if close or same else "does not reproduce"),
-            "Retrained on the subnetwork only: {retrain_accuracy} vs {retrain_full_accuracy} for the full run; "
-            "cosine of the two Δs {retrain_cosine}; it changed {retrain_coverage} of the full run's changed entries.",
+    inside = SPARSITY_LOW <= bf16 <= SPARSITY_HIGH
+    if inside and fp32 is not None and fp32 > SPARSITY_HIGH:
+        return Verdict(
+            PARTLY,
+            cmp,
+            null,
+            "Reproduces in the bf16 checkpoint ({changed_frac}) but not in the fp32 master weights"
+            + why
+            + ": the sparsity is that of the stored precision.",
         )
-    return pd.DataFrame(claims)
+    if inside:
+        return Verdict(REPRODUCES, cmp, null, "RL changed {changed_frac} of the entries, inside 5–30%" + why + ".")
+    side = "below" if bf16 < SPARSITY_LOW else "above"
+    return Verdict(DOES_NOT, cmp, null, "RL changed {changed_frac} of the entries, " + side + " 5–30%" + why + ".")
+
+
+def rank_rule(
+    rank: float | None,
+    null_rank: float | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    sd: float | None = None,
+    runs: int = 1,
+) -> Verdict:
+    """Rank / max rank of Δ against 99% (full) and 90% (partly), next to random sparse matrices of its density."""
+    cmp = "mean rank / max rank of Δ vs 99%"
+    null = "random sparse matrices of the same per-tensor density"
+    if rank is None:
+        return Verdict(NOT_MEASURED, cmp, null, "No 2-D tensor changed.")
+    text = "Mean rank / max rank of Δ is {mean_rank_frac}"
+    if null_rank is not None:
+        text += "; random sparse matrices of the same density reach {null_rank_frac}"
+        if abs(null_rank - rank) <= RANK_NULL_MARGIN + 1e-9:
+            text += ", so the rank follows from the density alone"
+    for edge in (FULL_RANK, PARTLY_FULL_RANK):
+        if _straddles(lo, hi, edge):
+            return Verdict(INCONCLUSIVE, cmp, null, text + ".", _seeds_text(rank, sd, edge, runs))
+    v = REPRODUCES if rank >= FULL_RANK else (PARTLY if rank >= PARTLY_FULL_RANK else DOES_NOT)
+    return Verdict(v, cmp, null, text + ".")
+
+
+def overlap_rule(
+    observed: float | None,
+    random_hi: float | None,
+    matched_hi: float | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    sd: float | None = None,
+    pairs: int = 1,
+) -> Verdict:
+    """Seed overlap against the top of the random and the magnitude-matched nulls' 95% ranges. With ≥ 3 seeds
+    (lo, hi: the spread over seed pairs) its lower end must clear the random null's top."""
+    cmp = "one-sided overlap of two seeds' changed sets"
+    null = "random sets of the same per-tensor density (95% range), and random within |w| bins"
+    if observed is None or random_hi is None:
+        return Verdict(NOT_MEASURED, cmp, null, "Needs two or more seeds.")
+    text = "Seeds overlap by {seed_overlap}, vs {seed_overlap_random} at random"
+    if matched_hi is not None:
+        text += " and {seed_overlap_matched} for random sets with the same |w| profile"
+    if _straddles(lo, hi, random_hi):
+        return Verdict(INCONCLUSIVE, cmp, null, text + ".", _seeds_text(observed, sd, random_hi, pairs))
+    low = lo if lo is not None else observed
+    if low <= random_hi:
+        return Verdict(DOES_NOT, cmp, null, text + ": no more than chance.")
+    if matched_hi is not None and low <= matched_hi:
+        text += ": weight magnitude alone predicts that much overlap"
+    return Verdict(REPRODUCES, cmp, null, text + ".")
+
+
+def surgery_rule(kind: str, mask: Acc | None, control: Acc | None, target: Acc, base: Acc, mask_name: str) -> Verdict:
+    """Sufficiency (kind "patch": base + the target's update on the mask only) or necessity ("revert": the target
+    with the mask reset to base), against the random-mask controls of the same per-tensor density and against the
+    target whose update was used. "reproduces" only when the mask beats its controls beyond the interval."""
+    patch = kind == "patch"
+    what = "base + the update on " if patch else "the tuned model with "
+    cmp = (
+        f"{what}{mask_name} vs {'the same' if patch else 'random masks reset instead'} on random masks, "
+        "and vs the tuned model whose update was used"
+    )
+    null = "random masks of the same per-tensor density (Newcombe 95% interval of the difference)"
+    key = "patch" if patch else "revert"
+    if mask is None or control is None:
+        return Verdict(NOT_MEASURED, cmp, null, "Needs two or more seeds and one or more controls.")
+    text = (
+        "{" + key + "_accuracy} with " + mask_name + " vs {" + key + "_random_accuracy} with random masks; "
+        "{tuned_accuracy} tuned, {base_accuracy} base"
+    )
+    glo, ghi = difference_interval(target.k, target.n, base.k, base.n)
+    gain = target.value - base.value
+    if glo <= 0:
+        return Verdict(
+            INCONCLUSIVE,
+            cmp,
+            null,
+            text + f": RL's gain over the base ({gain:+.3f}, interval [{glo:+.3f}, {ghi:+.3f}]) is not above noise.",
+            _n_text(gain, glo, ghi, target.n),
+        )
+    # Sufficiency: the mask keeps more than random masks; necessity: resetting the mask loses more.
+    a, b = (mask, control) if patch else (control, mask)
+    lo, hi = difference_interval(a.k, a.n, b.k, b.n)
+    d = a.k / a.n - b.k / b.n  # in whole problems, as the interval is
+    text += f"; difference to the controls {d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    if lo <= 0 < hi:
+        return Verdict(INCONCLUSIVE, cmp, null, text + ".", _n_text(d, lo, hi, mask.n))
+    if hi <= 0:
+        return Verdict(DOES_NOT, cmp, null, text + ": random masks do as well.")
+    share = (mask.value - base.value) / gain if patch else (target.value - mask.value) / gain
+    text += f"; it {'recovers' if patch else 'removes'} {_pct(share)} of RL's gain"
+    return Verdict(REPRODUCES if share >= RECOVERED else PARTLY, cmp, null, text + ".")
+
+
+def retrain_rule(retrain: Acc | None, full: Acc | None, cosine: float | None) -> Verdict:
+    """Subnetwork-only retraining against the full run: accuracy equal within ±EQUIVALENCE_MARGIN (the whole
+    interval of the difference inside it) and Δs pointing the same way (cosine ≥ RETRAIN_COSINE)."""
+    cmp = "retrained on the mask only vs the full run it retrains"
+    null = f"equivalence within ±{EQUIVALENCE_MARGIN:g} accuracy; cosine ≥ {RETRAIN_COSINE:g}"
+    if retrain is None or full is None:
+        return Verdict(NOT_MEASURED, cmp, null, "Retraining is off.")
+    lo, hi = difference_interval(retrain.k, retrain.n, full.k, full.n)
+    d = retrain.value - full.value
+    text = (
+        "Retrained on the mask only: {retrain_accuracy} vs {retrain_full_accuracy} for the full run "
+        f"(difference {d:+.3f} [{lo:+.3f}, {hi:+.3f}]); cosine of the two Δs {{retrain_cosine}}; it changed "
+        "{retrain_coverage} of the full run's changed entries."
+    )
+    same = cosine is not None and cosine >= RETRAIN_COSINE
+    equal = -EQUIVALENCE_MARGIN <= lo and hi <= EQUIVALENCE_MARGIN
+    differs = lo > 0 or hi < 0
+    if not equal and not differs:
+        need = (
+            n_to_decide(EQUIVALENCE_MARGIN - abs(d), (hi - lo) / 2, retrain.n) if abs(d) < EQUIVALENCE_MARGIN else None
+        )
+        more = f"about {need} test problems (now {retrain.n}) would show equivalence" if need else ""
+        return Verdict(INCONCLUSIVE, cmp, null, text, more or "the accuracies differ by about the margin")
+    v = REPRODUCES if equal and same else (PARTLY if equal or same else DOES_NOT)
+    return Verdict(v, cmp, null, text)
+
+
+def cause_rule(
+    own: float | None, foreign: float | None, kl: float | None, no_kl: float | None, *, runs_per_arm: int = 1
+) -> Verdict:
+    """arXiv:2505.11711's cause: training on data close to the policy's own distribution (SFT on its own correct
+    samples changes fewer entries than SFT on the same answers in a foreign style), not the KL term (RL with
+    β > 0 and without change about as many)."""
+    cmp = "changed fraction of SFT on the policy's own correct samples vs on the same answers in a foreign style"
+    null = "the foreign-style SFT (same prompts, answers, steps); RL with KL vs without"
+    if own is None or foreign is None or not foreign:
+        return Verdict(NOT_MEASURED, cmp, null, "The cause analysis is off (cause = true runs it).")
+    rel = (foreign - own) / foreign
+    text = (
+        "SFT on the policy's own samples changed {cause_sft_own}, on foreign-style answers {cause_sft_foreign}"
+        f" ({_pct(rel)} fewer)"
+    )
+    kl_moves = False
+    if kl is not None and no_kl:
+        kl_moves = abs(kl - no_kl) / no_kl >= CAUSE_MARGIN
+        text += "; RL with KL {cause_rl_kl} vs without {cause_rl_no_kl}"
+    if abs(rel) < CAUSE_MARGIN:
+        return Verdict(
+            INCONCLUSIVE,
+            cmp,
+            null,
+            text + f": a difference within ±{_pct(CAUSE_MARGIN)} from one run per arm.",
+            f"≥ 3 seeds per arm (now {runs_per_arm}) would give the spread to decide it",
+        )
+    if rel < 0:
+        return Verdict(DOES_NOT, cmp, null, text + ": in-distribution data did not make the update sparser.")
+    return Verdict(
+        PARTLY if kl_moves else REPRODUCES,
+        cmp,
+        null,
+        text + (": the KL term matters too." if kl_moves else "."),
+    )

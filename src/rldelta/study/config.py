@@ -128,7 +128,20 @@ class StudyConfig:
     atol: float = field(default=1e-5, metadata=_help("|Δ| threshold of the published study's 'changed'", min=0))
     rank_samples: int = field(default=1, metadata=_help("random sparse matrices per tensor in the rank null", min=1))
     controls: int = field(default=1, metadata=_help("random-mask control seeds per surgery", min=0))
-    retrain: bool = field(default=True, metadata=_help("subnetwork-only retraining with the seed-1 mask"))
+    retrain: bool = field(default=True, metadata=_help("subnetwork-only retraining with the first run's mask"))
+    cause: bool = field(
+        default=False,
+        metadata=_help(
+            "the cause analysis (arXiv:2505.11711): SFT on the base's own correct samples vs the same answers in a "
+            "foreign style, and the first run again with KL (cause_beta); needs a GRPO-family first algorithm"
+        ),
+    )
+    cause_beta: float = field(
+        default=0.04, metadata=_help("KL coefficient of the cause analysis's RL run; 0: no KL arm", min=0)
+    )
+    cause_steps: int | None = field(
+        default=None, metadata=_help("optimizer steps of the cause analysis's runs; None: steps", min=1)
+    )
     keep_surgery_models: bool = field(
         default=False, metadata=_help("keep the patched/reverted model folders after they were evaluated")
     )
@@ -177,6 +190,11 @@ class StudyConfig:
                 f"{src}: advantage_runs needs a GRPO-family first algorithm ({', '.join(GRPO_FAMILY)}), "
                 f"not {self.algorithms[0]}; set advantage_runs = false"
             )
+        if self.cause and (self.algorithms[0] not in GRPO_FAMILY or self.train.get("beta")):
+            raise StudyError(
+                f"{src}: cause needs a GRPO-family first algorithm without KL ({', '.join(GRPO_FAMILY)}, "
+                "[train] beta unset or 0): it is the analysis's RL run without KL"
+            )
         _check_train_table(self.train, STUDY_OWNED, StudyConfig, src, "")
         try:
             task = get_task(self.task)
@@ -205,22 +223,25 @@ class StudyConfig:
         mask: str | None = None,
         output: str = "",
         advantages: str = "all",
+        overrides: dict[str, Any] | None = None,
     ) -> TrainConfig:
-        return TrainConfig(
-            model=str(model),
-            output=output,
-            task=self.task,
-            algo=algo,
-            seed=seed,
-            precision=precision,
-            steps=self.steps,
-            save_steps=self.save_steps,
-            mask=mask,
-            difficulty=self.difficulty,
-            advantages=advantages,
-            progress=False,
+        settings = {
+            "model": str(model),
+            "output": output,
+            "task": self.task,
+            "algo": algo,
+            "seed": seed,
+            "precision": precision,
+            "steps": self.steps,
+            "save_steps": self.save_steps,
+            "mask": mask,
+            "difficulty": self.difficulty,
+            "advantages": advantages,
+            "progress": False,
             **self.train,
-        )
+        }
+        # overrides: the cause analysis's runs differ from the grid in these settings only (steps, beta, style).
+        return TrainConfig(**{**settings, **(overrides or {})})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

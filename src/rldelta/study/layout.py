@@ -18,6 +18,9 @@ from rldelta.train.config import TrainConfig
 from rldelta.train.runfiles import read_run_json, step_dir
 
 REPORT = "report.html"
+# The cause analysis's runs: SFT on the base's own correct samples, on the same answers in a foreign style, and the
+# first run again with KL (the first run itself is the RL run without KL).
+CAUSE_KINDS = ("cause-sft-own", "cause-sft-foreign", "cause-rl-kl", "cause-rl-no-kl")
 
 
 def short_hash(obj: Any, n: int = 10) -> str:
@@ -48,7 +51,8 @@ class Run:
     precision: str
     config: TrainConfig
     dir: Path
-    kind: str = "grid"  # or "retrain", or "positive"/"negative" (trained with that --advantages)
+    # or "retrain", "positive"/"negative" (trained with that --advantages), or one of CAUSE_KINDS
+    kind: str = "grid"
 
     @property
     def final_step(self) -> int:
@@ -68,20 +72,23 @@ def make_run(
     *,
     mask: Path | None = None,
     kind: str = "grid",
+    overrides: dict[str, Any] | None = None,
 ) -> Run:
-    label = f"{algo}-s{seed}-{precision}"
+    label = f"{kind}-s{seed}-{precision}" if kind in CAUSE_KINDS else f"{algo}-s{seed}-{precision}"
     if kind == "retrain":
         label = f"retrain-{label}"
     advantages = kind if kind in ("positive", "negative") else "all"
     if advantages != "all":
         label = f"{label}-{advantages}"
-    tc = cfg.train_config(model, algo, seed, precision, mask=str(mask) if mask else None, advantages=advantages)
+    tc = cfg.train_config(
+        model, algo, seed, precision, mask=str(mask) if mask else None, advantages=advantages, overrides=overrides
+    )
     # Keyed by the config as the user wrote it: paths inside STUDY are made relative so a moved study still matches.
     model_ident = cfg.model if cfg.model in BUILTIN_MODELS else str(Path(cfg.model).resolve())
     if cfg.model == "tiny":
         model_ident = f"tiny(seed={cfg.model_seed})"
-    overrides = {"mask": os.path.relpath(mask, study)} if mask is not None else {}
-    return Run(label, algo, seed, precision, tc, place_run(study, label, tc, model=model_ident, **overrides), kind)
+    paths = {"mask": os.path.relpath(mask, study)} if mask is not None else {}
+    return Run(label, algo, seed, precision, tc, place_run(study, label, tc, model=model_ident, **paths), kind)
 
 
 def place_run(study: Path, label: str, tc: TrainConfig, **ident_overrides: Any) -> Path:
@@ -89,6 +96,8 @@ def place_run(study: Path, label: str, tc: TrainConfig, **ident_overrides: Any) 
     The overrides replace paths (model, mask) by names that do not change when the study folder moves."""
     # Settings that do not change the trained weights (where it goes, what it shows and records) are not identity.
     ident = {k: v for k, v in tc.to_dict().items() if k not in ("output", "progress", "resume", "record_steps")}
+    if ident.get("sft_style") == "own":
+        del ident["sft_style"]  # added later: runs that predate it keep their folders
     run_dir = study / "runs" / f"{label}-{short_hash({**ident, **ident_overrides})}"
     tc.output = str(run_dir)
     return run_dir

@@ -107,7 +107,11 @@ def _formats_probe(cfg: StudyConfig, study: Path, primary: Run, log: StudyLog, p
     if len(summaries) > 1:
         verdicts["sizes"] = compare_sizes(summaries)["verdict"]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return {"table": table[["model", *[c for c in table.columns if c != "model"]]], "verdicts": verdicts}
+    return {
+        "table": table[["model", *[c for c in table.columns if c != "model"]]],
+        "verdicts": verdicts,
+        "winner_share": summaries[0].get("winner_share_end") if summaries else None,
+    }
 
 
 def _arith_like(task: str) -> str:

@@ -20,6 +20,8 @@ from rldelta.study.log import StudyLog
 from rldelta.study.probes import run_probes
 from rldelta.study.runs import default_workers, train_all, training_beside, usable_cores
 from rldelta.study.stages import (
+    cause_rows,
+    cause_runs,
     compare_retrain,
     diffs_of_run,
     dynamics,
@@ -30,6 +32,7 @@ from rldelta.study.stages import (
     surgery_evals,
 )
 from rldelta.study.tables import build_tables, export_tables, probe_tables
+from rldelta.study.why import why_table
 
 
 @locks_output("study")
@@ -87,9 +90,13 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
         else []
     )
 
+    # The cause analysis's arms (SFT in- vs out-of-distribution, RL with vs without KL), trained with the grid.
+    cause = cause_runs(study, cfg, base, primary) if cfg.cause else {}
+    cause_extra = [r for r, _ in cause.values() if r not in runs]
+
     # 1. train the grid
     train_all(
-        runs + split,
+        runs + split + cause_extra,
         backend=backend,
         workers=workers,
         ray_address=ray_address,
@@ -110,7 +117,7 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     with training_beside(
         [retrain] if retrain else [], backend=backend, workers=workers, log=log, progress=progress, threads=cfg.threads
     ) as retraining:
-        for r in runs[1:]:
+        for r in runs[1:] + cause_extra:
             diffs_of_run(r, base, study, cfg, progress)
         # 4. accuracy of the base and of every final checkpoint
         log("evaluate base and final checkpoints")
@@ -141,8 +148,11 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
         dyn += dynamics(retrain, study)
 
     # 10. tables and report
-    tables = build_tables(cfg, study, base, runs, retrain, evals, overlap, explains, surgery, compare, dyn)
+    tables = build_tables(
+        cfg, study, base, runs, retrain, evals, overlap, explains, surgery, compare, dyn, cause_rows(study, cause)
+    )
     tables.update(probe_tables(probes, dyn))
+    tables["headline"], tables["why"] = why_table(tables)
     export_tables(tables, study / "tables")
     report = write_report(tables, study / REPORT)
     log(f"done in {time.perf_counter() - t_start:.0f} s; report: {report}")

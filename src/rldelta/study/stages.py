@@ -1,5 +1,5 @@
 """The study's cached measuring stages: base-model preparation, diffs, evals, explain, overlap, surgery, the
-retrain comparison and the dynamics. Each writes its files atomically and returns what is on disk when they are
+retrain comparison, the cause analysis and the dynamics. Each writes its files atomically and returns what is on disk when they are
 already there, so a re-run redoes nothing complete. Each engine is called from exactly one place, here."""
 
 from __future__ import annotations
@@ -20,7 +20,16 @@ from rldelta.masks import intersection, load_mask, mask_counts
 from rldelta.metrics.delta import cosine_parts
 from rldelta.overlap import OVERLAP_JSON, OVERLAP_TABLE, run_overlap
 from rldelta.study.config import BUILTIN_MODELS, StudyConfig, StudyError
-from rldelta.study.layout import Run, diff_complete, diff_dir, other_seed, read_json, short_hash, write_json
+from rldelta.study.layout import (
+    Run,
+    diff_complete,
+    diff_dir,
+    make_run,
+    other_seed,
+    read_json,
+    short_hash,
+    write_json,
+)
 from rldelta.study.log import StudyLog
 from rldelta.surgery import SURGERY_JSON, run_surgery
 from rldelta.train.evaluate import evaluate
@@ -281,4 +290,53 @@ def dynamics(run: Run, study: Path, other: Run | None = None) -> list[dict]:
             }
         )
     write_json(out, rows)
+    return rows
+
+
+def cause_runs(study: Path, cfg: StudyConfig, base: Path, primary: Run) -> dict[str, tuple[Run, int]]:
+    """The cause analysis's arms, each a run and the step compared: SFT on the base's own correct samples, SFT on
+    the same answers in a foreign style, the first run's RL with KL, and without (the first run itself at that step
+    when it saved one, else a run of its own)."""
+    steps = cfg.cause_steps or cfg.steps
+    common = {"steps": steps, "save_steps": ""}
+
+    def arm(kind: str, algo: str, **settings) -> Run:
+        return make_run(
+            study, cfg, base, algo, primary.seed, primary.precision, kind=kind, overrides={**common, **settings}
+        )
+
+    arms = {
+        "sft_own": (arm("cause-sft-own", "sft", sft_style="own"), steps),
+        "sft_foreign": (arm("cause-sft-foreign", "sft", sft_style="foreign"), steps),
+    }
+    if cfg.cause_beta > 0:
+        arms["rl_kl"] = (arm("cause-rl-kl", primary.algo, beta=cfg.cause_beta), steps)
+    if steps in primary.config.save_step_list:
+        arms["rl_no_kl"] = (primary, steps)
+    else:
+        arms["rl_no_kl"] = (arm("cause-rl-no-kl", primary.algo, beta=0.0), steps)
+    return arms
+
+
+def cause_rows(study: Path, arms: dict[str, tuple[Run, int]]) -> list[dict]:
+    """One row per arm of the cause analysis: its changed fraction, bitwise in bf16 and in the fp32 master."""
+    rows = []
+    for name, (run, step) in arms.items():
+        t = read_json(diff_dir(study, run, step) / SUMMARY_FILE)["totals"]
+        fp32 = diff_dir(study, run, step, fp32=True)
+        rows.append(
+            {
+                "arm": name,
+                "run": run.label,
+                "algo": run.algo,
+                "step": step,
+                "beta": run.config.beta,
+                "sft_style": run.config.sft_style if run.algo == "sft" else None,
+                "changed_frac": t["changed_frac"],
+                "changed_atol_frac": t["changed_atol_frac"],
+                "fp32_changed_frac": read_json(fp32 / SUMMARY_FILE)["totals"]["changed_frac"]
+                if diff_complete(fp32)
+                else None,
+            }
+        )
     return rows

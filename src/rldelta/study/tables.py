@@ -1,5 +1,6 @@
 """The study's tables: every number the report shows, built from the stage outputs on disk, and their export as
-Parquet and CSV (STUDY/tables/)."""
+Parquet and CSV (STUDY/tables/). Over 400 lines because every table is built here, one block per table, so that
+what the report shows can be read off one file."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pandas as pd
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_parquet, json_safe
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
+from rldelta.metrics.stats import accuracy_interval
 from rldelta.probes import logprobs as lp
 from rldelta.probes.activations import ACTIVATIONS_JSON, ACTIVATIONS_TABLE
-from rldelta.study.claims import headline_and_claims, recovery
 from rldelta.study.config import StudyConfig
+from rldelta.study.headline import headline_and_claims, recovery
 from rldelta.study.layout import Run, diff_complete, diff_dir, read_json
 from rldelta.train.runfiles import METRICS
 
@@ -46,6 +48,7 @@ def build_tables(
     surgery: list[dict],
     compare: dict | None,
     dynamics: list[dict],
+    cause: list[dict] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every table of the report, from the stage outputs on disk. The report shows nothing that is not in here."""
     all_runs = runs + ([retrain] if retrain else [])
@@ -145,10 +148,11 @@ def build_tables(
     ov_rows = []
     for p in (overlap or {}).get("pairs", []):
         a, b = by_path[p["a"]], by_path[p["b"]]
-        matched = None
+        matched, r95, m95 = None, [None, None], [None, None]
         ea = explains.get(a.label, {}).get("magnitude_matched_overlap") or {}
         if ea.get("b") == p["b"]:
             matched = ea.get("magnitude_matched")
+            r95, m95 = ea.get("random_95") or r95, ea.get("magnitude_matched_95") or m95
         ov_rows.append(
             {
                 "a": a.label,
@@ -159,7 +163,11 @@ def build_tables(
                 "intersection": p["intersection"],
                 "overlap": p["overlap"],
                 "random_overlap": p["random_overlap"],
+                "random_lo": r95[0],
+                "random_hi": r95[1],
                 "magnitude_matched_overlap": matched,
+                "matched_lo": m95[0],
+                "matched_hi": m95[1],
                 "jaccard": p["jaccard"],
             }
         )
@@ -174,7 +182,11 @@ def build_tables(
             "intersection",
             "overlap",
             "random_overlap",
+            "random_lo",
+            "random_hi",
             "magnitude_matched_overlap",
+            "matched_lo",
+            "matched_hi",
             "jaccard",
         ],
     )
@@ -198,6 +210,8 @@ def build_tables(
                 "n": evals[r.label]["n"],
             }
         )
+    for row in acc_rows:
+        row["accuracy_lo"], row["accuracy_hi"] = accuracy_interval(row["accuracy"], row["n"])
     tables["accuracy"] = pd.DataFrame(acc_rows)
 
     curve_rows = []
@@ -227,6 +241,9 @@ def build_tables(
                 "control": rec["control"],
                 "masked_frac": rec["masked_frac"],
                 "accuracy": rec["accuracy"],
+                "accuracy_lo": accuracy_interval(rec["accuracy"], rec["n"])[0],
+                "accuracy_hi": accuracy_interval(rec["accuracy"], rec["n"])[1],
+                "n": rec["n"],
                 "tuned_accuracy": tuned_acc[rec["target"]],
                 "base_accuracy": base_acc,
                 "recovery": recovery(rec["accuracy"], base_acc, tuned_acc[rec["target"]]),
@@ -241,6 +258,9 @@ def build_tables(
             "control",
             "masked_frac",
             "accuracy",
+            "accuracy_lo",
+            "accuracy_hi",
+            "n",
             "tuned_accuracy",
             "base_accuracy",
             "recovery",
@@ -254,11 +274,26 @@ def build_tables(
                 "accuracy_full": tuned_acc[compare["full"]],
                 "accuracy_retrain": evals[retrain.label]["accuracy"],
                 "base_accuracy": base_acc,
+                "n": evals[retrain.label]["n"],
                 "recovery": recovery(evals[retrain.label]["accuracy"], base_acc, tuned_acc[compare["full"]]),
             }
         )
     tables["retrain"] = pd.DataFrame(ret)
     tables["dynamics"] = pd.DataFrame(dynamics)
+    tables["cause"] = pd.DataFrame(
+        cause or [],
+        columns=[
+            "arm",
+            "run",
+            "algo",
+            "step",
+            "beta",
+            "sft_style",
+            "changed_frac",
+            "changed_atol_frac",
+            "fp32_changed_frac",
+        ],
+    )
     tables["headline"], tables["claims"] = headline_and_claims(cfg, tables, runs)
     return tables
 
@@ -280,9 +315,45 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
         ]
         if "verdict_advantages" in s:
             verdicts.append({"probe": "positive vs negative advantages", "verdict": s["verdict_advantages"]})
+    numbers: list[tuple] = []
+    if "probe_logprobs" in tables:
+        lpt = tables["probe_logprobs"]
+        full = lpt[~lpt["run"].isin(["base", "positive", "negative"])]
+        if len(full):
+            last = full[full["step"] == full["step"].max()].iloc[0]
+            numbers += [
+                (
+                    "probe_suppression",
+                    "suppression: fall of log p(wrong), final step (nats)",
+                    last["suppression"],
+                    "num",
+                ),
+                (
+                    "probe_amplification",
+                    "amplification: rise of log p(correct), final step (nats)",
+                    last["amplification"],
+                    "num",
+                ),
+            ]
     if "activations" in probes:
         d = probes["activations"]
         s = read_json(d / ACTIVATIONS_JSON)
+        c = s.get("correlation") or {}
+        numbers += [
+            (
+                "probe_within_spearman",
+                "neurons: within-layer Spearman, activation frequency vs changed fraction",
+                c.get("mean_within_layer_spearman"),
+                "num",
+            ),
+            (
+                "probe_partial_spearman",
+                "… the same with the neuron's mean |w| held fixed (partial Spearman)",
+                (c.get("magnitude_controlled") or {}).get("spearman"),
+                "num",
+            ),
+            ("probe_spearman_threshold", "… |Spearman| a verdict needs", c.get("verdict_threshold"), "num"),
+        ]
         tables["probe_activations"] = pd.read_parquet(d / ACTIVATIONS_TABLE)
         verdicts.append({"probe": "activation sparsity vs difficulty", "verdict": s["sparsity_verdict"]})
         if s.get("verdict"):
@@ -290,6 +361,14 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
     if "formats" in probes:
         f = probes["formats"]
         tables["probe_formats"] = f["table"]
+        numbers.append(
+            (
+                "probe_format_winner_share",
+                "format selection: the winner's share at the end",
+                f.get("winner_share"),
+                "pct",
+            )
+        )
         verdicts += [{"probe": f"format selection ({k})", "verdict": v} for k, v in f["verdicts"].items()]
     fixed = []
     by_run: dict[str, list[dict]] = {}
@@ -310,6 +389,7 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
         fixed, columns=["run", "fixed_step", "final_step", "fixed_at_frac_of_training"]
     )
     tables["probe_verdicts"] = pd.DataFrame(verdicts, columns=["probe", "verdict"])
+    tables["probe_numbers"] = pd.DataFrame(numbers, columns=["key", "label", "value", "format"])
     return tables
 
 

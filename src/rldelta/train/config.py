@@ -31,6 +31,7 @@ __all__ = [
 
 PRECISIONS = ("fp32", "bf16")
 ADVANTAGES = ("all", "positive", "negative")
+SFT_STYLES = ("own", "foreign")
 REWARDS = ("correctness", "format")
 
 
@@ -110,6 +111,13 @@ class TrainConfig:
         default=True,
         metadata=_help("Offline algorithms: a prompt without a correct sample uses the task's reference completion."),
     )
+    sft_style: str = field(
+        default="own",
+        metadata=_help(
+            "sft: 'own' trains on the correct completions as sampled (in-distribution); 'foreign' on the same "
+            "completions framed in a style the base model does not produce (out-of-distribution)."
+        ),
+    )
     resume: bool = field(
         default=False, metadata=_help("Continue the run in the output folder from its last saved step.")
     )
@@ -141,6 +149,8 @@ class TrainConfig:
             raise ConfigError(
                 f"--rewards must name some of {', '.join(REWARDS)} (comma-separated), not {self.rewards!r}"
             )
+        if self.sft_style not in SFT_STYLES:
+            raise ConfigError(f"--sft-style must be one of {', '.join(SFT_STYLES)}, not {self.sft_style!r}")
         if self.advantages not in ADVANTAGES:
             raise ConfigError(f"--advantages must be one of {', '.join(ADVANTAGES)}, not {self.advantages!r}")
         if self.advantages != "all" and ALGORITHMS[self.algo].family != "grpo":

@@ -174,6 +174,16 @@ def _common_args(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
 # ---- offline data: sampled from the base model, scored by the task ----------------------------------------------
 
 
+# The out-of-distribution contrast of the cause analysis: the same correct answer, framed in marks and words the
+# base model never writes around an answer (the answer tag inside is kept, so the reward still reads it).
+FOREIGN_OPEN, FOREIGN_CLOSE = "⟦ RESULT, FORMALLY STATED ⟧ ", " ⟦ Q.E.D. ∎ ⟧"
+
+
+def foreign_style(completion: str) -> str:
+    """A completion restyled for the out-of-distribution SFT contrast (`--sft-style foreign`)."""
+    return f"{FOREIGN_OPEN}{completion.strip()}{FOREIGN_CLOSE}"
+
+
 def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) -> tuple[Any, dict[str, int]]:
     """The dataset an offline algorithm trains on, built from base-model samples scored by the task's reward.
 
@@ -213,6 +223,8 @@ def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) ->
         if not good and config.offline_gold_fallback:
             good = [task.reference_completion(ex.answer)]
             stats["gold_used"] += 1
+        if config.sft_style == "foreign":
+            good = [foreign_style(c) for c in good]
 
         def msg(text: str) -> list[dict]:
             return [{"role": "assistant", "content": text}]
