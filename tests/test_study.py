@@ -9,6 +9,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -56,6 +57,8 @@ SECTIONS = [
     "plot-activations",
     "probe-formats",
     "subnetwork-fixed",
+    "steps",
+    "plot-steps",
 ]
 CLAIMS = [
     "sparsity",
@@ -166,7 +169,7 @@ def test_report_has_every_section_and_only_table_numbers(done):
     p = _Nums()
     p.feed(page)
     assert set(SECTIONS) <= p.ids
-    assert len(p.imgs) == 10 and all(s.startswith("data:image/png;base64,") for s in p.imgs)
+    assert len(p.imgs) == 11 and all(s.startswith("data:image/png;base64,") for s in p.imgs)  # 10 + every step
     assert "http://" not in page and "https://" not in page  # opens offline
     tables = {}
     assert len(p.nums) > 100
@@ -436,3 +439,24 @@ def test_intervals_cause_analysis_and_why_section(done):
     assert "Why sparse, yet full-rank?" in page
     assert page.index("id='why'") < page.index("id='setup'") < page.index("id='verdicts'")
     assert "seed-1" not in page and "the grpo-s0-fp32 mask" in page
+
+
+def test_step_tables_come_from_each_runs_recorder(done):
+    """The study's per-step dynamics: every recorded step of every run, recomputed from the run's steps.parquet."""
+    import re
+
+    out, _, _, _ = done
+    steps = pd.read_csv(out / "tables" / "steps.csv")
+    summary = pd.read_csv(out / "tables" / "steps_summary.csv").set_index("run")
+    assert {"grpo-s0-fp32", "grpo-s1-fp32", "retrain-grpo-s0-fp32"} <= set(steps["run"])
+    for run, got in steps.groupby("run"):
+        run_dir = next(p for p in (out / "runs").iterdir() if re.fullmatch(re.escape(run) + r"-[0-9a-f]{10}", p.name))
+        rec = pd.read_parquet(run_dir / "steps.parquet")
+        total = rec[rec["module"] == "total"].sort_values("step")
+        assert got["step"].tolist() == total["step"].tolist() == list(range(1, len(total) + 1))
+        np.testing.assert_allclose(got["changed_step_frac"], total["changed_step"] / total["numel"])
+        np.testing.assert_allclose(got["changed_base_frac"], total["changed_base"] / total["numel"])
+        # saturation: the first step whose share of the final set reaches 90%
+        reached = got.set_index("step")["share_of_final_set"]
+        assert summary.loc[run, "saturation_step"] == reached[reached >= 0.9].index.min()
+        assert reached.iloc[-1] == 1.0

@@ -102,6 +102,37 @@ def dynamics(dyn: pd.DataFrame) -> bytes:
     return png(fig)
 
 
+def step_dynamics(steps: pd.DataFrame) -> bytes:
+    """Every optimizer step, per run: the changed fraction (since the previous step, since the base), the overlap of
+    each step's set with the previous step's and with the union so far, the share of the final set reached
+    (saturation), and the per-step changed fraction against the learning rate."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    for i, (run, df) in enumerate(steps.groupby("run", sort=False)):
+        c, label = f"C{i % 10}", short(run, 24)
+        axes[0].plot(df["step"], df["changed_step_frac"], "-", color=c, label=f"{label}: since previous step")
+        axes[0].plot(df["step"], df["changed_base_frac"], "--", color=c, label=f"{label}: since base")
+        axes[1].plot(df["step"], df["overlap_prev_step"], "-", color=c, label=f"{label}: previous step's set")
+        axes[1].plot(df["step"], df["overlap_union"], "--", color=c, label=f"{label}: union so far")
+        axes[2].plot(df["step"], df["share_of_final_set"], "-", color=c, label=label)
+        axes[3].plot(df["learning_rate"], df["changed_step_frac"], "o", color=c, ms=3, label=label)
+    titles = (
+        "changed fraction (bf16)",
+        "overlap of a step's set with ...",
+        "share of the final set reached",
+        "per-step changed fraction vs learning rate",
+    )
+    for ax, title in zip(axes, titles):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+    axes[3].set_xlabel("learning rate")
+    axes[2].axhline(0.9, color="grey", lw=0.8, ls=":")
+    for ax in axes[1:3]:
+        ax.set_ylim(0, 1.05)
+    axes[0].legend(fontsize=6)
+    axes[1].legend(fontsize=6)
+    return png(fig)
+
+
 def accuracy_curves(curves: pd.DataFrame, accuracy: pd.DataFrame, surgery: pd.DataFrame) -> bytes:
     """Training accuracy per step per run, and greedy test accuracy of every model the study scored."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [1, 1.3]})

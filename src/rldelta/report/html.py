@@ -244,6 +244,17 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
             "entries that are still changed at the end.",
         )
     )
+    if "steps" in tables and len(tables["steps"]):
+        figures.append(
+            (
+                "plot-steps",
+                "Every optimizer step",
+                sp.step_dynamics(tables["steps"]),
+                "From each run's step recorder (bf16 copy, bitwise): how much each step changes, how much of a step's "
+                "set the previous step's set and the union so far already held, the share of the final set reached "
+                "(dotted: 90%), and the per-step change against the learning rate.",
+            )
+        )
     figures.append(
         (
             "plot-accuracy",
@@ -396,6 +407,16 @@ def _probe_sections(tables: dict[str, pd.DataFrame]) -> str:
                 )
             )
         parts.append("</section>")
+    if "steps_summary" in tables and len(tables["steps_summary"]):
+        parts.append("<section id='steps'><h2>Every optimizer step</h2>")
+        parts.append(
+            "<p class='note'>Recorded after every optimizer step, not only at the saved checkpoints: the mean share "
+            "of the weights one step changes, the mean share of a step's set the previous step had changed too, the "
+            "step from which the union holds 90% of the final set (saturation), and the Spearman correlation of the "
+            "per-step changed fraction with the learning rate (none under a constant learning rate). The per-step "
+            "rows are in tables/steps.csv.</p>"
+        )
+        parts.append(table_html(tables, "steps_summary") + "</section>")
     if "subnetwork_fixed" in tables:
         parts.append("<section id='subnetwork-fixed'><h2>When is the subnetwork fixed?</h2>")
         parts.append(

@@ -31,6 +31,7 @@ from rldelta.study.stages import (
     prepare_base,
     surgery_evals,
 )
+from rldelta.study.steps import step_tables
 from rldelta.study.tables import build_tables, export_tables, probe_tables
 from rldelta.study.why import why_table
 
@@ -152,6 +153,7 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
         cfg, study, base, runs, retrain, evals, overlap, explains, surgery, compare, dyn, cause_rows(study, cause)
     )
     tables.update(probe_tables(probes, dyn))
+    tables.update(step_tables(runs + ([retrain] if retrain is not None else [])))
     tables["headline"], tables["why"] = why_table(tables)
     export_tables(tables, study / "tables")
     report = write_report(tables, study / REPORT)
