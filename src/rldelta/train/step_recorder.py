@@ -39,7 +39,7 @@ from rldelta.checkpoint import SafetensorsStreamWriter
 from rldelta.columns import unit_schema
 from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, save_mask
-from rldelta.metrics.steps import StepCounts, patch_bytes, share_reached, step_counts
+from rldelta.metrics.steps import StepCounts, patch_bytes, set_bits, share_reached, step_counts
 from rldelta.naming import parse_name
 
 STEPS_FILE = "steps.parquet"
@@ -180,14 +180,14 @@ class StepRecorder(TrainerCallback):
         with safe_open(self.dir / BASE_FILE, "pt") as base:
             for i, (n, p) in enumerate(self._params.items()):
                 cur = p.detach().to(torch.bfloat16)
-                prev_bits = np.unpackbits(self._prev_set[n], count=p.numel()).view(bool)
-                union = np.unpackbits(self._union[n], count=p.numel()).view(bool)
-                c, d, fresh = step_counts(_bits(cur), _bits(self._prev[n]), _bits(base.get_tensor(n)), prev_bits, union)
+                c, d, fresh = step_counts(
+                    _bits(cur), _bits(self._prev[n]), _bits(base.get_tensor(n)), self._prev_set[n], self._union[n]
+                )
                 if c.new_in_union:
-                    self._append_log(step, i, np.flatnonzero(fresh))
-                    self._union[n] = np.packbits(union | fresh)
+                    self._append_log(step, i, set_bits(fresh))
+                    self._union[n] |= fresh
                 self._prev[n].copy_(cur)
-                self._prev_set[n] = np.packbits(d)
+                self._prev_set[n] = d
                 per_module.setdefault(self._modules[n], StepCounts()).__iadd__(c)
                 total += c
         per_module[TOTAL] = total
