@@ -1,10 +1,11 @@
 """The StepRecorder's cost: GRPO step time on SmolLM2-135M-Instruct with and without it, and its memory.
 
-Two runs of the same config (same seed, same data, so the same work per step), the recorder off and on, one after
-the other; each step's wall time comes from metrics.parquet (the first step is left out: one-off warm-up). Beside
-them, the recorder's own per-step work timed alone on the same model (`record()` over all 135M parameters), which
-is what the ratio should approach on a quiet machine (1.25% of the entries moved per step, as in the demo). Memory: the recorder's snapshot, first-change steps and
-previous-set bits, as it reports them.
+Runs of the same config (same seed, same data, so the same work per step), the recorder off and on, alternating
+(`--repeats` pairs), so a change in the machine's load hits both; each step's wall time comes from metrics.parquet
+(the first step of a run is left out: one-off warm-up). Beside them, the recorder's own per-step work timed alone
+on the same model (`record()` over all 135M parameters, 1.25% of the entries moved per step, as in the demo),
+which is what the ratio should approach on a quiet machine. Memory: the recorder's snapshot and bit arrays, as it
+reports them.
 
     python benchmarks/bench_steps.py --model demo-out/models/smollm2-135m --steps 6
 """
@@ -29,6 +30,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="a prepared SmolLM2 folder (rldelta models prepare)")
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--repeats", type=int, default=2, help="off/on pairs of runs, alternating")
     args = p.parse_args()
 
     import torch
@@ -50,11 +52,12 @@ def main() -> None:
         progress=False,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        times = {}
-        for on in (False, True):
-            out = Path(tmp) / f"rec-{on}"
-            train(TrainConfig(model=str(args.model), output=str(out), record_steps=on, **settings))
-            times[on] = _step_times(out)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for k in range(args.repeats):  # off and on alternate, so a change in the machine's load hits both
+            for on in (False, True):
+                out = Path(tmp) / f"rec-{on}-{k}"
+                train(TrainConfig(model=str(args.model), output=str(out), record_steps=on, **settings))
+                times[on] += _step_times(out)
 
         # the recorder's own work per step, alone: record() over the fp32 policy's parameters
         model, _ = load_policy(str(args.model), "fp32")
@@ -76,7 +79,7 @@ def main() -> None:
 
     off, on = statistics.median(times[False]), statistics.median(times[True])
     rec_s = statistics.median(alone)
-    print(f"threads: {torch.get_num_threads()}; steps timed: {len(times[False])} per run (first step left out)")
+    print(f"threads: {torch.get_num_threads()}; steps timed: {len(times[False])} per setting, {args.repeats} runs each")
     print(f"step time, recorder off      : median {off:6.2f} s  (min {min(times[False]):.2f})")
     print(f"step time, recorder on       : median {on:6.2f} s  (min {min(times[True]):.2f})")
     print(f"  ratio on / off (medians)   : {on / off:6.3f}   (target <= 1.05)")
