@@ -70,6 +70,15 @@ def train_job(config: dict, threads: int | None = None) -> str:
     return str(train(tc))
 
 
+def _to_train(runs: list[Run], log: StudyLog) -> list[Run]:
+    """The runs of `runs` not complete yet; the complete ones are logged as reused."""
+    todo = [r for r in runs if not run_complete(r)]
+    for r in runs:
+        if r not in todo:
+            log(f"train {r.label}: complete, reused ({r.dir})")
+    return todo
+
+
 def train_all(
     runs: list[Run],
     *,
@@ -81,10 +90,7 @@ def train_all(
     threads: int = 0,
 ) -> None:
     """Train every run of `runs` that is not complete yet: one by one here, on a pool of `workers`, or on Ray."""
-    todo = [r for r in runs if not run_complete(r)]
-    for r in runs:
-        if r not in todo:
-            log(f"train {r.label}: complete, reused ({r.dir})")
+    todo = _to_train(runs, log)
     if not todo:
         return
     jobs = [(r, prepare_for_training(r)) for r in todo]
@@ -157,16 +163,13 @@ def training_beside(
     calls `now()` on what this yields (or at its end). Trained weights do not depend on the thread count (checked bit
     for bit on SmolLM2), so neither do the results.
     """
-    todo = [r for r in runs if not run_complete(r)]
     cores = usable_cores()
-    if not todo or backend != "local" or workers < 2 or cores < 2:
+    if all(run_complete(r) for r in runs) or backend != "local" or workers < 2 or cores < 2:
         here = _Here(lambda: train_all(runs, backend="local", workers=1, ray_address=None, log=log, progress=progress))
         yield here
         here.now()
         return
-    for r in runs:
-        if r not in todo:
-            log(f"train {r.label}: complete, reused ({r.dir})")
+    todo = _to_train(runs, log)
     beside = threads or max(1, cores // 2)
     mine = threads or max(1, cores - beside)
     labels = ", ".join(r.label for r in todo)
@@ -188,7 +191,6 @@ def training_beside(
         ]
         torch.set_num_threads(mine)
         yield _Here(None)
-        torch.set_num_threads(previous)
         for r, result in pending:
             if not result.ready():
                 log(f"train {r.label}: waiting for it")

@@ -118,15 +118,15 @@ class StepRecorder(TrainerCallback):
             raise ValueError("StepRecorder needs the model: pass it to StepRecorder(...) or use a Trainer")
         self._params = {n: p for n, p in model.named_parameters()}
         self.dir.mkdir(parents=True, exist_ok=True)
-        base = self.dir / BASE_FILE
-        if state.global_step == 0 or not base.is_file():
-            # a fresh run: the weights now are the base (a resumed run keeps the base it started from)
-            save_file({n: p.detach().to(torch.bfloat16).contiguous() for n, p in self._params.items()}, base)
         for n, p in self._params.items():
             self._prev[n] = p.detach().to(torch.bfloat16, copy=True)
             self._prev_set[n] = np.zeros((p.numel() + 7) // 8, dtype=np.uint8)
             self._union[n] = np.zeros((p.numel() + 7) // 8, dtype=np.uint8)
             self._modules[n] = parse_name(n)[1]
+        base = self.dir / BASE_FILE
+        if state.global_step == 0 or not base.is_file():
+            # a fresh run: the snapshot just taken is the base (a resumed run keeps the base it started from)
+            save_file({n: t.contiguous() for n, t in self._prev.items()}, base)
         log_end = self._restore(state.global_step)
         self._log = open(self.dir / UNION_LOG, "r+b" if log_end else "wb")
         self._log.truncate(log_end)  # the steps after the resumed checkpoint are redone: their records go
@@ -266,7 +266,7 @@ class StepRecorder(TrainerCallback):
         self._writer.close()
         self._writer = None
         self._log.close()
-        first = _first_changed(self.dir / UNION_LOG, list(self._params))
+        first = _first_changed(self.dir / UNION_LOG)
         step_dtype = torch.int16 if max(self._steps, default=0) <= torch.iinfo(torch.int16).max else torch.int32
         writer = SafetensorsStreamWriter(
             self.dir / FIRST_CHANGED_FILE, [(n, step_dtype, p.shape) for n, p in self._params.items()]
@@ -307,10 +307,6 @@ def _learning_rate(scheduler) -> float | None:
         return None
 
 
-def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / STEPS_DIR / SUMMARY_FILE).read_text())
-
-
 def read_steps(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A run's recorded steps (RUN/steps.parquet) and their summary; one-line errors for a folder without them."""
     run = Path(run_dir)
@@ -337,7 +333,7 @@ def union_mask(run_dir: str | os.PathLike, step: int) -> Mask:
     )
 
 
-def _first_changed(log: Path, names: list[str]) -> dict[int, list[tuple[int, np.ndarray]]]:
+def _first_changed(log: Path) -> dict[int, list[tuple[int, np.ndarray]]]:
     """The union log read back: per tensor index, (step, flat indices new to the union at that step)."""
     out: dict[int, list[tuple[int, np.ndarray]]] = {}
     with open(log, "rb") as f:
