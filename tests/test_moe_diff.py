@@ -292,3 +292,62 @@ def test_hypergeometric_pmf_and_sets_against_scipy():
     assert above_median(counts) == {(0, 1)}  # layer 1: both at the median, neither above
     assert top_share([10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]) == (2, 1.0)
     assert top_share([0, 0]) == (1, None)
+
+
+def test_resume_keeps_a_stacked_tensors_rows_together(tmp_path, arrays, monkeypatch):
+    import rldelta.diff as diff_mod
+
+    base, tuned = arrays
+    b = write_checkpoint(tmp_path / "b", _render(base, "stacked"))
+    t = write_checkpoint(tmp_path / "t", _render(tuned, "stacked"))
+    out = tmp_path / "out"
+
+    def stop_after_three(done, total, name):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_diff(b, t, out, save_mask=True, progress=stop_after_three)
+    computed = []
+    real = diff_mod.diff_tensor
+    monkeypatch.setattr(diff_mod, "diff_tensor", lambda *a: computed.append(a[2]) or real(*a))
+    run_diff(b, t, out, save_mask=True, resume=True)
+    assert len(computed) == len(_render(base, "stacked")) - 3
+    run_diff(b, t, tmp_path / "fresh", save_mask=True)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / "tensors.parquet"), pd.read_parquet(tmp_path / "fresh" / "tensors.parquet")
+    )
+    assert (out / "mask.safetensors").read_bytes() == (tmp_path / "fresh" / "mask.safetensors").read_bytes()
+
+
+def test_cli_prints_the_experts_tables(tmp_path, arrays):
+    from typer.testing import CliRunner
+
+    from rldelta.cli import app
+
+    base, tuned = arrays
+    b = write_checkpoint(tmp_path / "b", _render(base, "qwen"))
+    t0 = write_checkpoint(tmp_path / "t0", _render(tuned, "qwen"))
+    t1 = write_checkpoint(tmp_path / "t1", _render(_tune(base, RUNS["s1"], seed=5), "qwen"))
+    runner = CliRunner()
+    res = runner.invoke(app, ["diff", str(b), str(t0), "-o", str(tmp_path / "d0"), "--save-mask"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert f"mlp.experts.up_proj ({LAYERS * E} experts)" in res.output
+    assert "changed at all" in res.output and f"3 of {LAYERS * E}" in res.output
+    assert "router: rank per tensor" in res.output
+    runner.invoke(app, ["diff", str(b), str(t1), "-o", str(tmp_path / "d1"), "--save-mask"])
+    res = runner.invoke(
+        app, ["overlap", str(tmp_path / "d0"), str(tmp_path / "d1"), "-o", str(tmp_path / "ov")], terminal_width=200
+    )
+    assert res.exit_code == 0, res.output
+    assert "hypergeometric" in res.output and "touched" in res.output  # narrow columns: `above_median` is cut
+
+
+def test_explain_on_a_stacked_diff_gives_no_rank_of_the_whole(tmp_path, arrays):
+    from rldelta.explain import run_explain
+
+    _, _, (b, _) = _diff(tmp_path, arrays, "stacked")
+    run_explain(tmp_path / "stacked-diff", b, tmp_path / "ex", rank_samples=1)
+    ex = pd.read_parquet(tmp_path / "ex" / "explain.parquet").set_index("name")
+    assert pd.isna(ex.loc["model.layers.0.mlp.experts.gate_up_proj", "observed_rank_frac"])
+    assert ex.loc["model.layers.0.mlp.gate.weight", "observed_rank_frac"] > 0
