@@ -208,6 +208,8 @@ def run_overlap(
     if expert_rows:
         result["experts"] = _expert_result(expert_rows, labels)
         atomic_write_parquet(expert_rows, out / EXPERT_OVERLAP_TABLE, EXPERT_OVERLAP_SCHEMA)
+    else:  # an earlier MoE run's table in OUT would pass for this run's
+        (out / EXPERT_OVERLAP_TABLE).unlink(missing_ok=True)
     atomic_write_parquet(rows, out / OVERLAP_TABLE, OVERLAP_SCHEMA)
     atomic_write_json(out / OVERLAP_JSON, result)
     if plot:
