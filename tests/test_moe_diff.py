@@ -351,3 +351,32 @@ def test_explain_on_a_stacked_diff_gives_no_rank_of_the_whole(tmp_path, arrays):
     ex = pd.read_parquet(tmp_path / "ex" / "explain.parquet").set_index("name")
     assert pd.isna(ex.loc["model.layers.0.mlp.experts.gate_up_proj", "observed_rank_frac"])
     assert ex.loc["model.layers.0.mlp.gate.weight", "observed_rank_frac"] > 0
+
+
+@pytest.mark.parametrize("arch", ["qwen2_moe", "gpt_oss"])
+def test_checkpoints_saved_by_transformers_group_by_expert(tmp_path, arch):
+    # The layouts as transformers writes them: Qwen2-MoE per expert (with shared expert), gpt-oss stacked (with
+    # biases). One expert of layer 0 is moved in memory (stacked there: slice 2 of experts.down_proj) and saved.
+    import transformers
+
+    torch.manual_seed(0)
+    small = dict(vocab_size=32, hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2)
+    small |= dict(num_key_value_heads=1, num_experts_per_tok=2)
+    if arch == "qwen2_moe":
+        cfg = transformers.Qwen2MoeConfig(**small, num_experts=4, moe_intermediate_size=8)
+        model = transformers.Qwen2MoeForCausalLM(cfg)
+    else:
+        cfg = transformers.GptOssConfig(**small, num_local_experts=4, head_dim=8)
+        model = transformers.GptOssForCausalLM(cfg)
+    model.save_pretrained(tmp_path / "base")
+    with torch.no_grad():
+        model.model.layers[0].mlp.experts.down_proj[2] += 1.0
+    model.save_pretrained(tmp_path / "tuned")
+    s = run_diff(tmp_path / "base", tmp_path / "tuned", tmp_path / "d")
+    rows = pd.read_parquet(tmp_path / "d" / "tensors.parquet")
+    moved = rows[rows["changed"] > 0]
+    assert set(zip(moved["module"], moved["expert"])) == {("mlp.experts.down_proj", 2)}
+    assert s["experts"]["experts"] == 4 and s["experts"]["changed_experts"] == 1
+    assert s["experts"]["router"]["changed"] == 0 and s["experts"]["top10_share"] == 1.0
+    routers = set(rows[rows["role"] == "router"]["module"])
+    assert routers == ({"mlp.gate", "mlp.shared_expert_gate"} if arch == "qwen2_moe" else {"mlp.router"})
