@@ -25,6 +25,7 @@ FLOORS: list[tuple[str, ...]] = [
         "rldelta.diff_files",
         "rldelta.lock",
         "rldelta.lifetime",
+        "rldelta.threads",
     ),
     ("rldelta.metrics",),
     ("rldelta.plots", "rldelta.checkpoint", "rldelta.cluster"),

@@ -235,6 +235,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
     ),
     LABEL: (
         "name",
+        "rank_method",
         "tensor",
         "module",
         "dtype",

@@ -17,7 +17,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -39,10 +39,12 @@ from rldelta.lock import locks_output
 from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
 from rldelta.metrics.delta import DeltaStats
 from rldelta.metrics.experts import expert_summary
-from rldelta.metrics.fp8 import stored_delta_stats
+from rldelta.metrics.fp8 import stored_delta, stored_delta_stats
+from rldelta.metrics.rank import rank_stats_batch
 from rldelta.metrics.sparsity import COMPARE_DTYPES
 from rldelta.naming import is_stacked, parse_param
 from rldelta.progress import progress_bar
+from rldelta.threads import threads_per_worker, torch_threads
 
 _PARTIAL = ".partial"
 
@@ -62,6 +64,7 @@ TENSORS_SCHEMA = unit_schema(
         ("max_rank", pa.int64()),
         ("rank_frac", pa.float64()),
         ("effective_rank", pa.float64()),
+        ("rank_method", pa.string()),
         ("delta_fro", pa.float64()),
         ("base_fro", pa.float64()),
         ("rel_norm", pa.float64()),
@@ -77,6 +80,20 @@ TENSORS_SCHEMA = unit_schema(
 
 class DiffError(RldeltaError):
     """Inputs that cannot be diffed as asked (mismatched tensors under --strict, an unknown dtype, ...)."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """ "cpu", "cuda", "cuda:N" or "auto" (the GPU when there is one) as a torch device, or a one-line DiffError."""
+    name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise DiffError(f"--device must be cpu, cuda, cuda:N or auto, not {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DiffError(f"--device {device}: no CUDA GPU is visible to torch here")
+    if dev.type not in ("cpu", "cuda"):
+        raise DiffError(f"--device must be cpu, cuda, cuda:N or auto, not {device!r}")
+    return dev
 
 
 @dataclass(frozen=True)
@@ -177,6 +194,65 @@ def _ray_diff(setup: tuple, name: str) -> tuple[list[dict], np.ndarray | None]:
     return _worker_diff(name)
 
 
+# Updates of one shape are stacked up to this many bytes of fp32 for one batched rank on the device.
+DEVICE_BATCH_BYTES = 2 << 30
+
+
+def device_results(
+    base: Checkpoint,
+    tuned: Checkpoint,
+    names: list[str],
+    opts: DiffOptions,
+    want_mask: bool,
+    device: torch.device,
+) -> Iterator[tuple[list[dict], np.ndarray | None]]:
+    """Rows as `diff_tensor` gives them, with the ranks taken on `device`: Δ is formed there and updates of equal
+    shape are stacked, so that a GPU gets work large enough to keep it busy. The masks and the sparsity counts
+    stay on the CPU (their bitwise pass is bound by memory bandwidth, not arithmetic). Any device works, the CPU
+    included, which is how the tests run this path."""
+    flat = replace(opts, rank=False)
+    held: list[tuple[list[dict], np.ndarray | None]] = []
+    stacks: dict[tuple[int, ...], list[tuple[dict, torch.Tensor]]] = {}
+    size = 0
+
+    def flush() -> Iterator[tuple[list[dict], np.ndarray | None]]:
+        nonlocal size
+        for pending in stacks.values():
+            ranks = rank_stats_batch(torch.stack([d for _, d in pending]))
+            for (row, _), rs in zip(pending, ranks, strict=True):
+                row.update(rank=rs.rank, rank_frac=rs.rank_frac, effective_rank=rs.effective_rank)
+                row.update(rank_method=rs.method)
+        stacks.clear()
+        size = 0
+        yield from held
+        held.clear()
+
+    for name in names:
+        rows, packed = diff_tensor(base, tuned, name, flat, want_mask)
+        held.append((rows, packed))
+        if opts.rank:
+            for row, delta in zip(rows, _deltas(base, tuned, name, len(rows), device), strict=True):
+                # the rows delta_stats would have ranked: 2-D float updates with a finite Δ
+                if row["max_rank"] is not None and row["delta_fro"] is not None and math.isfinite(row["delta_fro"]):
+                    stacks.setdefault(tuple(delta.shape), []).append((row, delta))
+                    size += delta.numel() * 4
+        if size >= DEVICE_BATCH_BYTES:
+            yield from flush()
+    yield from flush()
+
+
+def _deltas(base: Checkpoint, tuned: Checkpoint, name: str, n_rows: int, device: torch.device) -> list[torch.Tensor]:
+    """The Δ of each of `diff_tensor`'s rows of `name`, on `device` (each expert's slice of a stacked tensor)."""
+    b, t = base.get(name), tuned.get(name)
+    scales, blocks = (base.scale(name), tuned.scale(name)), (base.block, tuned.block)
+    if is_stacked(parse_param(name), tuple(b.shape)):
+        return [
+            stored_delta(b[e], t[e], scales=tuple(_slice(s, e, b.ndim) for s in scales), blocks=blocks, device=device)
+            for e in range(n_rows)
+        ]
+    return [stored_delta(b, t, scales=scales, blocks=blocks, device=device)]
+
+
 def _bounded(names: list[str], submit: Callable, wait_some: Callable, limit: int) -> Iterator:
     """Results of `submit(name)` for every name in completion order, with at most `limit` in flight (which bounds
     memory). `wait_some(running)` returns (results of the finished ones, the ones still running)."""
@@ -205,12 +281,14 @@ def _results(
     workers: int,
     backend: str = "local",
     ray_address: str | None = None,
+    threads: int | None = None,
+    device: torch.device = torch.device("cpu"),
 ) -> Iterator[tuple[list[dict], np.ndarray | None]]:
     """Each stored tensor's rows in completion order. At most 2 tensors per worker are in flight."""
     paths = (str(Path(base.path).resolve()), str(Path(tuned.path).resolve()))  # workers may start elsewhere
     if backend == "ray":
         with ray_session(ray_address, DiffError) as ray:
-            threads = max(1, cluster_cpus(ray) // workers)
+            threads = threads or max(1, cluster_cpus(ray) // workers)
             remote = ray.remote(num_cpus=threads)(_ray_diff)
             setup = (*paths, opts, want_mask, threads)
 
@@ -220,11 +298,15 @@ def _results(
 
             yield from _bounded(names, lambda n: remote.remote(setup, n), ray_wait, 2 * workers)
         return
-    if workers <= 1:
-        for n in names:
-            yield diff_tensor(base, tuned, n, opts, want_mask)
+    threads = threads_per_worker(workers, threads)
+    if device.type != "cpu" or workers <= 1:
+        with torch_threads(threads):
+            if device.type != "cpu":
+                yield from device_results(base, tuned, names, opts, want_mask, device)
+            else:
+                for n in names:
+                    yield diff_tensor(base, tuned, n, opts, want_mask)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
     # A forked worker starts at once; a spawned one first imports torch (1.5 s each, longer than all of --no-rank's
     # work on a 1.5 GiB pair). Fork is only safe while the workers never enter OpenMP: libgomp hangs in the child
     # of a process that has used it (seen here), and with one thread torch runs every op inline. macOS system
@@ -259,12 +341,15 @@ def run_diff(
     ray_address: str | None = None,
     resume: bool = False,
     strict: bool = False,
+    threads: int | None = None,
+    device: str = "cpu",
     progress: bool | Callable[[int, int, str], None] = False,
 ) -> dict:
     """Diff two checkpoints tensor by tensor and write OUT/tensors.parquet, OUT/summary.json (and the mask).
 
     Tensors are computed `workers` at a time: in local processes, or as Ray tasks (`backend="ray"`, on the cluster
-    at `ray_address` or a local one). Returns the summary. `progress=True` shows progress on stderr (a rich bar,
+    at `ray_address` or a local one), each with `threads` torch threads (default: the usable cores shared out).
+    `device="cuda"` (or "auto") takes Δ and the ranks on the GPU, in this process. Returns the summary. `progress=True` shows progress on stderr (a rich bar,
     or plain lines when stderr is not a terminal); a callable receives (done, total, name).
     """
     opts = DiffOptions(atol=atol, compare_dtype=compare_dtype, rank=rank, strict=strict)
@@ -274,6 +359,11 @@ def run_diff(
         raise DiffError(f"--backend must be local or ray, not {backend!r}")
     if backend == "ray":
         require_ray(DiffError)
+    if threads is not None and threads < 1:
+        raise DiffError(f"--threads must be >= 1, not {threads}")
+    dev = resolve_device(device)
+    if dev.type != "cpu" and (workers > 1 or backend == "ray"):
+        raise DiffError(f"--device {device} runs in one process: leave --workers at 1 and --backend local")
     base_ck, tuned_ck = open_checkpoint(base), open_checkpoint(tuned)
     pairing = pair_tensors(base_ck, tuned_ck).for_diff()
     if strict and (
@@ -316,7 +406,8 @@ def run_diff(
     todo = [n for n in pairing.names if n not in journal.rows]
     try:
         with progress_bar("diff", len(pairing.names), progress, done=len(pairing.names) - len(todo)) as advance:
-            for rows, packed in _results(base_ck, tuned_ck, todo, opts, save_mask, workers, backend, ray_address):
+            results = _results(base_ck, tuned_ck, todo, opts, save_mask, workers, backend, ray_address, threads, dev)
+            for rows, packed in results:
                 name = rows[0]["name"]
                 if writer is not None:
                     shape = base_ck.info(name).shape

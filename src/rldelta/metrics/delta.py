@@ -27,6 +27,7 @@ class DeltaStats:
     max_rank: int | None
     rank_frac: float | None
     effective_rank: float | None
+    rank_method: str | None  # "gram" or "svd" (metrics/rank.py)
     delta_fro: float | None
     base_fro: float | None
     rel_norm: float | None
@@ -112,6 +113,7 @@ def delta_stats(
         max_rank=rs.max_rank if rs else (min(base.shape) if base.ndim == 2 else None),
         rank_frac=rs.rank_frac if rs else None,
         effective_rank=rs.effective_rank if rs else None,
+        rank_method=rs.method if rs else None,
         delta_fro=delta_fro,
         base_fro=base_fro,
         rel_norm=_rel_norm(delta_fro, base_fro),
@@ -145,6 +147,7 @@ def _bitwise_only(base: torch.Tensor, tuned: torch.Tensor) -> tuple[DeltaStats, 
         max_rank=None,
         rank_frac=None,
         effective_rank=None,
+        rank_method=None,
         delta_fro=None,
         base_fro=None,
         rel_norm=None,

@@ -38,6 +38,30 @@ def dequantize(w: torch.Tensor, scale: torch.Tensor | None, block: tuple[int, in
     return out
 
 
+def stored_delta(
+    base: torch.Tensor,
+    tuned: torch.Tensor,
+    *,
+    scales: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    blocks: tuple[tuple[int, int], tuple[int, int]] = ((128, 128), (128, 128)),
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Δ in fp32 on `device`, the one `stored_delta_stats` takes the rank of: scales applied, base's rows only."""
+    base_scale, tuned_scale = scales
+    if tuned.ndim == 2 and tuned.shape[0] > base.shape[0]:
+        tuned = tuned[: base.shape[0]]
+        if tuned_scale is not None:
+            tuned_scale = tuned_scale[: -(-base.shape[0] // blocks[1][0])]
+
+    def value(w: torch.Tensor, scale: torch.Tensor | None, block: tuple[int, int]) -> torch.Tensor:
+        w = w.to(device)
+        if w.dtype in FP8:
+            return dequantize(w, None if scale is None else scale.to(device), block)
+        return w.to(torch.float32)
+
+    return value(tuned, tuned_scale, blocks[1]) - value(base, base_scale, blocks[0])
+
+
 def fp8_delta_stats(
     base: torch.Tensor,
     tuned: torch.Tensor,

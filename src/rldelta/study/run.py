@@ -18,7 +18,7 @@ from rldelta.study.config import StudyConfig, StudyError, load_config
 from rldelta.study.layout import REPORT, diff_dir, make_run, other_seed, write_json
 from rldelta.study.log import StudyLog
 from rldelta.study.probes import run_probes
-from rldelta.study.runs import default_workers, train_all, training_beside, usable_cores
+from rldelta.study.runs import default_workers, train_all, training_beside
 from rldelta.study.stages import (
     cause_rows,
     cause_runs,
@@ -34,6 +34,7 @@ from rldelta.study.stages import (
 from rldelta.study.steps import step_tables
 from rldelta.study.tables import build_tables, export_tables, probe_tables
 from rldelta.study.why import why_table
+from rldelta.threads import usable_cores
 
 
 @locks_output("study")

@@ -6,7 +6,6 @@ Each run is trained by `train_job`, wherever it goes; a run already complete is 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -22,16 +21,9 @@ from rldelta.lifetime import die_with_parent
 from rldelta.study.config import StudyError
 from rldelta.study.layout import Run, run_complete
 from rldelta.study.log import StudyLog
+from rldelta.threads import usable_cores
 from rldelta.train.config import TrainConfig
 from rldelta.train.runfiles import read_run_json
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask, which taskset and cgroups narrow), not the machine's."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS has no affinity masks
-        return max(1, os.cpu_count() or 1)
 
 
 def default_workers() -> int:
