@@ -229,6 +229,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "fixed_step",
         "final_step",
         "saturation_step",
+        "expert",
     ),
     LABEL: (
         "name",
@@ -280,6 +281,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "evidence_against",
         "arm",
         "sft_style",
+        "role",
     ),
     FLAG: ("beyond_training",),
     SHAPE: ("shape",),

@@ -38,7 +38,7 @@ from rldelta.lock import locks_output
 from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
 from rldelta.metrics.fp8 import stored_delta_stats
 from rldelta.metrics.sparsity import COMPARE_DTYPES
-from rldelta.naming import parse_name
+from rldelta.naming import parse_param
 from rldelta.progress import progress_bar
 
 _PARTIAL = ".partial"
@@ -66,6 +66,8 @@ TENSORS_SCHEMA = unit_schema(
         ("col_coverage", pa.float64()),
         ("layer", pa.int64()),
         ("module", pa.string()),
+        ("expert", pa.int64()),
+        ("role", pa.string()),
     ]
 )
 
@@ -111,7 +113,7 @@ def diff_tensor(
         atol=opts.atol,
         rank=opts.rank,
     )
-    layer, module = parse_name(name)
+    p = parse_param(name)
     row = {
         "name": name,
         "shape": list(b.shape),
@@ -119,8 +121,10 @@ def diff_tensor(
         "dtype_tuned": dtype_label(t.dtype),
         **stats.as_row(),
         "added": added,
-        "layer": layer,
-        "module": module,
+        "layer": p.layer,
+        "module": p.module,
+        "expert": p.expert,
+        "role": p.role,
     }
     return row, np.packbits(mask.numpy().reshape(-1)) if want_mask else None
 
