@@ -186,6 +186,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "lr_spearman",
         "mean_abs_w",
         "beta",
+        "p_value",
         # a headline number's 95% interval: the report shows it in the row's own format
         "lo",
         "hi",
@@ -216,6 +217,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "changed_base",
         "new_in_union",
         "final_set",
+        "experts",
     ),
     INDEX: (
         "layer",
@@ -282,6 +284,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "arm",
         "sft_style",
         "role",
+        "expert_set",
     ),
     FLAG: ("beyond_training",),
     SHAPE: ("shape",),

@@ -11,6 +11,7 @@ rows write one output format together; the journal and the per-tensor numbers li
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -36,9 +37,11 @@ from rldelta.errors import RldeltaError
 from rldelta.lifetime import die_with_parent
 from rldelta.lock import locks_output
 from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
+from rldelta.metrics.delta import DeltaStats
+from rldelta.metrics.experts import expert_summary
 from rldelta.metrics.fp8 import stored_delta_stats
 from rldelta.metrics.sparsity import COMPARE_DTYPES
-from rldelta.naming import parse_param
+from rldelta.naming import is_stacked, parse_param
 from rldelta.progress import progress_bar
 
 _PARTIAL = ".partial"
@@ -96,37 +99,50 @@ def _compare_dtype(opts: DiffOptions, base_dtype: torch.dtype) -> torch.dtype:
 
 def diff_tensor(
     base: Checkpoint, tuned: Checkpoint, name: str, opts: DiffOptions, want_mask: bool = True
-) -> tuple[dict, np.ndarray | None]:
-    """One row of tensors.parquet and the changed-mask, bit-packed (1/8 of a bool tensor) for the trip home.
+) -> tuple[list[dict], np.ndarray | None]:
+    """The tensors.parquet rows of one stored tensor and its changed-mask, bit-packed (1/8 of a bool tensor) for the
+    trip home. One row, or one per expert of a stacked experts tensor (naming.is_stacked: each 2-D slice along the
+    expert axis gets its own numbers, rank included); the mask is always the stored tensor's whole.
 
     Without `want_mask` no mask travels: on the 1.5 GiB benchmark pair that is 100 MB through the workers' pipes.
     """
     b, t = base.get(name), tuned.get(name)
+    scales = (base.scale(name), tuned.scale(name))
+    p = parse_param(name)
     # a grown vocabulary (Pairing.resized): the shared rows are compared, the tuned side's added entries counted
     added = (t.shape[0] - b.shape[0]) * t.shape[1] if t.ndim == 2 and t.shape[0] > b.shape[0] else 0
-    stats, mask = stored_delta_stats(
+    common = {"name": name, "dtype_base": dtype_label(b.dtype), "dtype_tuned": dtype_label(t.dtype), "layer": p.layer}
+    common |= {"module": p.module, "role": p.role}
+    if is_stacked(p, tuple(b.shape)):
+        rows, masks = [], []
+        for e in range(b.shape[0]):
+            stats, mask = _stats(b[e], t[e], tuple(_slice(s, e, b.ndim) for s in scales), base, tuned, opts)
+            rows.append({**common, "shape": list(b.shape[1:]), **stats.as_row(), "added": 0, "expert": e})
+            masks.append(mask.reshape(-1))
+        mask = torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
+    else:
+        stats, mask = _stats(b, t, scales, base, tuned, opts)
+        rows = [{**common, "shape": list(b.shape), **stats.as_row(), "added": added, "expert": p.expert}]
+    return rows, np.packbits(mask.numpy().reshape(-1)) if want_mask else None
+
+
+def _slice(scale: torch.Tensor | None, e: int, ndim: int) -> torch.Tensor | None:
+    # an FP8 block scale of a stacked tensor is stacked the same way; a scale of another shape applies to every slice
+    return scale[e] if scale is not None and scale.ndim == ndim else scale
+
+
+def _stats(
+    b: torch.Tensor, t: torch.Tensor, scales: tuple, base: Checkpoint, tuned: Checkpoint, opts: DiffOptions
+) -> tuple[DeltaStats, torch.Tensor]:
+    return stored_delta_stats(
         b,
         t,
-        scales=(base.scale(name), tuned.scale(name)),
+        scales=scales,
         blocks=(base.block, tuned.block),
         compare_dtype=_compare_dtype(opts, b.dtype),
         atol=opts.atol,
         rank=opts.rank,
     )
-    p = parse_param(name)
-    row = {
-        "name": name,
-        "shape": list(b.shape),
-        "dtype_base": dtype_label(b.dtype),
-        "dtype_tuned": dtype_label(t.dtype),
-        **stats.as_row(),
-        "added": added,
-        "layer": p.layer,
-        "module": p.module,
-        "expert": p.expert,
-        "role": p.role,
-    }
-    return row, np.packbits(mask.numpy().reshape(-1)) if want_mask else None
 
 
 # One pair of checkpoints per worker process, opened once (by the pool's initializer, or by a Ray worker's first task).
@@ -151,11 +167,11 @@ def _pool_worker_init(*setup) -> None:
     _worker_init(*setup)
 
 
-def _worker_diff(name: str) -> tuple[dict, np.ndarray | None]:
+def _worker_diff(name: str) -> tuple[list[dict], np.ndarray | None]:
     return diff_tensor(_WORKER["base"], _WORKER["tuned"], name, _WORKER["opts"], _WORKER["want_mask"])
 
 
-def _ray_diff(setup: tuple, name: str) -> tuple[dict, np.ndarray | None]:
+def _ray_diff(setup: tuple, name: str) -> tuple[list[dict], np.ndarray | None]:
     if _WORKER.get("setup") != setup:  # a Ray worker process serves many tasks, maybe of another diff before
         _worker_init(*setup)
     return _worker_diff(name)
@@ -189,8 +205,8 @@ def _results(
     workers: int,
     backend: str = "local",
     ray_address: str | None = None,
-) -> Iterator[tuple[dict, np.ndarray | None]]:
-    """Rows in completion order. At most 2 tensors per worker are in flight."""
+) -> Iterator[tuple[list[dict], np.ndarray | None]]:
+    """Each stored tensor's rows in completion order. At most 2 tensors per worker are in flight."""
     paths = (str(Path(base.path).resolve()), str(Path(tuned.path).resolve()))  # workers may start elsewhere
     if backend == "ray":
         with ray_session(ray_address, DiffError) as ray:
@@ -300,13 +316,15 @@ def run_diff(
     todo = [n for n in pairing.names if n not in journal.rows]
     try:
         with progress_bar("diff", len(pairing.names), progress, done=len(pairing.names) - len(todo)) as advance:
-            for row, packed in _results(base_ck, tuned_ck, todo, opts, save_mask, workers, backend, ray_address):
+            for rows, packed in _results(base_ck, tuned_ck, todo, opts, save_mask, workers, backend, ray_address):
+                name = rows[0]["name"]
                 if writer is not None:
-                    bits = np.unpackbits(packed, count=row["numel"])  # uint8 0/1: the safetensors BOOL layout
-                    writer.write(row["name"], torch.from_numpy(bits).view(torch.bool).reshape(row["shape"]))
+                    shape = base_ck.info(name).shape
+                    bits = np.unpackbits(packed, count=math.prod(shape))  # uint8 0/1: the safetensors BOOL layout
+                    writer.write(name, torch.from_numpy(bits).view(torch.bool).reshape(shape))
                     writer.flush()  # the mask slot is on disk before the journal says the tensor is done
-                journal.add(row)
-                advance(row["name"])
+                journal.add(rows)
+                advance(name)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -314,7 +332,7 @@ def run_diff(
     finally:
         journal.close()
 
-    rows = [journal.rows[n] for n in pairing.names]
+    rows = [r for n in pairing.names for r in journal.rows[n]]
     summary = summarize(rows, pairing, opts, base=str(base), tuned=str(tuned), save_mask=save_mask)
     try:
         atomic_write_parquet(rows, out / TENSORS_FILE, TENSORS_SCHEMA)
@@ -379,7 +397,8 @@ def _weighted(rows: list[dict], key: str) -> tuple[float | None, float | None]:
 
 
 def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) -> dict:
-    """Totals over all diffed tensors and per module kind, plus what could not be paired."""
+    """Totals over all diffed tensors and per module kind (across experts), the experts block of an MoE model
+    (metrics/experts.py), plus what could not be paired."""
     numel = sum(r["numel"] for r in rows)
     changed = sum(r["changed"] for r in rows)
     changed_atol = sum(r["changed_atol"] for r in rows)
@@ -390,19 +409,23 @@ def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) 
         n = sum(r["numel"] for r in sub)
         m_mean, m_wmean = _weighted(sub, "rank_frac")
         by_module[mod] = {
-            "tensors": len(sub),
+            "tensors": len({r["name"] for r in sub}),  # stored tensors: a stacked experts tensor is one
             "numel": n,
             "changed": sum(r["changed"] for r in sub),
             "changed_frac": sum(r["changed"] for r in sub) / n if n else None,
             "changed_atol_frac": sum(r["changed_atol"] for r in sub) / n if n else None,
             "mean_rank_frac": m_mean,
+            "role": sub[0].get("role", "dense"),
+            # per-expert rows of one module label: how many (layer, expert) pairs it spans
+            "experts": len({(r["layer"], r["expert"]) for r in sub if r.get("expert") is not None}) or None,
         }
+    experts = expert_summary(rows)
     return {
         "version": __version__,
         **context,
         "options": asdict(opts),
         "totals": {
-            "tensors": len(rows),
+            "tensors": len({r["name"] for r in rows}),
             "numel": numel,
             "changed": changed,
             "changed_frac": changed / numel if numel else None,
@@ -414,6 +437,7 @@ def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) 
             "weighted_mean_rank_frac": rank_wmean,
         },
         "by_module": by_module,
+        **({"experts": experts} if experts else {}),  # a model without experts: its summary as before
         "missing_in_tuned": pairing.missing_in_tuned,
         "extra_in_tuned": pairing.extra_in_tuned,
         "shape_mismatch": pairing.shape_mismatch,

@@ -1,7 +1,8 @@
 """The diff's resume journal: the rows finished so far, and what they were computed from.
 
 `OUT/.partial/identity.json` records the options, the tensor names and, per input file, its size, mtime and the
-SHA-256 of its safetensors header; `OUT/.partial/rows.jsonl` holds one finished row per line. A resume continues
+SHA-256 of its safetensors header; `OUT/.partial/rows.jsonl` holds one finished stored tensor per line: the JSON list of its rows
+(one, or one per expert of a stacked experts tensor). A resume continues
 only from a journal of the same identity: changed options start over, a changed input file is refused with one line
 (a stale journal would report the old file's numbers as the new one's).
 """
@@ -80,10 +81,11 @@ class Journal:
         self.rows = {}
         self.rows_file.write_text("")
 
-    def add(self, row: dict) -> None:
-        self._f.write(json.dumps(row) + "\n")
+    def add(self, rows: list[dict]) -> None:
+        """The rows of one stored tensor (one per expert of a stacked experts tensor), as one line."""
+        self._f.write(json.dumps(rows) + "\n")
         self._f.flush()
-        self.rows[row["name"]] = row
+        self.rows[rows[0]["name"]] = rows
 
     def close(self) -> None:
         self._f.close()
@@ -117,15 +119,24 @@ def _changed_input(old: dict | None, new: dict) -> str:
     return "--resume: the inputs changed since the interrupted run; run again without --resume to start over"
 
 
-def _read_rows(path: Path, columns: set[str]) -> dict[str, dict]:
+def _read_rows(path: Path, columns: set[str]) -> dict[str, list[dict]]:
     rows = {}
     if path.is_file():
         for line in path.read_text(errors="replace").splitlines():
             try:
-                row = json.loads(line)
+                group = json.loads(line)
             except json.JSONDecodeError:
                 break  # the line being written when the run was interrupted
-            if not isinstance(row, dict) or set(row) != columns:
-                break  # not a row this code wrote: recompute from here on
-            rows[row["name"]] = row
+            if not _is_group(group, columns):
+                break  # not a line this code wrote: recompute from here on
+            rows[group[0]["name"]] = group
     return rows
+
+
+def _is_group(group, columns: set[str]) -> bool:
+    """One stored tensor's rows: a non-empty list of rows of the right columns, all of one name."""
+    if not isinstance(group, list) or not group:
+        return False
+    if not all(isinstance(r, dict) and set(r) == columns for r in group):
+        return False
+    return len({r["name"] for r in group}) == 1

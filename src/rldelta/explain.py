@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,7 +135,10 @@ def _diff_context(diff_dir: Path) -> tuple[dict, dict[str, dict]]:
                 table = pq.read_table(diff_dir / TENSORS_FILE, columns=["name", "rank_frac"])
             except (pa.ArrowInvalid, KeyError, OSError) as e:
                 raise ExplainError(f"{diff_dir / TENSORS_FILE}: cannot read ({e})") from None
-            rows = {r["name"]: r for r in table.to_pylist()}
+            listed = table.to_pylist()
+            per_name = Counter(r["name"] for r in listed)
+            # a stacked experts tensor has one row per expert and no rank of its whole: no observed rank for it
+            rows = {r["name"]: r for r in listed if per_name[r["name"]] == 1}
     return summary, rows
 
 

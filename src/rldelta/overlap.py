@@ -3,6 +3,11 @@
 Streams tensor by tensor: for each tensor the N input masks are read (N bool tensors in memory), counted for every
 pair, and dropped. Writes OUT/overlap.parquet (per tensor and `__total__` rows for every ordered pair),
 OUT/overlap.json (the totals and N×N matrices) and OUT/overlap.png (heat map).
+
+Masks of a mixture-of-experts model are also compared at the expert level, in the same pass: the sets of experts
+each run touched (and those above their layer's median changed fraction) overlap against the hypergeometric chance
+(metrics/experts.py): OUT/overlap_experts.parquet (per layer and pooled rows, layer null, for every ordered pair and
+set) and an `experts` block in overlap.json. A model without experts gets neither.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_p
 from rldelta.columns import unit_schema
 from rldelta.lock import locks_output
 from rldelta.masks import Mask, MaskError, check_compatible, load_mask
+from rldelta.metrics.experts import EXPERT_SETS, Expert, mask_expert_counts, set_overlap
 from rldelta.metrics.overlap import count, expected_random_overlap, jaccard_from_counts, overlap_from_counts
 from rldelta.progress import progress_bar
 
 OVERLAP_TABLE = "overlap.parquet"
 OVERLAP_JSON = "overlap.json"
 OVERLAP_PNG = "overlap.png"
+EXPERT_OVERLAP_TABLE = "overlap_experts.parquet"
 TOTAL = "__total__"
 
 OVERLAP_SCHEMA = unit_schema(
@@ -41,6 +48,28 @@ OVERLAP_SCHEMA = unit_schema(
         ("random_overlap", pa.float64()),
     ]
 )
+EXPERT_OVERLAP_SCHEMA = unit_schema(
+    [
+        ("a", pa.string()),
+        ("b", pa.string()),
+        ("expert_set", pa.string()),
+        ("layer", pa.int64()),
+        ("experts", pa.int64()),
+        ("size_a", pa.int64()),
+        ("size_b", pa.int64()),
+        ("intersection", pa.int64()),
+        ("overlap", pa.float64()),
+        ("jaccard", pa.float64()),
+        ("random_overlap", pa.float64()),
+        ("p_value", pa.float64()),
+    ]
+)
+EXPERT_DEFINITION = (
+    "an expert (layer, index) is touched when any entry of any of its tensors changed; above_median: its changed "
+    "fraction is above the median of its layer's experts in that run. overlap = Σ_l |A_l∩B_l| / Σ_l |A_l|; "
+    "random_overlap = Σ_l |A_l|·|B_l|/E_l / Σ_l |A_l| (each layer's set drawn at random from its E_l experts); "
+    "p_value = P(Σ_l |A_l∩B_l| ≥ observed) under that draw (hypergeometric per layer, layers independent)"
+)
 
 
 def _labels(inputs: Sequence[str | os.PathLike]) -> list[str]:
@@ -53,8 +82,9 @@ def _labels(inputs: Sequence[str | os.PathLike]) -> list[str]:
 
 def overlap_rows(
     masks: Sequence[Mask], labels: Sequence[str], advance: Callable[[str], None] = lambda n: None
-) -> list[dict]:
-    """Per-tensor and total rows for every ordered pair (a ≠ b), one tensor of each mask in memory at a time."""
+) -> tuple[list[dict], list[dict]]:
+    """Per-tensor and total rows for every ordered pair (a ≠ b), one tensor of each mask in memory at a time; and
+    the expert-level rows (none for a model without experts)."""
     if len(masks) < 2:
         raise MaskError("overlap needs two or more masks")
     for m in masks[1:]:
@@ -64,10 +94,15 @@ def overlap_rows(
     sizes = {n: [0] * k for n in names}
     numel = {n: 0 for n in names}
     inter: dict[str, list[list[int]]] = {}
+    experts: list[dict[Expert, tuple[int, int]]] = [{} for _ in masks]  # per mask: expert -> (changed, numel)
     for n in names:
         ts = [m.get(n) for m in masks]
         numel[n] = ts[0].numel()
         sizes[n] = [count(t) for t in ts]
+        for acc, t in zip(experts, ts):
+            for x, changed, size in mask_expert_counts(n, t):
+                prev = acc.get(x, (0, 0))
+                acc[x] = (prev[0] + changed, prev[1] + size)
         grid = [[0] * k for _ in range(k)]
         for i in range(k):
             for j in range(i + 1, k):
@@ -92,6 +127,26 @@ def overlap_rows(
             x = sum(inter[n][i][j] for n in names)
             rnd = expected_random_overlap([sizes[n][i] for n in names], [density(j, n) for n in names])
             rows.append(_row(labels[i], labels[j], TOTAL, sa, sb, x, rnd))
+    return rows, _expert_rows(experts, labels)
+
+
+def _expert_rows(experts: list[dict[Expert, tuple[int, int]]], labels: Sequence[str]) -> list[dict]:
+    """For every ordered pair and kind of expert set: one row per layer and the pooled row (layer None)."""
+    if not experts[0]:
+        return []
+    pools: dict[int | None, int] = {}
+    for layer, _ in experts[0]:
+        pools[layer] = pools.get(layer, 0) + 1
+    rows = []
+    for kind, select in EXPERT_SETS.items():
+        sets = [select(e) for e in experts]
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if i != j:
+                    rows += [
+                        {"a": labels[i], "b": labels[j], "expert_set": kind, **r}
+                        for r in set_overlap(sets[i], sets[j], pools)
+                    ]
     return rows
 
 
@@ -130,7 +185,7 @@ def run_overlap(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar("overlap", len(masks[0]), progress) as advance:
-        rows = overlap_rows(masks, labels, advance)
+        rows, expert_rows = overlap_rows(masks, labels, advance)
     totals = [r for r in rows if r["tensor"] == TOTAL]
     k = len(labels)
     matrix = {
@@ -150,6 +205,9 @@ def run_overlap(
         "pairs": totals,
         "matrix": matrix,
     }
+    if expert_rows:
+        result["experts"] = _expert_result(expert_rows, labels)
+        atomic_write_parquet(expert_rows, out / EXPERT_OVERLAP_TABLE, EXPERT_OVERLAP_SCHEMA)
     atomic_write_parquet(rows, out / OVERLAP_TABLE, OVERLAP_SCHEMA)
     atomic_write_json(out / OVERLAP_JSON, result)
     if plot:
@@ -157,3 +215,26 @@ def run_overlap(
 
         atomic_write_bytes(out / OVERLAP_PNG, overlap_heatmap(labels, matrix["overlap"], matrix["random_overlap"]))
     return result
+
+
+def _expert_result(expert_rows: list[dict], labels: list[str]) -> dict:
+    """overlap.json's `experts` block: the pooled row of every ordered pair and set, and N×N matrices per set."""
+    pooled = [r for r in expert_rows if r["layer"] is None]
+    k = len(labels)
+    matrix = {}
+    for kind in EXPERT_SETS:
+        m = {key: [[math.nan] * k for _ in range(k)] for key in ("overlap", "random_overlap", "p_value")}
+        for r in (r for r in pooled if r["expert_set"] == kind):
+            i, j = labels.index(r["a"]), labels.index(r["b"])
+            for key in m:
+                m[key][i][j] = r[key]
+        matrix[kind] = m
+    first = pooled[0]
+    layers = len({r["layer"] for r in expert_rows if r["layer"] is not None})
+    return {
+        "definition": EXPERT_DEFINITION,
+        "experts": first["experts"],
+        "layers": layers,
+        "pairs": pooled,
+        "matrix": matrix,
+    }

@@ -33,7 +33,7 @@ def diff(
 ) -> None:
     """How sparse and how high-rank the update from BASE to TUNED is, tensor by tensor."""
     from rldelta.diff import run_diff
-    from rldelta.report.terminal import diff_table
+    from rldelta.report.terminal import diff_table, experts_table
 
     try:
         summary = run_diff(
@@ -54,6 +54,8 @@ def diff(
     except RldeltaError as e:
         fail(str(e))
     Console().print(diff_table(summary))
+    if (experts := experts_table(summary)) is not None:
+        Console().print(experts)
     console.print(f"wrote {out}")
 
 
@@ -90,13 +92,15 @@ def overlap(
 ) -> None:
     """One-sided overlap |A∩B|/|A|, Jaccard and the random expectation for every ordered pair."""
     from rldelta.overlap import run_overlap
-    from rldelta.report.terminal import overlap_table
+    from rldelta.report.terminal import expert_overlap_table, overlap_table
 
     try:
         result = run_overlap(inputs, out, progress=True)
     except RldeltaError as e:
         fail(str(e))
     Console().print(overlap_table(result))
+    if (experts := expert_overlap_table(result)) is not None:
+        Console().print(experts)
     console.print(f"wrote {out}")
 
 

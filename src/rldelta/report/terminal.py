@@ -13,7 +13,8 @@ def diff_table(summary: dict) -> Table:
     """One row per module kind and a total row: changed fraction bitwise and under atol, mean rank fraction."""
     atol = summary["options"]["atol"]
     t = Table(
-        title="rldelta diff  (changed: bitwise in the stored dtype; rank_frac: mean over 2-D tensors)", show_footer=True
+        title="rldelta diff  (changed: bitwise in the stored dtype; rank_frac: mean over 2-D tensors)",
+        show_footer=True,
     )
     t.add_column("module", footer="total", no_wrap=True)
     tot = summary["totals"]
@@ -24,7 +25,7 @@ def diff_table(summary: dict) -> Table:
     t.add_column("rank_frac", justify="right", footer=show("mean_rank_frac", tot["mean_rank_frac"]))
     for mod, m in summary["by_module"].items():
         t.add_row(
-            mod,
+            f"{mod} ({m['experts']} experts)" if m.get("experts") else mod,
             str(m["tensors"]),
             show("numel", m["numel"]),
             show("changed_frac", m["changed_frac"]),
@@ -40,6 +41,36 @@ def diff_table(summary: dict) -> Table:
         notes.append(f"{len(summary['resized'])} resized vocabulary (shared rows compared; {added} added entries)")
     if notes:
         t.caption = "; ".join(notes)
+    return t
+
+
+def experts_table(summary: dict) -> Table | None:
+    """The experts block of a mixture-of-experts diff (None for a model without experts): how many experts changed,
+    how the change spreads over them, the router's change and rank."""
+    x = summary.get("experts")
+    if not x:
+        return None
+    t = Table(title="experts  (an expert: all its tensors in one layer; changed: bitwise, as above)")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    per_layer = sorted({b["experts"] for b in x["by_layer"]})
+    span = str(per_layer[0]) if len(per_layer) == 1 else f"{per_layer[0]}–{per_layer[-1]}"
+    t.add_row("experts", f"{COUNT.show(x['experts'])} ({span} in each of {x['layers']} layers)")
+    t.add_row("changed at all", f"{COUNT.show(x['changed_experts'])} of {COUNT.show(x['experts'])}")
+    t.add_row("changed, all expert entries", show("changed_frac", x["changed_frac"]))
+    f = x["expert_changed_frac"]
+    t.add_row("changed per expert: min / median / max", " / ".join(show("changed_frac", f[k]) for k in f))
+    top = f"{x['top_experts']} expert" + ("s" if x["top_experts"] != 1 else "")
+    t.add_row(f"share held by the top 10% ({top})", show("share", x["top10_share"]))
+    r = x.get("router")
+    if r:
+        t.add_row("router: changed", show("changed_frac", r["changed_frac"]))
+        ranks = [f"{b['rank']}/{b['max_rank']}" for b in r["by_layer"]]
+        shown = ", ".join(ranks) if len(ranks) <= 6 else f"{', '.join(ranks[:6])}, … ({len(ranks)} tensors)"
+        t.add_row("router: rank per tensor", shown or MISSING)
+        t.add_row("router: mean rank_frac", show("mean_rank_frac", r["mean_rank_frac"]))
+    if x.get("shared_experts"):
+        t.add_row("shared experts: changed", show("changed_frac", x["shared_experts"]["changed_frac"]))
     return t
 
 
@@ -74,6 +105,31 @@ def overlap_table(result: dict) -> Table:
             show("overlap", r["overlap"]),
             show("random_overlap", r["random_overlap"]),
             show("jaccard", r["jaccard"]),
+        )
+    return t
+
+
+def expert_overlap_table(result: dict) -> Table | None:
+    """One row per ordered pair and kind of expert set (pooled over layers): sizes, overlap, chance, p; None for
+    masks without experts."""
+    x = result.get("experts")
+    if not x:
+        return None
+    t = Table(
+        title=f"rldelta overlap of expert sets ({x['experts']} experts in {x['layers']} layers; chance: hypergeometric)"
+    )
+    for col in ("A", "B", "set", "|A|", "|A∩B|", "overlap A→B", "random", "p"):
+        t.add_column(col, justify="left" if col in ("A", "B", "set") else "right")
+    for r in x["pairs"]:
+        t.add_row(
+            r["a"],
+            r["b"],
+            r["expert_set"],
+            show("size_a", r["size_a"]),
+            show("intersection", r["intersection"]),
+            show("overlap", r["overlap"]),
+            show("random_overlap", r["random_overlap"]),
+            f"{r['p_value']:.3g}",  # a p-value spans decades: 3 significant digits
         )
     return t
 
