@@ -72,6 +72,22 @@ def test_expert_table_is_the_direct_sum_of_each_experts_tensors(study):
             assert (rec.changed, rec.numel) == (changed, numel)
             assert rec.changed_frac == changed / numel
         assert 0 < np.mean([c / n for c, n in want.values()]) < 1
+    # the summary block and the seed overlap of the touched experts, recomputed from the per-expert table
+    summary = pd.read_parquet(out / "tables" / "experts_summary.parquet").set_index("run")
+    touched = {
+        r: {(e.layer, e.expert) for e in experts[(experts.run == r) & (experts.changed > 0)].itertuples()}
+        for r in summary.index
+    }
+    for r, s in summary.iterrows():
+        assert s["changed_experts"] == len(touched[r]) and s["experts"] == 16
+        fr = experts[experts.run == r]["changed_frac"]
+        assert (s["expert_changed_frac_min"], s["expert_changed_frac_max"]) == (fr.min(), fr.max())
+    ov = pd.read_parquet(out / "tables" / "experts_overlap.parquet")
+    row = ov[(ov.a == "grpo-s0-fp32") & (ov.b == "grpo-s1-fp32") & (ov.expert_set == "touched")].iloc[0]
+    a, b = touched["grpo-s0-fp32"], touched["grpo-s1-fp32"]
+    assert row["overlap"] == pytest.approx(len(a & b) / len(a))
+    per_layer = [(sum(x[0] == la for x in a), sum(x[0] == la for x in b)) for la in (0, 1)]
+    assert row["random_overlap"] == pytest.approx(sum(na * nb / 8 for na, nb in per_layer) / len(a))
 
 
 def test_report_has_the_experts_section_with_the_table_numbers(study):
