@@ -327,7 +327,24 @@ def _experts_section(tables: dict[str, pd.DataFrame]) -> str:
         "<h3>Routers</h3>" + table_html(tables, "routers"),
     ]
     if "experts_summary" in tables and len(tables["experts_summary"].columns) > 1:
-        parts.append("<h3>Expert summary (diff summary.json)</h3>" + table_html(tables, "experts_summary"))
+        short = {
+            "changed_experts": "experts changed",
+            "changed_frac": "changed",
+            "expert_changed_frac_min": "per expert: min",
+            "expert_changed_frac_median": "median",
+            "expert_changed_frac_max": "max",
+            "top_experts": "top 10%",
+            "top10_share": "their share",
+            "router_changed_frac": "router",
+            "router_mean_rank_frac": "router rank",
+            "shared_expert_changed_frac": "shared expert",
+        }
+        parts.append(
+            "<h3>Expert summary</h3><p class='note'>From each diff's summary.json: experts changed at all, the spread "
+            "of the per-expert changed fraction, the share of all changed expert entries held by the top 10% of "
+            "experts, the routers' changed fraction and mean rank fraction, the shared experts' changed fraction.</p>"
+            + table_html(tables, "experts_summary", headers=short)
+        )
     if "experts_overlap" in tables and len(tables["experts_overlap"]):
         parts.append(
             "<h3>Do the seeds pick the same experts?</h3><p class='note'>Overlap of the sets of experts touched by "
