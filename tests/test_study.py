@@ -169,6 +169,7 @@ def test_report_has_every_section_and_only_table_numbers(done):
     p = _Nums()
     p.feed(page)
     assert set(SECTIONS) <= p.ids
+    assert "experts" not in p.ids  # a dense model: no experts section (test_moe_study.py has one)
     assert len(p.imgs) == 11 and all(s.startswith("data:image/png;base64,") for s in p.imgs)  # 10 + every step
     assert "http://" not in page and "https://" not in page  # opens offline
     tables = {}

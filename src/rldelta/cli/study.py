@@ -18,15 +18,18 @@ def study(
     backend: str = typer.Option("local", "--backend", help="Where training runs go: local (process pool) or ray."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster."),
     workers: int | None = typer.Option(None, "--workers", help="Training runs at once (default: CPUs, at most 4)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Replace the config's model: tiny, tiny-moe (a tiny mixture of experts), or a folder."
+    ),
 ) -> None:
     """Train the RL grid, diff, overlap, explain, surgery, subnetwork retraining; write OUT/report.html."""
-    from rldelta.study import preset_path, run_study
+    from rldelta.study import load_config, preset_path, run_study
 
     if (config is None) == (preset is None):
         fail("give either CONFIG.toml or --preset tiny|demo|full")
     try:
         res = run_study(
-            config if config is not None else preset_path(preset),
+            load_config(config if config is not None else preset_path(preset), {"model": model} if model else None),
             out,
             backend=backend,
             workers=workers,

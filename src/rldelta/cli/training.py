@@ -32,6 +32,22 @@ def models_tiny(
     console.print(f"wrote {path}")
 
 
+@models_app.command("tiny-moe")
+def models_tiny_moe(
+    out: Path = typer.Option(..., "-o", "--out", help="Output model folder."),
+    seed: int = typer.Option(0, help="Seed of the random initialisation."),
+) -> None:
+    """A random-initialised tiny mixture-of-experts model (Qwen2-MoE: 8 experts, top-2, a shared expert, 2 layers)
+    with the tiny model's tokenizer, for tests and quick runs."""
+    from rldelta.train.models import build_tiny_moe
+
+    try:
+        path = build_tiny_moe(out, seed=seed)
+    except RldeltaError as e:
+        fail(str(e))
+    console.print(f"wrote {path}")
+
+
 @models_app.command("prepare")
 def models_prepare(
     name: str = typer.Argument(..., help="Model to prepare: smollm2-135m, or a path to any .gguf file."),

@@ -266,6 +266,7 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
     parts.append("<section id='plots'><h2>Plots</h2>")
     parts += [_figure(*f) for f in figures]
     parts.append("</section>")
+    parts.append(_experts_section(tables))
 
     parts.append(
         f"<section id='surgery'><h2>Surgery: is the {html.escape(primary)} mask sufficient, is it necessary?</h2>"
@@ -302,6 +303,59 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
         "<p class='note'>All tables, and the per-tensor, per-decile and training-curve tables, are in "
         "tables/ next to this file as CSV and Parquet.</p></section></body></html>"
     )
+    return "\n".join(parts)
+
+
+def _experts_section(tables: dict[str, pd.DataFrame]) -> str:
+    """Mixture-of-experts models only: which experts RL touched, the routers, and whether the seeds pick the same
+    experts (the study's experts* and routers tables)."""
+    if "experts" not in tables or not len(tables["experts"]):
+        return ""
+    from rldelta.plots.experts import expert_heatmaps
+
+    parts = [
+        "<section id='experts'><h2>Experts</h2>",
+        "<p class='note'>The model is a mixture of experts. Changed fraction of each routed expert (bitwise in bf16, "
+        "the final checkpoint against the base), summed over the expert's tensors, per layer; the routers "
+        "(mlp.gate, and the shared expert's gate) beside them. Per-expert rows in tables/experts.csv.</p>",
+        _figure(
+            "plot-experts",
+            "Changed fraction per layer and expert",
+            expert_heatmaps(tables["experts"], tables["routers"]),
+            "One panel per run of the grid (one colour scale); right: the routers' changed fraction per layer.",
+        ),
+        "<h3>Routers</h3>" + table_html(tables, "routers"),
+    ]
+    if "experts_summary" in tables and len(tables["experts_summary"].columns) > 1:
+        short = {
+            "changed_experts": "experts changed",
+            "changed_frac": "changed",
+            "expert_changed_frac_min": "per expert: min",
+            "expert_changed_frac_median": "median",
+            "expert_changed_frac_max": "max",
+            "top_experts": "top 10%",
+            "top10_share": "their share",
+            "router_changed_frac": "router",
+            "router_mean_rank_frac": "router rank",
+            "shared_expert_changed_frac": "shared expert",
+        }
+        parts.append(
+            "<h3>Expert summary</h3><p class='note'>From each diff's summary.json: experts changed at all, the spread "
+            "of the per-expert changed fraction, the share of all changed expert entries held by the top 10% of "
+            "experts, the routers' changed fraction and mean rank fraction, the shared experts' changed fraction.</p>"
+            + table_html(tables, "experts_summary", headers=short)
+        )
+    if "experts_overlap" in tables and len(tables["experts_overlap"]):
+        parts.append(
+            "<h3>Do the seeds pick the same experts?</h3><p class='note'>Overlap of the sets of experts touched by "
+            "two runs, against the overlap two random sets of the same sizes would have.</p>"
+            + table_html(tables, "experts_overlap")
+        )
+    verdicts = tables.get("probe_verdicts")
+    skipped = [] if verdicts is None else [r for r in verdicts.to_dict("records") if r["verdict"].startswith("not run")]
+    for r in skipped:
+        parts.append(f"<p class='verdict part'><b>{html.escape(r['probe'])}</b><br>{html.escape(r['verdict'])}</p>")
+    parts.append("</section>")
     return "\n".join(parts)
 
 

@@ -16,11 +16,13 @@ from typing import Any, get_type_hints
 from rldelta.errors import RldeltaError
 from rldelta.study.schema import type_problem
 from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
+from rldelta.train.models import TINY_BUILDERS
 from rldelta.train.tasks import get_task
 
 PRESETS_DIR = Path(__file__).parent.parent / "presets"
 PRESETS = ("tiny", "demo", "full")
-BUILTIN_MODELS = ("tiny", "smollm2-135m")
+TINY_MODELS = tuple(TINY_BUILDERS)  # built in code from model_seed
+BUILTIN_MODELS = (*TINY_MODELS, "smollm2-135m")
 PROBES = ("logprobs", "activations", "formats")
 
 # TrainConfig fields the study sets itself; the [train] table may set every other one.
@@ -91,7 +93,10 @@ class StudyConfig:
 
     model: str = field(
         default="tiny",
-        metadata=_help('"tiny" (a random tiny Llama built in code), "smollm2-135m" (prepared once) or a model folder'),
+        metadata=_help(
+            '"tiny" (a random tiny Llama built in code), "tiny-moe" (a random tiny mixture-of-experts Qwen2-MoE built '
+            'in code), "smollm2-135m" (prepared once) or a model folder'
+        ),
     )
     model_seed: int = field(default=0, metadata=_help("seed of the tiny model's (and the mixture models') init"))
     task: str = field(default="arith", metadata=_help("the RL task (rldelta.train.tasks): arith, countdown, digits"))
@@ -324,8 +329,9 @@ def formats_train_config(f: dict[str, Any], *, model: str, seed: int) -> TrainCo
     )
 
 
-def load_config(path: str | os.PathLike) -> StudyConfig:
-    """A StudyConfig from a TOML file: top-level keys as in StudyConfig, other TrainConfig settings under [train]."""
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """A StudyConfig from a TOML file: top-level keys as in StudyConfig, other TrainConfig settings under [train];
+    `overrides` replace top-level keys (`rldelta study --model`)."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text())
@@ -333,7 +339,7 @@ def load_config(path: str | os.PathLike) -> StudyConfig:
         raise StudyError(f"{p}: no such file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise StudyError(f"{p}: not valid TOML ({e})") from None
-    return config_from_dict(data, source=str(p))
+    return config_from_dict({**data, **(overrides or {})}, source=str(p))
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "<config>") -> StudyConfig:

@@ -13,7 +13,7 @@ from typing import Any
 from rldelta.atomic import atomic_write_json
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.masks import MASK_FILE
-from rldelta.study.config import BUILTIN_MODELS, StudyConfig
+from rldelta.study.config import BUILTIN_MODELS, TINY_MODELS, StudyConfig
 from rldelta.train.config import TrainConfig
 from rldelta.train.runfiles import read_run_json, step_dir
 
@@ -85,8 +85,8 @@ def make_run(
     )
     # Keyed by the config as the user wrote it: paths inside STUDY are made relative so a moved study still matches.
     model_ident = cfg.model if cfg.model in BUILTIN_MODELS else str(Path(cfg.model).resolve())
-    if cfg.model == "tiny":
-        model_ident = f"tiny(seed={cfg.model_seed})"
+    if cfg.model in TINY_MODELS:
+        model_ident = f"{cfg.model}(seed={cfg.model_seed})"
     paths = {"mask": os.path.relpath(mask, study)} if mask is not None else {}
     return Run(label, algo, seed, precision, tc, place_run(study, label, tc, model=model_ident, **paths), kind)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from rldelta.checkpoint import open_checkpoint
+from rldelta.naming import parse_param
 from rldelta.probes.activations import ACTIVATIONS_JSON, run_activations
 from rldelta.probes.formats import SUMMARY_FILE as FORMATS_SUMMARY
 from rldelta.probes.formats import TABLE_FILE as FORMATS_TABLE
@@ -23,6 +25,15 @@ from rldelta.train.corpus import DEFAULT_NOISE, DEFAULT_PROPORTIONS
 from rldelta.train.mixture import pretrain_mixture
 from rldelta.train.sizes import SIZES
 from rldelta.train.tasks import TASKS, Arith
+
+ACTIVATIONS_MOE = (
+    "the activation probe reads a dense MLP's neurons (mlp.down_proj in every layer); a mixture-of-experts model "
+    "routes each token to a few experts, so no neuron is on every token's path"
+)
+
+
+def _is_moe(model_dir: Path) -> bool:
+    return any(parse_param(n).role == "expert" for n in open_checkpoint(model_dir).names())
 
 
 def run_probes(
@@ -48,7 +59,10 @@ def run_probes(
                 progress=progress,
             )
         out["logprobs"] = d
-    if "activations" in cfg.probes:
+    if "activations" in cfg.probes and _is_moe(base):
+        out["activations_skipped"] = ACTIVATIONS_MOE
+        log(f"probe activations skipped: {ACTIVATIONS_MOE}")
+    elif "activations" in cfg.probes:
         d = root / "activations"
         if not (d / ACTIVATIONS_JSON).is_file():
             log(f"probe activations: base vs {primary.label}")

@@ -33,14 +33,15 @@ from rldelta.study.layout import (
 from rldelta.study.log import StudyLog
 from rldelta.surgery import SURGERY_JSON, run_surgery
 from rldelta.train.evaluate import evaluate
-from rldelta.train.models import ModelError, build_tiny, prepare_smollm2
+from rldelta.train.models import TINY_BUILDERS, ModelError, prepare_smollm2
 from rldelta.train.tasks import get_task
 
 
 def prepare_base(cfg: StudyConfig, study: Path) -> Path:
-    """The base model folder: the tiny model cast to bf16, SmolLM2 prepared, or the folder the config names."""
-    if cfg.model == "tiny":
-        out = study / "models" / f"tiny-seed{cfg.model_seed}-bf16"
+    """The base model folder: a tiny model (dense or MoE) cast to bf16, SmolLM2 prepared, or the folder the config
+    names."""
+    if cfg.model in TINY_BUILDERS:
+        out = study / "models" / f"{cfg.model}-seed{cfg.model_seed}-bf16"
         if (out / "config.json").is_file():
             return out
         # Published RL checkpoints are bf16 and so is their base: an fp32 base against bf16 checkpoints would
@@ -50,7 +51,7 @@ def prepare_base(cfg: StudyConfig, study: Path) -> Path:
 
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tiny-fp32-") as fp32:
-            build_tiny(Path(fp32) / "model", seed=cfg.model_seed)
+            TINY_BUILDERS[cfg.model](Path(fp32) / "model", seed=cfg.model_seed)
             with atomic_dir(out) as tmp:
                 model = AutoModelForCausalLM.from_pretrained(Path(fp32) / "model", dtype=torch.bfloat16)
                 model.save_pretrained(tmp)

@@ -358,6 +358,10 @@ def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.D
         verdicts.append({"probe": "activation sparsity vs difficulty", "verdict": s["sparsity_verdict"]})
         if s.get("verdict"):
             verdicts.append({"probe": "neurons RL edits", "verdict": s["verdict"]})
+    if "activations_skipped" in probes:
+        verdicts.append(
+            {"probe": "activation sparsity vs difficulty", "verdict": f"not run: {probes['activations_skipped']}"}
+        )
     if "formats" in probes:
         f = probes["formats"]
         tables["probe_formats"] = f["table"]

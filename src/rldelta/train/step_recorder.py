@@ -14,6 +14,10 @@ The bf16 copy is what a run publishes or syncs to its inference engine: fp32 mas
 (2 bytes per parameter) and two bits per parameter (the previous step's set, the union so far). The base is kept
 on disk (RUN/steps/base.safetensors) and read one tensor at a time; the entries new to the union are appended to a
 log on disk (RUN/steps/union.log: step, tensor, indices), from which the first-change file is built at the end.
+
+Everything is keyed by the tensors as the checkpoint stores them, so the sets equal `rldelta diff`'s: a model that
+holds some parameters in another layout (transformers' fused MoE experts) is followed through the map of
+stored_layout.py, each stored tensor taken out of its parameter's bf16 copy.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, save_mask
 from rldelta.metrics.steps import StepCounts, patch_bytes, set_bits, share_reached, step_counts
 from rldelta.naming import parse_name
+from rldelta.train.stored_layout import StoredTensor, stored_tensors
 
 STEPS_FILE = "steps.parquet"
 STEPS_DIR = "steps"
@@ -102,6 +107,7 @@ class StepRecorder(TrainerCallback):
         self.save_every = save_every
         self._writer: pq.ParquetWriter | None = None
         self._params: dict[str, torch.nn.Parameter] = {}
+        self._stored: dict[str, StoredTensor] = {}  # by stored name, grouped by parameter
         self._prev: dict[str, torch.Tensor] = {}
         self._prev_set: dict[str, np.ndarray] = {}  # packed bits
         self._union: dict[str, np.ndarray] = {}  # packed bits
@@ -117,11 +123,12 @@ class StepRecorder(TrainerCallback):
         if model is None:
             raise ValueError("StepRecorder needs the model: pass it to StepRecorder(...) or use a Trainer")
         self._params = {n: p for n, p in model.named_parameters()}
+        self._stored = stored_tensors(model)
         self.dir.mkdir(parents=True, exist_ok=True)
-        for n, p in self._params.items():
-            self._prev[n] = p.detach().to(torch.bfloat16, copy=True)
-            self._prev_set[n] = np.zeros((p.numel() + 7) // 8, dtype=np.uint8)
-            self._union[n] = np.zeros((p.numel() + 7) // 8, dtype=np.uint8)
+        for n, cur in self._bf16():
+            self._prev[n] = cur if cur.data_ptr() != self._params[self._stored[n].param].data_ptr() else cur.clone()
+            self._prev_set[n] = np.zeros((cur.numel() + 7) // 8, dtype=np.uint8)
+            self._union[n] = np.zeros((cur.numel() + 7) // 8, dtype=np.uint8)
             self._modules[n] = parse_name(n)[1]
         base = self.dir / BASE_FILE
         if state.global_step == 0 or not base.is_file():
@@ -141,7 +148,7 @@ class StepRecorder(TrainerCallback):
         if step == 0 or not f.is_file():
             return 0  # no record of the steps before: the rows from here on still hold; the union starts here
         with safe_open(f, "pt") as st:
-            for n in self._params:
+            for n in self._stored:
                 self._union[n] = st.get_tensor(f"union/{n}").numpy()
                 self._prev_set[n] = st.get_tensor(f"prev_set/{n}").numpy()
             return int(st.metadata()["union_log_bytes"])
@@ -158,6 +165,15 @@ class StepRecorder(TrainerCallback):
         if kept is not None and kept.num_rows:
             self._writer.write_table(kept)
             self._steps = sorted(set(kept.column("step").to_pylist()))
+
+    def _bf16(self):
+        """(stored name, its bf16 values now) for every stored tensor; one parameter's bf16 copy alive at a time."""
+        param, flat = None, None
+        for n, st in self._stored.items():
+            if st.param != param:
+                param = st.param
+                flat = self._params[param].detach().to(torch.bfloat16).reshape(-1)
+            yield n, st.take(flat)
 
     # ---- every step ------------------------------------------------------------------------------------------
 
@@ -178,8 +194,7 @@ class StepRecorder(TrainerCallback):
         per_module: dict[str, StepCounts] = {}
         total = StepCounts()
         with safe_open(self.dir / BASE_FILE, "pt") as base:
-            for i, (n, p) in enumerate(self._params.items()):
-                cur = p.detach().to(torch.bfloat16)
+            for i, (n, cur) in enumerate(self._bf16()):
                 c, d, fresh = step_counts(
                     _bits(cur), _bits(self._prev[n]), _bits(base.get_tensor(n)), self._prev_set[n], self._union[n]
                 )
@@ -221,8 +236,7 @@ class StepRecorder(TrainerCallback):
         """The set that differs from the base now, per tensor (bool, the tensor's shape)."""
         out = {}
         with safe_open(self.dir / BASE_FILE, "pt") as base:
-            for n, p in self._params.items():
-                cur = p.detach().to(torch.bfloat16)
+            for n, cur in self._bf16():
                 out[n] = cur.view(torch.int16) != base.get_tensor(n).view(torch.int16)
         return out
 
@@ -238,7 +252,8 @@ class StepRecorder(TrainerCallback):
 
     def memory_bytes(self) -> int:
         """What the recorder holds: the bf16 snapshot, and a bit each for the previous step's set and the union."""
-        return sum(
+        index = sum(st.index.numel() * st.index.element_size() for st in self._stored.values() if st.index is not None)
+        return index + sum(
             t.numel() * t.element_size() + self._prev_set[n].nbytes + self._union[n].nbytes
             for n, t in self._prev.items()
         )
@@ -269,16 +284,16 @@ class StepRecorder(TrainerCallback):
         first = _first_changed(self.dir / UNION_LOG)
         step_dtype = torch.int16 if max(self._steps, default=0) <= torch.iinfo(torch.int16).max else torch.int32
         writer = SafetensorsStreamWriter(
-            self.dir / FIRST_CHANGED_FILE, [(n, step_dtype, p.shape) for n, p in self._params.items()]
+            self.dir / FIRST_CHANGED_FILE, [(n, step_dtype, st.shape) for n, st in self._stored.items()]
         )
         in_final = []
         with safe_open(self.dir / BASE_FILE, "pt") as base:
-            for i, (n, p) in enumerate(self._params.items()):
-                steps_of = np.zeros(p.numel(), dtype=np.int32)  # one tensor at a time: memory stays flat
+            for i, (n, cur) in enumerate(self._bf16()):
+                steps_of = np.zeros(cur.numel(), dtype=np.int32)  # one tensor at a time: memory stays flat
                 for step, idx in first.get(i, []):
                     steps_of[idx] = step
-                writer.write(n, torch.from_numpy(steps_of).to(step_dtype).reshape(p.shape))
-                final = _bits(p.detach().to(torch.bfloat16)) != _bits(base.get_tensor(n))
+                writer.write(n, torch.from_numpy(steps_of).to(step_dtype).reshape(cur.shape))
+                final = _bits(cur) != _bits(base.get_tensor(n))
                 in_final.append(steps_of[final])
         writer.close()
         in_final = np.concatenate(in_final) if in_final else np.zeros(0, dtype=np.int32)

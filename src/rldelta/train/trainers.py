@@ -24,6 +24,7 @@ import torch
 from transformers import PrinterCallback, set_seed
 
 from rldelta.atomic import atomic_write_bytes
+from rldelta.checkpoint import open_checkpoint
 from rldelta.errors import RldeltaError
 from rldelta.lock import locks_output
 from rldelta.train.algorithms import ALGORITHMS, TrainerInputs, algorithm_table
@@ -34,6 +35,7 @@ from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
 from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, write_run_json
 from rldelta.train.saving import CheckpointSaver, CompletionRecorder, MetricsRecorder, git_revision, library_versions
 from rldelta.train.step_recorder import StepRecorder
+from rldelta.train.stored_layout import is_identity, load_stored, stored_tensors
 from rldelta.train.tasks import Task, get_task, to_dataset, trl_reward_funcs
 
 __doc__ = __doc__.format(algorithms=algorithm_table())
@@ -304,6 +306,17 @@ def _check_run_dir(config: TrainConfig, run_dir: Path) -> dict | None:
     return previous
 
 
+def _load_converted(model, checkpoint: Path) -> None:
+    """The weights of a resume point that the Trainer's own loading misses: it loads the stored tensors by name into
+    the parameters (`load_state_dict`, not strict), so a model held in another layout than it is stored (fused MoE
+    experts) would silently resume with those parameters at the values training started from."""
+    stored = stored_tensors(model)
+    if is_identity(stored):
+        return
+    ckpt = open_checkpoint(checkpoint)
+    load_stored(model, {n: ckpt.get(n) for n in stored if n in ckpt}, stored)
+
+
 @locks_output("train", lambda args: args["config"].output)
 def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     """Run one training job as `config` describes and return the run directory.
@@ -391,6 +404,8 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
         )
         trainer = algorithm.make_trainer(inputs)
         trainer.remove_callback(PrinterCallback)  # it prints every log dict; metrics.parquet keeps them
+        if resume_from is not None:
+            _load_converted(model, resume_from)
         with warnings.catch_warnings():
             # TRL 1.16 still calls transformers' deprecated `is_gradient_checkpointing` once per step.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
