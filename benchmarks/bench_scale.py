@@ -162,6 +162,10 @@ def _measure_pair(size: str, base: Path, tuned: Path, root: Path, args: argparse
         return m
 
     raw = step("raw_read", "raw read, both sides", [sys.executable, "-c", RAW_READ, str(base), str(tuned)])
+    # what every rldelta command pays before reading a byte (Python, torch): a floor under small sizes' ratios
+    start = measure([*RLDELTA, "diff", "--help"]).check("rldelta diff --help")
+    fig["start_up_s"] = start.wall
+    print(f"   {'start-up alone (--help)':<22} {start.wall:8.1f} s   (warm, not cold: no checkpoint read)", flush=True)
     outs = {"no_rank": root / "diff-no-rank", "full": root / "diff-full"}
     for out in outs.values():
         shutil.rmtree(out, ignore_errors=True)
@@ -193,7 +197,7 @@ def _measure_pair(size: str, base: Path, tuned: Path, root: Path, args: argparse
 def _markdown(figs: dict[str, dict]) -> str:
     head = (
         "| size | parameters | GB per side | raw read | `--no-rank` | full diff | peak RSS raw / `--no-rank` / full "
-        "| largest tensor | ranks checked |\n|---|---|---|---|---|---|---|---|---|"
+        "| largest tensor | start-up | ranks checked |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for size, f in figs.items():
@@ -203,7 +207,7 @@ def _markdown(figs: dict[str, dict]) -> str:
             f"| {size} | {f['params'] / 1e9:.2f}B | {f['gb_per_side']:.2f} | {f['raw_read']['s']:.1f} s "
             f"({f['raw_read']['gb_per_s']:.2f} GB/s) | {f['no_rank']['s']:.1f} s ({f['no_rank']['x_raw_read']:.2f}x) "
             f"| {f['full']['s']:.1f} s | {f['raw_read']['peak_rss_mib']:.0f} / {f['no_rank']['peak_rss_mib']:.0f} / "
-            f"{f['full']['peak_rss_mib']:.0f} MiB | {f['largest_tensor_mib']:.0f} MiB | {ranks} |"
+            f"{f['full']['peak_rss_mib']:.0f} MiB | {f['largest_tensor_mib']:.0f} MiB | {f['start_up_s']:.1f} s | {ranks} |"
         )
     return "\n".join([head, *rows])
 
