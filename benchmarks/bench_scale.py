@@ -43,6 +43,7 @@ from _pairs import (
 )
 from rldelta.atomic import atomic_write_json
 
+START_UP = [sys.executable, "-c", "import rldelta.cli, rldelta.diff"]
 MARGIN = 2e9  # bytes of disk left free beyond the pair
 SIZES = ("tiny", "1b", "3b", "7b")
 
@@ -123,7 +124,10 @@ def run_size(size: str, args: argparse.Namespace, spec: dict, update: RLUpdate) 
         f"   disk: needs {gb(need):.1f} GB ({'kept pair reused' if reused else 'both sides'}), free {gb(free):.1f} GB"
     )
     if need + MARGIN > free:
-        print(f"bench_scale: {size} needs {gb(need):.1f} GB + 2 GB margin, {args.out} has {gb(free):.1f} GB free")
+        print(
+            f"bench_scale: {size} needs {gb(need):.1f} GB + 2 GB margin, {args.out} has {gb(free):.1f} GB free",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     t0 = time.perf_counter()
     groups = groups_by_bytes(shapes, args.shard_gb * 1e9)
@@ -162,10 +166,10 @@ def _measure_pair(size: str, base: Path, tuned: Path, root: Path, args: argparse
         return m
 
     raw = step("raw_read", "raw read, both sides", [sys.executable, "-c", RAW_READ, str(base), str(tuned)])
-    # what every rldelta command pays before reading a byte (Python, torch): a floor under small sizes' ratios
-    start = measure([*RLDELTA, "diff", "--help"]).check("rldelta diff --help")
+    # what a diff pays before reading a byte (Python, torch, the engine's imports): a floor under small sizes' ratios
+    start = measure(START_UP).check("start-up alone")
     fig["start_up_s"] = start.wall
-    print(f"   {'start-up alone (--help)':<22} {start.wall:8.1f} s   (warm, not cold: no checkpoint read)", flush=True)
+    print(f"   {'start-up alone':<22} {start.wall:8.1f} s   (import rldelta.cli and rldelta.diff; no checkpoint read)")
     outs = {"no_rank": root / "diff-no-rank", "full": root / "diff-full"}
     for out in outs.values():
         shutil.rmtree(out, ignore_errors=True)
@@ -245,7 +249,10 @@ def main() -> None:
         f" + 2 GB margin; {gb(free):.1f} GB free under {args.out}"
     )
     if need + MARGIN > free:
-        print(f"bench_scale: needs {gb(need):.1f} GB + 2 GB margin, {args.out} has {gb(free):.1f} GB free")
+        print(
+            f"bench_scale: needs {gb(need):.1f} GB + 2 GB margin, {args.out} has {gb(free):.1f} GB free",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     args.out.mkdir(parents=True, exist_ok=True)
     cond = conditions()
