@@ -136,7 +136,7 @@ def main() -> None:
     finally:
         if not args.keep:
             remove_pair(root)
-            shutil.rmtree(root / "diff", ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
     _report(results)
 
 

@@ -98,9 +98,9 @@ def check_ranks(base: Path, tuned: Path, table: Path, mode: str, sample: int) ->
             with safe_open(base / where[n], "pt") as fb, safe_open(tuned / where[n], "pt") as ft:
                 delta = ft.get_tensor(n).float() - fb.get_tensor(n).float()
             want = int(torch.linalg.matrix_rank(delta))
-            got = table_rank[n]
-            if got is None or (isinstance(got, float) and math.isnan(got)) or int(got) != want:
-                disagree.append({"name": n, "table": None if got is None else int(got), "matrix_rank": want})
+            got = None if pd.isna(table_rank[n]) else int(table_rank[n])
+            if got != want:
+                disagree.append({"name": n, "table": got, "matrix_rank": want})
             advance(n)
     return {"checked": len(names), "of": len(mats), "disagree": disagree, "seconds": time.perf_counter() - t0}
 
