@@ -137,6 +137,8 @@ def main() -> None:
         if not args.keep:
             remove_pair(root)
             shutil.rmtree(root, ignore_errors=True)
+            if not any(args.out.iterdir()):
+                args.out.rmdir()
     _report(results)
 
 
@@ -184,5 +186,8 @@ def _report(results: dict[tuple[str, str], list[Measured]]) -> None:
 
 if __name__ == "__main__":
     t0 = time.perf_counter()
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("bench_busy: interrupted (the load processes and the pair are gone)") from None
     print(f"\n(the benchmark took {time.perf_counter() - t0:.0f} s)")

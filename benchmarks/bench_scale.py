@@ -274,4 +274,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("bench_scale: interrupted (the pair being measured is gone unless --keep)") from None
