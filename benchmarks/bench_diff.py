@@ -3,9 +3,9 @@
 The pair is Llama-shaped (default ~805M parameters, 1.61 GB per side in bf16, 4 shards each) and is built once
 under --dir and reused. Every variant runs as its own process tree; peak RSS is the largest sum of RSS over that
 tree (parent plus workers), sampled every 20 ms. By default the page cache is warm for every variant alike (the
-files were just written or read), so "raw read" is a copy out of memory, not a read from the disk. `--cold` drops
-the page cache before every variant (needs root: /proc/sys/vm/drop_caches), so each reads from disk as a freshly
-downloaded checkpoint would be read. The `--no-rank` target (within 3x of the raw read) is about that read from
+files were just written or read), so "raw read" is a copy out of memory, not a read from the disk. `--cold` evicts
+the pair from the page cache before every variant (posix_fadvise, and drop_caches as root), so each reads from
+disk as a freshly downloaded checkpoint would be read. The `--no-rank` target (within 3x of the raw read) is about that read from
 storage. A warm raw read of this pair takes ~0.6 s, less than the tool's own start (Python importing torch,
 printed as "start-up alone").
 
@@ -15,65 +15,29 @@ printed as "start-up alone").
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
-
-HERE = Path(__file__).resolve().parent
-RLDELTA = [sys.executable, "-m", "rldelta.cli"]
+from _measure import RAW_READ, RLDELTA, cold_cache, measure
+from _pairs import ModelShape, groups_by_count, llama_tensors, shape_spec, write_pair
 
 
 def build_pair(root: Path, layers: int, hidden: int, inter: int, vocab: int, shards: int) -> tuple[Path, Path]:
     """Write base and tuned (10% of entries moved by ~1 ULP) as sharded bf16 checkpoints, one tensor in memory."""
     import torch
-    from safetensors.torch import save_file
 
-    base_dir, tuned_dir = root / "base", root / "tuned"
-    if (base_dir / "model.safetensors.index.json").exists() and (tuned_dir / "model.safetensors.index.json").exists():
-        return base_dir, tuned_dir
-    shapes = {"model.embed_tokens.weight": (vocab, hidden)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        shapes.update(
-            {
-                p + "self_attn.q_proj.weight": (hidden, hidden),
-                p + "self_attn.k_proj.weight": (hidden, hidden),
-                p + "self_attn.v_proj.weight": (hidden, hidden),
-                p + "self_attn.o_proj.weight": (hidden, hidden),
-                p + "mlp.gate_proj.weight": (inter, hidden),
-                p + "mlp.up_proj.weight": (inter, hidden),
-                p + "mlp.down_proj.weight": (hidden, inter),
-                p + "input_layernorm.weight": (hidden,),
-                p + "post_attention_layernorm.weight": (hidden,),
-            }
-        )
-    shapes["model.norm.weight"] = (hidden,)
-    shapes["lm_head.weight"] = (vocab, hidden)
-    names = list(shapes)
-    per_shard = -(-len(names) // shards)
+    model = ModelShape(hidden=hidden, inter=inter, layers=layers, heads=1, kv_heads=1, vocab=vocab)
+    shapes = llama_tensors(model)
     g = torch.Generator().manual_seed(0)
-    for d in (base_dir, tuned_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    weight_map = {}
-    for s in range(shards):
-        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        b, t = {}, {}
-        for n in names[s * per_shard : (s + 1) * per_shard]:
-            w = (torch.randn(shapes[n], generator=g) * 0.02).bfloat16()
-            moved = torch.rand(shapes[n], generator=g) < 0.1
-            b[n], t[n] = w, torch.where(moved, (w.float() * (1 + 2**-7)).bfloat16(), w)
-            weight_map[n] = fname
-        save_file(b, str(base_dir / fname))
-        save_file(t, str(tuned_dir / fname))
-        del b, t
-        print(f"  wrote shard {s + 1}/{shards}", flush=True)
-    for d in (base_dir, tuned_dir):
-        (d / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return base_dir, tuned_dir
+
+    def make(index: int, name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        # one generator in name order: the same pair as before the builder was shared
+        w = (torch.randn(shape, generator=g) * 0.02).bfloat16()
+        moved = torch.rand(shape, generator=g) < 0.1
+        return w, torch.where(moved, (w.float() * (1 + 2**-7)).bfloat16(), w)
+
+    spec = {"shape": shape_spec(model), "recipe": "ulp-10pct", "seed": 0, "shards": shards}
+    return write_pair(root, shapes, groups_by_count(list(shapes), shards), make, spec)
 
 
 NAIVE = r"""
@@ -93,43 +57,6 @@ for name, b in base.items():
     changed += stats.changed
 print(changed)
 """
-
-RAW_READ = r"""
-import sys, glob
-n = 0
-for d in sys.argv[1:]:
-    for f in sorted(glob.glob(d + "/*.safetensors")):
-        with open(f, "rb", buffering=0) as fh:
-            while chunk := fh.read(1 << 24):
-                n += len(chunk)
-print(n)
-"""
-
-
-def drop_page_cache() -> None:
-    subprocess.run(["sync"], check=True)
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-def measure(cmd: list[str], cold: bool = False) -> tuple[float, float]:
-    """(wall seconds, peak RSS in GiB summed over the process tree) of one command."""
-    if cold:
-        drop_page_cache()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            procs = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.02)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
-    return wall, peak / 2**30
 
 
 def main() -> None:
@@ -159,7 +86,10 @@ def main() -> None:
     rows: list[tuple[str, float, float]] = []
 
     def run(label: str, cmd: list[str]) -> None:
-        wall, rss = measure(cmd, args.cold)
+        if args.cold:
+            cold_cache([base, tuned])
+        m = measure(cmd).check(label)
+        wall, rss = m.wall, m.peak_rss / 2**30
         rows.append((label, wall, rss))
         print(f"  {label:<40} {wall:8.1f} s   {rss:6.2f} GiB", flush=True)
 
