@@ -124,17 +124,18 @@ def rank_stats_batch(deltas: torch.Tensor) -> list[RankStats]:
         out = rank_stats_batch(deltas[~zero]) if bool((~zero).any()) else []
         rest = iter(out)
         return [RankStats(0, k, 0.0, 0.0) if z else next(rest) for z in zero.tolist()]
-    try:
-        lam = torch.linalg.eigvalsh(g, UPLO="L").cpu()
-    except RuntimeError:  # no convergence (LAPACK's rare failure): every matrix of the stack takes the SVD
-        return [_svd_stats(d) for d in deltas]
-    del g
     out = []
     for i in range(deltas.shape[0]):
-        if _undecided(lam[i], float(fro_sq[i]), (m, n)):
+        # one matrix at a time: torch's batched CPU eigvalsh took 3.4 s where the 2-D call took 2.4 s (k = 4096)
+        try:
+            lam = torch.linalg.eigvalsh(g[i], UPLO="L").cpu()
+        except RuntimeError:  # no convergence (LAPACK's rare failure): the SVD answers instead
             out.append(_svd_stats(deltas[i]))
             continue
-        sigma = lam[i].clamp(min=0).sqrt()
+        if _undecided(lam, float(fro_sq[i]), (m, n)):
+            out.append(_svd_stats(deltas[i]))
+            continue
+        sigma = lam.clamp(min=0).sqrt()
         r = numerical_rank(sigma, (m, n))
         out.append(RankStats(r, k, r / k, effective_rank(sigma)))
     return out
