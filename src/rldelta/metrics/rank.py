@@ -14,14 +14,22 @@ L = max(m, n), σ_i the exact singular values of the fp32 Δ):
 2. Symmetric eigensolver: LAPACK's documented bound for syevd, |λ̂_i − λ_i(Ĝ)| ≤ p(k) u ‖Ĝ‖₂ with p "a modestly
    growing function"; we take p(k) = k, well above what it shows in practice.
    With δ the sum of 1 and 2 (Weyl), |σ̂_i² − σ_i²| ≤ δ, hence |σ̂_i − σ_i| ≤ min(√δ, δ / σ̂_i).
-3. The reference's own error: the fp32 SVD returns the exact singular values of a matrix within a backward error
-   of Δ, so each of its values is off by at most that error's norm (Weyl). LAPACK states it as p(m, n) ε σ_max; we
-   take 4 √L ε σ_max, about three times the largest deviation measured between fp32 and float64 SVDs of Gaussian,
-   RL-like and column-scaled matrices from 512 to 2752 rows (at most 1.44 √L ε σ_max, at any singular value).
-   Its threshold moves by L ε times that error of σ_max.
+3. The reference's own error. The fp32 SVD returns the singular values of Δ + E with ‖E‖ ≈ ε σ_max times a
+   growing factor (measured: up to 1.6 √L ε σ_max at the largest values). Near the threshold its error is far
+   smaller: first-order, σ_i moves by u_iᵀ E v_i, and for the small σ_i of these matrices that was at most
+   0.4 ε σ_max (36 values within a factor 4 of the threshold, on Gaussian, RL-like, sparse and column-scaled
+   matrices of 512 to 2752 rows). We take 0.1 √L ε σ_max (6.4 ε σ_max at L = 4096), over ten times that.
+   Its threshold moves by L ε times its error of σ_max (the larger, 1.6 √L ε σ_max, is taken there).
 A singular value farther than 1 + 2 + 3 from the threshold is on the same side for both methods; a matrix with
-one closer is handed to the SVD. At 4096 × 4096 the band is ±6% of the threshold: square updates, whose smallest
-singular values sit near it, take the SVD now and then; rectangular ones (far above it) never.
+one closer is handed to the SVD, so the integer is `matrix_rank`'s whenever the reference errs by less than 3.
+At 4096 × 4096 the band is ±0.16% of the threshold (the benchmark's agreement check covers the rest).
+
+A clearly rectangular Δ (k ≤ 0.75 L) has its smallest singular value far above the threshold. There one float64
+Cholesky factorization of Ĝ − s·I, with s the squared threshold plus every error above, proves all k singular
+values are above it (Rump, "Verification of positive definiteness", BIT 2006: a factorization that runs to the end
+in floating point proves definiteness once the shift also covers γ_{k+1} tr(Ĝ)). The spectrum for the effective
+rank then comes from fp32 eigenvalues (0.6× the float64 cost; their error is far below what the effective rank
+shows). Where the factorization fails, the float64 eigenvalues decide as above.
 """
 
 from __future__ import annotations
@@ -33,13 +41,17 @@ import torch
 
 EPS32 = torch.finfo(torch.float32).eps
 U64 = torch.finfo(torch.float64).eps / 2
-# The reference fp32 SVD's error, in units of √max(m, n) · eps_fp32 · σ_max (point 3 of the module docstring).
-SVD_ERROR = 4.0
-# Gram blocks: only the lower triangle is formed (what eigvalsh reads), in blocks of this many rows, which saves
-# 3/8 of the float64 multiply at k = 4096; the long side is taken in slices of at most this many float64 entries
-# so that no float64 copy of a whole embedding matrix is ever held.
-BLOCK = 1024
+# The reference fp32 SVD's error in units of √max(m, n) · eps_fp32 · σ_max: near the threshold, and at σ_max
+# (point 3 of the module docstring).
+SVD_ERROR = 0.1
+SVD_ERROR_MAX = 1.6
+# Gram: only the lower triangle is formed (what eigvalsh and cholesky read), halving diagonal blocks down to this
+# size, so the float64 multiply costs ~53% of a full product; the long side is taken in slices of at most this many
+# float64 entries so that no float64 copy of a whole embedding matrix is ever held.
+BLOCK = 256
 SLICE_ENTRIES = 1 << 23
+# k ≤ RECTANGULAR · L: try the Cholesky certificate of full rank first.
+RECTANGULAR = 0.75
 
 
 @dataclass(frozen=True)
@@ -73,14 +85,21 @@ def gram_lower(a: torch.Tensor) -> torch.Tensor:
     """float64 A·Aᵀ of a (batch, k, L) stack, summed over slices of L; only the lower triangle is valid."""
     batch, k, length = a.shape
     g = torch.zeros(batch, k, k, dtype=torch.float64, device=a.device)
-    blocks = [(i, min(i + BLOCK, k)) for i in range(0, k, BLOCK)]
     step = max(1, SLICE_ENTRIES // max(1, batch * k))
     for lo in range(0, length, step):
-        x = a[:, :, lo : lo + step].double()
-        for bi, (i0, i1) in enumerate(blocks):
-            for j0, j1 in blocks[: bi + 1]:
-                g[:, i0:i1, j0:j1].baddbmm_(x[:, i0:i1], x[:, j0:j1].transpose(1, 2))
+        _lower_into(g, a[:, :, lo : lo + step].double(), 0, k)
     return g
+
+
+def _lower_into(g: torch.Tensor, x: torch.Tensor, i0: int, i1: int) -> None:
+    # The off-diagonal half of a diagonal block is one large product; the two diagonal halves recurse.
+    if i1 - i0 <= BLOCK:
+        g[:, i0:i1, i0:i1].baddbmm_(x[:, i0:i1], x[:, i0:i1].transpose(1, 2))
+        return
+    mid = (i0 + i1) // 2
+    g[:, mid:i1, i0:mid].baddbmm_(x[:, mid:i1], x[:, i0:mid].transpose(1, 2))
+    _lower_into(g, x, i0, mid)
+    _lower_into(g, x, mid, i1)
 
 
 def _svd_stats(delta: torch.Tensor) -> RankStats:
@@ -90,21 +109,47 @@ def _svd_stats(delta: torch.Tensor) -> RankStats:
     return RankStats(r, min(m, n), r / min(m, n), effective_rank(s), method="svd")
 
 
+def _gram_error(fro_sq: float, lam_max: float, shape: tuple[int, int]) -> float:
+    """δ: the bound on |λ̂_i − λ_i(ΔᵀΔ)| from the Gram's rounding and the eigensolver (points 1 and 2)."""
+    long_side, k = max(shape), min(shape)
+    gamma = long_side * U64 / (1 - long_side * U64)
+    return gamma * fro_sq * (1 + gamma) + k * U64 * max(lam_max, 0.0)  # (1 + γ): fro_sq is itself a rounded trace
+
+
+def _reference_band(sigma_max: float, delta: float, shape: tuple[int, int]) -> tuple[float, float]:
+    """The threshold (for a σ_max known within √δ) and how far the reference may put a value near it (point 3)."""
+    long_side = max(shape)
+    root = math.sqrt(long_side) * EPS32
+    tol = sigma_max * long_side * EPS32
+    tol_err = long_side * EPS32 * (SVD_ERROR_MAX * root * (sigma_max + math.sqrt(delta)) + math.sqrt(delta))
+    return tol, SVD_ERROR * root * (sigma_max + math.sqrt(delta)) + tol_err
+
+
 def _undecided(lam: torch.Tensor, fro_sq: float, shape: tuple[int, int]) -> bool:
     """Whether any singular value from the Gram eigenvalues `lam` is within the agreement band of the threshold."""
-    long_side, k = max(shape), min(shape)
     lam_max = float(lam[-1])
     if not lam_max > 0:
         return True
-    gamma = long_side * U64 / (1 - long_side * U64)
-    delta = gamma * fro_sq * (1 + gamma) + k * U64 * lam_max  # 1 + 2; (1 + γ): fro_sq is itself a rounded trace
+    delta = _gram_error(fro_sq, lam_max, shape)
     sigma = lam.clamp(min=0).sqrt()
-    sigma_max = float(sigma[-1])
+    tol, band = _reference_band(float(sigma[-1]), delta, shape)
     gram_err = torch.minimum(torch.full_like(sigma, math.sqrt(delta)), delta / sigma.clamp(min=1e-300))
-    svd_err = SVD_ERROR * math.sqrt(long_side) * EPS32 * (sigma_max + math.sqrt(delta))
-    tol = sigma_max * long_side * EPS32
-    tol_err = long_side * EPS32 * (svd_err + math.sqrt(delta))
-    return bool(((sigma - tol).abs() <= gram_err + svd_err + tol_err).any())
+    return bool(((sigma - tol).abs() <= gram_err + band).any())
+
+
+def _full_rank_certified(g: torch.Tensor, lam32: torch.Tensor, fro_sq: float, shape: tuple[int, int]) -> bool:
+    """Whether one Cholesky factorization proves every singular value above the threshold and its band."""
+    k = min(shape)
+    lam_max = float(lam32[-1]) * (1 + 2 * k * EPS32)  # an upper bound: p(k) = k for the fp32 eigensolver too
+    if not lam_max > 0:
+        return False
+    delta = _gram_error(fro_sq, lam_max, shape)
+    tol, band = _reference_band(math.sqrt(lam_max), delta, shape)
+    gamma = (k + 1) * U64 / (1 - 2 * (k + 1) * U64)
+    shift = (tol + band) ** 2 + delta + gamma * fro_sq * 1.01  # 1.01: the shift itself and tr(Ĝ) are rounded
+    shifted = g.clone()
+    shifted.diagonal().sub_(shift)
+    return int(torch.linalg.cholesky_ex(shifted, check_errors=False).info) == 0
 
 
 def rank_stats_batch(deltas: torch.Tensor) -> list[RankStats]:
@@ -124,21 +169,25 @@ def rank_stats_batch(deltas: torch.Tensor) -> list[RankStats]:
         out = rank_stats_batch(deltas[~zero]) if bool((~zero).any()) else []
         rest = iter(out)
         return [RankStats(0, k, 0.0, 0.0) if z else next(rest) for z in zero.tolist()]
-    out = []
-    for i in range(deltas.shape[0]):
-        # one matrix at a time: torch's batched CPU eigvalsh took 3.4 s where the 2-D call took 2.4 s (k = 4096)
-        try:
-            lam = torch.linalg.eigvalsh(g[i], UPLO="L").cpu()
-        except RuntimeError:  # no convergence (LAPACK's rare failure): the SVD answers instead
-            out.append(_svd_stats(deltas[i]))
-            continue
-        if _undecided(lam, float(fro_sq[i]), (m, n)):
-            out.append(_svd_stats(deltas[i]))
-            continue
-        sigma = lam.clamp(min=0).sqrt()
-        r = numerical_rank(sigma, (m, n))
-        out.append(RankStats(r, k, r / k, effective_rank(sigma)))
-    return out
+    return [_from_gram(g[i], float(fro_sq[i]), (m, n), deltas[i]) for i in range(deltas.shape[0])]
+
+
+def _from_gram(g: torch.Tensor, fro_sq: float, shape: tuple[int, int], delta: torch.Tensor) -> RankStats:
+    # One matrix at a time: torch's batched CPU eigvalsh took 3.4 s where the 2-D call took 2.4 s (k = 4096).
+    k = min(shape)
+    try:
+        if k <= RECTANGULAR * max(shape):
+            lam32 = torch.linalg.eigvalsh(g.float(), UPLO="L").double().cpu()
+            if _full_rank_certified(g, lam32, fro_sq, shape):
+                return RankStats(k, k, 1.0, effective_rank(lam32.clamp(min=0).sqrt()))
+        lam = torch.linalg.eigvalsh(g, UPLO="L").cpu()
+    except RuntimeError:  # no convergence (LAPACK's rare failure): the SVD answers instead
+        return _svd_stats(delta)
+    if _undecided(lam, fro_sq, shape):
+        return _svd_stats(delta)
+    sigma = lam.clamp(min=0).sqrt()
+    r = numerical_rank(sigma, shape)
+    return RankStats(r, k, r / k, effective_rank(sigma))
 
 
 def rank_stats(delta: torch.Tensor) -> RankStats:
