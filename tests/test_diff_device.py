@@ -4,8 +4,6 @@ and must give the rows the per-tensor path gives; thread and device options fail
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -14,6 +12,7 @@ import torch
 
 from conftest import write_checkpoint
 from rldelta import diff as diff_mod
+from rldelta import threads as threads_mod
 from rldelta.checkpoint import open_checkpoint, pair_tensors
 from rldelta.diff import DiffError, DiffOptions, device_results, diff_tensor, resolve_device, run_diff
 from rldelta.errors import RldeltaError
@@ -94,20 +93,16 @@ def test_run_diff_threads_and_device_options(tmp_path):
     assert issubclass(DiffError, RldeltaError)
 
 
-def test_threads_come_from_the_affinity_mask():
-    assert threads_per_worker(1) == usable_cores()
-    assert threads_per_worker(usable_cores() * 4) == 1
+def test_threads_come_from_the_free_usable_cores(monkeypatch):
     assert threads_per_worker(2, threads=3) == 3
     if hasattr(os, "sched_getaffinity"):
         assert usable_cores() == len(os.sched_getaffinity(0))
-
-
-def test_openmp_waits_passively_unless_the_user_says_otherwise():
-    code = "import rldelta, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    out = subprocess.run(
-        [sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True
-    )
-    assert out.stdout.strip() == "ACTIVE"
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    n = max(cores) + 1
+    monkeypatch.setattr(threads_mod.psutil, "cpu_percent", lambda **k: [0.0] * n)
+    assert threads_per_worker(1) == len(cores)
+    assert threads_per_worker(len(cores) * 4) == 1
+    monkeypatch.setattr(threads_mod.psutil, "cpu_percent", lambda **k: [100.0] * n)  # every core taken by others
+    assert threads_per_worker(1) == 1
+    monkeypatch.setattr(threads_mod.psutil, "cpu_percent", lambda **k: [100.0] + [0.0] * (n - 1))
+    assert threads_per_worker(1) == max(1, len([c for c in cores if c != 0]))

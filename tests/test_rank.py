@@ -148,3 +148,21 @@ def test_gram_lower_blocks_and_slices_sum_to_the_float64_product(monkeypatch: py
 def test_rank_needs_a_matrix() -> None:
     with pytest.raises(ValueError, match="2-D"):
         rank_stats(torch.zeros(3, 4, 5))
+
+
+def test_the_rectangular_certificate_proves_full_rank_and_refuses_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clearly rectangular update is declared full-rank by one shifted Cholesky; with a singular value planted just
+    below the threshold the certificate must fail (and the float64 eigenvalues then count it)."""
+    shape = (120, 300)
+    s = np.linspace(1.0, 0.2, 120)
+    full = _planted(*shape, s, seed=9)
+    certified = []
+    real = rank_mod._full_rank_certified
+    monkeypatch.setattr(rank_mod, "_full_rank_certified", lambda *a: certified.append(real(*a)) or certified[-1])
+    assert rank_stats(full).rank == 120 == _reference(full)
+    s[-1] = max(shape) * EPS32 * (1 - 3 * SVD_ERROR * math.sqrt(max(shape)) / max(shape))
+    short = _planted(*shape, s, seed=9)
+    assert rank_stats(short).rank == 119 == _reference(short)
+    assert certified == [True, False]
+    monkeypatch.setattr(rank_mod, "_full_rank_certified", lambda *a: True)  # a certificate that always says yes
+    assert rank_stats(short).rank != _reference(short)

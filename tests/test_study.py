@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -366,6 +367,25 @@ def test_same_study_again_with_two_workers_exports_identical_tables(done, tmp_pa
     for name in (n for n in names if n.endswith(".csv")):
         first = (out / "tables" / name).read_text().replace(str(out), "STUDY")
         second = (again / "tables" / name).read_text().replace(str(again), "STUDY")
+        assert first == second, name
+
+
+def test_a_moved_study_reads_its_own_results(done, tmp_path):
+    """overlap.json names the diffs by the paths they had: a study folder moved elsewhere must still build its
+    tables from what it holds, with the same numbers, and without training again."""
+    out, _, _, _ = done
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    mp = pytest.MonkeyPatch()
+    spy = _Spy(mp)
+    try:
+        run_study(tiny_config(), moved, workers=1, progress=False)
+    finally:
+        mp.undo()
+    assert not spy.calls
+    for name in (p.name for p in (out / "tables").iterdir() if p.suffix == ".csv"):
+        first = (out / "tables" / name).read_text().replace(str(out), "STUDY")
+        second = (moved / "tables" / name).read_text().replace(str(moved), "STUDY").replace(str(out), "STUDY")
         assert first == second, name
 
 

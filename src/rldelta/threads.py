@@ -1,10 +1,12 @@
-"""How many threads torch may use: the cores this process may run on, shared out between its workers.
+"""How many threads torch may use: the cores this process may run on that other work is not keeping busy,
+shared out between its workers.
 
-Two things make a diff crawl on a shared machine. More threads than free cores: every parallel op ends at a
-barrier that waits for the thread the scheduler parked. And threads that spin while they wait, burning the cores
-the other processes need. The first is the thread count chosen here (the affinity mask, not the machine's core
-count, and `--threads` to ask for fewer); the second is OpenMP's wait policy, made passive for the whole package
-in `rldelta/__init__.py` (it must be set before torch loads its OpenMP runtime).
+More threads than free cores make a diff crawl on a shared machine: every parallel op ends at a barrier that waits
+for the thread the scheduler parked, while OpenMP's waiting threads spin on the cores the other jobs need. On the
+SmolLM2-sized pair beside two training-like processes (benchmarks/bench_busy.py, 2 cores): two threads with
+spinning waits took over 180 s instead of 8 s; one thread took 10.7 s against 10.1 s quiet. Making the waits
+passive instead cost a quiet run 2.4× (19.9 s), so the wait policy is left alone and the thread count is chosen
+from a short sample of how busy the usable cores are; `--threads` overrides it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psutil
 import torch
+
+# A core counts as free below this utilisation over the sample.
+BUSY = 50.0
+SAMPLE_S = 0.2
 
 
 def usable_cores() -> int:
@@ -24,11 +31,21 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def free_cores() -> int:
+    """The usable cores that were mostly idle over a 0.2 s sample (at least 1)."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = list(range(os.cpu_count() or 1))
+    busy = psutil.cpu_percent(interval=SAMPLE_S, percpu=True)
+    return max(1, sum(1 for c in cores if c < len(busy) and busy[c] < BUSY))
+
+
 def threads_per_worker(workers: int, threads: int | None = None) -> int:
-    """`threads` when asked for, else the usable cores shared out between `workers` processes (at least 1)."""
+    """`threads` when asked for, else the free usable cores shared out between `workers` processes (at least 1)."""
     if threads is not None:
         return threads
-    return max(1, usable_cores() // max(1, workers))
+    return max(1, free_cores() // max(1, workers))
 
 
 @contextmanager

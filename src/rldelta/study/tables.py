@@ -144,10 +144,12 @@ def build_tables(
     tables["tensors"] = pd.DataFrame(layer_rows)
     tables["deciles"] = pd.DataFrame(decile_rows)
 
-    by_path = {str(diff_dir(study, r)): r for r in runs}
+    # overlap.json names the diffs by the paths they had when it was written: matched on the run's folder and step,
+    # so a study that was moved or copied still reads
+    by_path = {diff_dir(study, r).parts[-2:]: r for r in runs}
     ov_rows = []
     for p in (overlap or {}).get("pairs", []):
-        a, b = by_path[p["a"]], by_path[p["b"]]
+        a, b = by_path[Path(p["a"]).parts[-2:]], by_path[Path(p["b"]).parts[-2:]]
         matched, r95, m95 = None, [None, None], [None, None]
         ea = explains.get(a.label, {}).get("magnitude_matched_overlap") or {}
         if ea.get("b") == p["b"]:
