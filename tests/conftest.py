@@ -67,3 +67,17 @@ def ckpt(tmp_path):
         return write_checkpoint(target, tensors, layout, config)
 
     return make
+
+
+# One optimizer step of a tiny model: the settings the training tests share.
+TRAIN_ONE_STEP = dict(
+    task="digits",
+    steps=1,
+    prompts_per_step=2,
+    num_generations=2,
+    max_completion_length=8,
+    lr=1e-3,
+    train_size=16,
+    offline_samples=2,
+    progress=False,
+)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import TRAIN_ONE_STEP
 from rldelta.checkpoint import open_checkpoint
 from rldelta.diff import run_diff
 from rldelta.masks import Mask, MaskError, load_mask, save_mask
@@ -21,17 +22,7 @@ from rldelta.train.step_recorder import mask_file
 from rldelta.train.stored_layout import is_identity, stored_tensors
 from rldelta.train.trainers import train
 
-MOE = dict(
-    task="digits",
-    steps=1,
-    prompts_per_step=2,
-    num_generations=2,
-    max_completion_length=8,
-    lr=1e-3,
-    train_size=16,
-    offline_samples=2,
-    progress=False,
-)
+MOE = TRAIN_ONE_STEP
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import TRAIN_ONE_STEP
 from rldelta.checkpoint import open_checkpoint
 from rldelta.masks import Mask, MaskError, save_mask
 from rldelta.train.config import ALGOS, ConfigError, TrainConfig, make_config, parse_save_steps
@@ -19,17 +20,7 @@ from rldelta.train.models import build_tiny
 from rldelta.train.runfiles import saved_steps
 from rldelta.train.trainers import TrainError, _advantage_filter, _last_resume_point, train
 
-TINY = dict(
-    task="digits",
-    steps=1,
-    prompts_per_step=2,
-    num_generations=2,
-    max_completion_length=8,
-    lr=1e-3,
-    train_size=16,
-    offline_samples=2,
-    progress=False,
-)
+TINY = TRAIN_ONE_STEP
 
 
 @pytest.fixture(scope="module")

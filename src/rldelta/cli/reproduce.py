@@ -18,7 +18,7 @@ def reproduce(
         None, "--catalog", help="A catalog TOML of your own (default: the shipped arXiv:2505.11711 one)."
     ),
     only: list[str] | None = typer.Option(None, "--only", help="Only this pair (by its name); repeat for more."),
-    rank: bool = typer.Option(True, "--rank/--no-rank", help="Compute the SVD-based rank columns."),
+    rank: bool = typer.Option(True, "--rank/--no-rank", help="Compute the rank columns (matrix_rank's rank)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be fetched and its size; fetch nothing."),
     workers: int = typer.Option(1, help="Tensors computed in parallel within each diff."),
 ) -> None:

@@ -117,7 +117,9 @@ def explain(
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
     tuned_master: Path | None = typer.Option(None, "--tuned-master", help="fp32 master weights of the run."),
     other: Path | None = typer.Option(None, "--other", help="A second run's diff dir: magnitude-matched overlap."),
-    rank_null: bool = typer.Option(True, "--rank-null/--no-rank-null", help="Random-sparse rank null (SVDs)."),
+    rank_null: bool = typer.Option(
+        True, "--rank-null/--no-rank-null", help="Random-sparse rank null (a rank per random matrix)."
+    ),
     rank_samples: int = typer.Option(3, help="Random matrices per tensor for the rank null."),
     seed: int = typer.Option(0, help="Seed of the rank null."),
 ) -> None:
