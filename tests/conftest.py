@@ -10,6 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from rldelta.checkpoint import open_checkpoint
+from rldelta.masks import Mask, save_mask
+
 
 def write_checkpoint(
     path: Path, tensors: dict[str, torch.Tensor], layout: str = "dir", config: dict | None = None, shards: int = 2
@@ -81,3 +84,41 @@ TRAIN_ONE_STEP = dict(
     offline_samples=2,
     progress=False,
 )
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The bit pattern of a float tensor, so comparisons are bitwise (-0.0 vs 0.0, NaN) and not numeric."""
+    return t.view({2: torch.int16, 4: torch.int32}[t.element_size()])
+
+
+def load_all(path: Path) -> dict[str, torch.Tensor]:
+    ck = open_checkpoint(path)
+    return {n: ck.get(n) for n in ck.names()}
+
+
+def masked_training_changes(base: Path, tmp_path: Path, precision: str, run) -> tuple[dict, dict]:
+    """Train `base` 2 steps (lr 1e-2, weight decay 0.1) under a random 30% mask of every tensor, through the test
+    file's `run(base, out, **settings)`; returns the masks and, per saved checkpoint folder, each tensor's
+    bitwise-changed entries against the base (in the checkpoint's dtype: the base's rounding is what an untouched
+    entry is)."""
+    ck = open_checkpoint(base)
+    g = torch.Generator().manual_seed(1)
+    masks = {n: torch.rand(ck.info(n).shape, generator=g) < 0.3 for n in ck.names()}
+    save_mask(Mask.from_tensors(masks), tmp_path / "mask.safetensors")
+    out = run(
+        base,
+        tmp_path / "run",
+        precision=precision,
+        steps=2,
+        lr=1e-2,
+        weight_decay=0.1,
+        mask=str(tmp_path / "mask.safetensors"),
+    )
+    assert not (out / "checkpoints" / "step-2-fp32").exists() or precision == "fp32"
+    base_w = load_all(base)
+    changes = {}
+    for d in ["step-2", "step-2-fp32"] if precision == "fp32" else ["step-2"]:
+        tuned = load_all(out / "checkpoints" / d)
+        assert set(tuned) == set(base_w)
+        changes[d] = {n: bits(base_w[n].to(w.dtype)) != bits(w) for n, w in tuned.items()}
+    return masks, changes

@@ -90,6 +90,23 @@ def _save_random(model_cls, config, tokenizer, seed: int, out_dir: str | os.Path
     return Path(out_dir)
 
 
+def _tiny_shape(tokenizer, hidden_size: int, layers: int, heads: int, kv_heads: int, max_positions: int) -> dict:
+    """The config keys both tiny models share (fp32, tied embeddings, grouped-query attention), checked."""
+    if hidden_size % heads or heads % kv_heads:
+        raise ModelError(f"hidden_size={hidden_size} must divide by heads={heads}, and heads by kv_heads={kv_heads}")
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        dtype="float32",
+        **_token_ids(tokenizer),
+    )
+
+
 def build_tiny(
     out_dir: str | os.PathLike,
     *,
@@ -107,21 +124,9 @@ def build_tiny(
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if hidden_size % heads or heads % kv_heads:
-        raise ModelError(f"hidden_size={hidden_size} must divide by heads={heads}, and heads by kv_heads={kv_heads}")
     tokenizer = _tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=True,
-        dtype="float32",
-        **_token_ids(tokenizer),
-    )
+    shape = _tiny_shape(tokenizer, hidden_size, layers, heads, kv_heads, max_positions)
+    config = LlamaConfig(intermediate_size=intermediate_size, **shape)
     return _save_random(LlamaForCausalLM, config, tokenizer, seed, out_dir)
 
 
@@ -149,26 +154,17 @@ def build_tiny_moe(
     """
     from transformers import Qwen2MoeConfig, Qwen2MoeForCausalLM
 
-    if hidden_size % heads or heads % kv_heads:
-        raise ModelError(f"hidden_size={hidden_size} must divide by heads={heads}, and heads by kv_heads={kv_heads}")
     if not 1 <= experts_per_token <= experts:
         raise ModelError(f"experts_per_token={experts_per_token} must be between 1 and experts={experts}")
     tokenizer = _tiny_tokenizer()
+    shape = _tiny_shape(tokenizer, hidden_size, layers, heads, kv_heads, max_positions)
     config = Qwen2MoeConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
         intermediate_size=expert_size,  # only layers outside decoder_sparse_step would use it: none here
         moe_intermediate_size=expert_size,
         shared_expert_intermediate_size=shared_expert_size,
         num_experts=experts,
         num_experts_per_tok=experts_per_token,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=True,
-        dtype="float32",
-        **_token_ids(tokenizer),
+        **shape,
     )
     return _save_random(Qwen2MoeForCausalLM, config, tokenizer, seed, out_dir)
 
