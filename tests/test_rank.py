@@ -151,18 +151,43 @@ def test_rank_needs_a_matrix() -> None:
 
 
 def test_the_rectangular_certificate_proves_full_rank_and_refuses_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clearly rectangular update is declared full-rank by one shifted Cholesky; with a singular value planted just
-    below the threshold the certificate must fail (and the float64 eigenvalues then count it)."""
+    """A clearly rectangular update is declared full-rank by one shifted Cholesky of the float64 Gram of its first
+    1.25 k long-side vectors; with a singular value planted just below the threshold the certificate must fail, on
+    those rows and on the whole Gram (and the float64 eigenvalues then count it)."""
     shape = (120, 300)
     s = np.linspace(1.0, 0.2, 120)
     full = _planted(*shape, s, seed=9)
-    certified = []
+    rows = []
     real = rank_mod._full_rank_certified
-    monkeypatch.setattr(rank_mod, "_full_rank_certified", lambda *a: certified.append(real(*a)) or certified[-1])
+    monkeypatch.setattr(
+        rank_mod, "_full_rank_certified", lambda g, r, *a: rows.append((r, real(g, r, *a))) or rows[-1][1]
+    )
     assert rank_stats(full).rank == 120 == _reference(full)
     s[-1] = max(shape) * EPS32 * (1 - 3 * SVD_ERROR * math.sqrt(max(shape)) / max(shape))
     short = _planted(*shape, s, seed=9)
     assert rank_stats(short).rank == 119 == _reference(short)
-    assert certified == [True, False]
+    assert rows == [(150, True), (150, False), (300, False)]
     monkeypatch.setattr(rank_mod, "_full_rank_certified", lambda *a: True)  # a certificate that always says yes
     assert rank_stats(short).rank != _reference(short)
+
+
+def test_a_rank_deficient_head_hands_over_to_the_whole_gram() -> None:
+    """The first 1.25 k rows alone are rank-deficient (zero), the whole update is full-rank: the head's certificate
+    fails and the whole float64 Gram proves it; the spectrum is the same as numpy's either way."""
+    g = torch.Generator().manual_seed(10)
+    d = torch.randn(400, 96, generator=g)
+    d[:120] = 0
+    rs = rank_stats(d)
+    assert rs.rank == 96 == _reference(d)
+    assert rs.effective_rank == pytest.approx(_eff_rank_np(d), rel=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-12, 1e12, 1e30])
+def test_tiny_and_huge_updates_keep_their_rank(scale: float) -> None:
+    """fp32 squares of entries near 1e-30 underflow (and near 1e30 overflow): such updates must take the float64
+    Gram whole, so that scaling an update leaves its rank and effective rank unchanged."""
+    g = torch.Generator().manual_seed(11)
+    d = _rl_like(300, 80, g) * 300
+    rs, scaled = rank_stats(d), rank_stats(d * scale)
+    assert scaled.rank == rs.rank == _reference(d * scale)
+    assert scaled.effective_rank == pytest.approx(rs.effective_rank, rel=1e-5)

@@ -403,7 +403,11 @@ def run_diff(
     except BaseException:
         journal.close()
         raise
-    todo = [n for n in pairing.names if n not in journal.rows]
+    # The longest tensors first (an embedding's rank takes 30 layer norms' worth of work many times over), so that no
+    # worker is left alone with a large one at the end; the files keep the checkpoint's order.
+    todo = sorted(
+        (n for n in pairing.names if n not in journal.rows), key=lambda n: -_work(base_ck.info(n).shape, rank)
+    )
     try:
         with progress_bar("diff", len(pairing.names), progress, done=len(pairing.names) - len(todo)) as advance:
             results = _results(base_ck, tuned_ck, todo, opts, save_mask, workers, backend, ray_address, threads, dev)
@@ -438,6 +442,16 @@ def run_diff(
         raise
     shutil.rmtree(out / _PARTIAL, ignore_errors=True)
     return summary
+
+
+def _work(shape: tuple[int, ...], rank: bool) -> int:
+    """A tensor's cost in multiply-adds, near enough to order the work: the rank's Gram (k²·L) and eigenvalues (k³)
+    of each 2-D slice, else one pass over the entries."""
+    if not rank or len(shape) < 2:
+        return math.prod(shape)
+    *lead, m, n = shape
+    k = min(m, n)
+    return math.prod(lead) * (m * n * k + k**3)
 
 
 def _check_out(out: Path, *inputs: Checkpoint) -> None:

@@ -31,6 +31,14 @@ values are above it (Rump, "Verification of positive definiteness", BIT 2006: a 
 in floating point proves definiteness once the shift also covers γ_{k+1} tr(Ĝ)). The spectrum for the effective
 rank then comes from fp32 eigenvalues (0.6× the float64 cost; their error is far below what the effective rank
 shows). Where the factorization fails, the float64 eigenvalues decide as above.
+
+The certificate needs only the first h = 1.25 k of the L long-side vectors in float64: G = G_h + G_rest with
+G_rest ⪰ 0, so λ_min(G) ≥ λ_min(G_h), and h ≥ k vectors of a clearly rectangular update already hold its smallest
+singular value well above the threshold. The rest of the Gram, which only the effective rank's spectrum needs, is
+summed in fp32 (twice the float64 speed). The threshold is then taken from an upper bound of σ_max that covers
+the fp32 part's proven rounding error, γ^{fp32}_{L−h} ‖Δ_rest‖_F² (up to ~1.5× the threshold: far inside the
+margin). Where the factorization of Ĝ_h fails, the rest is summed in float64 and the whole Gram decides as above.
+The fp32 part is only taken where no entry's square can under- or overflow in fp32 (2⁻⁴⁰ ≤ max |Δ| ≤ 2⁴⁰).
 """
 
 from __future__ import annotations
@@ -51,8 +59,12 @@ SVD_ERROR_MAX = 1.6
 # float64 entries so that no float64 copy of a whole embedding matrix is ever held.
 BLOCK = 256
 SLICE_ENTRIES = 1 << 23
-# k ≤ RECTANGULAR · L: try the Cholesky certificate of full rank first.
+# k ≤ RECTANGULAR · L: try the Cholesky certificate of full rank first, on the float64 Gram of the first
+# CERTIFY_ROWS · k long-side vectors (the rest of the Gram in fp32).
 RECTANGULAR = 0.75
+CERTIFY_ROWS = 1.25
+# The fp32 part of the Gram is only summed where every square is a normal fp32 number.
+FP32_RANGE = (2.0**-40, 2.0**40)
 
 
 @dataclass(frozen=True)
@@ -82,13 +94,13 @@ def effective_rank(s: torch.Tensor) -> float:
     return float(math.exp(-(p * p.log()).sum()))
 
 
-def gram_lower(a: torch.Tensor) -> torch.Tensor:
-    """float64 A·Aᵀ of a (batch, k, L) stack, summed over slices of L; only the lower triangle is valid."""
+def gram_lower(a: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A·Aᵀ of a (batch, k, L) stack in `dtype`, summed over slices of L; only the lower triangle is valid."""
     batch, k, length = a.shape
-    g = torch.zeros(batch, k, k, dtype=torch.float64, device=a.device)
+    g = torch.zeros(batch, k, k, dtype=dtype, device=a.device)
     step = max(1, SLICE_ENTRIES // max(1, batch * k))
     for lo in range(0, length, step):
-        _lower_into(g, a[:, :, lo : lo + step].double(), 0, k)
+        _lower_into(g, a[:, :, lo : lo + step].to(dtype), 0, k)
     return g
 
 
@@ -138,17 +150,27 @@ def _undecided(lam: torch.Tensor, fro_sq: float, shape: tuple[int, int]) -> bool
     return bool(((sigma - tol).abs() <= gram_err + band).any())
 
 
-def _full_rank_certified(g: torch.Tensor, lam32: torch.Tensor, fro_sq: float, shape: tuple[int, int]) -> bool:
-    """Whether one Cholesky factorization proves every singular value above the threshold and its band."""
+def _gamma(n: int, unit: float) -> float:
+    return n * unit / (1 - n * unit)
+
+
+def _full_rank_certified(
+    g_head: torch.Tensor, rows: int, lam_max: float, fro_sq: float, shape: tuple[int, int]
+) -> bool:
+    """Whether one Cholesky factorization proves every singular value above the threshold and its band.
+
+    `g_head` is the float64 Gram of the first `rows` long-side vectors (all of them, or fewer: its definiteness
+    proves the whole Gram's); `lam_max` an upper bound of the whole Gram's largest eigenvalue, `fro_sq` of ‖Δ‖_F²."""
     k = min(shape)
-    lam_max = float(lam32[-1]) * (1 + 2 * k * EPS32)  # an upper bound: p(k) = k for the fp32 eigensolver too
     if not lam_max > 0:
         return False
     delta = _gram_error(fro_sq, lam_max, shape)
     tol, band = _reference_band(math.sqrt(lam_max), delta, shape)
+    trace = float(torch.diagonal(g_head).sum())
+    head_err = _gamma(rows, U64) * trace * 1.01  # this Gram's own rounding (point 1, over its rows)
     gamma = (k + 1) * U64 / (1 - 2 * (k + 1) * U64)
-    shift = (tol + band) ** 2 + delta + gamma * fro_sq * 1.01  # 1.01: the shift itself and tr(Ĝ) are rounded
-    shifted = g.clone()
+    shift = (tol + band) ** 2 + delta + head_err + gamma * trace * 1.01  # 1.01: the shift and tr(Ĝ) are rounded
+    shifted = g_head.clone()
     shifted.diagonal().sub_(shift)
     return int(torch.linalg.cholesky_ex(shifted, check_errors=False).info) == 0
 
@@ -163,23 +185,69 @@ def rank_stats_batch(deltas: torch.Tensor) -> list[RankStats]:
         return [RankStats(0, 0, float("nan"), 0.0)] * deltas.shape[0]
     a = deltas.float()
     a = a.transpose(1, 2) if n <= m else a  # (batch, k, L): the Gram on the short side
-    g = gram_lower(a)
-    fro_sq = torch.diagonal(g, dim1=1, dim2=2).sum(-1).cpu()
-    if not bool((fro_sq > 0).all()):  # a sum of exact squares is 0 only for Δ = 0, whose rank is 0
-        zero = fro_sq == 0
+    amax = a.abs().amax(dim=(1, 2)).cpu()
+    zero = amax == 0
+    if bool(zero.any()):  # Δ = 0 has rank 0
         out = rank_stats_batch(deltas[~zero]) if bool((~zero).any()) else []
         rest = iter(out)
         return [RankStats(0, k, 0.0, 0.0) if z else next(rest) for z in zero.tolist()]
+    rest_rows = _rest_rows((m, n))
+    lo, hi = FP32_RANGE
+    if rest_rows and bool(((amax >= lo) & (amax <= hi)).all()):
+        head = a.shape[2] - rest_rows
+        g_head, g_rest = gram_lower(a[:, :, :head]), gram_lower(a[:, :, head:], torch.float32)
+        return [_rectangular(g_head[i], g_rest[i], a[i], (m, n), deltas[i]) for i in range(deltas.shape[0])]
+    g = gram_lower(a)
+    fro_sq = torch.diagonal(g, dim1=1, dim2=2).sum(-1).cpu()
     return [_from_gram(g[i], float(fro_sq[i]), (m, n), deltas[i]) for i in range(deltas.shape[0])]
 
 
-def _from_gram(g: torch.Tensor, fro_sq: float, shape: tuple[int, int], delta: torch.Tensor) -> RankStats:
+def _rectangular(
+    g_head: torch.Tensor, g_rest: torch.Tensor, a: torch.Tensor, shape: tuple[int, int], delta: torch.Tensor
+) -> RankStats:
+    """One matrix whose Gram came in two parts: float64 over the first long-side vectors of `a` (its (k, L) view),
+    fp32 over the rest. The certificate reads the float64 part; the spectrum, the two summed in fp32."""
+    k, length = min(shape), max(shape)
+    head = length - _rest_rows(shape)
+    g_rest64 = torch.diagonal(g_rest).double()
+    fro_head = float(torch.diagonal(g_head).sum()) * (1 + _gamma(head, U64))
+    fro_rest = float(g_rest64.sum()) * (1 + 2 * _gamma(length - head, EPS32 / 2))  # positive terms: bounds above
+    fro_sq = fro_head + fro_rest
+    try:
+        lam32 = torch.linalg.eigvalsh(g_head.float() + g_rest, UPLO="L").double().cpu()
+    except RuntimeError:
+        return _svd_stats(delta)
+    # ‖Ĝ₃₂ − G‖₂: each part's rounding (point 1 for its rows and precision), and the head and the sum rounded to fp32
+    err = _gamma(length - head, EPS32 / 2) * fro_rest + _gamma(head, U64) * fro_head + EPS32 * fro_sq
+    lam_max = float(lam32[-1]) * (1 + 2 * k * EPS32) + err  # p(k) = k for the fp32 eigensolver too
+    if _full_rank_certified(g_head, head, lam_max, fro_sq, shape):
+        return RankStats(k, k, 1.0, effective_rank(lam32.clamp(min=0).sqrt()))
+    g = g_head + gram_lower(a[None, :, head:])[0]
+    return _from_gram(g, float(torch.diagonal(g).sum()), shape, delta, (lam32, err))
+
+
+def _rest_rows(shape: tuple[int, int]) -> int:
+    """How many long-side vectors go into the fp32 part of the Gram (0: the whole Gram in float64)."""
+    k, length = min(shape), max(shape)
+    rest = length - min(length, math.ceil(CERTIFY_ROWS * k))
+    return rest if k <= RECTANGULAR * length and rest * EPS32 < 0.1 else 0
+
+
+def _from_gram(
+    g: torch.Tensor,
+    fro_sq: float,
+    shape: tuple[int, int],
+    delta: torch.Tensor,
+    spectrum32: tuple[torch.Tensor, float] | None = None,
+) -> RankStats:
+    """One matrix from its whole float64 Gram; `spectrum32`: fp32 eigenvalues already taken, and their Gram's error."""
     # One matrix at a time: torch's batched CPU eigvalsh took 3.4 s where the 2-D call took 2.4 s (k = 4096).
     k = min(shape)
     try:
         if k <= RECTANGULAR * max(shape):
-            lam32 = torch.linalg.eigvalsh(g.float(), UPLO="L").double().cpu()
-            if _full_rank_certified(g, lam32, fro_sq, shape):
+            lam32, err = spectrum32 or (torch.linalg.eigvalsh(g.float(), UPLO="L").double().cpu(), 0.0)
+            lam_max = float(lam32[-1]) * (1 + 2 * k * EPS32) + err  # p(k) = k for the fp32 solver too
+            if _full_rank_certified(g, max(shape), lam_max, fro_sq, shape):
                 return RankStats(k, k, 1.0, effective_rank(lam32.clamp(min=0).sqrt()))
         lam = torch.linalg.eigvalsh(g, UPLO="L").cpu()
     except RuntimeError:  # no convergence (LAPACK's rare failure): the SVD answers instead
