@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
@@ -201,7 +201,7 @@ DEVICE_BATCH_BYTES = 2 << 30
 def device_results(
     base: Checkpoint,
     tuned: Checkpoint,
-    names: list[str],
+    names: Iterable[str],
     opts: DiffOptions,
     want_mask: bool,
     device: torch.device,
@@ -253,6 +253,20 @@ def _deltas(base: Checkpoint, tuned: Checkpoint, name: str, n_rows: int, device:
     return [stored_delta(b, t, scales=scales, blocks=blocks, device=device)]
 
 
+def _prefetch(name: str, *checkpoints: Checkpoint) -> None:
+    for ck in checkpoints:
+        ck.prefetch(name)
+
+
+def _read_ahead(names: list[str], base: Checkpoint, tuned: Checkpoint) -> Iterator[str]:
+    """`names` in order, the next one's reading started before each is handed out: the disk works while the CPU
+    computes, instead of faulting a tensor in a few pages at a time when its turn comes."""
+    for i, name in enumerate(names):
+        if i + 1 < len(names):
+            _prefetch(names[i + 1], base, tuned)
+        yield name
+
+
 def _bounded(names: list[str], submit: Callable, wait_some: Callable, limit: int) -> Iterator:
     """Results of `submit(name)` for every name in completion order, with at most `limit` in flight (which bounds
     memory). `wait_some(running)` returns (results of the finished ones, the ones still running)."""
@@ -302,9 +316,9 @@ def _results(
     if device.type != "cpu" or workers <= 1:
         with torch_threads(threads):
             if device.type != "cpu":
-                yield from device_results(base, tuned, names, opts, want_mask, device)
+                yield from device_results(base, tuned, _read_ahead(names, base, tuned), opts, want_mask, device)
             else:
-                for n in names:
+                for n in _read_ahead(names, base, tuned):
                     yield diff_tensor(base, tuned, n, opts, want_mask)
         return
     # A forked worker starts at once; a spawned one first imports torch (1.5 s each, longer than all of --no-rank's
@@ -323,7 +337,11 @@ def _results(
             done, rest = wait(running, return_when=FIRST_COMPLETED)
             return [f.result() for f in done], rest
 
-        yield from _bounded(names, lambda n: pool.submit(_worker_diff, n), pool_wait, 2 * workers)
+        def submit(n: str):
+            _prefetch(n, base, tuned)  # a queued tensor is read while the workers compute
+            return pool.submit(_worker_diff, n)
+
+        yield from _bounded(names, submit, pool_wait, 2 * workers)
 
 
 @locks_output("diff")
