@@ -36,6 +36,7 @@ from rldelta.diff_journal import Journal, input_fingerprint
 from rldelta.errors import RldeltaError
 from rldelta.lifetime import die_with_parent
 from rldelta.lock import locks_output
+from rldelta.malloc import keep_freed_memory
 from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
 from rldelta.metrics.delta import DeltaStats
 from rldelta.metrics.experts import expert_summary
@@ -170,6 +171,7 @@ def _worker_init(base_path: str, tuned_path: str, opts: DiffOptions, want_mask: 
     # The cores are shared out between the workers: more threads than cores stall at every op's barrier
     # (measured on the 1.4 GiB benchmark pair with the machine oversubscribed: 131 s with 2 threads, 20 s with 1).
     torch.set_num_threads(threads)
+    keep_freed_memory()
     _WORKER.update(
         base=open_checkpoint(base_path),
         tuned=open_checkpoint(tuned_path),
