@@ -26,6 +26,7 @@ FLOORS: list[tuple[str, ...]] = [
         "rldelta.lock",
         "rldelta.lifetime",
         "rldelta.threads",
+        "rldelta.malloc",
     ),
     ("rldelta.metrics",),
     ("rldelta.plots", "rldelta.checkpoint", "rldelta.cluster"),
