@@ -423,8 +423,8 @@ def run_diff(
     except BaseException:
         journal.close()
         raise
-    # The longest tensors first (an embedding's rank takes 30 layer norms' worth of work many times over), so that no
-    # worker is left alone with a large one at the end; the files keep the checkpoint's order.
+    # The costliest tensors first (a 7B embedding's rank costs as much as two of a layer's matrices), so that no
+    # worker is left computing a large one alone at the end; the files keep the checkpoint's order.
     todo = sorted(
         (n for n in pairing.names if n not in journal.rows), key=lambda n: -_work(base_ck.info(n).shape, rank)
     )
