@@ -163,7 +163,7 @@ def _full_rank_certified(
     """Whether one Cholesky factorization proves every singular value above the threshold and its band.
 
     `g_head` is the float64 Gram of the first `rows` long-side vectors (all of them, or fewer: its definiteness
-    proves the whole Gram's); `lam_max` an upper bound of the whole Gram's largest eigenvalue, `fro_sq` of ‖Δ‖_F²."""
+    proves the whole Gram's); `lam_max` and `fro_sq` bound the whole Gram's largest eigenvalue and ‖Δ‖_F² from above."""
     k = min(shape)
     if not lam_max > 0:
         return False
