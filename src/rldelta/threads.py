@@ -23,20 +23,21 @@ BUSY = 50.0
 SAMPLE_S = 0.2
 
 
+def _usable_core_ids() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no affinity masks
+        return list(range(os.cpu_count() or 1))
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask, which taskset and cgroups narrow), not the machine's."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS has no affinity masks
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(_usable_core_ids()))
 
 
 def free_cores() -> int:
     """The usable cores that were mostly idle over a 0.2 s sample (at least 1)."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = list(range(os.cpu_count() or 1))
+    cores = _usable_core_ids()
     busy = psutil.cpu_percent(interval=SAMPLE_S, percpu=True)
     return max(1, sum(1 for c in cores if c < len(busy) and busy[c] < BUSY))
 

@@ -148,8 +148,10 @@ class Checkpoint:
         """Ask the OS to start reading tensor `name` (and its FP8 scale) into the page cache, so that a `get` soon
         after finds it there instead of faulting it in a few pages at a time. A hint only: nothing happens for
         pickled files or where the OS has no posix_fadvise, and a failure shows up, if at all, when it is read."""
+        if not hasattr(os, "posix_fadvise"):
+            return
         for info in (self.infos.get(name), self.scales.get(name)):
-            if info is None or info.file.suffix != ".safetensors" or not hasattr(os, "posix_fadvise"):
+            if info is None or info.file.suffix != ".safetensors":
                 continue
             try:
                 fd = os.open(info.file, os.O_RDONLY)

@@ -188,7 +188,7 @@ def rank_stats_batch(deltas: torch.Tensor) -> list[RankStats]:
         return [RankStats(0, 0, float("nan"), 0.0)] * deltas.shape[0]
     a = deltas.float()
     a = a.transpose(1, 2) if n <= m else a  # (batch, k, L): the Gram on the short side
-    amax = a.abs().amax(dim=(1, 2)).cpu()
+    amax = torch.maximum(a.amax(dim=(1, 2)), -a.amin(dim=(1, 2))).cpu()  # max |Δ| without an |Δ| copy
     zero = amax == 0
     if bool(zero.any()):  # Δ = 0 has rank 0
         out = rank_stats_batch(deltas[~zero]) if bool((~zero).any()) else []
@@ -210,11 +210,10 @@ def _rectangular(
 ) -> RankStats:
     """One matrix whose Gram came in two parts: float64 over the first long-side vectors of `a` (its (k, L) view),
     fp32 over the rest. The certificate reads the float64 part; the spectrum, the two summed in fp32."""
-    k, length = min(shape), max(shape)
+    length = max(shape)
     head = length - _rest_rows(shape)
-    g_rest64 = torch.diagonal(g_rest).double()
     fro_head = float(torch.diagonal(g_head).sum()) * (1 + _gamma(head, U64))
-    fro_rest = float(g_rest64.sum()) * (1 + 2 * _gamma(length - head, EPS32 / 2))  # positive terms: bounds above
+    fro_rest = float(torch.diagonal(g_rest).double().sum()) * (1 + 2 * _gamma(length - head, EPS32 / 2))  # bounds above
     fro_sq = fro_head + fro_rest
     try:
         lam32 = torch.linalg.eigvalsh(g_head.float() + g_rest, UPLO="L").double().cpu()
@@ -222,11 +221,23 @@ def _rectangular(
         return _svd_stats(delta)
     # ‖Ĝ₃₂ − G‖₂: each part's rounding (point 1 for its rows and precision), and the head and the sum rounded to fp32
     err = _gamma(length - head, EPS32 / 2) * fro_rest + _gamma(head, U64) * fro_head + EPS32 * fro_sq
-    lam_max = float(lam32[-1]) * (1 + 2 * k * EPS32) + err  # p(k) = k for the fp32 eigensolver too
-    if _full_rank_certified(g_head, head, lam_max, fro_sq, shape):
-        return RankStats(k, k, 1.0, effective_rank(lam32.clamp(min=0).sqrt()))
+    certified = _certified(g_head, head, lam32, err, fro_sq, shape)
+    if certified is not None:
+        return certified
     g = g_head + gram_lower(a[None, :, head:])[0]
     return _from_gram(g, float(torch.diagonal(g).sum()), shape, delta, (lam32, err))
+
+
+def _certified(
+    g_head: torch.Tensor, rows: int, lam32: torch.Tensor, err: float, fro_sq: float, shape: tuple[int, int]
+) -> RankStats | None:
+    """Full rank with the fp32 spectrum `lam32` (of a Gram within `err` of the exact one), where the Cholesky
+    certificate on `g_head` proves it; else None."""
+    k = min(shape)
+    lam_max = float(lam32[-1]) * (1 + 2 * k * EPS32) + err  # p(k) = k for the fp32 eigensolver too
+    if not _full_rank_certified(g_head, rows, lam_max, fro_sq, shape):
+        return None
+    return RankStats(k, k, 1.0, effective_rank(lam32.clamp(min=0).sqrt()))
 
 
 def _rest_rows(shape: tuple[int, int]) -> int:
@@ -249,9 +260,9 @@ def _from_gram(
     try:
         if k <= RECTANGULAR * max(shape):
             lam32, err = spectrum32 or (torch.linalg.eigvalsh(g.float(), UPLO="L").double().cpu(), 0.0)
-            lam_max = float(lam32[-1]) * (1 + 2 * k * EPS32) + err  # p(k) = k for the fp32 solver too
-            if _full_rank_certified(g, max(shape), lam_max, fro_sq, shape):
-                return RankStats(k, k, 1.0, effective_rank(lam32.clamp(min=0).sqrt()))
+            certified = _certified(g, max(shape), lam32, err, fro_sq, shape)
+            if certified is not None:
+                return certified
         lam = torch.linalg.eigvalsh(g, UPLO="L").cpu()
     except RuntimeError:  # no convergence (LAPACK's rare failure): the SVD answers instead
         return _svd_stats(delta)
