@@ -77,7 +77,7 @@ def _diff(
     out: Path,
     *,
     atol: float,
-    compare_dtype: str = "base",
+    compare_dtype: str = "narrower",
     rank: bool = True,
     progress: bool,
     workers: int = 1,
