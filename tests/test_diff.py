@@ -210,6 +210,36 @@ def test_fp32_base_against_its_bf16_copy_reports_the_planted_change_not_the_cast
     assert s32["totals"]["cast_changed"] == cast
 
 
+def test_float64_checkpoints_are_compared_in_float64(ckpt, tmp_path):
+    g = np.random.default_rng(5)
+    base = g.standard_normal((24, 16))
+    tuned = base.copy()
+    tuned[g.random(base.shape) < 0.3] += 1e-3
+    tuned[0, 0] += 1e-12  # below fp32's resolution: a change in float64 only
+    run_diff(ckpt("b", {"w": torch.from_numpy(base)}), ckpt("t", {"w": torch.from_numpy(tuned)}), tmp_path / "out")
+    df, s = read(tmp_path / "out")
+    assert df.loc["w", "changed"] == int((base.view(np.uint64) != tuned.view(np.uint64)).sum())
+    assert df.loc["w", "base_fro"] == pytest.approx(float(np.sqrt((base**2).sum())), rel=1e-12)
+    assert df.loc["w", "dtype_base"] == "float64" and "dtype_note" not in s
+
+
+def test_a_run_that_fails_before_any_tensor_leaves_nothing(tmp_path, monkeypatch):
+    b = write_checkpoint(tmp_path / "b", _model_tensors(0))
+    t = write_checkpoint(tmp_path / "t", _model_tensors(0, moved=0.2))
+
+    def broken(*args):
+        raise DiffError("cannot diff this tensor")
+
+    monkeypatch.setattr(diff_mod, "diff_tensor", broken)
+    with pytest.raises(DiffError):
+        run_diff(b, t, tmp_path / "new", save_mask=True)
+    assert not (tmp_path / "new").exists()  # no journal of nothing, no folder this run made
+    (tmp_path / "old").mkdir()
+    with pytest.raises(DiffError):
+        run_diff(b, t, tmp_path / "old")
+    assert (tmp_path / "old").is_dir() and not any((tmp_path / "old").iterdir())  # a folder it found stays
+
+
 def test_nonfinite_counted(ckpt, tmp_path):
     base = torch.ones(4, 4)
     tuned = base.clone()

@@ -11,6 +11,7 @@ rows write one output format together; the journal and the per-tensor numbers li
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -412,6 +413,7 @@ def run_diff(
 
     out = Path(out)
     _check_out(out, base_ck, tuned_ck)
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     identity = {
         "base": str(base),
@@ -440,7 +442,7 @@ def run_diff(
             if not writer.resumed:
                 journal.forget()  # rows without their mask slots on disk must be computed again
     except BaseException:
-        journal.close()
+        _close_journal(journal, out, fresh)
         raise
     # The costliest tensors first (a 7B embedding's rank costs as much as two of a layer's matrices), so that no
     # worker is left computing a large one alone at the end; the files keep the checkpoint's order.
@@ -462,6 +464,7 @@ def run_diff(
     except BaseException:
         if writer is not None:
             writer.abort()
+        _close_journal(journal, out, fresh)
         raise
     finally:
         journal.close()
@@ -481,6 +484,18 @@ def run_diff(
         raise
     shutil.rmtree(out / _PARTIAL, ignore_errors=True)
     return summary
+
+
+def _close_journal(journal: Journal, out: Path, fresh: bool) -> None:
+    """Close the journal of a run that failed; one that finished no tensor is no journal to resume from, so it goes,
+    and so does OUT where this run created it."""
+    journal.close()
+    if journal.rows:
+        return
+    shutil.rmtree(journal.dir, ignore_errors=True)
+    if fresh:
+        with contextlib.suppress(OSError):  # not empty: something else is in it now
+            out.rmdir()
 
 
 def _work(shape: tuple[int, ...], rank: bool) -> int:
