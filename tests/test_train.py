@@ -10,9 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from conftest import TRAIN_ONE_STEP, bits, load_all, masked_training_changes
 from rldelta.checkpoint import open_checkpoint
+from rldelta.cli import app
 from rldelta.masks import Mask, MaskError
 from rldelta.train.config import ALGOS, ConfigError, TrainConfig, make_config, parse_save_steps
 from rldelta.train.masking import MaskedUpdate, bind_masks
@@ -55,6 +57,13 @@ def test_config_rejects_bad_settings(tmp_path):
         TrainConfig(model="m", output="o", num_generations=1)
     with pytest.raises(ConfigError, match="nothing to resume"):
         make_config(str(tmp_path), resume=True)
+    for key in ("lr", "temperature", "weight_decay", "beta"):  # NaN passes `<= 0`; inf trains to NaN
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ConfigError, match=f"--{key.replace('_', '-')} must be a finite number"):
+                TrainConfig(model="m", output="o", **{key: value})
+    r = CliRunner().invoke(app, ["train", "--model", "m", "--lr", "nan", "-o", str(tmp_path / "run")])
+    assert r.exit_code == 2 and r.output.strip() == "error: --lr must be a finite number, got nan", r.output
+    assert not (tmp_path / "run").exists()
 
 
 # ---- masked updates without a trainer: against a hand computation ------------------------------------------------
