@@ -437,3 +437,25 @@ def test_pickled_weights_are_refused_unread_by_eval_and_diff(tmp_path):
     line = _one_line_error(runner.invoke(app, ["diff", str(model), str(model), "-o", str(tmp_path / "o")]))
     assert "pickled" in line
     assert not marker.exists()
+
+
+def test_a_folder_without_tokenizer_is_named_for_what_it_lacks(tmp_path):
+    model, marker = _evil_model(tmp_path)
+    for f in model.glob("tokenizer*"):
+        f.unlink()
+    # pickled weights and no tokenizer: refused for the weights (transformers used to fail on the tokenizer first)
+    run = tmp_path / "run"
+    for args in (["eval", str(model), "--task", "arith", "--n", "2"], ["train", "--model", str(model), "-o", str(run)]):
+        line = _one_line_error(runner.invoke(app, args))
+        assert str(model) in line and "model.safetensors" in line
+    assert not marker.exists() and not run.exists()  # the refused run made no folder
+    from rldelta.train.models import build_tiny
+
+    plain = build_tiny(tmp_path / "plain")
+    for f in plain.glob("tokenizer*"):
+        f.unlink()
+    line = _one_line_error(runner.invoke(app, ["eval", str(plain), "--task", "arith", "--n", "2"]))
+    assert (
+        line
+        == f"error: {plain}: no tokenizer (tokenizer.json, tokenizer.model, vocab.json, vocab.txt, ...) beside the weights"
+    )

@@ -4,6 +4,7 @@ same seed, same weights; resume continues bit-for-bit; the advantage filter spli
 from __future__ import annotations
 
 import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -194,6 +195,28 @@ def test_same_seed_same_weights_and_resume_continues_exactly(base, tmp_path):
     record = json.loads((r / "run.json").read_text())
     assert record["status"] == "completed" and record["resumed_from"].endswith("checkpoint-1")
     assert {"torch", "transformers", "trl"} <= set(record["versions"]) and "git_revision" in record
+
+
+def test_resume_of_a_finished_run_is_a_no_op_that_says_so(base, tmp_path, capsys):
+    """The Trainer, resumed at the last step, ran one step past it ("step 13/12") into metrics and steps.parquet."""
+    r = run(base, tmp_path / "r", steps=2)
+    files = {p: p.read_bytes() for p in r.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert run(base, r, steps=2, resume=True) == r
+    assert f"{r}: already trained to step 2 of 2; nothing to resume" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in r.rglob("*") if p.is_file()} == files  # nothing written
+    assert pd.read_parquet(r / "metrics.parquet")["step"].tolist() == [1, 2]
+    with pytest.raises(TrainError, match="already reached step 2; --steps 1 cannot undo it"):
+        run(base, r, steps=1, resume=True)
+    # killed after its last checkpoint, before run.json said so: the resume records the end it finds
+    record = json.loads((r / "run.json").read_text())
+    (r / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    run(base, r, steps=2, resume=True)
+    assert json.loads((r / "run.json").read_text())["status"] == "completed"
+    # killed between the resume point and the published copy: refused, naming what to remove
+    shutil.rmtree(r / "checkpoints" / "step-2")
+    with pytest.raises(TrainError, match=r"not .*step-2; remove .*checkpoint-2 to train that step again"):
+        run(base, r, steps=2, resume=True)
 
 
 # ---- --advantages ------------------------------------------------------------------------------------------------
