@@ -89,19 +89,25 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
         holder.wait()
 
 
-@pytest.mark.parametrize("writer", ["overlap", "surgery"])
+@pytest.mark.parametrize("writer", ["overlap", "surgery", "mask threshold", "mask combine", "mask file"])
 def test_every_writer_takes_the_lock(tmp_path, writer):
     b, t = _pair(tmp_path)
-    run_diff(b, t, tmp_path / "d1", save_mask=True)
-    run_diff(b, t, tmp_path / "d2", save_mask=True)
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    run_diff(b, t, d1, save_mask=True)
+    run_diff(b, t, d2, save_mask=True)
     out = tmp_path / "w"
-    holder = _holder(out)
+    holder = _holder(out)  # a diff --save-mask into OUT, say
+    args = {
+        "overlap": ["overlap", str(d1), str(d2), "-o", str(out)],
+        "surgery": ["surgery", "patch", str(b), str(t), "-m", str(d1), "-o", str(out)],
+        "mask threshold": ["mask", "threshold", str(b), str(t), "-o", str(out)],
+        "mask combine": ["mask", "combine", str(d1), str(d2), "--op", "and", "-o", str(out)],
+        # OUT/mask.safetensors is the diff folder's mask: locked as that folder
+        "mask file": ["mask", "random", str(d1), "-o", str(out / "mask.safetensors")],
+    }[writer]
     try:
-        if writer == "overlap":
-            args = ["overlap", str(tmp_path / "d1"), str(tmp_path / "d2"), "-o", str(out)]
-        else:
-            args = ["surgery", "patch", str(b), str(t), "-m", str(tmp_path / "d1"), "-o", str(out)]
         assert f"pid {holder.pid}" in _one_line_error(runner.invoke(app, args))
+        assert not (out / "mask.safetensors").exists()
     finally:
         holder.kill()
         holder.wait()
@@ -316,6 +322,37 @@ def test_out_that_is_a_file_is_one_line(tmp_path):
     assert str(b) in line or str(out) in line
 
 
+def test_paths_that_cannot_be_used_are_named_for_what_they_are(tmp_path):
+    b, t = _pair(tmp_path)
+    (tmp_path / "file").write_text("x")
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+
+    def line(*args):
+        return _one_line_error(runner.invoke(app, [str(a) for a in args]))
+
+    # OUT under a file: the OS says only "File exists", of the file
+    for out in (tmp_path / "file" / "out", tmp_path / "file" / "a" / "b"):
+        assert (
+            line("diff", b, t, "-o", out)
+            == f"error: {out}: {tmp_path / 'file'} is a file, not a folder; choose another output folder"
+        )
+    # a symbolic link loop: as an input it read "no such file or directory", as OUT it was a traceback
+    assert (
+        line("diff", loop, t, "-o", tmp_path / "o")
+        == f"error: {loop}: a symbolic link loop (Too many levels of symbolic links)"
+    )
+    assert line("mask", "info", loop) == f"error: {loop}: a symbolic link loop (Too many levels of symbolic links)"
+    for out in (loop, loop / "sub"):
+        assert line("diff", b, t, "-o", out) == f"error: {out}: a symbolic link loop; choose another path"
+    assert line("diff", tmp_path / "dangling", t, "-o", tmp_path / "o") == (
+        f"error: {tmp_path / 'dangling'}: a symbolic link to {tmp_path / 'gone'}, which does not exist"
+    )
+    assert line("diff", tmp_path / "nothing", t, "-o", tmp_path / "o").endswith("nothing: no such file or directory")
+
+
 @pytest.mark.parametrize(
     ("code", "failing", "file"),
     [
@@ -459,3 +496,19 @@ def test_a_folder_without_tokenizer_is_named_for_what_it_lacks(tmp_path):
         line
         == f"error: {plain}: no tokenizer (tokenizer.json, tokenizer.model, vocab.json, vocab.txt, ...) beside the weights"
     )
+
+
+def test_union_at_a_step_the_run_did_not_record_is_refused(tmp_path):
+    from conftest import TRAIN_ONE_STEP
+    from rldelta.train.config import TrainConfig
+    from rldelta.train.models import build_tiny
+    from rldelta.train.trainers import train
+
+    run = train(TrainConfig(model=str(build_tiny(tmp_path / "tiny")), output=str(tmp_path / "run"), **TRAIN_ONE_STEP))
+    for step in ("99", "-3", "0"):  # 99 printed the step-1 union as "up to step 99"; -3 was accepted
+        out = tmp_path / f"u{step}"
+        line = _one_line_error(runner.invoke(app, ["steps", str(run), "--union-at", step, "-o", str(out)]))
+        assert line == f"error: --union-at {step}: {run} recorded steps 1 to 1; choose one of them"
+        assert not out.exists()
+    r = runner.invoke(app, ["steps", str(run), "--union-at", "1", "-o", str(tmp_path / "u1")])
+    assert r.exit_code == 0 and (tmp_path / "u1" / "mask.safetensors").is_file(), r.output
