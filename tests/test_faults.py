@@ -179,6 +179,21 @@ def test_resume_across_a_replaced_input_is_refused(tmp_path):
     assert run_diff(b, t, out, save_mask=True)["totals"]["changed"] == 0  # starting over gives the truth
 
 
+def test_resume_across_a_retrained_input_with_its_mtime_put_back_is_refused(tmp_path):
+    b, t = _pair(tmp_path)
+    out = tmp_path / "out"
+    _interrupted(b, t, out)
+    f = t / "model.safetensors"
+    st = f.stat()
+    # the same shapes (so the same header and size), other values, and the old mtime (as `touch -r` leaves it)
+    _, other = _pair(tmp_path / "other", seed=1)
+    f.write_bytes((other / "model.safetensors").read_bytes())
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(ResumeError, match=r"model\.safetensors changed since the interrupted run"):
+        run_diff(b, t, out, save_mask=True, resume=True)
+
+
 def test_resume_of_an_unchanged_input_continues(tmp_path, monkeypatch):
     b, t = _pair(tmp_path)
     out = tmp_path / "out"
