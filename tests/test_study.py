@@ -237,6 +237,23 @@ def test_study_numbers_against_independent_computation(done):
     assert load_mask(out / "diffs" / Path(runs.loc["grpo-s0-fp32", "run_dir"]).name / "step-2").numel == numel
 
 
+def test_the_scratch_of_a_study_killed_while_building_its_base_is_removed(tmp_path):
+    """A kill -9 while the tiny base was built left `models/.tiny-fp32-*` (and the bf16 copy's scratch), which every
+    later run, even a successful one, kept."""
+    from rldelta.study.stages import prepare_base
+
+    cfg = config_from_dict({"model": "tiny"}, source="test")
+    models = tmp_path / "study" / "models"
+    for stale in (".tiny-fp32-killed", ".tiny-seed0-bf16.tmp-killed"):
+        (models / stale).mkdir(parents=True)
+        (models / stale / "model.safetensors").write_bytes(b"x")
+    out = prepare_base(cfg, tmp_path / "study")
+    assert sorted(p.name for p in models.iterdir()) == [out.name]
+    (models / ".tiny-fp32-killed").mkdir()  # a later run finds its base built: it cleans up all the same
+    assert prepare_base(cfg, tmp_path / "study") == out
+    assert sorted(p.name for p in models.iterdir()) == [out.name]
+
+
 def test_bad_configs_name_file_and_key(tmp_path):
     f = tmp_path / "s.toml"
     f.write_text('model = "tiny"\nsteppps = 3\n')
