@@ -173,6 +173,7 @@ def test_report_has_every_section_and_only_table_numbers(done):
     assert "experts" not in p.ids  # a dense model: no experts section (test_moe_study.py has one)
     assert len(p.imgs) == 11 and all(s.startswith("data:image/png;base64,") for s in p.imgs)  # 10 + every step
     assert "http://" not in page and "https://" not in page  # opens offline
+    assert ">nan<" not in page  # a headline row without an interval (the probes' numbers) showed "nan" for its source
     tables = {}
     assert len(p.nums) > 100
     for n in p.nums:
