@@ -250,6 +250,18 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+def _started(code: str) -> subprocess.Popen:
+    """A Python process running `code`, once it has printed "running"."""
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
+    assert p.stdout.readline().strip() == "running"
+    return p
+
+
+def _kill9(p: subprocess.Popen) -> None:
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+
+
 # The wait ends as soon as the workers are gone (a fraction of a second on a quiet machine); the deadline only bounds
 # a failing run, so it is generous rather than fitted to one machine: under load the kernel's SIGKILL and the exit of a
 # worker that holds hundreds of MB can take seconds.
@@ -275,12 +287,10 @@ def test_diff_workers_die_with_a_killed_parent(tmp_path):
         f"run_diff({str(b)!r}, {str(t)!r}, {str(tmp_path / 'out')!r}, workers=2,"
         " progress=lambda d, n, s: (print('running', flush=True), time.sleep(60)))\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
-    assert parent.stdout.readline().strip() == "running"
+    parent = _started(code)
     workers = [w for w in _children(parent.pid) if "resource_tracker" not in Path(f"/proc/{w}/cmdline").read_text()]
     assert workers
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
+    _kill9(parent)
     left = _left_after_parent_death(workers)
     assert not left, f"workers {left} outlived their parent"
 
@@ -294,11 +304,9 @@ def test_study_pool_workers_die_with_a_killed_parent():
         "    pool = mp.get_context('spawn').Pool(1, initializer=die_with_parent)\n"
         "    pool.apply(time.sleep, (0,)); print('running', flush=True); time.sleep(60)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
-    assert parent.stdout.readline().strip() == "running"
+    parent = _started(code)
     workers = [w for w in _children(parent.pid) if "resource_tracker" not in Path(f"/proc/{w}/cmdline").read_text()]
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
+    _kill9(parent)
     left = _left_after_parent_death(workers)
     assert workers and not left
 
@@ -321,13 +329,11 @@ def test_processes_started_by_what_a_killed_parent_started_die_too(tmp_path):
         "time.sleep(600)'])\n"
         "    time.sleep(2); print('running', flush=True); time.sleep(60)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
-    assert parent.stdout.readline().strip() == "running"
+    parent = _started(code)
     started = _descendants(parent.pid)  # the child, its sleep (and the watcher)
     names = [Path(f"/proc/{w}/cmdline").read_text() for w in started]
     assert any(n.startswith("sleep") for n in names) and len(started) >= 2, names
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
+    _kill9(parent)
     assert not _left_after_parent_death(started)
 
 
@@ -340,11 +346,9 @@ def test_a_local_ray_dies_with_a_killed_diff(tmp_path):
         f"run_diff({str(b)!r}, {str(t)!r}, {str(tmp_path / 'out')!r}, backend='ray', workers=2,"
         " progress=lambda d, n, s: (print('running', flush=True), time.sleep(60)))\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
-    assert parent.stdout.readline().strip() == "running"
+    parent = _started(code)
     ray = _descendants(parent.pid)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
+    _kill9(parent)
     # By themselves the agents leave after a 60 s wait for the dead GCS; killed, within a second or two. Half of the
     # 60 s tells the two apart on any machine load.
     assert not _left_after_parent_death(ray, within=30)

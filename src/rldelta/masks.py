@@ -179,35 +179,28 @@ def save_mask(
     """Stream `mask` into a safetensors file (atomically) and return its per-tensor counts.
 
     A directory (existing, or a path without suffix) receives `mask.safetensors`. The write holds the output's lock
-    (lock.py), the same one `rldelta diff --save-mask` holds on its folder: one writer of a mask at a time.
+    (lock.py): a mask.safetensors is a diff folder's, locked as that folder, so that it and a diff into it exclude
+    each other.
     """
     p = mask_target(path)
-    # a mask.safetensors is a diff folder's: locked as that folder, so that a diff into it and this write exclude
-    # each other
-    with output_lock(p.parent if p.name == MASK_FILE else p, f"mask ({p})"):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        return _write_mask(mask, p, metadata, progress)
-
-
-def _write_mask(
-    mask: Mask, p: Path, metadata: dict[str, str] | None, progress: Callable[[str], None] | None
-) -> MaskCounts:
     meta = {**mask.metadata, **(metadata or {}), "format": MASK_FORMAT, "version": MASK_VERSION}
     names = mask.names()
-    writer = SafetensorsStreamWriter(p, [(n, torch.bool, mask.shape(n)) for n in names], metadata=meta)
     count: dict[str, int] = {}
-    try:
-        for n in names:
-            t = mask.get(n)
-            writer.write(n, t.contiguous())
-            count[n] = count_true(t)
-            if progress:
-                progress(n)
-    except BaseException:
-        writer.abort()
-        writer.partial.unlink(missing_ok=True)  # a mask is rebuilt from scratch; no resume to keep it for
-        raise
-    writer.close()
+    with output_lock(p.parent if p.name == MASK_FILE else p, f"mask ({p})"):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        writer = SafetensorsStreamWriter(p, [(n, torch.bool, mask.shape(n)) for n in names], metadata=meta)
+        try:
+            for n in names:
+                t = mask.get(n)
+                writer.write(n, t.contiguous())
+                count[n] = count_true(t)
+                if progress:
+                    progress(n)
+        except BaseException:
+            writer.abort()
+            writer.partial.unlink(missing_ok=True)  # a mask is rebuilt from scratch; no resume to keep it for
+            raise
+        writer.close()
     return MaskCounts(count=count, numel={n: math.prod(mask.shape(n)) for n in names})
 
 
