@@ -1,21 +1,24 @@
-"""The fault corpus of issue 17: bad inputs, OS errors and kill -9, run against the command line as a new user and a
-careless cluster job would. Prints each case's outcome and the counts: cases tried, clean one-line errors,
-tracebacks, silent wrong results (goal: 0 and 0).
+"""The fault corpus: bad inputs, OS errors, kill -9, concurrency and resumes, run against the command line as a new
+user and a careless cluster job would. Prints each case's outcome and the counts: cases tried, clean one-line errors,
+tracebacks, silent wrong results, vague messages (goal: 0, 0 and 0).
 
     PYTHONPATH=src python benchmarks/fault_corpus.py [-k SUBSTRING] [-v]
 
 Outcomes: `ok` (exit 0 and the result checked against an independent computation), `clean` (exit 2, one line
 naming what is wrong, nothing half-written), `traceback` (any other failure), `wrong` (exit 0 but a wrong result,
-bad input accepted, workers left running, a scratch folder left behind). Most cases run in process through typer's
-CliRunner (fast); the kill -9, concurrency and file-size-limit cases run the CLI in subprocesses. The full-disk and
-read-only cases mount a small tmpfs, which needs root; without it they are reported as skipped.
+bad input accepted, workers left running, a scratch folder left behind), `vague` (one line, but not naming what is
+wrong: the file or key, the thing in the way). Most cases run in process through typer's CliRunner (fast); the
+kill -9, concurrency, Ray and file-size-limit cases run the CLI in subprocesses. The full-disk and read-only cases
+mount a small tmpfs, which needs root; without it they are reported as skipped.
 
-About 700 lines: the corpus is a flat list of ~50 cases, one small function each, which reads best in one file.
+About 1000 lines: the corpus is a flat list of ~80 cases, one small function each, which reads best in one file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import pickle
@@ -117,6 +120,59 @@ def subprocess_cli(*args, limit_bytes: int | None = None, timeout: float = 120) 
 def expect_error(*args) -> tuple[str, str]:
     kind, line = cli(*args)
     return ("wrong", f"bad input accepted: {line}") if kind == "exit0" else (kind, line)
+
+
+def expect_naming(words: list[str], *args) -> tuple[str, str]:
+    """A one-line error that says each of `words` (the file, the key, what is in the way), or `vague`."""
+    kind, line = expect_error(*args)
+    if kind == "clean" and not all(w in line for w in words):
+        return "vague", f"{line}  (does not say: {', '.join(w for w in words if w not in line)})"
+    return kind, line
+
+
+TRAIN_SMALL = dict(
+    task="digits", prompts_per_step=2, num_generations=2, max_completion_length=8, lr=1e-3, progress=False
+)
+
+
+def tiny_run(tmp: Path, steps: int = 2) -> Path:
+    """A tiny model trained `steps` GRPO steps in process, with the step recorder on (RUN/steps.parquet)."""
+    from rldelta.train.config import TrainConfig
+    from rldelta.train.models import build_tiny
+    from rldelta.train.trainers import train
+
+    model = build_tiny(tmp / "tiny")
+    return train(TrainConfig(model=str(model), output=str(tmp / "run"), steps=steps, train_size=16, **TRAIN_SMALL))
+
+
+def descendants(pid: int) -> list:
+    import psutil
+
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _running(p) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def left_alive(procs: list, within: float) -> list[str]:
+    """The names of those of `procs` (psutil processes) still running `within` seconds from now (then killed)."""
+    import psutil
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline and any(map(_running, procs)):
+        time.sleep(0.2)
+    left = []
+    for p in filter(_running, procs):
+        with contextlib.suppress(psutil.Error):
+            left.append(p.name())
+            p.kill()
+    return left
 
 
 def no_partial(out: Path) -> bool:
@@ -316,7 +372,32 @@ def out_is_a_file(tmp):
 def out_under_a_file(tmp):
     b, t, _ = pair(tmp)
     (tmp / "f").write_text("x")
-    return expect_error("diff", b, t, "-o", tmp / "f" / "out")
+    return expect_naming([f"{tmp / 'f'} is a file"], "diff", b, t, "-o", tmp / "f" / "out")
+
+
+def _loop(tmp: Path) -> Path:
+    (tmp / "loop").symlink_to(tmp / "loop2")
+    (tmp / "loop2").symlink_to(tmp / "loop")
+    return tmp / "loop"
+
+
+@case
+def input_symlink_loop(tmp):
+    _, t, _ = pair(tmp)
+    return expect_naming(["symbolic link loop"], "diff", _loop(tmp), t, "-o", tmp / "out")
+
+
+@case
+def out_symlink_loop(tmp):
+    b, t, _ = pair(tmp)
+    return expect_naming(["symbolic link loop"], "diff", b, t, "-o", _loop(tmp) / "out")
+
+
+@case
+def input_dangling_symlink(tmp):
+    _, t, _ = pair(tmp)
+    (tmp / "link").symlink_to(tmp / "gone")
+    return expect_naming([str(tmp / "gone")], "diff", tmp / "link", t, "-o", tmp / "out")
 
 
 @case
@@ -423,6 +504,39 @@ def nan_only_in_base(tmp):
     return ("ok", "delta_fro and rel_norm both NaN") if ok else ("wrong", f"rel_norm {row['rel_norm']}")
 
 
+@case
+def float64_checkpoints(tmp):
+    g = np.random.default_rng(4)
+    base = g.standard_normal((24, 16))
+    tuned = base + (g.random(base.shape) < 0.3) * 1e-3
+    b, t = ckpt(tmp / "b", {"w": torch.from_numpy(base)}), ckpt(tmp / "t", {"w": torch.from_numpy(tuned)})
+    kind, line = cli("diff", b, t, "-o", tmp / "out")
+    if kind != "exit0":
+        return kind, line
+    got = pd.read_parquet(tmp / "out" / "tensors.parquet").iloc[0]["changed"]
+    want = int((base.view(np.uint64) != tuned.view(np.uint64)).sum())
+    return ("ok", "compared in float64") if got == want else ("wrong", f"{got} changed, numpy {want}")
+
+
+@case
+def fp32_base_against_a_bf16_copy(tmp):
+    """A bf16 publication of an fp32 base with 5% of the entries moved: the cast is no change by default."""
+    g = np.random.default_rng(5)
+    base = (g.standard_normal((64, 48)) * 0.02).astype(np.float32)
+    planted = g.random(base.shape) < 0.05
+    tuned = torch.from_numpy(np.where(planted, base * 1.2 + np.copysign(1e-3, base), base)).bfloat16()
+    b, t = ckpt(tmp / "b", {"w": torch.from_numpy(base)}), ckpt(tmp / "t", {"w": tuned})
+    kind, line = cli("diff", b, t, "-o", tmp / "out")
+    if kind != "exit0":
+        return kind, line
+    s = json.loads((tmp / "out" / "summary.json").read_text())
+    if s["totals"]["changed"] != planted.sum():
+        return "wrong", f"{s['totals']['changed']} changed, {planted.sum()} planted"
+    if not s.get("dtype_note", "").startswith("base fp32, tuned bf16: compared in bf16;"):
+        return "vague", f"the output does not say the dtypes differ: {s.get('dtype_note')}"
+    return "ok", s["dtype_note"]
+
+
 # ---- resume ----------------------------------------------------------------------------------------------------------
 
 
@@ -447,6 +561,18 @@ def resume_across_replaced_input(tmp):
         changed = json.loads((tmp / "out" / "summary.json").read_text())["totals"]["changed"]
         return ("ok", "") if changed == 0 else ("wrong", f"{changed} changed reported, truth 0")
     return kind, line
+
+
+@case
+def resume_across_a_retrained_input_with_its_mtime_put_back(tmp):
+    b, t, _ = pair(tmp)
+    _interrupt(b, t, tmp / "out")
+    f = t / "model.safetensors"
+    st = f.stat()
+    _, other, _ = pair(tmp, seed=9, tag="-other")  # the same shapes: the same header and size
+    f.write_bytes((other / "model.safetensors").read_bytes())
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `touch -r` leaves it
+    return expect_naming([str(f.resolve())], "diff", b, t, "-o", tmp / "out", "--save-mask", "--resume")
 
 
 @case
@@ -568,6 +694,61 @@ def kill9_diff_workers_die(tmp):
     return ("wrong", f"{len(left)} worker(s) still running 5 s later") if left else ("ok", f"{len(workers)} gone")
 
 
+def _holder(out: Path) -> subprocess.Popen:
+    code = (
+        "import time; from rldelta.lock import output_lock\n"
+        f"with output_lock({str(out)!r}, 'diff --save-mask'):\n    print('held', flush=True); time.sleep(60)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
+    p.stdout.readline()
+    return p
+
+
+@case
+def mask_threshold_into_a_folder_a_diff_writes(tmp):
+    b, t, _ = pair(tmp)
+    holder = _holder(tmp / "out")  # a diff --save-mask writing OUT
+    try:
+        kind, line = expect_naming([f"pid {holder.pid}"], "mask", "threshold", b, t, "-o", tmp / "out")
+    finally:
+        holder.kill()
+        holder.wait()
+    return ("wrong", "mask written") if (tmp / "out" / "mask.safetensors").exists() else (kind, line)
+
+
+@case
+def mask_combine_over_its_own_input(tmp):
+    b, t, _ = pair(tmp)
+    run_diff(b, t, tmp / "d1", save_mask=True)
+    run_diff(b, t, tmp / "d2", save_mask=True)
+    a = tmp / "a.safetensors"
+    a.write_bytes((tmp / "d1" / "mask.safetensors").read_bytes())
+    before = a.read_bytes()
+    kind, line = expect_naming([str(a)], "mask", "combine", a, tmp / "d2", "--op", "minus", "-o", a)
+    return ("wrong", "the input mask was replaced") if a.read_bytes() != before else (kind, line)
+
+
+@case
+def kill9_diff_ray_backend_leaves_no_ray(tmp):
+    if importlib.util.find_spec("ray") is None:
+        raise Skip("needs ray")
+    b, t, _ = pair(tmp)
+    code = (
+        "import time; from rldelta.diff import run_diff\n"
+        f"run_diff({str(b)!r}, {str(t)!r}, {str(tmp / 'out')!r}, backend='ray', workers=2,"
+        " progress=lambda d, n, s: (print('running', flush=True), time.sleep(60)))\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV, text=True
+    )
+    p.stdout.readline()
+    procs = descendants(p.pid)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    left = left_alive(procs, 30)  # by themselves Ray's agents waited 60 s for the dead GCS
+    return ("wrong", f"alive 30 s later: {', '.join(sorted(left))}") if left else ("ok", f"{len(procs)} gone")
+
+
 @case
 def surgery_scratch_of_killed_run(tmp):
     b, t, _ = pair(tmp)
@@ -621,7 +802,71 @@ def read_only_file_system(tmp):
         umount(disk)
 
 
-# ---- the study config (issue 17, group 3) --------------------------------------------------------------------------
+# ---- training and its runs ------------------------------------------------------------------------------------------
+
+
+@case
+def train_lr_nan(tmp):
+    from rldelta.train.models import build_tiny
+
+    model = build_tiny(tmp / "tiny")
+    kind, line = expect_naming(["--lr"], "train", "--model", model, "--task", "digits", "--lr", "nan", "-o", tmp / "r")
+    return ("wrong", "a run folder was made") if (tmp / "r").exists() else (kind, line)
+
+
+@case
+def train_resume_of_a_finished_run(tmp):
+    run = tiny_run(tmp, steps=2)
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    kind, line = cli("train", "--resume", "-o", run)
+    if kind != "exit0":
+        return kind, line
+    steps = sorted(set(pd.read_parquet(run / "steps.parquet")["step"]))
+    if steps != [1, 2] or {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} != files:
+        return "wrong", f"the finished run changed (recorded steps {steps})"
+    return "ok", "nothing to resume, nothing written"
+
+
+@case
+def steps_union_at_outside_the_run(tmp):
+    run = tiny_run(tmp, steps=1)
+    for step in ("99", "-3"):
+        kind, line = expect_naming(["--union-at", step], "steps", run, "--union-at", step, "-o", tmp / f"u{step}")
+        if kind != "clean" or (tmp / f"u{step}").exists():
+            return kind, line
+    return kind, line
+
+
+@case
+def pickled_folder_without_tokenizer(tmp):
+    model, marker = _evil_model(tmp)
+    for f in model.glob("tokenizer*"):
+        f.unlink()
+    kind, line = expect_naming(["model.safetensors"], "eval", model, "--task", "arith", "--n", "2")
+    return ("wrong", "the pickle's payload ran") if marker.exists() else (kind, line)
+
+
+@case
+def study_killed_while_building_its_base(tmp):
+    """kill -9 while the tiny base is built, then the study again: no scratch folder left in STUDY/models."""
+    cfg = tmp / "study.toml"
+    cfg.write_text('model = "tiny"\n')
+    p = subprocess.Popen(CLI + ["study", str(cfg), "-o", str(tmp / "s")], env=ENV, stderr=subprocess.DEVNULL)
+    models = tmp / "s" / "models"
+    deadline = time.monotonic() + 120
+    while not list(models.glob(".*")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    from rldelta.study.config import load_config
+    from rldelta.study.stages import prepare_base
+
+    prepare_base(load_config(cfg), tmp / "s")  # the study's first stage, as a re-run enters it
+    left = [x.name for x in models.glob(".*")]
+    return ("wrong", f"left in models/: {left}") if left else ("ok", "scratch removed")
+
+
+# ---- the study config ----------------------------------------------------------------------------------------------
 
 
 STUDY_BAD = [
@@ -632,14 +877,37 @@ STUDY_BAD = [
     "save_steps = 10",
     'steps = "2"',
     '[train]\ntemperature = "hot"',
+    "[train]\nlr = nan",
+    '[formats]\nsizes = ["1b"]',
+    "[formats]\nbatch_size = 0",
+    "[formats]\ndifficulty = 99",
+    "[formats]\nproportions = { code = -0.2, plain = 0.6, boxed = 0.6 }",
 ]
+# Around each bad value, a study small enough that accepting it costs a minute, not the default grid's hour.
+SMALL_STUDY = {"model": '"tiny"', "task": '"digits"', "seeds": "[0]", "steps": "1", "eval_n": "2", "retrain": "false"}
+SMALL_STUDY |= {"advantage_runs": "false", "probes": '["formats"]'}
+SMALL_FORMATS = {"sizes": '["test"]', "pretrain_steps": "2", "steps": "1"}
+
+
+def _study_toml(text: str) -> str:
+    lines = text.splitlines()
+    top = {k: v for k, v in SMALL_STUDY.items() if not lines[0].startswith(k + " ")}
+    out = "".join(f"{k} = {v}\n" for k, v in top.items()) + text + "\n"
+    if lines[0] == "[formats]":
+        out += "".join(f"{k} = {v}\n" for k, v in SMALL_FORMATS.items() if not lines[1].startswith(k + " "))
+    return out
+
+
 for _i, _text in enumerate(STUDY_BAD):
 
     def _study(tmp, text=_text):
+        """Refused at once (nothing trained: no STUDY folder), one line naming the file and the key."""
         cfg = tmp / "study.toml"
-        cfg.write_text(text + "\n")
-        kind, line = expect_error("study", cfg, "-o", tmp / "study")
-        return kind, line
+        cfg.write_text(_study_toml(text))
+        key = text.splitlines()[-1].split(" =")[0]
+        table = text.splitlines()[0].strip("[]") + "." if text.startswith("[formats]") else ""
+        kind, line = expect_naming([str(cfg), table + key], "study", cfg, "-o", tmp / "study")
+        return ("wrong", "refused only after it ran") if (tmp / "study").exists() else (kind, line)
 
     CASES.append((f"study_config_{_i}:{_text.splitlines()[-1]}", _study))
 
@@ -664,14 +932,15 @@ def main() -> int:
             except Exception as e:  # the corpus itself failing on a case counts against the code under test
                 kind, msg = "traceback", f"{type(e).__name__}: {e}"
         counts[kind] += 1
-        print(f"{kind:10s} {name}" + (f"  — {msg}" if args.v or kind in ("traceback", "wrong") else ""), flush=True)
+        shown = args.v or kind in ("traceback", "wrong", "vague")
+        print(f"{kind:10s} {name}" + (f"  — {msg}" if shown else ""), flush=True)
     tried = sum(v for k, v in counts.items() if k != "skipped")
     print(
         f"\ncases tried: {tried}; ok: {counts['ok']}; clean one-line errors: {counts['clean']}; "
-        f"tracebacks: {counts['traceback']}; silent wrong results: {counts['wrong']}; skipped: {counts['skipped']} "
-        f"({time.perf_counter() - t0:.0f} s)"
+        f"tracebacks: {counts['traceback']}; silent wrong results: {counts['wrong']}; vague messages: "
+        f"{counts['vague']}; skipped: {counts['skipped']} ({time.perf_counter() - t0:.0f} s)"
     )
-    return 1 if counts["traceback"] or counts["wrong"] else 0
+    return 1 if counts["traceback"] or counts["wrong"] or counts["vague"] else 0
 
 
 if __name__ == "__main__":

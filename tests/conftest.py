@@ -57,6 +57,14 @@ def bf16_to_f32(x: torch.Tensor) -> np.ndarray:
     return bits.view(np.float32)
 
 
+def bf16_rne(x: np.ndarray) -> torch.Tensor:
+    """fp32 values rounded to bf16 by the definition (round to nearest, ties to even), independently of torch's
+    casts."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return torch.from_numpy(rounded.view(np.int16)).view(torch.bfloat16)
+
+
 @pytest.fixture(autouse=True)
 def _hub_offline(monkeypatch):
     """No test reaches the network: a hub id that is not in a test's own cache fails at once, offline."""

@@ -113,6 +113,15 @@ def test_surgery_rule(kind, mask, control, tuned, expected):
     assert v.verdict == expected, v.text
     _named(v)
     assert "random masks" in v.null and "grpo-s0-fp32" in v.comparison
+    assert (
+        v.comparison
+        == (
+            "base + the update on the grpo-s0-fp32 mask vs the same on random masks"
+            if kind == "patch"
+            else "the tuned model with the grpo-s0-fp32 mask reset vs with random masks reset instead"
+        )
+        + ", and vs the tuned model whose update was used"
+    )
     if expected == c.INCONCLUSIVE:
         assert "test problems" in v.more_data
 

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 import rldelta.diff as diff_mod
-from conftest import bf16_to_f32, write_checkpoint
+from conftest import bf16_rne, bf16_to_f32, bits, write_checkpoint
 from rldelta.cli import app
 from rldelta.diff import DiffError, run_diff
 from rldelta.metrics.rank import effective_rank, numerical_rank, rank_stats
@@ -170,6 +170,74 @@ def test_bf16_base_vs_fp32_tuned_below_half_ulp(ckpt, tmp_path):
     check_row(df32.loc["w"], exp32)
     assert df16.loc["w", "changed_atol"] == exp32["changed_atol"] > 0  # the tolerance view ignores the dtype
     assert df16.loc["w", "dtype_tuned"] == "float32"
+    # the wider side here is the tuned one: every master value lies off the bf16 grid, so the cast changes each
+    assert df16.loc["w", "cast_changed"] == df32.loc["w", "cast_changed"] == base.numel()
+
+
+def test_fp32_base_against_its_bf16_copy_reports_the_planted_change_not_the_cast(ckpt, tmp_path):
+    """An fp32 base against a bf16 publication of it with 5% of the entries moved: by default the diff compares in
+    bf16 (the narrower dtype) and reports the planted entries; its output names both dtypes and how many entries
+    the cast alone changed; --compare-dtype fp32 still counts the cast."""
+    g = np.random.default_rng(11)
+    base = (g.standard_normal((64, 48)) * 0.02).astype(np.float32)
+    base[0, :8] = [0.5, -1.0, 0.25, 2.0, 0.0, -0.125, 1.5, 3.0]  # on the bf16 grid: the cast leaves them alone
+    planted = g.random(base.shape) < 0.05
+    step = np.copysign(np.abs(base) * 0.1 + 1e-3, base)  # away from zero, 10% or more: well above a bf16 ULP
+    moved = np.where(planted, base + step, base).astype(np.float32)
+    tuned = bf16_rne(moved)
+    b, t = ckpt("base", {"w": torch.from_numpy(base)}), ckpt("tuned", {"w": tuned})
+    cast = int((bf16_to_f32(bf16_rne(base)) != base).sum())  # base entries bf16 cannot hold
+    assert cast == base.size - 8
+
+    s16 = run_diff(b, t, tmp_path / "default")
+    df16, _ = read(tmp_path / "default")
+    want16 = int((bits(bf16_rne(base)) != bits(tuned)).sum())
+    assert df16.loc["w", "changed"] == s16["totals"]["changed"] == want16 == planted.sum()
+    assert df16.loc["w", "cast_changed"] == s16["totals"]["cast_changed"] == cast
+    assert s16["dtype_note"] == f"base fp32, tuned bf16: compared in bf16; {cast:,} entries differ by the cast alone"
+    assert s16["mixed_dtypes"] == [
+        {"base": "float32", "tuned": "bfloat16", "compared_in": "bfloat16", "tensors": 1, "numel": base.size}
+        | {"cast_changed": cast}
+    ]
+    r = runner.invoke(app, ["diff", str(b), str(t), "-o", str(tmp_path / "cli")])
+    assert r.exit_code == 0, r.output
+    assert s16["dtype_note"] in " ".join(r.output.split())
+
+    s32 = run_diff(b, t, tmp_path / "fp32", compare_dtype="fp32")
+    want32 = int((base.view(np.uint32) != bf16_to_f32(tuned).view(np.uint32)).sum())
+    assert s32["totals"]["changed"] == want32 >= cast  # the cast, and the planted entries on the bf16 grid
+    assert s32["dtype_note"].startswith("base fp32, tuned bf16: compared in fp32;")
+    assert s32["totals"]["cast_changed"] == cast
+
+
+def test_float64_checkpoints_are_compared_in_float64(ckpt, tmp_path):
+    g = np.random.default_rng(5)
+    base = g.standard_normal((24, 16))
+    tuned = base.copy()
+    tuned[g.random(base.shape) < 0.3] += 1e-3
+    tuned[0, 0] += 1e-12  # below fp32's resolution: a change in float64 only
+    run_diff(ckpt("b", {"w": torch.from_numpy(base)}), ckpt("t", {"w": torch.from_numpy(tuned)}), tmp_path / "out")
+    df, s = read(tmp_path / "out")
+    assert df.loc["w", "changed"] == int((base.view(np.uint64) != tuned.view(np.uint64)).sum())
+    assert df.loc["w", "base_fro"] == pytest.approx(float(np.sqrt((base**2).sum())), rel=1e-12)
+    assert df.loc["w", "dtype_base"] == "float64" and "dtype_note" not in s
+
+
+def test_a_run_that_fails_before_any_tensor_leaves_nothing(tmp_path, monkeypatch):
+    b = write_checkpoint(tmp_path / "b", _model_tensors(0))
+    t = write_checkpoint(tmp_path / "t", _model_tensors(0, moved=0.2))
+
+    def broken(*args):
+        raise DiffError("cannot diff this tensor")
+
+    monkeypatch.setattr(diff_mod, "diff_tensor", broken)
+    with pytest.raises(DiffError):
+        run_diff(b, t, tmp_path / "new", save_mask=True)
+    assert not (tmp_path / "new").exists()  # no journal of nothing, no folder this run made
+    (tmp_path / "old").mkdir()
+    with pytest.raises(DiffError):
+        run_diff(b, t, tmp_path / "old")
+    assert (tmp_path / "old").is_dir() and not any((tmp_path / "old").iterdir())  # a folder it found stays
 
 
 def test_nonfinite_counted(ckpt, tmp_path):

@@ -13,9 +13,10 @@ from safetensors.torch import save_file
 from scipy.stats import mannwhitneyu
 from typer.testing import CliRunner
 
+from conftest import bf16_rne, bits
 from rldelta.cli import app
 from rldelta.diff import run_diff
-from rldelta.explain import run_explain
+from rldelta.explain import ExplainError, run_explain
 from rldelta.masks import Mask, save_mask
 from rldelta.metrics.nulls import random_sparse_matrix, random_sparse_rank_null
 from rldelta.metrics.precision import (
@@ -166,6 +167,31 @@ def test_random_sign_update_within_rounding_ties(tmp_path):
     assert r["precision"] == 1.0
     assert r["recall"] >= 1 - pow2 / r["observed_changed_frac"]
     assert r["auc"] >= 1 - pow2
+
+
+def test_an_fp32_base_is_explained_in_the_dtype_the_diff_compared_in(tmp_path):
+    """An fp32 base, its fp32 master after an update and the master's bf16 publication: the default diff compares in
+    bf16 (the narrower dtype), and explain's fp32 pass must take the same dtype for what survived the rounding."""
+    g = np.random.default_rng(7)
+    base = (g.standard_normal((48, 32)) * 0.02).astype(np.float32)
+    moved = g.random(base.shape) < 0.2
+    master = (base + moved * g.standard_normal(base.shape).astype(np.float32) * np.float32(1e-4)).astype(np.float32)
+    save_file({"w.weight": torch.from_numpy(base)}, str(tmp_path / "base.safetensors"))
+    save_file({"w.weight": torch.from_numpy(master)}, str(tmp_path / "master.safetensors"))
+    save_file({"w.weight": bf16_rne(master)}, str(tmp_path / "tuned.safetensors"))
+    run_diff(tmp_path / "base.safetensors", tmp_path / "tuned.safetensors", tmp_path / "diff", save_mask=True)
+    m = run_explain(
+        tmp_path / "diff", tmp_path / "base.safetensors", tmp_path / "out", tuned_master=tmp_path / "master.safetensors"
+    )["master"]
+    survived = bits(bf16_rne(base)) != bits(bf16_rne(master))  # in bf16, by the rounding's definition
+    nz = (master != base).reshape(-1)
+    assert m["mask_disagreement"] == 0  # the same set the diff's mask holds
+    assert m["lost_to_rounding_frac"] == (nz & ~survived.numpy().reshape(-1)).sum() / nz.sum()
+    # the mask alone does not say which dtype the tuned side had: refused, not guessed
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "mask.safetensors").write_bytes((tmp_path / "diff" / "mask.safetensors").read_bytes())
+    with pytest.raises(ExplainError, match="compared in the narrower stored dtype, but no tensors.parquet"):
+        run_explain(tmp_path / "alone", tmp_path / "base.safetensors", tmp_path / "out2")
 
 
 def _fake_diff(path, tensors: dict[str, torch.Tensor]):

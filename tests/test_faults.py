@@ -10,6 +10,7 @@ issue's corpus, so that its five groups can be read (and re-run) together.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import pickle
@@ -89,19 +90,25 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
         holder.wait()
 
 
-@pytest.mark.parametrize("writer", ["overlap", "surgery"])
+@pytest.mark.parametrize("writer", ["overlap", "surgery", "mask threshold", "mask combine", "mask file"])
 def test_every_writer_takes_the_lock(tmp_path, writer):
     b, t = _pair(tmp_path)
-    run_diff(b, t, tmp_path / "d1", save_mask=True)
-    run_diff(b, t, tmp_path / "d2", save_mask=True)
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    run_diff(b, t, d1, save_mask=True)
+    run_diff(b, t, d2, save_mask=True)
     out = tmp_path / "w"
-    holder = _holder(out)
+    holder = _holder(out)  # a diff --save-mask into OUT, say
+    args = {
+        "overlap": ["overlap", str(d1), str(d2), "-o", str(out)],
+        "surgery": ["surgery", "patch", str(b), str(t), "-m", str(d1), "-o", str(out)],
+        "mask threshold": ["mask", "threshold", str(b), str(t), "-o", str(out)],
+        "mask combine": ["mask", "combine", str(d1), str(d2), "--op", "and", "-o", str(out)],
+        # OUT/mask.safetensors is the diff folder's mask: locked as that folder
+        "mask file": ["mask", "random", str(d1), "-o", str(out / "mask.safetensors")],
+    }[writer]
     try:
-        if writer == "overlap":
-            args = ["overlap", str(tmp_path / "d1"), str(tmp_path / "d2"), "-o", str(out)]
-        else:
-            args = ["surgery", "patch", str(b), str(t), "-m", str(tmp_path / "d1"), "-o", str(out)]
         assert f"pid {holder.pid}" in _one_line_error(runner.invoke(app, args))
+        assert not (out / "mask.safetensors").exists()
     finally:
         holder.kill()
         holder.wait()
@@ -173,6 +180,21 @@ def test_resume_across_a_replaced_input_is_refused(tmp_path):
     assert run_diff(b, t, out, save_mask=True)["totals"]["changed"] == 0  # starting over gives the truth
 
 
+def test_resume_across_a_retrained_input_with_its_mtime_put_back_is_refused(tmp_path):
+    b, t = _pair(tmp_path)
+    out = tmp_path / "out"
+    _interrupted(b, t, out)
+    f = t / "model.safetensors"
+    st = f.stat()
+    # the same shapes (so the same header and size), other values, and the old mtime (as `touch -r` leaves it)
+    _, other = _pair(tmp_path / "other", seed=1)
+    f.write_bytes((other / "model.safetensors").read_bytes())
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    with pytest.raises(ResumeError, match=r"model\.safetensors changed since the interrupted run"):
+        run_diff(b, t, out, save_mask=True, resume=True)
+
+
 def test_resume_of_an_unchanged_input_continues(tmp_path, monkeypatch):
     b, t = _pair(tmp_path)
     out = tmp_path / "out"
@@ -228,6 +250,35 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
+def _started(code: str) -> subprocess.Popen:
+    """A Python process running `code`, once it has printed "running"."""
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
+    assert p.stdout.readline().strip() == "running"
+    return p
+
+
+def _kill9(p: subprocess.Popen) -> None:
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+
+
+# The wait ends as soon as the workers are gone (a fraction of a second on a quiet machine); the deadline only bounds
+# a failing run, so it is generous rather than fitted to one machine: under load the kernel's SIGKILL and the exit of a
+# worker that holds hundreds of MB can take seconds.
+WORKERS_GONE_S = 60
+
+
+def _left_after_parent_death(workers: list[int], within: float = WORKERS_GONE_S) -> list[int]:
+    """The workers still alive `within` seconds of their parent's death (killed here, so that none outlives the test)."""
+    deadline = time.monotonic() + within
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [w for w in workers if _alive(w)]
+    for w in left:
+        os.kill(w, signal.SIGKILL)
+    return left
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_diff_workers_die_with_a_killed_parent(tmp_path):
     b, t = _pair(tmp_path)
@@ -236,18 +287,11 @@ def test_diff_workers_die_with_a_killed_parent(tmp_path):
         f"run_diff({str(b)!r}, {str(t)!r}, {str(tmp_path / 'out')!r}, workers=2,"
         " progress=lambda d, n, s: (print('running', flush=True), time.sleep(60)))\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
-    assert parent.stdout.readline().strip() == "running"
+    parent = _started(code)
     workers = [w for w in _children(parent.pid) if "resource_tracker" not in Path(f"/proc/{w}/cmdline").read_text()]
     assert workers
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 5
-    while any(map(_alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left = [w for w in workers if _alive(w)]
-    for w in left:
-        os.kill(w, signal.SIGKILL)
+    _kill9(parent)
+    left = _left_after_parent_death(workers)
     assert not left, f"workers {left} outlived their parent"
 
 
@@ -260,18 +304,54 @@ def test_study_pool_workers_die_with_a_killed_parent():
         "    pool = mp.get_context('spawn').Pool(1, initializer=die_with_parent)\n"
         "    pool.apply(time.sleep, (0,)); print('running', flush=True); time.sleep(60)\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
-    assert parent.stdout.readline().strip() == "running"
+    parent = _started(code)
     workers = [w for w in _children(parent.pid) if "resource_tracker" not in Path(f"/proc/{w}/cmdline").read_text()]
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
-    deadline = time.monotonic() + 5
-    while any(map(_alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left = [w for w in workers if _alive(w)]
-    for w in left:
-        os.kill(w, signal.SIGKILL)
+    _kill9(parent)
+    left = _left_after_parent_death(workers)
     assert workers and not left
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_processes_started_by_what_a_killed_parent_started_die_too(tmp_path):
+    """descendants_die_with_me: a child without the parent-death signal and the child it started (as a raylet starts
+    Ray's agents) are killed once their ancestor is, instead of living on under init."""
+    code = (
+        "import subprocess, sys, time; from rldelta.lifetime import descendants_die_with_me\n"
+        "with descendants_die_with_me():\n"
+        # both outlive the test's wait by far unless something kills them
+        '    subprocess.Popen([sys.executable, \'-c\', \'import subprocess, time; subprocess.Popen(["sleep", "600"]); '
+        "time.sleep(600)'])\n"
+        "    time.sleep(2); print('running', flush=True); time.sleep(60)\n"
+    )
+    parent = _started(code)
+    started = _descendants(parent.pid)  # the child, its sleep (and the watcher)
+    names = [Path(f"/proc/{w}/cmdline").read_text() for w in started]
+    assert any(n.startswith("sleep") for n in names) and len(started) >= 2, names
+    _kill9(parent)
+    assert not _left_after_parent_death(started)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray")
+def test_a_local_ray_dies_with_a_killed_diff(tmp_path):
+    """Ray's dashboard and runtime-env agents outlived a kill -9 of `diff --backend ray` by about a minute."""
+    b, t = _pair(tmp_path)
+    code = (
+        "import time; from rldelta.diff import run_diff\n"
+        f"run_diff({str(b)!r}, {str(t)!r}, {str(tmp_path / 'out')!r}, backend='ray', workers=2,"
+        " progress=lambda d, n, s: (print('running', flush=True), time.sleep(60)))\n"
+    )
+    parent = _started(code)
+    ray = _descendants(parent.pid)
+    _kill9(parent)
+    # By themselves the agents leave after a 60 s wait for the dead GCS; killed, within a second or two. Half of the
+    # 60 s tells the two apart on any machine load.
+    assert not _left_after_parent_death(ray, within=30)
 
 
 def test_study_pools_use_the_parent_death_initializer():
@@ -307,6 +387,37 @@ def test_out_that_is_a_file_is_one_line(tmp_path):
     )
     line = _one_line_error(runner.invoke(app, ["overlap", str(b), str(t), "-o", str(out)]))
     assert str(b) in line or str(out) in line
+
+
+def test_paths_that_cannot_be_used_are_named_for_what_they_are(tmp_path):
+    b, t = _pair(tmp_path)
+    (tmp_path / "file").write_text("x")
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+
+    def line(*args):
+        return _one_line_error(runner.invoke(app, [str(a) for a in args]))
+
+    # OUT under a file: the OS says only "File exists", of the file
+    for out in (tmp_path / "file" / "out", tmp_path / "file" / "a" / "b"):
+        assert (
+            line("diff", b, t, "-o", out)
+            == f"error: {out}: {tmp_path / 'file'} is a file, not a folder; choose another output folder"
+        )
+    # a symbolic link loop: as an input it read "no such file or directory", as OUT it was a traceback
+    assert (
+        line("diff", loop, t, "-o", tmp_path / "o")
+        == f"error: {loop}: a symbolic link loop (Too many levels of symbolic links)"
+    )
+    assert line("mask", "info", loop) == f"error: {loop}: a symbolic link loop (Too many levels of symbolic links)"
+    for out in (loop, loop / "sub"):
+        assert line("diff", b, t, "-o", out) == f"error: {out}: a symbolic link loop; choose another path"
+    assert line("diff", tmp_path / "dangling", t, "-o", tmp_path / "o") == (
+        f"error: {tmp_path / 'dangling'}: a symbolic link to {tmp_path / 'gone'}, which does not exist"
+    )
+    assert line("diff", tmp_path / "nothing", t, "-o", tmp_path / "o").endswith("nothing: no such file or directory")
 
 
 @pytest.mark.parametrize(
@@ -430,3 +541,41 @@ def test_pickled_weights_are_refused_unread_by_eval_and_diff(tmp_path):
     line = _one_line_error(runner.invoke(app, ["diff", str(model), str(model), "-o", str(tmp_path / "o")]))
     assert "pickled" in line
     assert not marker.exists()
+
+
+def test_a_folder_without_tokenizer_is_named_for_what_it_lacks(tmp_path):
+    model, marker = _evil_model(tmp_path)
+    for f in model.glob("tokenizer*"):
+        f.unlink()
+    # pickled weights and no tokenizer: refused for the weights (transformers used to fail on the tokenizer first)
+    run = tmp_path / "run"
+    for args in (["eval", str(model), "--task", "arith", "--n", "2"], ["train", "--model", str(model), "-o", str(run)]):
+        line = _one_line_error(runner.invoke(app, args))
+        assert str(model) in line and "model.safetensors" in line
+    assert not marker.exists() and not run.exists()  # the refused run made no folder
+    from rldelta.train.models import build_tiny
+
+    plain = build_tiny(tmp_path / "plain")
+    for f in plain.glob("tokenizer*"):
+        f.unlink()
+    line = _one_line_error(runner.invoke(app, ["eval", str(plain), "--task", "arith", "--n", "2"]))
+    assert (
+        line
+        == f"error: {plain}: no tokenizer (tokenizer.json, tokenizer.model, vocab.json, vocab.txt, ...) beside the weights"
+    )
+
+
+def test_union_at_a_step_the_run_did_not_record_is_refused(tmp_path):
+    from conftest import TRAIN_ONE_STEP
+    from rldelta.train.config import TrainConfig
+    from rldelta.train.models import build_tiny
+    from rldelta.train.trainers import train
+
+    run = train(TrainConfig(model=str(build_tiny(tmp_path / "tiny")), output=str(tmp_path / "run"), **TRAIN_ONE_STEP))
+    for step in ("99", "-3", "0"):  # 99 printed the step-1 union as "up to step 99"; -3 was accepted
+        out = tmp_path / f"u{step}"
+        line = _one_line_error(runner.invoke(app, ["steps", str(run), "--union-at", step, "-o", str(out)]))
+        assert line == f"error: --union-at {step}: {run} recorded steps 1 to 1; choose one of them"
+        assert not out.exists()
+    r = runner.invoke(app, ["steps", str(run), "--union-at", "1", "-o", str(tmp_path / "u1")])
+    assert r.exit_code == 0 and (tmp_path / "u1" / "mask.safetensors").is_file(), r.output

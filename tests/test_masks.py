@@ -228,6 +228,25 @@ def test_cli_bad_inputs(tmp_path):
     assert r.exit_code != 0 and "nothere" in r.output
 
 
+def test_cli_refuses_to_write_over_an_input_mask(tmp_path):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_mask(Mask.from_tensors({"w": torch.tensor([[True, False, True]])}), a)
+    save_mask(Mask.from_tensors({"w": torch.tensor([[True, True, False]])}), b)
+    _pair(tmp_path)
+    run_diff(tmp_path / "base", tmp_path / "tuned", tmp_path / "d", save_mask=True)
+    before = a.read_bytes(), (tmp_path / "d" / "mask.safetensors").read_bytes()
+    for args, out in (
+        (["combine", str(a), str(b), "--op", "and"], a),
+        (["combine", str(a), str(b), "--op", "or"], tmp_path / ".." / tmp_path.name / "b.safetensors"),
+        (["random", str(a)], a),
+        (["from-diff", str(tmp_path / "d")], tmp_path / "d"),  # the diff folder's own mask
+    ):
+        r = runner.invoke(app, ["mask", *args, "-o", str(out)])
+        assert r.exit_code == 2 and r.output.strip().startswith(f"error: {out}: is the input mask"), r.output
+    assert (a.read_bytes(), (tmp_path / "d" / "mask.safetensors").read_bytes()) == before
+    assert torch.equal(load_mask(b).get("w"), torch.tensor([[True, True, False]]))
+
+
 def test_delta_builders_refuse_checkpoints_of_different_models(ckpt):
     base = open_checkpoint(ckpt("base", {"w": torch.zeros(2, 3), "v": torch.zeros(4)}))
     missing = open_checkpoint(ckpt("missing", {"w": torch.zeros(2, 3)}))

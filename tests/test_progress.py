@@ -71,3 +71,25 @@ def test_diff_in_a_log_prints_plain_lines(tmp_path, capsys):
     assert re.fullmatch(
         r"diff: 3/3 done \(model\.layers\.\d\.mlp\.up_proj\.weight\), [\d.]+ s elapsed, ~0\.0 s left", lines[-1]
     )
+
+
+def test_transformers_bars_stay_out_of_a_log(tmp_path):
+    """A command whose stderr is a file or a pipe (a job's log) loads a model without transformers' "Loading weights"
+    bar, which wrote carriage-return redraws into it."""
+    import os
+    import subprocess
+    import sys
+
+    from rldelta.train.models import build_tiny
+
+    model = build_tiny(tmp_path / "tiny")
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    r = subprocess.run(
+        [sys.executable, "-m", "rldelta.cli", "eval", str(model), "--task", "digits", "--n", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr and "Loading weights" not in r.stderr, r.stderr

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from scipy.stats import mannwhitneyu
 from typer.testing import CliRunner
 
+from conftest import bf16_rne
 from rldelta.checkpoint.hub import parse_hub_id
 from rldelta.cli import app
 from rldelta.reproduce import ReproduceError, figure_verdict, load_catalog, run_reproduce
@@ -151,16 +152,19 @@ def fabricated(tmp_path, monkeypatch):
         "auc": None,
     }
 
-    # pickled .bin, fp32 (so no rounding null: that is measured where the base is bf16)
+    # pickled .bin, an fp32 base and its tuned copy published in bf16 (so no rounding null: that is measured where
+    # the base is bf16). Read as the paper read its pairs, both in bf16: the cast itself is no change.
     fbase = {n: torch.randn(t.shape, generator=torch.Generator().manual_seed(3)) for n, t in bf16_model(3).items()}
     ftuned = {n: t.clone() for n, t in fbase.items()}
-    ftuned["model.layers.0.self_attn.q_proj.weight"][:4] += 1e-3  # a rank-1 update of four rows
-    ftuned["model.norm.weight"][0] += 1e-7  # below the 1e-5 tolerance: changed bitwise, not under atol
+    ftuned["model.layers.0.self_attn.q_proj.weight"][:4] += 0.25  # a rank-1 update of four rows, above bf16's ULP
+    ftuned["model.norm.weight"][0] += 1e-7  # below half a bf16 ULP: gone in bf16, as in the paper's reading
+    ftuned = {n: t.bfloat16() for n, t in ftuned.items()}
     for repo, tensors in (("fab/bin-sft", fbase), ("fab/bin-rl", ftuned)):
         snap = hub_cache(hub, repo, {"placeholder": torch.zeros(1)})
         (snap / "model.safetensors").unlink()
         torch.save(tensors, snap / "pytorch_model.bin")
-    want["bin"] = expected(fbase, ftuned, rounding=False)
+    want["bin"] = expected({n: bf16_rne(t.numpy()) for n, t in fbase.items()}, ftuned, rounding=False)
+    assert want["bin"]["changed"] == 4 * 12  # the update's rows, not the cast
 
     # a grown vocabulary (Tulu-3's 128,256 -> 128,264, in small): 3 rows added to the embedding
     vbase = bf16_model(4)

@@ -173,6 +173,7 @@ def test_report_has_every_section_and_only_table_numbers(done):
     assert "experts" not in p.ids  # a dense model: no experts section (test_moe_study.py has one)
     assert len(p.imgs) == 11 and all(s.startswith("data:image/png;base64,") for s in p.imgs)  # 10 + every step
     assert "http://" not in page and "https://" not in page  # opens offline
+    assert ">nan<" not in page  # a headline row without an interval (the probes' numbers) showed "nan" for its source
     tables = {}
     assert len(p.nums) > 100
     for n in p.nums:
@@ -235,6 +236,23 @@ def test_study_numbers_against_independent_computation(done):
     last = dyn[(dyn["run"] == "grpo-s0-fp32") & (dyn["step"] == 4)].iloc[0]
     assert last["still_changed_at_end"] == 1.0 and last["share_of_final_set"] == 1.0
     assert load_mask(out / "diffs" / Path(runs.loc["grpo-s0-fp32", "run_dir"]).name / "step-2").numel == numel
+
+
+def test_the_scratch_of_a_study_killed_while_building_its_base_is_removed(tmp_path):
+    """A kill -9 while the tiny base was built left `models/.tiny-fp32-*` (and the bf16 copy's scratch), which every
+    later run, even a successful one, kept."""
+    from rldelta.study.stages import prepare_base
+
+    cfg = config_from_dict({"model": "tiny"}, source="test")
+    models = tmp_path / "study" / "models"
+    for stale in (".tiny-fp32-killed", ".tiny-seed0-bf16.tmp-killed"):
+        (models / stale).mkdir(parents=True)
+        (models / stale / "model.safetensors").write_bytes(b"x")
+    out = prepare_base(cfg, tmp_path / "study")
+    assert sorted(p.name for p in models.iterdir()) == [out.name]
+    (models / ".tiny-fp32-killed").mkdir()  # a later run finds its base built: it cleans up all the same
+    assert prepare_base(cfg, tmp_path / "study") == out
+    assert sorted(p.name for p in models.iterdir()) == [out.name]
 
 
 def test_bad_configs_name_file_and_key(tmp_path):

@@ -39,6 +39,17 @@ BAD = [
     ("[formats]\nnoise = { code = true }\n", "formats.noise", "True", "a table of numbers"),
     ('[formats.train]\nlr = "fast"\n', "formats.train.lr", "'fast'", "a number"),
     ("[formats.train]\nseed = 1\n", "formats.train.seed", "seed", "set by the study"),
+    # [formats] values that used to fail only after the grid had trained (a KeyError, or a message naming no file)
+    ('[formats]\nsizes = ["1b"]\n', "formats.sizes", "'1b'", "choose from test, 5m, 30m"),
+    ("[formats]\nbatch_size = 0\n", "formats.batch_size", "0", ">= 1"),
+    ("[formats]\ndifficulty = 99\n", "formats.difficulty", "99", "one of"),
+    ("[formats]\ndifficulties = [1, 9]\n", "formats.difficulties", "[1, 9]", "some of"),
+    ("[formats]\nproportions = { code = -0.2, plain = 0.6, boxed = 0.6 }\n", "formats.proportions", "-0.2", "[0, 1]"),
+    ("[formats]\nproportions = { code = 0.5 }\n", "formats.proportions", "0.5", "sum to 1"),
+    ("[formats]\nnoise = { code = 2.0 }\n", "formats.noise", "2.0", "[0, 1]"),
+    ("[formats]\nmax_minutes = 0\n", "formats.max_minutes", "0", "> 0"),
+    ("[formats]\neval_prompts = 0\n", "formats.eval_prompts", "0", ">= 1"),
+    ("[train]\nlr = nan\n", "lr", "nan", "finite"),
 ]
 
 

@@ -4,15 +4,18 @@ same seed, same weights; resume continues bit-for-bit; the advantage filter spli
 from __future__ import annotations
 
 import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from conftest import TRAIN_ONE_STEP, bits, load_all, masked_training_changes
 from rldelta.checkpoint import open_checkpoint
+from rldelta.cli import app
 from rldelta.masks import Mask, MaskError
 from rldelta.train.config import ALGOS, ConfigError, TrainConfig, make_config, parse_save_steps
 from rldelta.train.masking import MaskedUpdate, bind_masks
@@ -55,6 +58,13 @@ def test_config_rejects_bad_settings(tmp_path):
         TrainConfig(model="m", output="o", num_generations=1)
     with pytest.raises(ConfigError, match="nothing to resume"):
         make_config(str(tmp_path), resume=True)
+    for key in ("lr", "temperature", "weight_decay", "beta"):  # NaN passes `<= 0`; inf trains to NaN
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(ConfigError, match=f"--{key.replace('_', '-')} must be a finite number"):
+                TrainConfig(model="m", output="o", **{key: value})
+    r = CliRunner().invoke(app, ["train", "--model", "m", "--lr", "nan", "-o", str(tmp_path / "run")])
+    assert r.exit_code == 2 and r.output.strip() == "error: --lr must be a finite number, got nan", r.output
+    assert not (tmp_path / "run").exists()
 
 
 # ---- masked updates without a trainer: against a hand computation ------------------------------------------------
@@ -185,6 +195,28 @@ def test_same_seed_same_weights_and_resume_continues_exactly(base, tmp_path):
     record = json.loads((r / "run.json").read_text())
     assert record["status"] == "completed" and record["resumed_from"].endswith("checkpoint-1")
     assert {"torch", "transformers", "trl"} <= set(record["versions"]) and "git_revision" in record
+
+
+def test_resume_of_a_finished_run_is_a_no_op_that_says_so(base, tmp_path, capsys):
+    """The Trainer, resumed at the last step, ran one step past it ("step 13/12") into metrics and steps.parquet."""
+    r = run(base, tmp_path / "r", steps=2)
+    files = {p: p.read_bytes() for p in r.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert run(base, r, steps=2, resume=True) == r
+    assert f"{r}: already trained to step 2 of 2; nothing to resume" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in r.rglob("*") if p.is_file()} == files  # nothing written
+    assert pd.read_parquet(r / "metrics.parquet")["step"].tolist() == [1, 2]
+    with pytest.raises(TrainError, match="already reached step 2; --steps 1 cannot undo it"):
+        run(base, r, steps=1, resume=True)
+    # killed after its last checkpoint, before run.json said so: the resume records the end it finds
+    record = json.loads((r / "run.json").read_text())
+    (r / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    run(base, r, steps=2, resume=True)
+    assert json.loads((r / "run.json").read_text())["status"] == "completed"
+    # killed between the resume point and the published copy: refused, naming what to remove
+    shutil.rmtree(r / "checkpoints" / "step-2")
+    with pytest.raises(TrainError, match=r"not .*step-2; remove .*checkpoint-2 to train that step again"):
+        run(base, r, steps=2, resume=True)
 
 
 # ---- --advantages ------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import os
 from collections.abc import Iterator
 from types import ModuleType
 
+from rldelta.lifetime import descendants_die_with_me
+
 BACKENDS = ("local", "ray")
 
 
@@ -29,18 +31,18 @@ def ray_session(address: str | None, error: type[Exception]) -> Iterator[ModuleT
     Without the `ray` package, `error` is raised with the install command.
     """
     ray = require_ray(error)
-    started = False
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        yield ray
+        return
+    # A local Ray's processes die with this one (lifetime.py): its agents would outlive a kill -9 by a minute.
+    with contextlib.ExitStack() as stack:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
+            stack.enter_context(descendants_die_with_me())
             ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
-        started = True
-    try:
+        stack.callback(ray.shutdown)
         yield ray
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def cluster_cpus(ray: ModuleType) -> int:

@@ -204,6 +204,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "changed_atol",
         "nonfinite",
         "added",
+        "cast_changed",
         "tensors",
         "changed_experts",
         "top_experts",

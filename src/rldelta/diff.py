@@ -11,6 +11,7 @@ rows write one output format together; the journal and the per-tensor numbers li
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -28,7 +29,7 @@ import torch
 from rldelta import __version__
 from rldelta.atomic import atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, Pairing, SafetensorsStreamWriter, open_checkpoint, pair_tensors
-from rldelta.checkpoint.dtypes import dtype_label
+from rldelta.checkpoint.dtypes import dtype_label, dtype_of_label
 from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
 from rldelta.columns import unit_schema
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
@@ -38,11 +39,10 @@ from rldelta.lifetime import die_with_parent
 from rldelta.lock import locks_output
 from rldelta.malloc import keep_freed_memory
 from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
-from rldelta.metrics.delta import DeltaStats
 from rldelta.metrics.experts import expert_summary
 from rldelta.metrics.fp8 import stored_delta, stored_delta_stats
 from rldelta.metrics.rank import rank_stats_batch
-from rldelta.metrics.sparsity import COMPARE_DTYPES
+from rldelta.metrics.sparsity import COMPARE_CHOICES, COMPARE_DTYPES, cast_changed, compare_dtype
 from rldelta.naming import is_stacked, parse_param
 from rldelta.progress import progress_bar
 from rldelta.threads import threads_per_worker, torch_threads
@@ -61,6 +61,7 @@ TENSORS_SCHEMA = unit_schema(
         ("changed_atol", pa.int64()),
         ("nonfinite", pa.int64()),
         ("added", pa.int64()),
+        ("cast_changed", pa.int64()),
         ("rank", pa.int64()),
         ("max_rank", pa.int64()),
         ("rank_frac", pa.float64()),
@@ -100,19 +101,27 @@ def resolve_device(device: str) -> torch.device:
 @dataclass(frozen=True)
 class DiffOptions:
     atol: float = 1e-5
-    compare_dtype: str = "base"  # "base", "bf16", "fp16" or "fp32"
+    compare_dtype: str = "narrower"  # one of COMPARE_CHOICES (metrics/sparsity.py)
     rank: bool = True
     strict: bool = False
+    # Both sides read as this dtype before anything is computed, as `from_pretrained(torch_dtype=...)` loads them
+    # (how the published study read its pairs); None: each side as stored.
+    load_dtype: str | None = None
 
     def __post_init__(self) -> None:
-        if self.compare_dtype != "base" and self.compare_dtype not in COMPARE_DTYPES:
-            raise DiffError(f"--compare-dtype must be base, bf16, fp16 or fp32, not {self.compare_dtype!r}")
+        if self.compare_dtype not in COMPARE_CHOICES:
+            raise DiffError(f"--compare-dtype must be {', '.join(COMPARE_CHOICES)}; not {self.compare_dtype!r}")
+        if self.load_dtype is not None and self.load_dtype not in COMPARE_DTYPES:
+            raise DiffError(f"load_dtype must be None or {', '.join(COMPARE_DTYPES)}; not {self.load_dtype!r}")
         if not self.atol >= 0:
             raise DiffError(f"--atol must be >= 0, not {self.atol}")
 
 
-def _compare_dtype(opts: DiffOptions, base_dtype: torch.dtype) -> torch.dtype:
-    return base_dtype if opts.compare_dtype == "base" else COMPARE_DTYPES[opts.compare_dtype]
+def _loaded(x: torch.Tensor, opts: DiffOptions) -> torch.Tensor:
+    """A stored float tensor as `opts.load_dtype` reads it (FP8 is dequantized later, never cast)."""
+    if opts.load_dtype is None or not x.is_floating_point() or x.element_size() == 1:
+        return x
+    return x.to(COMPARE_DTYPES[opts.load_dtype])
 
 
 def diff_tensor(
@@ -135,12 +144,12 @@ def diff_tensor(
         rows, masks = [], []
         for e in range(b.shape[0]):
             stats, mask = _stats(b[e], t[e], tuple(_slice(s, e, b.ndim) for s in scales), base, tuned, opts)
-            rows.append({**common, "shape": list(b.shape[1:]), **stats.as_row(), "added": 0, "expert": e})
+            rows.append({**common, "shape": list(b.shape[1:]), **stats, "added": 0, "expert": e})
             masks.append(mask.reshape(-1))
         mask = torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
     else:
         stats, mask = _stats(b, t, scales, base, tuned, opts)
-        rows = [{**common, "shape": list(b.shape), **stats.as_row(), "added": added, "expert": p.expert}]
+        rows = [{**common, "shape": list(b.shape), **stats, "added": added, "expert": p.expert}]
     return rows, np.packbits(mask.numpy().reshape(-1)) if want_mask else None
 
 
@@ -151,16 +160,20 @@ def _slice(scale: torch.Tensor | None, e: int, ndim: int) -> torch.Tensor | None
 
 def _stats(
     b: torch.Tensor, t: torch.Tensor, scales: tuple, base: Checkpoint, tuned: Checkpoint, opts: DiffOptions
-) -> tuple[DeltaStats, torch.Tensor]:
-    return stored_delta_stats(
+) -> tuple[dict, torch.Tensor]:
+    """A row's numbers (DeltaStats and `cast_changed`, the latter of the pair as stored) and the changed-mask."""
+    cast = cast_changed(b, t)
+    b, t = _loaded(b, opts), _loaded(t, opts)
+    stats, mask = stored_delta_stats(
         b,
         t,
         scales=scales,
         blocks=(base.block, tuned.block),
-        compare_dtype=_compare_dtype(opts, b.dtype),
+        compare_dtype=compare_dtype(opts.compare_dtype, b.dtype, t.dtype),
         atol=opts.atol,
         rank=opts.rank,
     )
+    return {**stats.as_row(), "cast_changed": cast}, mask
 
 
 # One pair of checkpoints per worker process, opened once (by the pool's initializer, or by a Ray worker's first task).
@@ -233,7 +246,7 @@ def device_results(
         rows, packed = diff_tensor(base, tuned, name, flat, want_mask)
         held.append((rows, packed))
         if opts.rank:
-            for row, delta in zip(rows, _deltas(base, tuned, name, len(rows), device), strict=True):
+            for row, delta in zip(rows, _deltas(base, tuned, name, len(rows), device, opts), strict=True):
                 # the rows delta_stats would have ranked: 2-D float updates with a finite Δ
                 if row["max_rank"] is not None and row["delta_fro"] is not None and math.isfinite(row["delta_fro"]):
                     stacks.setdefault(tuple(delta.shape), []).append((row, delta))
@@ -243,9 +256,11 @@ def device_results(
     yield from flush()
 
 
-def _deltas(base: Checkpoint, tuned: Checkpoint, name: str, n_rows: int, device: torch.device) -> list[torch.Tensor]:
+def _deltas(
+    base: Checkpoint, tuned: Checkpoint, name: str, n_rows: int, device: torch.device, opts: DiffOptions
+) -> list[torch.Tensor]:
     """The Δ of each of `diff_tensor`'s rows of `name`, on `device` (each expert's slice of a stacked tensor)."""
-    b, t = base.get(name), tuned.get(name)
+    b, t = _loaded(base.get(name), opts), _loaded(tuned.get(name), opts)
     scales, blocks = (base.scale(name), tuned.scale(name)), (base.block, tuned.block)
     if is_stacked(parse_param(name), tuple(b.shape)):
         return [
@@ -353,7 +368,8 @@ def run_diff(
     out: str | os.PathLike,
     *,
     atol: float = 1e-5,
-    compare_dtype: str = "base",
+    compare_dtype: str = "narrower",
+    load_dtype: str | None = None,
     rank: bool = True,
     save_mask: bool = False,
     workers: int = 1,
@@ -371,8 +387,12 @@ def run_diff(
     at `ray_address` or a local one), each with `threads` torch threads (default: the usable cores shared out).
     `device="cuda"` (or "auto") takes Δ and the ranks on the GPU, in this process. Returns the summary. `progress=True` shows progress on stderr (a rich bar,
     or plain lines when stderr is not a terminal); a callable receives (done, total, name).
+
+    `compare_dtype`: the dtype of the bitwise comparison, by default the narrower of each pair's two stored dtypes
+    (what a publisher's cast produces); `load_dtype` (e.g. "bf16"): read both sides as that dtype first, for every
+    number, as the published study loaded its pairs.
     """
-    opts = DiffOptions(atol=atol, compare_dtype=compare_dtype, rank=rank, strict=strict)
+    opts = DiffOptions(atol=atol, compare_dtype=compare_dtype, rank=rank, strict=strict, load_dtype=load_dtype)
     if workers < 1:
         raise DiffError(f"--workers must be >= 1, not {workers}")
     if backend not in BACKENDS:
@@ -393,6 +413,7 @@ def run_diff(
 
     out = Path(out)
     _check_out(out, base_ck, tuned_ck)
+    fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     identity = {
         "base": str(base),
@@ -421,7 +442,7 @@ def run_diff(
             if not writer.resumed:
                 journal.forget()  # rows without their mask slots on disk must be computed again
     except BaseException:
-        journal.close()
+        _close_journal(journal, out, fresh)
         raise
     # The costliest tensors first (a 7B embedding's rank costs as much as two of a layer's matrices), so that no
     # worker is left computing a large one alone at the end; the files keep the checkpoint's order.
@@ -443,6 +464,7 @@ def run_diff(
     except BaseException:
         if writer is not None:
             writer.abort()
+        _close_journal(journal, out, fresh)
         raise
     finally:
         journal.close()
@@ -462,6 +484,18 @@ def run_diff(
         raise
     shutil.rmtree(out / _PARTIAL, ignore_errors=True)
     return summary
+
+
+def _close_journal(journal: Journal, out: Path, fresh: bool) -> None:
+    """Close the journal of a run that failed; one that finished no tensor is no journal to resume from, so it goes,
+    and so does OUT where this run created it."""
+    journal.close()
+    if journal.rows:
+        return
+    shutil.rmtree(journal.dir, ignore_errors=True)
+    if fresh:
+        with contextlib.suppress(OSError):  # not empty: something else is in it now
+            out.rmdir()
 
 
 def _work(shape: tuple[int, ...], rank: bool) -> int:
@@ -521,6 +555,35 @@ def _weighted(rows: list[dict], key: str) -> tuple[float | None, float | None]:
     return plain, (sum(v * w for v, w in vals) / weight if weight else None)
 
 
+_SHORT = {"float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def mixed_dtypes(rows: list[dict], opts: DiffOptions) -> dict:
+    """Where the two sides are stored in different float dtypes: per (base, tuned) pair of dtypes the dtype they were
+    compared in and how many entries differ by the cast alone, and the one line that says it ("base fp32, tuned
+    bf16: compared in bf16; 12,345 entries differ by the cast alone"). Empty when every pair shares its dtype."""
+    groups: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        b, t = dtype_of_label(r["dtype_base"]), dtype_of_label(r["dtype_tuned"])
+        if b == t or not (b.is_floating_point and t.is_floating_point):
+            continue
+        loaded = [COMPARE_DTYPES[opts.load_dtype] if opts.load_dtype and d.itemsize > 1 else d for d in (b, t)]
+        g = groups.setdefault((r["dtype_base"], r["dtype_tuned"]), {"tensors": set(), "numel": 0, "cast_changed": 0})
+        g["compared_in"] = dtype_label(compare_dtype(opts.compare_dtype, *loaded))
+        g["tensors"].add(r["name"])
+        g["numel"] += r["numel"]
+        g["cast_changed"] += r["cast_changed"]
+    if not groups:
+        return {}
+    mixed = [{"base": b, "tuned": t, **g, "tensors": len(g["tensors"])} for (b, t), g in sorted(groups.items())]
+    line = " | ".join(
+        f"base {_SHORT.get(m['base'], m['base'])}, tuned {_SHORT.get(m['tuned'], m['tuned'])}: compared in "
+        f"{_SHORT.get(m['compared_in'], m['compared_in'])}; {m['cast_changed']:,} entries differ by the cast alone"
+        for m in mixed
+    )
+    return {"mixed_dtypes": mixed, "dtype_note": line}
+
+
 def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) -> dict:
     """Totals over all diffed tensors and per module kind (across experts), the experts block of an MoE model
     (metrics/experts.py), plus what could not be paired."""
@@ -558,11 +621,13 @@ def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) 
             "changed_atol_frac": changed_atol / numel if numel else None,
             "nonfinite": sum(r["nonfinite"] for r in rows),
             "added": sum(r.get("added", 0) for r in rows),  # entries of rows only the tuned side holds
+            "cast_changed": sum(r.get("cast_changed", 0) for r in rows),
             "mean_rank_frac": rank_mean,
             "weighted_mean_rank_frac": rank_wmean,
         },
         "by_module": by_module,
         **({"experts": experts} if experts else {}),  # a model without experts: its summary as before
+        **mixed_dtypes(rows, opts),
         "missing_in_tuned": pairing.missing_in_tuned,
         "extra_in_tuned": pairing.extra_in_tuned,
         "shape_mismatch": pairing.shape_mismatch,

@@ -1,7 +1,7 @@
 """The diff's resume journal: the rows finished so far, and what they were computed from.
 
-`OUT/.partial/identity.json` records the options, the tensor names and, per input file, its size, mtime and the
-SHA-256 of its safetensors header; `OUT/.partial/rows.jsonl` holds one finished stored tensor per line: the JSON list of its rows
+`OUT/.partial/identity.json` records the options, the tensor names and, per input file, its size, mtime, the
+SHA-256 of its safetensors header and of a sample of its data; `OUT/.partial/rows.jsonl` holds one finished stored tensor per line: the JSON list of its rows
 (one, or one per expert of a stacked experts tensor). A resume continues
 only from a journal of the same identity: changed options start over, a changed input file is refused with one line
 (a stale journal would report the old file's numbers as the new one's).
@@ -24,16 +24,41 @@ class ResumeError(RldeltaError):
 
 
 def input_fingerprint(ck: Checkpoint) -> dict[str, dict]:
-    """What a diff is computed from, per file of `ck`: size, mtime and the SHA-256 of the safetensors header.
+    """What a diff is computed from, per file of `ck`: size, mtime, the SHA-256 of the safetensors header and the
+    SHA-256 of a sample of the data.
 
     The header hash alone would miss a retrained checkpoint of the same shapes (its header is byte-identical);
-    size and mtime catch that, and the hash catches a file rewritten within the mtime's resolution.
+    size and mtime catch that, unless the mtime was put back (`touch -r`, a copy that keeps times): the data sample
+    catches a retrained file then, since training moves entries everywhere. The hash catches a file rewritten within
+    the mtime's resolution.
     """
     out = {}
     for file in sorted({i.file for i in ck.infos.values()}):
         st = file.stat()
-        out[str(file.resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "header_sha256": _digest(file)}
+        out[str(file.resolve())] = {
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "header_sha256": _digest(file),
+            "sample_sha256": _sample_digest(file, st.st_size),
+        }
     return out
+
+
+_SAMPLES, _SAMPLE_BYTES = 16, 4096  # 64 KiB read at fixed offsets, whatever the file's size
+
+
+def _sample_digest(file: Path, size: int) -> str:
+    """SHA-256 of _SAMPLES blocks of _SAMPLE_BYTES spread evenly over the file (the whole file if it is smaller)."""
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        if size <= _SAMPLES * _SAMPLE_BYTES:
+            h.update(f.read())
+            return h.hexdigest()
+        step = (size - _SAMPLE_BYTES) // (_SAMPLES - 1)
+        for i in range(_SAMPLES):
+            f.seek(i * step)
+            h.update(f.read(_SAMPLE_BYTES))
+    return h.hexdigest()
 
 
 _EDGE = 1 << 20  # a pickled file has no header: its first and last MiB stand in for one
@@ -113,7 +138,7 @@ def _changed_input(old: dict | None, new: dict) -> str:
             if before.get(file) != now.get(file):
                 what = "is new" if file not in before else "is gone" if file not in now else "changed"
                 return (
-                    f"--resume: {file} {what} since the interrupted run (size, mtime or header differ); "
+                    f"--resume: {file} {what} since the interrupted run (size, mtime, header or data differ); "
                     f"run again without --resume to start over"
                 )
     return "--resume: the inputs changed since the interrupted run; run again without --resume to start over"

@@ -1,6 +1,11 @@
-"""The one error type rldelta raises for input a user can fix; the CLI turns it into a one-line message."""
+"""The one error type rldelta raises for input a user can fix (the CLI turns it into a one-line message), and the
+wording of the commonest one: a path that cannot be opened."""
 
 from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
 
 
 class RldeltaError(ValueError):
@@ -9,3 +14,24 @@ class RldeltaError(ValueError):
     Every module's own error (CheckpointError, DiffError, ...) derives from this one, so a caller catches one type.
     A ValueError, because that is what these are: an argument or a file's content has the wrong value.
     """
+
+
+def missing(path: str | os.PathLike) -> str:
+    """The one-line reason a path named as input cannot be opened: `PATH: no such file or directory`, or what it is
+    instead when that is the trouble (a symbolic link loop, a link to nothing)."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{path}: a symbolic link loop ({e.strerror})"
+        if os.path.islink(path):
+            return f"{path}: a symbolic link to {os.readlink(path)}, which does not exist"
+    return f"{path}: no such file or directory"
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """`Path(path).resolve()`, with a symbolic link loop as a one-line RldeltaError instead of a traceback."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # a loop: RuntimeError up to Python 3.12, OSError (ELOOP) from 3.13
+        raise RldeltaError(f"{path}: a symbolic link loop; choose another path") from None

@@ -29,6 +29,7 @@ import torch
 from rldelta import __version__
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, open_checkpoint
+from rldelta.checkpoint.dtypes import dtype_of_label
 from rldelta.columns import unit_schema
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.errors import RldeltaError
@@ -53,7 +54,7 @@ from rldelta.metrics.precision import (
     roc_curve_from_counts,
     solve_s_star,
 )
-from rldelta.metrics.sparsity import COMPARE_DTYPES, changed_bitwise
+from rldelta.metrics.sparsity import COMPARE_CHOICES, changed_bitwise, compare_dtype
 from rldelta.metrics.stats import matched_intersection_var, null_overlap_interval, random_intersection_var
 from rldelta.naming import parse_name
 from rldelta.progress import progress_bar
@@ -121,9 +122,9 @@ class _Hist:
         return quantile_group_fractions(self.total, self.changed, DECILES)
 
 
-def _diff_context(diff_dir: Path) -> tuple[dict, dict[str, dict]]:
-    """summary.json and the tensors.parquet rows by name, where the diff dir holds them."""
-    summary, rows = {}, {}
+def _diff_context(diff_dir: Path) -> tuple[dict, dict[str, dict], dict[str, str]]:
+    """summary.json, the tensors.parquet rows by name and each tensor's tuned dtype, where the diff dir holds them."""
+    summary, rows, tuned_dtypes = {}, {}, {}
     if diff_dir.is_dir():
         if (diff_dir / SUMMARY_FILE).is_file():
             try:
@@ -132,21 +133,34 @@ def _diff_context(diff_dir: Path) -> tuple[dict, dict[str, dict]]:
                 raise ExplainError(f"{diff_dir / SUMMARY_FILE}: not valid JSON") from None
         if (diff_dir / TENSORS_FILE).is_file():
             try:
-                table = pq.read_table(diff_dir / TENSORS_FILE, columns=["name", "rank_frac"])
+                table = pq.read_table(diff_dir / TENSORS_FILE, columns=["name", "rank_frac", "dtype_tuned"])
             except (pa.ArrowInvalid, KeyError, OSError) as e:
                 raise ExplainError(f"{diff_dir / TENSORS_FILE}: cannot read ({e})") from None
             listed = table.to_pylist()
             per_name = Counter(r["name"] for r in listed)
             # a stacked experts tensor has one row per expert and no rank of its whole: no observed rank for it
             rows = {r["name"]: r for r in listed if per_name[r["name"]] == 1}
-    return summary, rows
+            tuned_dtypes = {r["name"]: r["dtype_tuned"] for r in listed}
+    return summary, rows, tuned_dtypes
 
 
 def _compare_dtype(mask: Mask, summary: dict) -> str:
     name = mask.metadata.get("compare_dtype") or summary.get("options", {}).get("compare_dtype") or "base"
-    if name != "base" and name not in COMPARE_DTYPES:
+    if name not in COMPARE_CHOICES:
         raise ExplainError(f"{mask.source}: unknown compare_dtype {name!r} in its metadata")
     return name
+
+
+def _compared_in(cmp_name: str, w: torch.dtype, tuned_label: str | None, mask: Mask) -> torch.dtype:
+    """The dtype the diff compared tensor `w` in; "narrower" needs the tuned side's dtype from tensors.parquet."""
+    if cmp_name != "narrower":
+        return compare_dtype(cmp_name, w, w)
+    if tuned_label is None:
+        raise ExplainError(
+            f"{mask.source}: compared in the narrower stored dtype, but no {TENSORS_FILE} beside it names the tuned "
+            "side's dtype; pass the diff's output folder"
+        )
+    return compare_dtype(cmp_name, w, dtype_of_label(tuned_label))
 
 
 def _check_against(mask: Mask, ck: Checkpoint, role: str) -> dict[str, str]:
@@ -196,8 +210,12 @@ def run_explain(
         raise ExplainError(f"rank_samples must be >= 1, not {rank_samples}")
     diff_path = Path(diff_dir)
     mask = load_mask(diff_path)
-    summary, diff_rows = _diff_context(diff_path)
+    summary, diff_rows, tuned_dtypes = _diff_context(diff_path)
     cmp_name = _compare_dtype(mask, summary)
+
+    def dtype_of(n: str, w: torch.dtype) -> torch.dtype:
+        return _compared_in(cmp_name, w, tuned_dtypes.get(n), mask)
+
     atol = float(atol if atol is not None else summary.get("options", {}).get("atol", 1e-5))
     base_ck = open_checkpoint(base)
     base_names = _check_against(mask, base_ck, "base")
@@ -234,7 +252,7 @@ def run_explain(
         for n in names:
             w = base_ck.get(base_names[n])
             m = mask.get(n)
-            dtype = w.dtype if cmp_name == "base" else COMPARE_DTYPES[cmp_name]
+            dtype = dtype_of(n, w.dtype)
             layer, module = parse_name(n)
             key = magnitude_key(w).reshape(-1)
             flat_m = m.reshape(-1)
@@ -323,7 +341,7 @@ def run_explain(
         master = None
         if master_ck is not None:
             master = _master_pass(
-                names, mask, base_ck, base_names, master_ck, master_names, cmp_name, atol, hist.total, rows, advance
+                names, mask, base_ck, base_names, master_ck, master_names, dtype_of, atol, hist.total, rows, advance
             )
 
     rounding = {
@@ -410,7 +428,7 @@ def run_explain(
 
 
 def _master_pass(
-    names, mask, base_ck, base_names, master_ck, master_names, cmp_name, atol, total_hist, rows, advance
+    names, mask, base_ck, base_names, master_ck, master_names, dtype_of, atol, total_hist, rows, advance
 ) -> dict:
     """fp32 changed fraction, what rounding to the stored dtype discarded, and |Δ| per global |w| decile."""
     decile_of_key = quantile_group_of_bins(total_hist, DECILES).to(torch.uint8)  # 1 byte per entry below
@@ -422,7 +440,7 @@ def _master_pass(
     for n in names:
         w = base_ck.get(base_names[n])
         master = master_ck.get(master_names[n])
-        dtype = w.dtype if cmp_name == "base" else COMPARE_DTYPES[cmp_name]
+        dtype = dtype_of(n, w.dtype)
         delta = master.to(torch.float32, copy=True)
         delta -= w.float()
         nz = (delta != 0).reshape(-1)  # NaN != 0 too: a NaN update counts as changed

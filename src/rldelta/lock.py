@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rldelta.errors import RldeltaError
+from rldelta.errors import RldeltaError, resolved
 
 # Folders this process holds, with how many nested holders: a writer that calls another writer on the same OUT
 # (the study's stages) must not lock itself out.
@@ -38,7 +38,7 @@ class LockError(RldeltaError):
 
 def lock_path(out: str | os.PathLike) -> Path:
     """Where the lock of output folder OUT lives."""
-    out = Path(out).resolve()
+    out = resolved(out)
     return out.with_name(f".{out.name}.lock")
 
 
@@ -61,7 +61,11 @@ def _read(fd: int) -> dict:
 
 def _acquire(out: Path, command: str) -> int:
     path = lock_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # the OS names only the file in the way, and says "File exists"
+        blocker = next(p for p in path.parents if p.exists() and not p.is_dir())
+        raise RldeltaError(f"{out}: {blocker} is a file, not a folder; choose another output folder") from None
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -98,7 +102,7 @@ def _acquire(out: Path, command: str) -> int:
 @contextlib.contextmanager
 def output_lock(out: str | os.PathLike, command: str) -> Iterator[None]:
     """Hold OUT's lock for the block; raise LockError (one line naming the holder) if another process holds it."""
-    key = Path(out).resolve()
+    key = resolved(out)
     if _HELD.get(key):
         _HELD[key] += 1
         try:

@@ -20,7 +20,8 @@ from safetensors import SafetensorError, safe_open
 
 from rldelta.checkpoint import Checkpoint, CheckpointError, SafetensorsStreamWriter, open_checkpoint, pair_tensors
 from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
-from rldelta.errors import RldeltaError
+from rldelta.errors import RldeltaError, missing
+from rldelta.lock import output_lock
 from rldelta.metrics.nulls import derive_seed
 from rldelta.metrics.overlap import count as count_true
 
@@ -120,7 +121,7 @@ def resolve_mask_path(path: str | os.PathLike) -> Path:
     """A mask file, or the mask.safetensors inside a diff output directory."""
     p = Path(path)
     if not p.exists():
-        raise MaskError(f"{p}: no such file or directory")
+        raise MaskError(missing(p))
     if p.is_dir():
         f = p / MASK_FILE
         if f.is_file():
@@ -161,6 +162,13 @@ def load_mask(path: str | os.PathLike) -> Mask:
     return Mask({n: ck.info(n).shape for n in ck.names()}, read, metadata=metadata, source=str(f))
 
 
+def mask_target(path: str | os.PathLike) -> Path:
+    """The file `save_mask(mask, path)` writes: PATH itself, or PATH/mask.safetensors for a directory (existing, or a
+    path without suffix)."""
+    p = Path(path)
+    return p / MASK_FILE if p.is_dir() or p.suffix == "" else p
+
+
 def save_mask(
     mask: Mask,
     path: str | os.PathLike,
@@ -170,30 +178,29 @@ def save_mask(
 ) -> MaskCounts:
     """Stream `mask` into a safetensors file (atomically) and return its per-tensor counts.
 
-    A directory (existing, or a path without suffix) receives `mask.safetensors`.
+    A directory (existing, or a path without suffix) receives `mask.safetensors`. The write holds the output's lock
+    (lock.py): a mask.safetensors is a diff folder's, locked as that folder, so that it and a diff into it exclude
+    each other.
     """
-    p = Path(path)
-    if p.is_dir() or p.suffix == "":
-        p.mkdir(parents=True, exist_ok=True)
-        p = p / MASK_FILE
-    else:
-        p.parent.mkdir(parents=True, exist_ok=True)
+    p = mask_target(path)
     meta = {**mask.metadata, **(metadata or {}), "format": MASK_FORMAT, "version": MASK_VERSION}
     names = mask.names()
-    writer = SafetensorsStreamWriter(p, [(n, torch.bool, mask.shape(n)) for n in names], metadata=meta)
     count: dict[str, int] = {}
-    try:
-        for n in names:
-            t = mask.get(n)
-            writer.write(n, t.contiguous())
-            count[n] = count_true(t)
-            if progress:
-                progress(n)
-    except BaseException:
-        writer.abort()
-        writer.partial.unlink(missing_ok=True)  # a mask is rebuilt from scratch; no resume to keep it for
-        raise
-    writer.close()
+    with output_lock(p.parent if p.name == MASK_FILE else p, f"mask ({p})"):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        writer = SafetensorsStreamWriter(p, [(n, torch.bool, mask.shape(n)) for n in names], metadata=meta)
+        try:
+            for n in names:
+                t = mask.get(n)
+                writer.write(n, t.contiguous())
+                count[n] = count_true(t)
+                if progress:
+                    progress(n)
+        except BaseException:
+            writer.abort()
+            writer.partial.unlink(missing_ok=True)  # a mask is rebuilt from scratch; no resume to keep it for
+            raise
+        writer.close()
     return MaskCounts(count=count, numel={n: math.prod(mask.shape(n)) for n in names})
 
 
@@ -373,6 +380,7 @@ __all__ = [
     "MaskError",
     "load_mask",
     "save_mask",
+    "mask_target",
     "mask_counts",
     "check_compatible",
     "intersection",

@@ -235,7 +235,19 @@ def _measure(pair: PublishedPair, folder: Path, rank: bool, workers: int, progre
     diff_dir = folder / "diff"
     # the rounding null needs the changed-mask (as large as the model in bools): only written where it is measured
     bf16 = all(i.dtype == torch.bfloat16 for i in open_checkpoint(base).infos.values())
-    summary = run_diff(base, tuned, diff_dir, rank=rank, save_mask=bf16, workers=workers, progress=progress)
+    # as the paper read its pairs (`torch_dtype=bfloat16` on both sides): a base published in fp32 is rounded first,
+    # so the cast itself is no change, for the bitwise count, the tolerance and the rank alike
+    summary = run_diff(
+        base,
+        tuned,
+        diff_dir,
+        compare_dtype="bf16",
+        load_dtype="bf16",
+        rank=rank,
+        save_mask=bf16,
+        workers=workers,
+        progress=progress,
+    )
     rows = pq.read_table(diff_dir / TENSORS_FILE, columns=["dtype_base", "dtype_tuned", "numel"]).to_pylist()
     tot = summary["totals"]
     numel = tot["numel"]

@@ -26,3 +26,13 @@ def dtype_label(dtype: torch.dtype) -> str:
     """How a dtype is named in results: torch's name (`bfloat16`), but FP8 by its safetensors code (`F8_E4M3`),
     which says which of the two FP8 formats it is without torch's `fn` suffix."""
     return ST_NAMES[dtype] if dtype in FP8_DTYPES else str(dtype).removeprefix("torch.")
+
+
+def dtype_of_label(label: str) -> torch.dtype:
+    """The dtype `dtype_label` named (`bfloat16`, `F8_E4M3`, ...)."""
+    if label in ST_DTYPES:
+        return ST_DTYPES[label]
+    dtype = getattr(torch, label, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"not a dtype label: {label!r}")
+    return dtype

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rldelta.checkpoint.info import CheckpointError
+from rldelta.errors import missing
 
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?$")
 WEIGHT_PATTERNS = [
@@ -93,7 +94,7 @@ def plan(spec: str) -> FetchPlan:
         return FetchPlan(spec, "local", path=Path(spec))
     parsed = parse_hub_id(spec)
     if parsed is None:
-        return FetchPlan(spec, "not available", reason=f"{spec}: no such file or directory")
+        return FetchPlan(spec, "not available", reason=missing(spec))
     repo, rev = parsed
     snap = cached_snapshot(repo, rev)
     if snap is not None:

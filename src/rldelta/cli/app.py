@@ -8,6 +8,8 @@ exit 2, whichever command and whichever library call raised it.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Callable
 
 import typer
@@ -21,6 +23,11 @@ console = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """Measure and explain what RL fine-tuning changes in a language model's weights."""
+    if not sys.stderr.isatty():
+        # transformers' own bars ("Loading weights", "Writing model shards") redraw with carriage returns, noise in
+        # a log; its progress switch starts from huggingface_hub's variable when it is imported, here as in every
+        # worker process (they inherit it), and transformers is not imported yet at this point
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

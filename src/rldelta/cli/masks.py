@@ -24,11 +24,15 @@ def _mask_done(counts, out: Path) -> None:
     )
 
 
-def _save_built(build, out: Path) -> None:
-    """Run a mask builder and stream its result to OUT, turning bad input into a one-line error."""
-    from rldelta.masks import save_mask
+def _save_built(build, out: Path, reads: tuple[Path, ...] = ()) -> None:
+    """Run a mask builder and stream its result to OUT, turning bad input into a one-line error. OUT may not be one
+    of the masks it `reads`: the input would be replaced by the result."""
+    from rldelta.masks import mask_target, resolve_mask_path, save_mask
 
     try:
+        for src in reads:
+            if resolve_mask_path(src).resolve() == mask_target(out).resolve():
+                fail(f"{out}: is the input mask {src}; write the result to another file")
         counts = save_mask(build(), out)
     except RldeltaError as e:
         fail(str(e))
@@ -43,7 +47,7 @@ def mask_from_diff_cmd(
     """Copy the changed-mask of a diff into its own file."""
     from rldelta.masks import mask_from_diff
 
-    _save_built(lambda: mask_from_diff(diff_dir), out)
+    _save_built(lambda: mask_from_diff(diff_dir), out, reads=(diff_dir,))
 
 
 @mask_app.command("threshold")
@@ -94,7 +98,7 @@ def mask_random_cmd(
     """Random mask with exactly LIKE's number of entries per tensor (seeded, reproducible)."""
     from rldelta.masks import load_mask, random_mask
 
-    _save_built(lambda: random_mask(load_mask(like), seed, density=density), out)
+    _save_built(lambda: random_mask(load_mask(like), seed, density=density), out, reads=(like,))
 
 
 @mask_app.command("combine")
@@ -110,7 +114,7 @@ def mask_combine_cmd(
     ops = {"and": intersection, "or": union, "minus": difference}
     if op not in ops:
         fail(f"--op must be one of and, or, minus; not {op!r}")
-    _save_built(lambda: ops[op](load_mask(a), load_mask(b)), out)
+    _save_built(lambda: ops[op](load_mask(a), load_mask(b)), out, reads=(a, b))
 
 
 @mask_app.command("info")

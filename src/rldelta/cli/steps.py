@@ -28,6 +28,9 @@ def steps(
         fail("--union-at and -o go together")
     try:
         table, summary = read_steps(run)
+        last = int(table["step"].max()) if len(table) else 0
+        if union_at is not None and not 1 <= union_at <= last:
+            fail(f"--union-at {union_at}: {run} recorded steps 1 to {last}; choose one of them")
         Console().print(steps_table(table, summary))
         if union_at is not None:
             counts = save_mask(union_mask(run, union_at), out)

@@ -22,7 +22,11 @@ def diff(
     tuned: Path = typer.Argument(..., help="Fine-tuned checkpoint, in any of the same layouts."),
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
     atol: float = typer.Option(1e-5, help="Tolerance for changed_atol: |tuned - base| > atol, in fp32."),
-    compare_dtype: str = typer.Option("base", help="Dtype the bitwise comparison is made in: base, bf16, fp16, fp32."),
+    compare_dtype: str = typer.Option(
+        "narrower",
+        help="Dtype the bitwise comparison is made in: narrower (of the two stored dtypes, what a publisher's cast "
+        "produces), base, bf16, fp16, fp32.",
+    ),
     rank: bool = typer.Option(True, "--rank/--no-rank", help="Compute the rank columns (matrix_rank's rank)."),
     save_mask: bool = typer.Option(False, "--save-mask", help="Also write OUT/mask.safetensors."),
     workers: int = typer.Option(1, help="Tensors computed in parallel (processes, or Ray tasks)."),

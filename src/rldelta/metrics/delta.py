@@ -91,7 +91,8 @@ def delta_stats(
         d64 = d.to(torch.float64)
         chunk_dsq = float(torch.dot(d64, d64))
         delta_sq += chunk_dsq
-        chunk_sq = float(torch.linalg.vector_norm(b, dtype=torch.float32)) ** 2  # upcasts inside the reduction
+        # upcasts inside the reduction (float64 weights keep their own precision: a norm may not narrow)
+        chunk_sq = float(torch.linalg.vector_norm(b, dtype=torch.promote_types(b.dtype, torch.float32))) ** 2
         base_sq += chunk_sq
         if t.is_floating_point():
             if not math.isfinite(chunk_sq):

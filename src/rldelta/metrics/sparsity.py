@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 
 COMPARE_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# What `rldelta diff --compare-dtype` accepts: the narrower of the two stored dtypes (the default), the base's, or one
+# dtype for every tensor.
+COMPARE_CHOICES = ("narrower", "base", *COMPARE_DTYPES)
+_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -14,6 +18,43 @@ def as_bits(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.bool:
         return x.view(torch.uint8)
     return x.view(_BITS[x.element_size()])
+
+
+def narrower(base: torch.dtype, tuned: torch.dtype) -> torch.dtype:
+    """The dtype a publisher's cast produces: the narrower of two float dtypes, the tuned side's at equal widths
+    (fp16 against bf16: a base cast for publication ends in the tuned side's format). An FP8 side is dequantized,
+    never compared in, so the other side's dtype is taken."""
+    if base in _FP8:
+        return tuned
+    if tuned in _FP8:
+        return base
+    return tuned if tuned.itemsize <= base.itemsize else base
+
+
+def compare_dtype(choice: str, base: torch.dtype, tuned: torch.dtype) -> torch.dtype:
+    """The dtype one tensor pair is compared in under `--compare-dtype CHOICE` (one of COMPARE_CHOICES)."""
+    if choice == "narrower":
+        return narrower(base, tuned)
+    return base if choice == "base" else COMPARE_DTYPES[choice]
+
+
+def cast_changed(base: torch.Tensor, tuned: torch.Tensor, chunk: int = 1 << 20) -> int:
+    """Entries that differ by the cast alone: of the side stored in the wider dtype (the base at equal widths, as in
+    `narrower`), those whose value the other side's dtype cannot hold (cast to it, round-to-nearest-even, and back,
+    the bits differ). It is what a comparison in the wider dtype counts when the narrow side is an unchanged cast
+    copy. 0 where both sides share a dtype, and for integer, bool and FP8 sides."""
+    if base.dtype == tuned.dtype or not (base.is_floating_point() and tuned.is_floating_point()):
+        return 0
+    if base.dtype in _FP8 or tuned.dtype in _FP8:
+        return 0
+    narrow = narrower(base.dtype, tuned.dtype)
+    wide = base if narrow == tuned.dtype else tuned
+    flat = wide.reshape(-1)
+    n = 0
+    for lo in range(0, flat.numel(), chunk):  # a few MiB of temporaries, whatever the tensor's size
+        x = flat[lo : lo + chunk]
+        n += int(torch.count_nonzero(as_bits(x.to(narrow).to(x.dtype)) != as_bits(x)))
+    return n
 
 
 def changed_bitwise(base: torch.Tensor, tuned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -44,7 +44,7 @@ from rldelta.metrics.activations import (
     neuron_changed_frac,
     top_mass_share,
 )
-from rldelta.metrics.sparsity import changed_bitwise
+from rldelta.metrics.sparsity import changed_bitwise, narrower
 from rldelta.metrics.stats import partial_spearman
 from rldelta.probes import ProbeError
 from rldelta.progress import progress_bar
@@ -320,8 +320,8 @@ def _changed_fracs(
             if n is None:
                 masks[proj] = weights[proj] = None
                 continue
-            b = base_ck.get(base_ck.aliases.get(n, n))
-            masks[proj] = changed_bitwise(b, tuned_ck.get(tuned_ck.aliases.get(n, n)), b.dtype)
+            b, t = base_ck.get(base_ck.aliases.get(n, n)), tuned_ck.get(tuned_ck.aliases.get(n, n))
+            masks[proj] = changed_bitwise(b, t, narrower(b.dtype, t.dtype))  # as `rldelta diff` compares
             weights[proj] = b
         try:
             out[i] = (

@@ -183,7 +183,7 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
             f"<tr><td>{html.escape(rec['label'])}</td>"
             f"<td>{cell('headline', i, 'value', rec['value'], rec['format'])}</td>"
             f"<td>{_interval('headline', i, rec, rec['format']).strip()}</td>"
-            f"<td>{html.escape(str(rec.get('interval') or ''))}</td></tr>"
+            f"<td>{html.escape(str(_py(rec.get('interval')) or ''))}</td></tr>"  # NaN: a probe's row has none
         )
     parts.append("</tbody></table></section>")
 

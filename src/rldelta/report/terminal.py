@@ -12,10 +12,9 @@ from rldelta.masks import MaskCounts
 def diff_table(summary: dict) -> Table:
     """One row per module kind and a total row: changed fraction bitwise and under atol, mean rank fraction."""
     atol = summary["options"]["atol"]
-    t = Table(
-        title="rldelta diff  (changed: bitwise in the stored dtype; rank_frac: mean over 2-D tensors)",
-        show_footer=True,
-    )
+    cmp = summary["options"].get("compare_dtype", "base")
+    where = {"narrower": "the narrower stored dtype", "base": "the base's dtype"}.get(cmp, cmp)
+    t = Table(title=f"rldelta diff  (changed: bitwise in {where}; rank_frac: mean over 2-D tensors)", show_footer=True)
     t.add_column("module", footer="total", no_wrap=True)
     tot = summary["totals"]
     t.add_column("tensors", justify="right", footer=str(tot["tensors"]))
@@ -39,8 +38,10 @@ def diff_table(summary: dict) -> Table:
     if summary.get("resized"):
         added = show("added", summary["totals"].get("added", 0))
         notes.append(f"{len(summary['resized'])} resized vocabulary (shared rows compared; {added} added entries)")
-    if notes:
-        t.caption = "; ".join(notes)
+    # the two sides' dtypes differ: said on a line of its own, since it decides what `changed` counts
+    lines = [summary.get("dtype_note"), "; ".join(notes)]
+    if any(lines):
+        t.caption = "\n".join(line for line in lines if line)
     return t
 
 

@@ -189,11 +189,11 @@ def surgery_rule(kind: str, mask: Acc | None, control: Acc | None, target: Acc, 
     with the mask reset to base), against the random-mask controls of the same per-tensor density and against the
     target whose update was used. "reproduces" only when the mask beats its controls beyond the interval."""
     patch = kind == "patch"
-    what = "base + the update on " if patch else "the tuned model with "
     cmp = (
-        f"{what}{mask_name} vs {'the same' if patch else 'random masks reset instead'} on random masks, "
-        "and vs the tuned model whose update was used"
-    )
+        f"base + the update on {mask_name} vs the same on random masks"
+        if patch
+        else f"the tuned model with {mask_name} reset vs with random masks reset instead"
+    ) + ", and vs the tuned model whose update was used"
     null = "random masks of the same per-tensor density (Newcombe 95% interval of the difference)"
     key = "patch" if patch else "revert"
     if mask is None or control is None:

@@ -16,7 +16,9 @@ from typing import Any, get_type_hints
 from rldelta.errors import RldeltaError
 from rldelta.study.schema import type_problem
 from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
+from rldelta.train.corpus import MixtureError, parse_noise, parse_proportions
 from rldelta.train.models import TINY_BUILDERS
+from rldelta.train.sizes import SIZES
 from rldelta.train.tasks import get_task
 
 PRESETS_DIR = Path(__file__).parent.parent / "presets"
@@ -59,7 +61,10 @@ def _help(text: str, **checks: Any) -> dict[str, Any]:
 class FormatsConfig:
     """The [formats] table: the pretrain-mixture models and the RL run from each (issue 7, probe 2)."""
 
-    sizes: list[str] = field(default_factory=lambda: ["5m", "30m"], metadata=_help("train.mixture.SIZES to pretrain"))
+    sizes: list[str] = field(
+        default_factory=lambda: ["5m", "30m"],
+        metadata=_help("train.mixture.SIZES to pretrain", choices=tuple(SIZES), distinct=True),
+    )
     pretrain_steps: int | None = field(
         default=None,
         metadata=_help("pretraining steps, the budget; None: the size's default (about 15 minutes on 2 cores)", min=1),
@@ -69,7 +74,7 @@ class FormatsConfig:
         metadata=_help(
             "a safety stop, never a budget: pretraining that runs longer fails, naming the step it reached; None: no limit"
         ),
-    )
+    )  # > 0: checked in _check_formats_values
     proportions: dict[str, float] | None = field(
         default=None, metadata=_help("format -> share of the corpus; None: train.mixture.DEFAULT_PROPORTIONS")
     )
@@ -77,10 +82,12 @@ class FormatsConfig:
         default=None, metadata=_help("format -> share of wrong answers; None: train.mixture.DEFAULT_NOISE")
     )
     difficulties: list[int] = field(default_factory=lambda: [1, 2], metadata=_help("arith levels of the corpus"))
-    batch_size: int = field(default=32, metadata=_help("pretraining batch size"))
-    eval_prompts: int = field(default=64, metadata=_help("test prompts for each format's share after pretraining"))
+    batch_size: int = field(default=32, metadata=_help("pretraining batch size", min=1))
+    eval_prompts: int = field(
+        default=64, metadata=_help("test prompts for each format's share after pretraining", min=1)
+    )
     difficulty: int = field(default=2, metadata=_help("arith level of the RL prompts"))
-    steps: int = field(default=50, metadata=_help("GRPO steps from each mixture model"))
+    steps: int = field(default=50, metadata=_help("GRPO steps from each mixture model", min=1))
     train: dict[str, Any] = field(
         default_factory=lambda: {"lr": 1e-4, "prompts_per_step": 4, "num_generations": 8, "max_completion_length": 24},
         metadata=_help("TrainConfig settings of those GRPO runs (each key replaces the default's)"),
@@ -273,7 +280,7 @@ def _check_fields(obj: Any, cls: type, src: str, prefix: str) -> None:
         choices = f.metadata.get("choices")
         bad = [v for v in value if v not in choices] if choices else []
         if bad:
-            noun = key.removesuffix("s")
+            noun = f.name.removesuffix("s")
             raise StudyError(f"{src}: {key}: unknown {noun} {bad[0]!r}; choose from {', '.join(choices)}")
         if f.metadata.get("distinct"):
             if not value:
@@ -307,10 +314,28 @@ def formats_settings(cfg: StudyConfig) -> dict[str, Any]:
     if unknown:
         raise StudyError(f"{src}: unknown key formats.{unknown[0]}; known: {', '.join(known)}")
     _check_fields(FormatsConfig(**cfg.formats), FormatsConfig, src, "formats.")
+    _check_formats_values(cfg.formats, src)
     defaults = asdict(FormatsConfig())
     merged = {**defaults, **cfg.formats, "train": {**defaults["train"], **cfg.formats.get("train", {})}}
     _check_train_table(merged["train"], FORMATS_OWNED, FormatsConfig, src, "formats.")
     return merged
+
+
+def _check_formats_values(table: dict[str, Any], src: str) -> None:
+    """The [formats] values the field metadata cannot state: levels of the mixarith task, shares of the formats."""
+    levels = list(get_task("mixarith").difficulties)
+    if "difficulty" in table and table["difficulty"] not in levels:
+        raise StudyError(f"{src}: formats.difficulty must be one of {levels}, got {table['difficulty']!r}")
+    if "difficulties" in table and (not table["difficulties"] or set(table["difficulties"]) - set(levels)):
+        raise StudyError(f"{src}: formats.difficulties must be some of {levels}, got {table['difficulties']!r}")
+    if table.get("max_minutes") is not None and not table["max_minutes"] > 0:
+        raise StudyError(f"{src}: formats.max_minutes must be > 0 (or left out), got {table['max_minutes']!r}")
+    for key, parse in (("proportions", parse_proportions), ("noise", parse_noise)):
+        if table.get(key) is not None:
+            try:
+                parse(table[key])
+            except MixtureError as e:
+                raise StudyError(f"{src}: formats.{e}") from None
 
 
 def formats_train_config(f: dict[str, Any], *, model: str, seed: int) -> TrainConfig:

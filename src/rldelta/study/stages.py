@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from rldelta.atomic import atomic_dir
+from rldelta.atomic import atomic_dir, remove_scratch
 from rldelta.checkpoint import open_checkpoint
 from rldelta.diff import run_diff
 from rldelta.diff_files import SUMMARY_FILE
@@ -36,12 +36,18 @@ from rldelta.train.evaluate import evaluate
 from rldelta.train.models import TINY_BUILDERS, ModelError, prepare_smollm2
 from rldelta.train.tasks import get_task
 
+_FP32_SCRATCH = ".tiny-fp32-"  # prefix of the folder the tiny base is built in before its bf16 copy
+
 
 def prepare_base(cfg: StudyConfig, study: Path) -> Path:
     """The base model folder: a tiny model (dense or MoE) cast to bf16, SmolLM2 prepared, or the folder the config
     names."""
     if cfg.model in TINY_BUILDERS:
         out = study / "models" / f"{cfg.model}-seed{cfg.model_seed}-bf16"
+        # the scratch of a study killed while it built the base (the study's lock is held: no other writer's)
+        remove_scratch(out)
+        for stale in out.parent.glob(_FP32_SCRATCH + "*"):
+            shutil.rmtree(stale, ignore_errors=True)
         if (out / "config.json").is_file():
             return out
         # Published RL checkpoints are bf16 and so is their base: an fp32 base against bf16 checkpoints would
@@ -50,7 +56,7 @@ def prepare_base(cfg: StudyConfig, study: Path) -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tiny-fp32-") as fp32:
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=_FP32_SCRATCH) as fp32:
             TINY_BUILDERS[cfg.model](Path(fp32) / "model", seed=cfg.model_seed)
             with atomic_dir(out) as tmp:
                 model = AutoModelForCausalLM.from_pretrained(Path(fp32) / "model", dtype=torch.bfloat16)
@@ -77,7 +83,7 @@ def _diff(
     out: Path,
     *,
     atol: float,
-    compare_dtype: str = "base",
+    compare_dtype: str = "narrower",
     rank: bool = True,
     progress: bool,
     workers: int = 1,

@@ -5,6 +5,7 @@ Defaults suit the tiny test model on a CPU; real runs (scripts/smollm2_grpo.py) 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
@@ -163,6 +164,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if ALGORITHMS[self.algo].groups and self.num_generations < 2:
             raise ConfigError(f"--num-generations must be >= 2 for {self.algo} (advantages compare completions)")
+        for f in fields(self):  # NaN passes every comparison below, and an infinite setting trains to NaN
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         parse_save_steps(self.save_steps, self.steps)

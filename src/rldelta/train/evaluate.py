@@ -15,7 +15,7 @@ from typing import Any
 
 from rldelta.atomic import atomic_write_bytes
 from rldelta.errors import RldeltaError
-from rldelta.train.models import ModelError
+from rldelta.train.models import ModelError, load_pretrained
 from rldelta.train.tasks import Example, Task, get_task
 
 
@@ -156,20 +156,12 @@ def load_for_eval(model_dir: str | os.PathLike, *, device: str | None = None):
     on a GPU they keep the dtype they were saved in.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: not a model folder (no config.json)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        # use_safetensors: a pickled pytorch_model.bin is refused unread (one line), never unpickled
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32 if device == "cpu" else "auto", use_safetensors=True
-        )
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+    model, tokenizer = load_pretrained(path, torch.float32 if device == "cpu" else "auto")
     if not tokenizer.chat_template:
         raise ModelError(f"{path}: tokenizer has no chat template")
     return model.to(device).eval(), tokenizer

@@ -48,6 +48,27 @@ class ModelError(RldeltaError):
     """A model that cannot be built, prepared or loaded, with a one-line reason."""
 
 
+def load_pretrained(path: Path, dtype):
+    """(model, tokenizer) of a model folder, as a one-line ModelError where it cannot be. The weights come first, so
+    that a folder of pickled weights is refused for them (`use_safetensors`: never unpickled) whatever else it lacks;
+    a missing tokenizer is named as such (transformers' own message lists its backends, not the files)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+    try:
+        return model, AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+            raise ModelError(f"{path}: no tokenizer ({', '.join(_TOKENIZER_FILES)}, ...) beside the weights") from None
+        raise ModelError(f"{path}: cannot load its tokenizer ({str(e).splitlines()[0]})") from None
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def _building(out_dir: str | os.PathLike):
     return atomic_dir_over(out_dir, "config.json", ModelError, "a model folder")
 

@@ -1,5 +1,5 @@
 """`train(config)`: one TRL trainer per `--algo` (algorithms.ALGORITHMS), wired to the run layout of saving.py and
-the masks of masking.py. Just over 400 lines: resuming a run and checking its folder belong to `train` itself.
+the masks of masking.py. Over 400 lines: resuming a run and checking its folder belong to `train` itself.
 
 Algorithms (all TRL classes, nothing re-implemented):
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 import warnings
 from functools import partial
@@ -32,7 +33,8 @@ from rldelta.train.callbacks import progress_callback
 from rldelta.train.config import ConfigError, TrainConfig
 from rldelta.train.evaluate import sample
 from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
-from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, write_run_json
+from rldelta.train.models import load_pretrained
+from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, saved_steps, step_dir, write_run_json
 from rldelta.train.saving import CheckpointSaver, CompletionRecorder, MetricsRecorder, git_revision, library_versions
 from rldelta.train.step_recorder import StepRecorder
 from rldelta.train.stored_layout import is_identity, load_stored, stored_tensors
@@ -73,18 +75,10 @@ def _quiet_libraries() -> None:
 
 def load_policy(model_dir: str | os.PathLike, precision: str):
     """(model, tokenizer) for training: fp32 weights (fp32 optimizer state follows) or bf16 weights throughout."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise TrainError(f"{path}: not a model folder (no config.json)")
-    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        # use_safetensors: a pickled pytorch_model.bin is refused unread (one line), never unpickled
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
-    except (OSError, ValueError) as e:
-        raise TrainError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+    model, tokenizer = load_pretrained(path, torch.float32 if precision == "fp32" else torch.bfloat16)
     if not tokenizer.chat_template:
         raise TrainError(f"{path}: tokenizer has no chat template (the tasks' prompts are chat messages)")
     if tokenizer.pad_token is None:
@@ -306,6 +300,27 @@ def _check_run_dir(config: TrainConfig, run_dir: Path) -> dict | None:
     return previous
 
 
+def _nothing_to_resume(config: TrainConfig, run_dir: Path, previous: dict) -> bool:
+    """Whether a resumed run is already at its last step (the Trainer would run one step past it). That resume is a
+    no-op that says so, writing nothing: a job that resumes after every preemption must succeed once the run is
+    done. A resume point beyond --steps is refused: the run cannot be shortened."""
+    point = _last_resume_point(run_dir / TRAINER_DIR)
+    reached = int(point.name.removeprefix("checkpoint-")) if point is not None else 0
+    if reached < config.steps:
+        return False
+    if reached > config.steps:
+        raise TrainError(f"--resume: {run_dir} already reached step {reached}; --steps {config.steps} cannot undo it")
+    if config.steps not in saved_steps(run_dir):  # killed between the resume point and the published copy
+        raise TrainError(
+            f"--resume: {run_dir} has the resume point of its last step {reached} but not {step_dir(run_dir, reached)}; "
+            f"remove {point} to train that step again"
+        )
+    if previous.get("status") != "completed":  # killed after the last checkpoint, before the record said so
+        write_run_json(run_dir, {**previous, "status": "completed", "global_step": reached})
+    print(f"{run_dir}: already trained to step {reached} of {config.steps}; nothing to resume", file=sys.stderr)
+    return True
+
+
 def _load_converted(model, checkpoint: Path) -> None:
     """The weights of a resume point that the Trainer's own loading misses: it loads the stored tensors by name into
     the parameters (`load_state_dict`, not strict), so a model held in another layout than it is stored (fused MoE
@@ -330,7 +345,8 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     algorithm = ALGORITHMS[config.algo]
     run_dir = Path(config.output)
     previous = _check_run_dir(config, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if previous is not None and _nothing_to_resume(config, run_dir, previous):
+        return run_dir
     if task is None:
         task = get_task(config.task)
     elif task.name != config.task:
@@ -344,6 +360,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
         masked = MaskedUpdate.from_file(model, config.mask).attach()
         callbacks.append(MaskedUpdateCallback(masked))
 
+    run_dir.mkdir(parents=True, exist_ok=True)  # after the inputs were read: a model or mask refused leaves no folder
     examples = task.generate(config.train_size, seed=config.data_seed, split="train", difficulty=config.difficulty)
     offline_stats = None
     if not algorithm.online:
