@@ -179,11 +179,13 @@ def fabricated(tmp_path, monkeypatch):
         "bf16": (round(100 * want["bf16"]["sparsity_atol"], 6), 100 * want["bf16"]["mean_rank_frac"] - 5),
         "bin": (100 * want["bin"]["sparsity_atol"] - 3, "nan"),
     }
+    more_vocab = ["lr = 3e-3", "steps = 1", 'hyper_source = "this test"']
     # the other published columns: Table 6's 1e-8 figure (against bitwise), a second 1e-5 figure, a range only
     more = {
         "bf16": [f"sparsity_1e8_pct = {100 * want['bf16']['sparsity_bitwise'] + 4}", 'tolerance_source = "Table 6"'],
         "bin": [f"sparsity_alt_pct = {round(100 * want['bin']['sparsity_atol'], 6)}", 'sparsity_alt_source = "T6"'],
-        "vocab": [
+        "vocab": more_vocab
+        + [
             f"sparsity_range_pct = [{100 * want['vocab']['sparsity_atol'] + 2}, 90.0]",
             'range_source = "Appendix C"',
         ],
@@ -260,6 +262,20 @@ def test_reproduce_fabricated_catalog_end_to_end(fabricated, tmp_path):
         and table.loc["fp8", "hyper_source"] == "a model card"
     )
     assert table.loc["bf16", "predicted_note"] == "no prediction: none known" and np.isnan(table.loc["bf16", "lr"])
+    assert (
+        table.loc["fp8", "predicted_note"].startswith("no prediction: ")
+        and "floating-point" in table.loc["fp8", "predicted_note"]
+    )
+    # the law's prediction where lr and steps are given: the same number `rldelta predict` gives for that base
+    from rldelta.predict import Settings, predict, read_base
+
+    p = predict(read_base("fab/vocab-sft"), Settings(lr=3e-3, steps=1))
+    assert table.loc["vocab", "predicted_sparsity"] == pytest.approx(1 - p["changed_frac"], abs=1e-12)
+    assert (
+        table.loc["vocab", "predicted_lo"]
+        <= table.loc["vocab", "predicted_sparsity"]
+        <= table.loc["vocab", "predicted_hi"]
+    )
     assert result["gaps"] == [{"name": "unnamed", "table": "Table 5", "figures": "RFT: 91.2", "reason": "not named"}]
     gone = table.loc["gone"]
     assert gone["status"] == "not available" and gone["verdict"].startswith("not available: fab/gone-sft")

@@ -118,14 +118,15 @@ def _curves(base: BaseCells, law: Law, s: Settings, lrs: np.ndarray, key: str) -
             "numel": n,
             "changed_frac": changed_frac(arr, n, law, q, lrs, s.steps, s.weight_decay),
             "per_step": [step_frac(arr, n, law, q, lrs, t, s.weight_decay) for t in range(1, s.steps + 1)],
+            "curve": [changed_frac(arr, n, law, q, lrs, t, s.weight_decay) for t in range(1, s.steps + 1)],
         }
     return out
 
 
-def _total(mods: dict[str, dict], s: Settings) -> tuple[float, list[float]]:
+def _total(mods: dict[str, dict], s: Settings, key: str = "per_step") -> tuple[float, list[float]]:
     n = sum(m["numel"] for m in mods.values())
     f = sum(m["changed_frac"] * m["numel"] for m in mods.values()) / n
-    per = [sum(m["per_step"][t] * m["numel"] for m in mods.values()) / n for t in range(s.steps)]
+    per = [sum(m[key][t] * m["numel"] for m in mods.values()) / n for t in range(s.steps)]
     return f, per
 
 
@@ -138,10 +139,17 @@ def predict(base: BaseCells, s: Settings, calibration: dict | None = None) -> di
     mods = _curves(base, laws[0], s, lrs, "module")
     layers = _curves(base, laws[0], s, lrs, "layer")
     f, per = _total(mods, s)
+    curve = _total(mods, s, "curve")[1]
     spread = [_total(_curves(base, law, s, lrs, "module"), s)[0] for law in laws[1:]] or [f]
     n = sum(m["numel"] for m in mods.values())
     steps = [
-        {"step": t + 1, "lr": float(lrs[t]), "changed_step_frac": p, **patch_bytes(round(p * n), n)}
+        {
+            "step": t + 1,
+            "lr": float(lrs[t]),
+            "changed_step_frac": p,
+            "changed_base_frac": curve[t],
+            **patch_bytes(round(p * n), n),
+        }
         for t, p in enumerate(per)
     ]
     return {

@@ -279,7 +279,16 @@ def _add_prediction(row: dict, cat: Catalog) -> None:
     elif row["status"] != "measured":
         row["predicted_note"] = "no prediction: the base is not available"
     else:
-        row["predicted_note"] = "no prediction: the law is not computed by this version"
+        from rldelta.predict import Settings, predict, read_base  # scipy: only where a prediction is made
+
+        try:
+            p = predict(read_base(row["base"]), Settings(lr=row["lr"], steps=row["steps"]))
+        except RldeltaError as e:
+            row["predicted_note"] = f"no prediction: {e}"
+            return
+        row["predicted_sparsity"] = 1 - p["changed_frac"]
+        row["predicted_lo"], row["predicted_hi"] = 1 - p["interval"][1], 1 - p["interval"][0]
+        row["predicted_note"] = f"bitwise changed fraction from the base's weights, lr and steps; {p['calibration']}"
 
 
 def _csv(rows: list[dict], schema: pa.Schema) -> bytes:
