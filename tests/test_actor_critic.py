@@ -99,3 +99,13 @@ def test_actor_critic_settings_are_validated():
         TrainConfig(model="m", output="o", algo="prime", beta=0.0)
     with pytest.raises(ConfigError, match="num-generations"):
         TrainConfig(model="m", output="o", algo="ppo", num_generations=1)
+
+
+def test_the_study_grid_takes_ppo_and_prime():
+    from rldelta.study.config import PRESETS_DIR, StudyError, config_from_dict, load_config
+
+    assert {"ppo", "prime"} <= set(load_config(PRESETS_DIR / "full.toml").algorithms)
+    grid = {"algorithms": ["grpo", "ppo", "prime"]}
+    assert config_from_dict(grid).algorithms == ["grpo", "ppo", "prime"]
+    with pytest.raises(StudyError, match="ppo2"):
+        config_from_dict({"algorithms": ["ppo2"]})
