@@ -268,8 +268,8 @@ def test_bad_configs_name_file_and_key(tmp_path):
     f.write_text('model = "tiny"\nsteppps = 3\n')
     with pytest.raises(StudyError, match=r"s\.toml: unknown key 'steppps'"):
         load_config(f)
-    f.write_text('algorithms = ["grpo", "ppo"]\n')
-    with pytest.raises(StudyError, match=r"s\.toml: algorithms: unknown algorithm 'ppo'"):
+    f.write_text('algorithms = ["grpo", "a2c"]\n')
+    with pytest.raises(StudyError, match=r"s\.toml: algorithms: unknown algorithm 'a2c'"):
         load_config(f)
     f.write_text("[train]\nlrr = 1e-5\n")
     with pytest.raises(StudyError, match=r"unknown key train\.lrr"):
