@@ -14,14 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from rldelta.checkpoint import open_checkpoint
 from rldelta.cli import app
 from rldelta.diff import run_diff
 from rldelta.masks import load_mask
 from rldelta.train.config import TrainConfig
 from rldelta.train.models import build_tiny
+from rldelta.train.step_patches import apply_patches, patch_file
 from rldelta.train.step_recorder import FIRST_CHANGED_FILE, STEPS_DIR, STEPS_FILE, StepRecorder, mask_file
 from rldelta.train.trainers import train
 
@@ -150,7 +152,7 @@ def _config(base: Path, out: Path, steps: int = 4, **kw) -> TrainConfig:
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("steps")
     base = build_tiny(root / "tiny", seed=0)
-    return base, train(_config(base, root / "run"))
+    return base, train(_config(base, root / "run", record_patches=True))
 
 
 def test_a_resumed_run_records_what_an_uninterrupted_one_does(trained, tmp_path):
@@ -191,3 +193,44 @@ def test_cli_steps_prints_the_table_and_writes_a_union_mask(trained, tmp_path):
         assert torch.equal(union.get(n), (first[n] > 0) & (first[n] <= 2))
     r = CliRunner().invoke(app, ["steps", str(tmp_path)])
     assert r.exit_code == 2 and "steps.parquet" in r.output
+
+
+def test_patches_rebuild_every_planted_step_bit_for_bit(tmp_path):
+    history = _drive(StepRecorder(tmp_path / "run", patches=True), steps=5)
+    base_file = tmp_path / "base.safetensors"
+    save_file({n: p.detach().clone() for n, p in _Net().named_parameters()}, base_file)
+    for t in range(1, 6):
+        out = tmp_path / f"w{t}.safetensors"
+        apply_patches(base_file, tmp_path / "run", t, out)
+        got = load_file(out)
+        for n, bits in history[t].items():
+            assert got[n].dtype == torch.bfloat16
+            assert np.array_equal(got[n].view(torch.int16).numpy().reshape(-1), bits), (t, n)
+
+
+def test_applying_the_patches_reproduces_every_saved_checkpoint(trained, tmp_path):
+    base, run = trained
+    for step in (2, 4):
+        out = tmp_path / f"s{step}"
+        r = CliRunner().invoke(app, ["steps", "apply", str(base), str(run), "--to", str(step), "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        ckpt, rebuilt = open_checkpoint(run / "checkpoints" / f"step-{step}"), load_file(out / "model.safetensors")
+        assert sorted(rebuilt) == sorted(n for n in ckpt.names() if n in rebuilt) and rebuilt
+        for n, t in rebuilt.items():
+            want = ckpt.get(n).to(torch.bfloat16)
+            assert torch.equal(t.view(torch.int16), want.view(torch.int16)), (step, n)
+        assert (out / "config.json").is_file()
+    # the patch of a step holds exactly that step's changes (vLLM SparseWeightPatch layout: int32 flat indices)
+    patch = load_file(patch_file(run / STEPS_DIR, 1))
+    assert all(v.dtype == torch.int32 for k, v in patch.items() if k.endswith(".indices"))
+
+
+def test_a_patch_applied_to_another_base_is_refused_in_one_line(trained, tmp_path):
+    _, run = trained
+    other = build_tiny(tmp_path / "other", seed=1)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["steps", "apply", str(other), str(run), "--to", "2", "-o", str(out)])
+    assert r.exit_code == 2 and "fingerprint" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert not out.exists()
+    r = CliRunner().invoke(app, ["steps", "apply", str(other), str(run), "--to", "9", "-o", str(out)])
+    assert r.exit_code == 2 and "no such patch" in r.output

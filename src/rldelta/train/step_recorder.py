@@ -45,11 +45,10 @@ from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, save_mask
 from rldelta.metrics.steps import StepCounts, patch_bytes, set_bits, share_reached, step_counts
 from rldelta.naming import parse_name
+from rldelta.train.step_patches import BASE_FILE, FINGERPRINT_KEY, STEPS_DIR, fingerprint, patch_file, write_patch
 from rldelta.train.stored_layout import StoredTensor, stored_tensors
 
 STEPS_FILE = "steps.parquet"
-STEPS_DIR = "steps"
-BASE_FILE = "base.safetensors"
 FIRST_CHANGED_FILE = "first_changed.safetensors"
 SUMMARY_FILE = "summary.json"
 UNION_LOG = "union.log"
@@ -100,11 +99,20 @@ class StepRecorder(TrainerCallback):
     the weights the step really left.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, model: torch.nn.Module | None = None, *, save_every: int = 0):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        model: torch.nn.Module | None = None,
+        *,
+        save_every: int = 0,
+        patches: bool = False,
+    ):
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / STEPS_DIR
         self.model = model
         self.save_every = save_every
+        self.patches = patches
+        self.base_fingerprint = ""
         self._writer: pq.ParquetWriter | None = None
         self._params: dict[str, torch.nn.Parameter] = {}
         self._stored: dict[str, StoredTensor] = {}  # by stored name, grouped by parameter
@@ -133,7 +141,14 @@ class StepRecorder(TrainerCallback):
         base = self.dir / BASE_FILE
         if state.global_step == 0 or not base.is_file():
             # a fresh run: the snapshot just taken is the base (a resumed run keeps the base it started from)
-            save_file({n: t.contiguous() for n, t in self._prev.items()}, base)
+            self.base_fingerprint = fingerprint(self._prev.items())
+            meta = {FINGERPRINT_KEY: self.base_fingerprint}
+            save_file({n: t.contiguous() for n, t in self._prev.items()}, base, metadata=meta)
+        else:
+            with safe_open(base, "pt") as f:
+                self.base_fingerprint = (f.metadata() or {}).get(FINGERPRINT_KEY) or fingerprint(
+                    (n, f.get_tensor(n)) for n in f.keys()
+                )
         log_end = self._restore(state.global_step)
         self._log = open(self.dir / UNION_LOG, "r+b" if log_end else "wb")
         self._log.truncate(log_end)  # the steps after the resumed checkpoint are redone: their records go
@@ -193,6 +208,7 @@ class StepRecorder(TrainerCallback):
         """Compare the current weights with the previous step's and the base; append this step's rows."""
         per_module: dict[str, StepCounts] = {}
         total = StepCounts()
+        changes = {}
         with safe_open(self.dir / BASE_FILE, "pt") as base:
             for i, (n, cur) in enumerate(self._bf16()):
                 c, d, fresh = step_counts(
@@ -201,11 +217,17 @@ class StepRecorder(TrainerCallback):
                 if c.new_in_union:
                     self._append_log(step, i, set_bits(fresh))
                     self._union[n] |= fresh
+                if self.patches and c.changed_step:
+                    idx = torch.from_numpy(set_bits(d))
+                    changes[n] = (idx, cur.reshape(-1)[idx])
                 self._prev[n].copy_(cur)
                 self._prev_set[n] = d
                 per_module.setdefault(self._modules[n], StepCounts()).__iadd__(c)
                 total += c
         per_module[TOTAL] = total
+        if self.patches:
+            shapes = {n: st.shape for n, st in self._stored.items()}
+            write_patch(patch_file(self.dir, step), step, self.base_fingerprint, changes, shapes)
         rows = [self._row(step, m, c, learning_rate) for m, c in sorted(per_module.items())]
         assert self._writer is not None, "record() before on_train_begin()"
         self._writer.write_table(pa.Table.from_pylist(rows, schema=STEPS_SCHEMA))
