@@ -26,38 +26,41 @@ stored_layout.py, each stored tensor taken out of its parameter's bf16 copy.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import TrainerCallback
 
 from rldelta.atomic import atomic_write_json
 from rldelta.checkpoint import SafetensorsStreamWriter
 from rldelta.columns import unit_schema
-from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, save_mask
 from rldelta.metrics.steps import StepCounts, patch_bytes, share_reached
 from rldelta.naming import parse_name
+from rldelta.threads import torch_threads
+from rldelta.train.step_files import (  # noqa: F401 (read_steps, union_mask: this module's names for callers)
+    FIRST_CHANGED_FILE,
+    RECORD,
+    STEPS_FILE,
+    SUMMARY_FILE,
+    UNION_LOG,
+    first_changed,
+    mask_file,
+    read_steps,
+    union_mask,
+)
 from rldelta.train.step_patches import BASE_FILE, FINGERPRINT_KEY, STEPS_DIR, fingerprint, patch_file, write_patch
 from rldelta.train.step_state import BASE_PLACEMENTS, FileBase, TensorBase, TensorState, ones, pack, unpack
 from rldelta.train.stored_layout import StoredTensor, stored_tensors
 
-STEPS_FILE = "steps.parquet"
-FIRST_CHANGED_FILE = "first_changed.safetensors"
-SUMMARY_FILE = "summary.json"
-UNION_LOG = "union.log"
-_RECORD = struct.Struct("<qqq")  # step, tensor index, number of entries; then that many int64 flat indices
 SATURATION_SHARE = 0.9  # the set "saturates" at the first step holding this share of the final set
 TOTAL = "total"
 
@@ -80,11 +83,6 @@ STEPS_SCHEMA = unit_schema(
         ("bytes_dense", pa.int64()),
     ]
 )
-
-
-def mask_file(run_dir: str | os.PathLike, step: int) -> Path:
-    """Where the set that differs from the base at `step` is saved."""
-    return Path(run_dir) / STEPS_DIR / f"step-{step}.mask.safetensors"
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -230,6 +228,12 @@ class StepRecorder(TrainerCallback):
 
     def record(self, step: int, learning_rate: float | None = None) -> dict[str, StepCounts]:
         """Compare the current weights with the previous step's and the base; append this step's rows."""
+        # One thread: its work is many small memory-bound ops, and on a busy CPU an op split over threads waits for
+        # the slowest to be scheduled (measured under load: 100x slower on the sparse ops with two threads).
+        with torch_threads(1):
+            return self._record(step, learning_rate)
+
+    def _record(self, step: int, learning_rate: float | None) -> dict[str, StepCounts]:
         per_module: dict[str, StepCounts] = {}
         total = StepCounts()
         changes, found = {}, []
@@ -287,7 +291,7 @@ class StepRecorder(TrainerCallback):
         return path
 
     def _append_log(self, step: int, tensor: int, indices: np.ndarray) -> None:
-        self._log.write(_RECORD.pack(step, tensor, indices.size))
+        self._log.write(RECORD.pack(step, tensor, indices.size))
         self._log.write(indices.astype("<i8").tobytes())
 
     def memory_bytes(self) -> int:
@@ -319,7 +323,7 @@ class StepRecorder(TrainerCallback):
         self._writer.close()
         self._writer = None
         self._log.close()
-        first = _first_changed(self.dir / UNION_LOG)
+        first = first_changed(self.dir / UNION_LOG)
         step_dtype = torch.int16 if max(self._steps, default=0) <= torch.iinfo(torch.int16).max else torch.int32
         writer = SafetensorsStreamWriter(
             self.dir / FIRST_CHANGED_FILE, [(n, step_dtype, st.shape) for n, st in self._stored.items()]
@@ -356,40 +360,3 @@ def _learning_rate(scheduler) -> float | None:
         return float(scheduler.get_last_lr()[0])
     except (AttributeError, IndexError):
         return None
-
-
-def read_steps(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A run's recorded steps (RUN/steps.parquet) and their summary; one-line errors for a folder without them."""
-    run = Path(run_dir)
-    path = run / STEPS_FILE
-    if not path.is_file():
-        raise RldeltaError(f"{run}: no {STEPS_FILE} (train with the step recorder on: `rldelta train --record-steps`)")
-    try:
-        table = pd.read_parquet(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise RldeltaError(f"{path}: unreadable ({e}); a run killed mid-step leaves it without its footer") from None
-    summary_path = run / STEPS_DIR / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return table, summary
-
-
-def union_mask(run_dir: str | os.PathLike, step: int) -> Mask:
-    """Every entry that differed from the base at some step <= `step` (from RUN/steps/first_changed.safetensors)."""
-    path = Path(run_dir) / STEPS_DIR / FIRST_CHANGED_FILE
-    if not path.is_file():
-        raise RldeltaError(f"{path}: missing (written when a recorded run ends)")
-    first = load_file(path)
-    return Mask.from_tensors(
-        {n: (t > 0) & (t <= step) for n, t in first.items()}, metadata={"step": str(step), "source": "union"}
-    )
-
-
-def _first_changed(log: Path) -> dict[int, list[tuple[int, np.ndarray]]]:
-    """The union log read back: per tensor index, (step, flat indices new to the union at that step)."""
-    out: dict[int, list[tuple[int, np.ndarray]]] = {}
-    with open(log, "rb") as f:
-        while head := f.read(_RECORD.size):
-            step, tensor, count = _RECORD.unpack(head)
-            idx = np.frombuffer(f.read(8 * count), dtype="<i8")
-            out.setdefault(tensor, []).append((step, idx))
-    return out
