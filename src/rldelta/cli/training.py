@@ -180,6 +180,7 @@ def train_(
     record_steps: bool | None = typer.Option(
         None, "--record-steps/--no-record-steps", help=help_of(TrainConfig, "record_steps")
     ),
+    patches: bool | None = typer.Option(None, "--patches", help=help_of(TrainConfig, "record_patches")),
 ) -> None:
     """Train MODEL on a task with a TRL algorithm; checkpoints under OUT/checkpoints/step-N/ for `rldelta diff`."""
     from rldelta.train.config import make_config
@@ -190,6 +191,7 @@ def train_(
             str(out),
             resume=resume,
             record_steps=record_steps,
+            record_patches=patches,
             model=str(model) if model else None,
             task=task,
             algo=algo,

@@ -139,6 +139,13 @@ class TrainConfig:
             "Record every optimizer step's change set of the bf16 weights (RUN/steps.parquet, train.step_recorder)."
         ),
     )
+    record_patches: bool = field(
+        default=False,
+        metadata=_help(
+            "With the step recorder: also write each step's change as a sparse patch (RUN/steps/patches/step-N."
+            "safetensors; `rldelta steps apply` rebuilds any step's bf16 weights from them)."
+        ),
+    )
     extra: dict[str, Any] = field(
         default_factory=dict, metadata=_help("Passed to the TRL config as-is (expert escape hatch).")
     )
