@@ -128,6 +128,8 @@ def _surgery(kind, gain, mask_share, ctl_share, **kw):
     "kind, gain, mask_share, ctl_share, noise, expected",
     [
         ("patch", 1.0, 0.97, 0.10, 0.05, c.REPRODUCES),
+        ("patch", -1.0, 0.97, 0.10, 0.05, c.REPRODUCES),  # RL lowered the score: the mask follows it down
+        ("revert", -1.0, 0.95, 0.30, 0.05, c.DOES_NOT),
         ("patch", 1.0, 0.60, 0.10, 0.05, c.PARTLY),  # beats random masks but keeps ~60% of the gain
         ("patch", 1.0, 0.10, 0.60, 0.05, c.DOES_NOT),  # random masks do better
         ("patch", 1.0, 0.50, 0.50, 0.50, c.INCONCLUSIVE),  # mask and controls alike, noisy
@@ -162,6 +164,10 @@ def test_surgery_evidence_against_numpy():
     assert ev.share["share"] == pytest.approx(np.mean(m - b) / np.mean(t - b))
     assert ev.control_share["share"] == pytest.approx(np.mean(k - b) / np.mean(t - b))
     assert ev.vs_control["difference"] == pytest.approx(np.mean(m - k))
+    flipped = problems.assign(ref_logprob=-problems["ref_logprob"])  # RL lowered the score: the same evidence
+    ev2 = pe.surgery_evidence(flipped, sur, "patch", [TARGET], "ref_logprob")
+    assert ev2.vs_control["difference"] == pytest.approx(ev.vs_control["difference"])
+    assert ev2.share["share"] == pytest.approx(ev.share["share"])
 
 
 def test_paired_decides_where_unpaired_intervals_straddle():

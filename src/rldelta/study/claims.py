@@ -216,18 +216,24 @@ def surgery_rule(kind: str, ev: SurgeryEvidence | None, mask_name: str) -> Verdi
     test = "paired bootstrap 95% interval; sign-flip permutation p"
     fields = _paired_fields(ev.score, vc, test)
     text = (
-        f"On {SCORE_NAMES[ev.score]}, over {vc['n']} test problems, RL gained {{paired_gain}} (p = {g['p']:.3g}); "
+        f"On {SCORE_NAMES[ev.score]}, over {vc['n']} test problems, RL changed the score by {{paired_gain}} "
+        f"(p = {g['p']:.3g}); "
         + (
-            f"base + the update on {mask_name} keeps {{patch_share}} of that gain, on random masks {{patch_random_share}}"
+            f"base + the update on {mask_name} keeps {{patch_share}} of that change, on random masks {{patch_random_share}}"
             if patch
             else f"resetting {mask_name} removes {{revert_share}} of it, resetting random masks {{revert_random_share}}"
         )
         + f"; mask vs controls {{{kind}_vs_random}} (p = {vc['p']:.3g}). Greedy, exact McNemar: "
         f"{ev.greedy['only_a']} vs {ev.greedy['only_b']} problems solved by one side only (p = {ev.greedy['p']:.3g})"
     )
-    if g["lo"] <= 0:
+    if g["lo"] <= 0 <= g["hi"]:
         return Verdict(
-            INCONCLUSIVE, cmp, null, text + ": RL's own gain is not above noise.", _power_text(g, "RL's gain"), **fields
+            INCONCLUSIVE,
+            cmp,
+            null,
+            text + ": RL's own change is not above noise.",
+            _power_text(g, "RL's change"),
+            **fields,
         )
     if vc["lo"] <= 0 < vc["hi"]:
         return Verdict(INCONCLUSIVE, cmp, null, text + ".", _power_text(vc, "mask vs controls"), **fields)

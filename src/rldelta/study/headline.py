@@ -78,13 +78,13 @@ def _paired_rows(add, sur_ev: dict, ret_ev, mname: str, score: str) -> None:
         )
 
     first = sur_ev["patch"] or sur_ev["revert"]
-    boot("paired_gain", f"RL's gain over the base on {name}, tuned − base", first.gain if first else None)
+    boot("paired_gain", f"RL's change on {name}, tuned − base (paired)", first.gain if first else None)
     p, r = sur_ev["patch"], sur_ev["revert"]
-    share("patch_share", f"share of that gain kept by base + the update on {mname}", p.share if p else None)
+    share("patch_share", f"share of that change kept by base + the update on {mname}", p.share if p else None)
     share("patch_random_share", "… on random masks of the same density", p.control_share if p else None)
     boot("patch_vs_random", f"{mname} − random masks, patched ({name})", p.vs_control if p else None)
     removed = (lambda d: {**d, "share": 1 - d["share"], "lo": 1 - d["hi"], "hi": 1 - d["lo"]}) if r else None
-    share("revert_share", f"share of the gain removed by resetting {mname}", removed(r.share) if r else None)
+    share("revert_share", f"share of the change removed by resetting {mname}", removed(r.share) if r else None)
     share("revert_random_share", "… by resetting random masks", removed(r.control_share) if r else None)
     boot("revert_vs_random", f"random masks − {mname}, reset ({name})", r.vs_control if r else None)
     boot("retrain_full_gain", f"the full run's gain over the base ({name})", ret_ev.gain if ret_ev else None)

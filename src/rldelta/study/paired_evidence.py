@@ -34,7 +34,8 @@ class SurgeryEvidence:
     gain: dict  # paired_difference(tuned, base)
     share: dict  # gain_share of the mask's model (a revert: the share it keeps, 1 − the share it removes)
     control_share: dict  # the same for the random-mask controls (their mean per problem)
-    vs_control: dict  # paired_difference: patch − control (sufficiency), control − revert (necessity)
+    vs_control: dict  # paired_difference, > 0 when the mask's model is the closer to the tuned one (patch) or to the
+    # base (revert) than its controls: patch − control, control − revert, each times the sign of RL's change
     greedy: dict  # exact McNemar, greedy 0/1: the mask's model against its first control (ordered as vs_control)
 
 
@@ -85,12 +86,16 @@ def surgery_evidence(problems: pd.DataFrame, surgery: pd.DataFrame, kind: str, t
     v = {key: np.concatenate(x) for key, x in cols[score].items()}
     g = {key: np.concatenate(x) for key, x in cols["correct"].items()}
     patch = kind == "patch"
+    # Oriented by the direction RL moved the score, so that "the mask beats its controls" reads the same whether RL
+    # raised the score (accuracy) or lowered it (log p of a reference answer in a style the policy left).
+    sign = 1.0 if np.mean(v["tuned"] - v["base"]) >= 0 else -1.0
+    m, c = sign * v["mask"], sign * v["ctl"]
     return SurgeryEvidence(
         score=score,
         gain=paired_difference(v["tuned"], v["base"]),
         share=gain_share(v["mask"], v["base"], v["tuned"]),
         control_share=gain_share(v["ctl"], v["base"], v["tuned"]),
-        vs_control=paired_difference(v["mask"], v["ctl"]) if patch else paired_difference(v["ctl"], v["mask"]),
+        vs_control=paired_difference(m, c) if patch else paired_difference(c, m),
         greedy=mcnemar_exact(*((g["mask"], g["ctl0"]) if patch else (g["ctl0"], g["mask"]))),
     )
 

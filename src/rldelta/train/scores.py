@@ -27,7 +27,8 @@ def reference_logprobs(
     """(sum of log p, number of tokens) of the task's reference completion after each chat prompt, teacher-forced.
 
     The prompt and the completion are tokenized apart and joined, so the scored tokens are exactly the
-    completion's, whatever the tokenizer would merge across the boundary."""
+    completion's, whatever the tokenizer would merge across the boundary. The vocabulary projection is computed
+    only at the completion's positions (it is most of a small model's cost over a whole sequence)."""
     import torch
 
     device = next(model.parameters()).device
@@ -43,15 +44,25 @@ def reference_logprobs(
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             width = max(len(p) + len(c) for p, c in chunk)
+            keep = max(len(c) for _, c in chunk) + 1
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             att = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, (p, c) in enumerate(chunk):  # right padding: positions are those of an unpadded sequence
-                ids[i, : len(p) + len(c)] = torch.tensor(p + c)
-                att[i, : len(p) + len(c)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device)[..., None])[..., 0]
-            for i, (p, c) in enumerate(chunk):
-                out.append((float(logp[i, len(p) - 1 : len(p) + len(c) - 1].sum()), len(c)))
+            for i, (p, c) in enumerate(chunk):  # left padding: every completion ends at the last position
+                ids[i, width - len(p) - len(c) :] = torch.tensor(p + c)
+                att[i, width - len(p) - len(c) :] = 1
+            pos = (att.cumsum(-1) - 1).clamp(min=0)  # each sequence's own positions, as if unpadded
+            # the vocabulary projection only where a completion token is predicted: the last `keep` positions
+            logits = model(
+                input_ids=ids.to(device),
+                attention_mask=att.to(device),
+                position_ids=pos.to(device),
+                logits_to_keep=keep,
+            ).logits.float()
+            for i, (_, c) in enumerate(chunk):
+                n = len(c)
+                logp = torch.log_softmax(logits[i, keep - n - 1 : keep - 1], dim=-1)
+                target = torch.tensor(c, device=logp.device)[:, None]
+                out.append((float(logp.gather(-1, target).sum()), n))
     return out
 
 
