@@ -244,6 +244,20 @@ def test_retrain_rule_on_planted_problems(gain, share, noise, cos, expected):
         assert "test problems" in v.more_data
 
 
+def test_retrain_beyond_the_margin_names_the_n_that_shows_the_difference():
+    ev = _retrain(1.0, 0.75, 0.3)  # the retrain keeps ~75% of the change: 0.25 apart, margin 0.2, noisy
+    v = c.retrain_rule(ev, 0.95)
+    assert v.verdict == c.INCONCLUSIVE and "beyond the margin" in v.more_data
+    d = ev.vs_full
+    assert abs(d["difference"]) > 0.2 * abs(ev.gain["difference"])
+    need = int(v.more_data.split("about ")[1].split(" ")[0])
+    margin = 0.2 * abs(ev.gain["difference"])
+    df = np.arange(N, 100_000) - 1
+    nc = (abs(d["difference"]) - margin) / d["sd"] * np.sqrt(df + 1)
+    crit = stats.t.ppf(0.975, df)
+    assert need == int(df[np.argmax(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc) >= 0.8)] + 1)
+
+
 def test_retrain_not_measured():
     assert c.retrain_rule(None, None).verdict == c.NOT_MEASURED
 

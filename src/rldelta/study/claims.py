@@ -243,6 +243,21 @@ def surgery_rule(kind: str, ev: SurgeryEvidence | None, mask_name: str) -> Verdi
     return Verdict(REPRODUCES if share >= RECOVERED else PARTLY, cmp, null, text + ".", **fields)
 
 
+def _retrain_n(d: dict, margin: float) -> str:
+    """The test problems that would decide the retrain: equivalence while the observed difference is inside the
+    margin, a difference beyond the margin once it is outside (80% power, noncentral t, the observed paired sd)."""
+    n, effect, sd = d["n"], d["difference"], d["sd"]
+    if abs(effect) < margin:
+        need = n_to_decide(lambda k: power_equivalence(k, effect, sd, margin), n)
+        what = "show equivalence"
+    else:
+        need = n_to_decide(lambda k: power_difference(k, abs(effect) - margin, sd), n)
+        what = f"show a difference beyond the margin ±{margin:.3g}"
+    if not need:
+        return f"the observed difference sits on the margin ±{margin:.3g}: no number of test problems decides it"
+    return f"about {need} test problems (now {n}) would {what} at 80% power (paired sd {sd:.3f})"
+
+
 def retrain_rule(ev: RetrainEvidence | None, cosine: float | None, equal_1e4: float | None = None) -> Verdict:
     """Subnetwork-only retraining against the full run, paired by problem: equivalent when the paired TOST within
     ±EQUIVALENCE_MARGIN of RL's gain (full − base) rejects a larger difference, and Δs pointing the same way
@@ -276,13 +291,7 @@ def retrain_rule(ev: RetrainEvidence | None, cosine: float | None, equal_1e4: fl
     same = cosine is not None and cosine >= RETRAIN_COSINE
     differs = d["lo"] > margin or d["hi"] < -margin
     if not eq["equivalent"] and not differs:
-        need = n_to_decide(lambda n: power_equivalence(n, d["difference"], d["sd"], margin), d["n"])
-        more = (
-            f"about {need} test problems (now {d['n']}) would show equivalence at 80% power (paired sd {d['sd']:.3f})"
-            if need
-            else "the observed difference is about the margin: no number of test problems shows equivalence"
-        )
-        return Verdict(INCONCLUSIVE, cmp, null, text + f" (TOST p = {eq['p']:.3g}).", more, **fields)
+        return Verdict(INCONCLUSIVE, cmp, null, text + f" (TOST p = {eq['p']:.3g}).", _retrain_n(d, margin), **fields)
     v = REPRODUCES if eq["equivalent"] and same else (PARTLY if eq["equivalent"] or same else DOES_NOT)
     return Verdict(v, cmp, null, text + f" (TOST p = {eq['p']:.3g}).", **fields)
 
