@@ -119,7 +119,8 @@ def analyse(out: Path) -> dict:
     bases = {m: read_base(out / m) for m in sorted({r["model"] for r in runs})}
     cal, _ = calibrate(out / "runs" / CALIBRATION, CALIBRATE_STEPS, bases["mix5m"])
     first = measured(out / "runs" / CALIBRATION)
-    k, c = competitor(first[first["step"] <= CALIBRATE_STEPS], 1e-5)
+    cal_lr = next(r["lr"] for r in grid() if r["name"] == CALIBRATION)
+    k, c = competitor(first[first["step"] <= CALIBRATE_STEPS], cal_lr)
     rows, curves = [], {}
     for r in runs:
         m = measured(out / "runs" / r["name"])
