@@ -87,6 +87,14 @@ def train(out: Path) -> None:
         print(f"{r['name']}: trained in {time.time() - t0:.0f} s", flush=True)
 
 
+def readable(run: Path) -> bool:
+    """A run whose steps.parquet is complete: finished, or stopped (the recorder closes the file when a run fails)."""
+    try:
+        return len(measured(run)) > 0
+    except (OSError, ValueError):
+        return False
+
+
 def measured(run: Path) -> pd.DataFrame:
     """The run's recorded totals per step: changed vs base and vs the previous step, and the lr."""
     df = pd.read_parquet(run / "steps.parquet")
@@ -113,7 +121,7 @@ def within(pred: float, meas: float) -> bool:
 def analyse(out: Path) -> dict:
     from rldelta.predict import Settings, calibrate, predict, read_base
 
-    runs = [r for r in grid() if done(out / "runs" / r["name"])]
+    runs = [r for r in grid() if readable(out / "runs" / r["name"])]
     if not any(r["name"] == CALIBRATION for r in runs):
         raise SystemExit(f"{CALIBRATION} is not trained yet: run the train stage first")
     bases = {m: read_base(out / m) for m in sorted({r["model"] for r in runs})}
