@@ -163,6 +163,17 @@ def analyse(out: Path) -> dict:
                 "per_step_share_within_25pct": float(np.mean(rel_step <= 0.25)) if rel_step.size else float("nan"),
             }
         )
+        # the --from-run use: the law calibrated on this run's own first 5 steps, its steps 6.. predicted
+        own = calibrate(out / "runs" / r["name"], CALIBRATE_STEPS, bases[r["model"]])[0]
+        po = pd.DataFrame(predict(bases[r["model"]], Settings(lr=r["lr"], steps=int(t.max())), own)["per_step"])
+        f_o, s_o = po["changed_base_frac"].to_numpy(), po["changed_step_frac"].to_numpy()
+        later = (t > CALIBRATE_STEPS) & (s_m > 0)
+        rows[-1].update(
+            own_predicted=float(f_o[-1]),
+            own_abs_err=float(abs(f_o[-1] - f_m[-1])),
+            own_within_target=within(float(f_o[-1]), float(f_m[-1])),
+            own_per_step_median_rel_err=float(np.median(np.abs(s_o - s_m)[later] / s_m[later])),
+        )
         curves[r["name"]] = (t, f_m, f_p, f_c, s_m, s_p)
     table = pd.DataFrame(rows)
     table.to_csv(out / "law.csv", index=False)
