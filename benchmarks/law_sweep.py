@@ -211,7 +211,9 @@ def plot(curves: dict, path: Path) -> None:
 
 
 def clean(out: Path) -> None:
-    for ck in sorted((out / "runs").glob("*/checkpoints")):
+    """Keep what `analyse` reads (steps.parquet, run.json, the base models); the checkpoints and states go."""
+    bulky = [*(out / "runs").glob("*/checkpoints"), *(out / "runs").glob("*/trainer"), *(out / "runs").glob("*/steps")]
+    for ck in sorted(bulky):
         shutil.rmtree(ck)
         print(f"removed {ck}")
 
