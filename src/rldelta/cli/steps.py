@@ -1,4 +1,5 @@
-"""`rldelta steps RUN`: every recorded optimizer step's change set, and the union mask at any step."""
+"""`rldelta steps RUN`: every recorded optimizer step's change set, and the union mask at any step.
+`rldelta steps apply BASE RUN --to N -o OUT`: step N's bf16 weights rebuilt from the base and the run's patches."""
 
 from __future__ import annotations
 
@@ -13,13 +14,42 @@ from rldelta.errors import RldeltaError
 
 @app.command()
 def steps(
-    run: Path = typer.Argument(..., help="A run folder holding steps.parquet (rldelta train records it by default)."),
+    args: list[str] = typer.Argument(
+        ...,
+        metavar="RUN | apply BASE RUN",
+        help="A run folder holding steps.parquet (rldelta train records it by default); or `apply BASE RUN`: "
+        "rebuild step --to's bf16 weights from BASE and RUN's patches (recorded with `rldelta train --patches`).",
+    ),
     union_at: int | None = typer.Option(
         None, "--union-at", help="Write the union of the change sets up to this step as a mask (needs -o)."
     ),
-    out: Path | None = typer.Option(None, "-o", "--out", help="Mask file or folder for --union-at."),
+    to: int | None = typer.Option(None, "--to", help="apply: the step whose weights to rebuild."),
+    out: Path | None = typer.Option(
+        None, "-o", "--out", help="Mask file or folder for --union-at; apply: the model folder (or .safetensors)."
+    ),
 ) -> None:
     """Per-step changed fraction, overlaps, saturation and sparse-patch size of a recorded run."""
+    if args[0] == "apply":
+        if len(args) != 3 or to is None or out is None:
+            fail("usage: rldelta steps apply BASE RUN --to N -o OUT")
+        _apply(Path(args[1]), Path(args[2]), to, out)
+        return
+    if len(args) != 1:
+        fail(f"one run folder expected, got {len(args)} arguments (or: rldelta steps apply BASE RUN --to N -o OUT)")
+    _table(Path(args[0]), union_at, out)
+
+
+def _apply(base: Path, run: Path, to: int, out: Path) -> None:
+    from rldelta.train.step_patches import apply_patches
+
+    try:
+        n = apply_patches(base, run, to, out)
+    except RldeltaError as e:
+        fail(str(e))
+    console.print(f"wrote {out}: the bf16 weights of step {to} ({n:,} entries patched over {to} steps)")
+
+
+def _table(run: Path, union_at: int | None, out: Path | None) -> None:
     from rldelta.masks import save_mask
     from rldelta.report.terminal import steps_table
     from rldelta.train.step_recorder import read_steps, union_mask

@@ -163,6 +163,12 @@ def train_(
     ),
     temperature: float | None = typer.Option(None, "--temperature", help=help_of(TrainConfig, "temperature")),
     beta: float | None = typer.Option(None, "--beta", help=help_of(TrainConfig, "beta")),
+    ppo_epochs: int | None = typer.Option(None, "--ppo-epochs", help=help_of(TrainConfig, "ppo_epochs")),
+    value_lr: float | None = typer.Option(None, "--value-lr", help=help_of(TrainConfig, "value_lr")),
+    reward_model_lr: float | None = typer.Option(
+        None, "--reward-model-lr", help=help_of(TrainConfig, "reward_model_lr")
+    ),
+    gae_lambda: float | None = typer.Option(None, "--gae-lambda", help=help_of(TrainConfig, "gae_lambda")),
     precision: str | None = typer.Option(None, "--precision", help=help_of(TrainConfig, "precision")),
     save_steps: str | None = typer.Option(None, "--save-steps", help=help_of(TrainConfig, "save_steps")),
     mask: Path | None = typer.Option(None, "--mask", help=help_of(TrainConfig, "mask")),
@@ -174,6 +180,7 @@ def train_(
     record_steps: bool | None = typer.Option(
         None, "--record-steps/--no-record-steps", help=help_of(TrainConfig, "record_steps")
     ),
+    patches: bool | None = typer.Option(None, "--patches", help=help_of(TrainConfig, "record_patches")),
 ) -> None:
     """Train MODEL on a task with a TRL algorithm; checkpoints under OUT/checkpoints/step-N/ for `rldelta diff`."""
     from rldelta.train.config import make_config
@@ -184,6 +191,7 @@ def train_(
             str(out),
             resume=resume,
             record_steps=record_steps,
+            record_patches=patches,
             model=str(model) if model else None,
             task=task,
             algo=algo,
@@ -197,6 +205,10 @@ def train_(
             max_completion_length=max_completion_length,
             beta=beta,
             temperature=temperature,
+            ppo_epochs=ppo_epochs,
+            value_lr=value_lr,
+            reward_model_lr=reward_model_lr,
+            gae_lambda=gae_lambda,
             precision=precision,
             save_steps=save_steps,
             mask=str(mask) if mask else None,

@@ -10,10 +10,14 @@ With `save_every=K` (and at every checkpoint the Trainer saves), RUN/steps/step-
 that differs from the base at step N, the same mask `rldelta diff BASE step-N --save-mask` writes.
 
 The bf16 copy is what a run publishes or syncs to its inference engine: fp32 master weights rounded to bf16
-(round to nearest even, as `model.to(torch.bfloat16)`), or the bf16 weights themselves. Memory: one bf16 snapshot
-(2 bytes per parameter) and two bits per parameter (the previous step's set, the union so far). The base is kept
-on disk (RUN/steps/base.safetensors) and read one tensor at a time; the entries new to the union are appended to a
-log on disk (RUN/steps/union.log: step, tensor, indices), from which the first-change file is built at the end.
+(round to nearest even, as `model.to(torch.bfloat16)`), or the bf16 weights themselves. The comparisons run where
+the weights are (train.step_state): per parameter one bf16 snapshot (2 bytes) and three bits (the previous step's
+set, the since-base set, the union), on the parameters' device; the since-base set is kept incrementally, so the
+base (RUN/steps/base.safetensors, written at the start) is read only at the entries that changed this step and
+differed from the base before (`base="file"`, the default; "host" and "device" keep a copy there instead). Only
+counts, and the indices of the entries new to the union (appended to RUN/steps/union.log: step, tensor, indices,
+from which the first-change file is built at the end) or of a step's patch, go to the host. With `patches=True`
+each step's change is written as a sparse patch (train.step_patches).
 
 Everything is keyed by the tensors as the checkpoint stores them, so the sets equal `rldelta diff`'s: a model that
 holds some parameters in another layout (transformers' fused MoE experts) is followed through the map of
@@ -22,38 +26,41 @@ stored_layout.py, each stored tensor taken out of its parameter's bf16 copy.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import TrainerCallback
 
 from rldelta.atomic import atomic_write_json
 from rldelta.checkpoint import SafetensorsStreamWriter
 from rldelta.columns import unit_schema
-from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, save_mask
-from rldelta.metrics.steps import StepCounts, patch_bytes, set_bits, share_reached, step_counts
+from rldelta.metrics.steps import StepCounts, patch_bytes, share_reached
 from rldelta.naming import parse_name
+from rldelta.threads import torch_threads
+from rldelta.train.step_files import (  # noqa: F401 (read_steps, union_mask: this module's names for callers)
+    FIRST_CHANGED_FILE,
+    RECORD,
+    STEPS_FILE,
+    SUMMARY_FILE,
+    UNION_LOG,
+    first_changed,
+    mask_file,
+    read_steps,
+    union_mask,
+)
+from rldelta.train.step_patches import BASE_FILE, FINGERPRINT_KEY, STEPS_DIR, fingerprint, patch_file, write_patch
+from rldelta.train.step_state import BASE_PLACEMENTS, FileBase, TensorBase, TensorState, ones, pack, unpack
 from rldelta.train.stored_layout import StoredTensor, stored_tensors
 
-STEPS_FILE = "steps.parquet"
-STEPS_DIR = "steps"
-BASE_FILE = "base.safetensors"
-FIRST_CHANGED_FILE = "first_changed.safetensors"
-SUMMARY_FILE = "summary.json"
-UNION_LOG = "union.log"
-_RECORD = struct.Struct("<qqq")  # step, tensor index, number of entries; then that many int64 flat indices
 SATURATION_SHARE = 0.9  # the set "saturates" at the first step holding this share of the final set
 TOTAL = "total"
 
@@ -78,14 +85,9 @@ STEPS_SCHEMA = unit_schema(
 )
 
 
-def mask_file(run_dir: str | os.PathLike, step: int) -> Path:
-    """Where the set that differs from the base at `step` is saved."""
-    return Path(run_dir) / STEPS_DIR / f"step-{step}.mask.safetensors"
-
-
-def _bits(t: torch.Tensor) -> np.ndarray:
-    """The int16 bit patterns of a bf16 tensor, flat (numpy's compares are several times faster than torch's)."""
-    return t.detach().reshape(-1).view(torch.int16).numpy()
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The int16 bit patterns of a bf16 tensor, flat, where it is."""
+    return t.detach().reshape(-1).view(torch.int16)
 
 
 def _ratio(a: int, b: int) -> float:
@@ -100,17 +102,29 @@ class StepRecorder(TrainerCallback):
     the weights the step really left.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, model: torch.nn.Module | None = None, *, save_every: int = 0):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        model: torch.nn.Module | None = None,
+        *,
+        save_every: int = 0,
+        patches: bool = False,
+        base: str = "file",
+    ):
+        if base not in BASE_PLACEMENTS:
+            raise ValueError(f"base={base!r}: one of {', '.join(BASE_PLACEMENTS)}")
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / STEPS_DIR
         self.model = model
         self.save_every = save_every
+        self.patches = patches
+        self.base_fingerprint = ""
+        self.base_placement = base
+        self._base: FileBase | TensorBase | None = None
         self._writer: pq.ParquetWriter | None = None
         self._params: dict[str, torch.nn.Parameter] = {}
         self._stored: dict[str, StoredTensor] = {}  # by stored name, grouped by parameter
-        self._prev: dict[str, torch.Tensor] = {}
-        self._prev_set: dict[str, np.ndarray] = {}  # packed bits
-        self._union: dict[str, np.ndarray] = {}  # packed bits
+        self._state: dict[str, TensorState] = {}
         self._log = None
         self._modules: dict[str, str] = {}
         self._steps: list[int] = []
@@ -126,20 +140,40 @@ class StepRecorder(TrainerCallback):
         self._stored = stored_tensors(model)
         self.dir.mkdir(parents=True, exist_ok=True)
         for n, cur in self._bf16():
-            self._prev[n] = cur if cur.data_ptr() != self._params[self._stored[n].param].data_ptr() else cur.clone()
-            self._prev_set[n] = np.zeros((cur.numel() + 7) // 8, dtype=np.uint8)
-            self._union[n] = np.zeros((cur.numel() + 7) // 8, dtype=np.uint8)
+            self._state[n] = TensorState.fresh(_bits(cur))
             self._modules[n] = parse_name(n)[1]
         base = self.dir / BASE_FILE
-        if state.global_step == 0 or not base.is_file():
+        fresh_run = state.global_step == 0 or not base.is_file()
+        if fresh_run:
             # a fresh run: the snapshot just taken is the base (a resumed run keeps the base it started from)
-            save_file({n: t.contiguous() for n, t in self._prev.items()}, base)
+            bf16 = {n: s.prev.view(torch.bfloat16).reshape(self._stored[n].shape) for n, s in self._state.items()}
+            self.base_fingerprint = fingerprint(bf16.items())
+            save_file(
+                {n: t.cpu().contiguous() for n, t in bf16.items()},
+                base,
+                metadata={FINGERPRINT_KEY: self.base_fingerprint},
+            )
+        else:
+            with safe_open(base, "pt") as f:
+                self.base_fingerprint = (f.metadata() or {}).get(FINGERPRINT_KEY) or fingerprint(
+                    (n, f.get_tensor(n)) for n in f.keys()
+                )
+        self._base = self._place_base(base, fresh_run)
         log_end = self._restore(state.global_step)
         self._log = open(self.dir / UNION_LOG, "r+b" if log_end else "wb")
         self._log.truncate(log_end)  # the steps after the resumed checkpoint are redone: their records go
         self._log.seek(log_end)
         self._open(state.global_step)
         self.last_step = state.global_step
+
+    def _place_base(self, path: Path, fresh_run: bool) -> FileBase | TensorBase:
+        if self.base_placement == "file":
+            return FileBase(path)
+        on_host = self.base_placement == "host"
+        if fresh_run:
+            return TensorBase({n: s.prev.clone() for n, s in self._state.items()}, on_host)
+        files = FileBase(path)
+        return TensorBase({n: files.whole(n).to(s.prev.device) for n, s in self._state.items()}, on_host)
 
     def _restore(self, step: int) -> int:
         """After a resume: the union and the previous step's set as saved with the resumed checkpoint; returns the
@@ -148,9 +182,12 @@ class StepRecorder(TrainerCallback):
         if step == 0 or not f.is_file():
             return 0  # no record of the steps before: the rows from here on still hold; the union starts here
         with safe_open(f, "pt") as st:
-            for n in self._stored:
-                self._union[n] = st.get_tensor(f"union/{n}").numpy()
-                self._prev_set[n] = st.get_tensor(f"prev_set/{n}").numpy()
+            for n, state in self._state.items():
+                state.union = st.get_tensor(f"union/{n}").to(state.prev.device)
+                state.prev_set = st.get_tensor(f"prev_set/{n}").to(state.prev.device)
+                # the since-base set is not saved: it is where the weights differ from the base now (one full read)
+                state.since = pack(state.prev != self._base.whole(n).to(state.prev.device))
+                state.changed_base, state.union_count = ones(state.since), ones(state.union)
             return int(st.metadata()["union_log_bytes"])
 
     def _open(self, step: int) -> None:
@@ -191,21 +228,32 @@ class StepRecorder(TrainerCallback):
 
     def record(self, step: int, learning_rate: float | None = None) -> dict[str, StepCounts]:
         """Compare the current weights with the previous step's and the base; append this step's rows."""
+        # One thread: its work is many small memory-bound ops, and on a busy CPU an op split over threads waits for
+        # the slowest to be scheduled (measured under load: 100x slower on the sparse ops with two threads).
+        with torch_threads(1):
+            return self._record(step, learning_rate)
+
+    def _record(self, step: int, learning_rate: float | None) -> dict[str, StepCounts]:
         per_module: dict[str, StepCounts] = {}
         total = StepCounts()
-        with safe_open(self.dir / BASE_FILE, "pt") as base:
-            for i, (n, cur) in enumerate(self._bf16()):
-                c, d, fresh = step_counts(
-                    _bits(cur), _bits(self._prev[n]), _bits(base.get_tensor(n)), self._prev_set[n], self._union[n]
-                )
-                if c.new_in_union:
-                    self._append_log(step, i, set_bits(fresh))
-                    self._union[n] |= fresh
-                self._prev[n].copy_(cur)
-                self._prev_set[n] = d
-                per_module.setdefault(self._modules[n], StepCounts()).__iadd__(c)
-                total += c
+        changes, found = {}, []
+        for i, (n, cur) in enumerate(self._bf16()):
+            state = self._state[n]
+            idx, fresh, counts = state.advance(_bits(cur), lambda at, n=n: self._base.at(n, at))
+            if fresh.numel():
+                self._append_log(step, i, fresh.cpu().numpy())
+            if self.patches and idx.numel():
+                changes[n] = (idx, cur.reshape(-1)[idx])
+            found.append((n, idx.numel(), fresh.numel(), state.changed_base, state.union_count, counts))
+        overlaps = torch.stack([f[-1].cpu() for f in found]).tolist() if found else []  # the counts' one trip
+        for (n, changed, new, since, union, _), (prev, in_union) in zip(found, overlaps):
+            c = StepCounts(self._state[n].prev.numel(), changed, since, prev, in_union, new, union)
+            per_module.setdefault(self._modules[n], StepCounts()).__iadd__(c)
+            total += c
         per_module[TOTAL] = total
+        if self.patches:
+            shapes = {n: st.shape for n, st in self._stored.items()}
+            write_patch(patch_file(self.dir, step), step, self.base_fingerprint, changes, shapes)
         rows = [self._row(step, m, c, learning_rate) for m, c in sorted(per_module.items())]
         assert self._writer is not None, "record() before on_train_begin()"
         self._writer.write_table(pa.Table.from_pylist(rows, schema=STEPS_SCHEMA))
@@ -233,12 +281,8 @@ class StepRecorder(TrainerCallback):
     # ---- masks and state -------------------------------------------------------------------------------------
 
     def since_base(self) -> dict[str, torch.Tensor]:
-        """The set that differs from the base now, per tensor (bool, the tensor's shape)."""
-        out = {}
-        with safe_open(self.dir / BASE_FILE, "pt") as base:
-            for n, cur in self._bf16():
-                out[n] = cur.view(torch.int16) != base.get_tensor(n).view(torch.int16)
-        return out
+        """The set that differs from the base now, per tensor (bool, the tensor's shape, on the host)."""
+        return {n: unpack(s.since, s.prev.numel()).reshape(self._stored[n].shape).cpu() for n, s in self._state.items()}
 
     def save_mask(self, step: int) -> Path:
         path = mask_file(self.run_dir, step)
@@ -247,24 +291,22 @@ class StepRecorder(TrainerCallback):
         return path
 
     def _append_log(self, step: int, tensor: int, indices: np.ndarray) -> None:
-        self._log.write(_RECORD.pack(step, tensor, indices.size))
+        self._log.write(RECORD.pack(step, tensor, indices.size))
         self._log.write(indices.astype("<i8").tobytes())
 
     def memory_bytes(self) -> int:
-        """What the recorder holds: the bf16 snapshot, and a bit each for the previous step's set and the union."""
+        """What the recorder holds: the bf16 snapshot and three bits per entry, and the base where it is kept."""
         index = sum(st.index.numel() * st.index.element_size() for st in self._stored.values() if st.index is not None)
-        return index + sum(
-            t.numel() * t.element_size() + self._prev_set[n].nbytes + self._union[n].nbytes
-            for n, t in self._prev.items()
-        )
+        base = self._base.nbytes() if isinstance(self._base, TensorBase) else 0
+        return index + base + sum(s.nbytes() for s in self._state.values())
 
     def _save_state(self, step: int) -> None:
         # only the newest state is kept: it is what a resume from the newest checkpoint needs
         for old in self.dir.glob("state-*.safetensors"):
             old.unlink()
         self._log.flush()
-        tensors = {f"union/{n}": torch.from_numpy(b) for n, b in self._union.items()}
-        tensors.update({f"prev_set/{n}": torch.from_numpy(b) for n, b in self._prev_set.items()})
+        tensors = {f"union/{n}": s.union.cpu() for n, s in self._state.items()}
+        tensors.update({f"prev_set/{n}": s.prev_set.cpu() for n, s in self._state.items()})
         save_file(tensors, self.dir / f"state-{step}.safetensors", metadata={"union_log_bytes": str(self._log.tell())})
 
     # ---- the end -------------------------------------------------------------------------------------------
@@ -281,20 +323,18 @@ class StepRecorder(TrainerCallback):
         self._writer.close()
         self._writer = None
         self._log.close()
-        first = _first_changed(self.dir / UNION_LOG)
+        first = first_changed(self.dir / UNION_LOG)
         step_dtype = torch.int16 if max(self._steps, default=0) <= torch.iinfo(torch.int16).max else torch.int32
         writer = SafetensorsStreamWriter(
             self.dir / FIRST_CHANGED_FILE, [(n, step_dtype, st.shape) for n, st in self._stored.items()]
         )
         in_final = []
-        with safe_open(self.dir / BASE_FILE, "pt") as base:
-            for i, (n, cur) in enumerate(self._bf16()):
-                steps_of = np.zeros(cur.numel(), dtype=np.int32)  # one tensor at a time: memory stays flat
-                for step, idx in first.get(i, []):
-                    steps_of[idx] = step
-                writer.write(n, torch.from_numpy(steps_of).to(step_dtype).reshape(cur.shape))
-                final = _bits(cur) != _bits(base.get_tensor(n))
-                in_final.append(steps_of[final])
+        for i, (n, state) in enumerate(self._state.items()):
+            steps_of = np.zeros(state.prev.numel(), dtype=np.int32)  # one tensor at a time: memory stays flat
+            for step, idx in first.get(i, []):
+                steps_of[idx] = step
+            writer.write(n, torch.from_numpy(steps_of).to(step_dtype).reshape(self._stored[n].shape))
+            in_final.append(steps_of[unpack(state.since, state.prev.numel()).cpu().numpy()])
         writer.close()
         in_final = np.concatenate(in_final) if in_final else np.zeros(0, dtype=np.int32)
         steps = sorted(set(self._steps))
@@ -320,40 +360,3 @@ def _learning_rate(scheduler) -> float | None:
         return float(scheduler.get_last_lr()[0])
     except (AttributeError, IndexError):
         return None
-
-
-def read_steps(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A run's recorded steps (RUN/steps.parquet) and their summary; one-line errors for a folder without them."""
-    run = Path(run_dir)
-    path = run / STEPS_FILE
-    if not path.is_file():
-        raise RldeltaError(f"{run}: no {STEPS_FILE} (train with the step recorder on: `rldelta train --record-steps`)")
-    try:
-        table = pd.read_parquet(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise RldeltaError(f"{path}: unreadable ({e}); a run killed mid-step leaves it without its footer") from None
-    summary_path = run / STEPS_DIR / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return table, summary
-
-
-def union_mask(run_dir: str | os.PathLike, step: int) -> Mask:
-    """Every entry that differed from the base at some step <= `step` (from RUN/steps/first_changed.safetensors)."""
-    path = Path(run_dir) / STEPS_DIR / FIRST_CHANGED_FILE
-    if not path.is_file():
-        raise RldeltaError(f"{path}: missing (written when a recorded run ends)")
-    first = load_file(path)
-    return Mask.from_tensors(
-        {n: (t > 0) & (t <= step) for n, t in first.items()}, metadata={"step": str(step), "source": "union"}
-    )
-
-
-def _first_changed(log: Path) -> dict[int, list[tuple[int, np.ndarray]]]:
-    """The union log read back: per tensor index, (step, flat indices new to the union at that step)."""
-    out: dict[int, list[tuple[int, np.ndarray]]] = {}
-    with open(log, "rb") as f:
-        while head := f.read(_RECORD.size):
-            step, tensor, count = _RECORD.unpack(head)
-            idx = np.frombuffer(f.read(8 * count), dtype="<i8")
-            out.setdefault(tensor, []).append((step, idx))
-    return out

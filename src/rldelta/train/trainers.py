@@ -31,7 +31,7 @@ from rldelta.lock import locks_output
 from rldelta.train.algorithms import ALGORITHMS, TrainerInputs, algorithm_table
 from rldelta.train.callbacks import progress_callback
 from rldelta.train.config import ConfigError, TrainConfig
-from rldelta.train.evaluate import sample
+from rldelta.train.generation import sample
 from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
 from rldelta.train.models import load_pretrained
 from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, saved_steps, step_dir, write_run_json
@@ -46,7 +46,7 @@ OFFLINE_DATA = "offline_data.jsonl"
 OFFLINE_STATS = "offline_data.json"
 
 # Settings a resumed run may change; everything else must match the run.json it continues.
-_RESUMABLE_CHANGES = {"steps", "save_steps", "resume", "progress", "record_steps"}
+_RESUMABLE_CHANGES = {"steps", "save_steps", "resume", "progress", "record_steps", "record_patches"}
 
 
 class TrainError(RldeltaError):
@@ -398,7 +398,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
             completions.wrap(f, name) for f, name in zip(trl_reward_funcs(task, config.reward_list), config.reward_list)
         ]
     # After the mask restore (it edits the weights after each optimizer step): it records what the step left.
-    recorder = StepRecorder(run_dir, model) if config.record_steps else None
+    recorder = StepRecorder(run_dir, model, patches=config.record_patches) if config.record_steps else None
     if recorder is not None:
         callbacks.append(recorder)
     progress = progress_callback(config.steps, f"train {run_dir.name}") if config.progress else None
