@@ -87,6 +87,14 @@ def train(out: Path) -> None:
         print(f"{r['name']}: trained in {time.time() - t0:.0f} s", flush=True)
 
 
+def readable(run: Path) -> bool:
+    """A run whose steps.parquet is complete: finished, or stopped (the recorder closes the file when a run fails)."""
+    try:
+        return len(measured(run)) > 0
+    except (OSError, ValueError):
+        return False
+
+
 def measured(run: Path) -> pd.DataFrame:
     """The run's recorded totals per step: changed vs base and vs the previous step, and the lr."""
     df = pd.read_parquet(run / "steps.parquet")
@@ -113,13 +121,14 @@ def within(pred: float, meas: float) -> bool:
 def analyse(out: Path) -> dict:
     from rldelta.predict import Settings, calibrate, predict, read_base
 
-    runs = [r for r in grid() if done(out / "runs" / r["name"])]
+    runs = [r for r in grid() if readable(out / "runs" / r["name"])]
     if not any(r["name"] == CALIBRATION for r in runs):
         raise SystemExit(f"{CALIBRATION} is not trained yet: run the train stage first")
     bases = {m: read_base(out / m) for m in sorted({r["model"] for r in runs})}
     cal, _ = calibrate(out / "runs" / CALIBRATION, CALIBRATE_STEPS, bases["mix5m"])
     first = measured(out / "runs" / CALIBRATION)
-    k, c = competitor(first[first["step"] <= CALIBRATE_STEPS], 1e-5)
+    cal_lr = next(r["lr"] for r in grid() if r["name"] == CALIBRATION)
+    k, c = competitor(first[first["step"] <= CALIBRATE_STEPS], cal_lr)
     rows, curves = [], {}
     for r in runs:
         m = measured(out / "runs" / r["name"])
@@ -153,6 +162,17 @@ def analyse(out: Path) -> dict:
                 "per_step_median_rel_err": float(np.median(rel_step)) if rel_step.size else float("nan"),
                 "per_step_share_within_25pct": float(np.mean(rel_step <= 0.25)) if rel_step.size else float("nan"),
             }
+        )
+        # the --from-run use: the law calibrated on this run's own first 5 steps, its steps 6.. predicted
+        own = calibrate(out / "runs" / r["name"], CALIBRATE_STEPS, bases[r["model"]])[0]
+        po = pd.DataFrame(predict(bases[r["model"]], Settings(lr=r["lr"], steps=int(t.max())), own)["per_step"])
+        f_o, s_o = po["changed_base_frac"].to_numpy(), po["changed_step_frac"].to_numpy()
+        later = (t > CALIBRATE_STEPS) & (s_m > 0)
+        rows[-1].update(
+            own_predicted=float(f_o[-1]),
+            own_abs_err=float(abs(f_o[-1] - f_m[-1])),
+            own_within_target=within(float(f_o[-1]), float(f_m[-1])),
+            own_per_step_median_rel_err=float(np.median(np.abs(s_o - s_m)[later] / s_m[later])),
         )
         curves[r["name"]] = (t, f_m, f_p, f_c, s_m, s_p)
     table = pd.DataFrame(rows)
@@ -191,7 +211,9 @@ def plot(curves: dict, path: Path) -> None:
 
 
 def clean(out: Path) -> None:
-    for ck in sorted((out / "runs").glob("*/checkpoints")):
+    """Keep what `analyse` reads (steps.parquet, run.json, the base models); the checkpoints and states go."""
+    bulky = [*(out / "runs").glob("*/checkpoints"), *(out / "runs").glob("*/trainer"), *(out / "runs").glob("*/steps")]
+    for ck in sorted(bulky):
         shutil.rmtree(ck)
         print(f"removed {ck}")
 

@@ -32,9 +32,18 @@ TOTAL = "total"
 # Fitted by benchmarks/law_sweep.py on the first 5 steps of its calibration run (5m mixture model, GRPO, lr 1e-5),
 # with the leave-one-step-out refits that give the interval; q is per module kind there, its median here.
 SWEEP_LAW = {
-    "source": "fitted on the validation sweep's calibration run (benchmarks/law_sweep.py: 5m model, GRPO, lr 1e-5, "
-    "first 5 steps)",
-    "laws": [{"mu": -0.5, "sigma": 1.0, "beta": 0.75, "mu_step": -1.0, "q": {}, "default_q": 1.0}],
+    "source": "not calibrated on a run of this model: the values fitted on the validation sweep's calibration run "
+    "(benchmarks/law_sweep.py: 5m mixture model, GRPO, lr 1e-5, first 5 steps)",
+    "laws": [
+        {"mu": mu, "sigma": sigma, "beta": beta, "mu_step": mu_step, "q": {"embed_tokens": 0.9427}, "default_q": 1.0}
+        for mu, sigma, beta, mu_step in (
+            (-0.2687, 1.0067, 0.5336, -0.5069),  # the fit on steps 1-5; then the leave-one-step-out refits
+            (-0.3660, 1.1022, 0.5792, -0.5880),
+            (-0.2917, 1.0682, 0.5378, -0.5531),
+            (-0.2454, 0.9642, 0.5259, -0.4835),
+            (-0.2047, 0.8922, 0.5126, -0.4144),
+        )
+    ],
 }
 
 
@@ -117,7 +126,7 @@ def _curves(base: BaseCells, law: Law, s: Settings, lrs: np.ndarray, key: str) -
         out[name] = {
             "numel": n,
             "changed_frac": changed_frac(arr, n, law, q, lrs, s.steps, s.weight_decay),
-            "per_step": [step_frac(arr, n, law, q, lrs, t, s.weight_decay) for t in range(1, s.steps + 1)],
+            "per_step": [step_frac(arr, n, law, q, lrs, t, s.weight_decay, s.beta1) for t in range(1, s.steps + 1)],
             "curve": [changed_frac(arr, n, law, q, lrs, t, s.weight_decay) for t in range(1, s.steps + 1)],
         }
     return out

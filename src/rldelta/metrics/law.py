@@ -16,8 +16,9 @@ entries is active (a row of an unused token never gets a gradient). So the chang
 
 with d_out, d_in the entry's exact distances to the cell's edges away from and toward zero (AdamW's weight decay
 shortens d_in by Λ(T)·wd·|w|). Per step, an entry whose place in its cell is uniform changes with probability
-min(1, ρ_step·lr_t / ULP): ρ_step lognormal (μ_step, σ). q comes from step 1 alone (every active entry moved exactly
-lr); μ, σ, β, μ_step are calibrated from a run's first steps.
+min(1, ρ_step·a(t)·lr_t / ULP): ρ_step lognormal (μ_step, σ), a(t) the spread of Adam's bias-corrected moving average
+of a noise gradient (1 at step 1, √((1−β1)/(1+β1)) once settled). q comes from step 1 alone (every active entry moved
+exactly lr); μ, σ, β, μ_step are calibrated from a run's first steps.
 """
 
 from __future__ import annotations
@@ -191,15 +192,25 @@ def changed_frac(arr: tuple[np.ndarray, ...], numel: int, law: Law, q: float, lr
     return q * hit / (2 * numel)
 
 
-def step_frac(arr: tuple[np.ndarray, ...], numel: int, law: Law, q: float, lrs: np.ndarray, t: int, wd: float = 0.0):
+def adam_noise_scale(t: int, beta1: float = 0.9) -> float:
+    """The typical |m̂/√v̂| of Adam's step t where the gradient is noise (zero mean, fixed variance): the spread of
+    the bias-corrected moving average, 1 at step 1 and √((1−β1)/(1+β1)) (0.23 for β1 = 0.9) once it settles."""
+    var = (1 - beta1) ** 2 * (1 - beta1 ** (2 * t)) / ((1 - beta1**2) * (1 - beta1**t) ** 2)
+    return math.sqrt(var)
+
+
+def step_frac(
+    arr: tuple[np.ndarray, ...], numel: int, law: Law, q: float, lrs: np.ndarray, t: int, wd: float = 0.0, beta1=0.9
+):
     """The expected share changed at step t against step t−1: step 1 is F(1); later, an active entry at a uniform
-    place in its cell changes with probability E[min(1, ρ_step·lr_t/ULP)], ρ_step lognormal (μ_step, σ)."""
+    place in its cell changes with probability E[min(1, ρ_step·a(t)·lr_t/ULP)], ρ_step lognormal (μ_step, σ), a(t)
+    Adam's noise scale (`adam_noise_scale`): the step shrinks as the moving average settles."""
     if numel == 0 or t <= 0:
         return 0.0
     if t == 1:
         return changed_frac(arr, numel, law, q, lrs, 1, wd)
     ulp, c_ulp = arr[5], arr[6]
-    a = float(lrs[t - 1]) / ulp  # min(1, a·ρ): E = a·E[ρ; ρ < 1/a] + P(ρ > 1/a)
+    a = float(lrs[t - 1]) * adam_noise_scale(t, beta1) / ulp  # min(1, a·ρ): E = a·E[ρ; ρ < 1/a] + P(ρ > 1/a)
     mu, sig = law.mu_step, max(law.sigma, 1e-9)
     lnc = -np.log(a)
     below = a * math.exp(mu + sig**2 / 2) * ndtr((lnc - mu - sig**2) / sig)
@@ -218,6 +229,7 @@ __all__ = [
     "Cells",
     "Law",
     "active_share",
+    "adam_noise_scale",
     "cell_edges",
     "changed_frac",
     "changed_under_drift",
