@@ -21,7 +21,8 @@ each step's change is written as a sparse patch (train.step_patches).
 
 Everything is keyed by the tensors as the checkpoint stores them, so the sets equal `rldelta diff`'s: a model that
 holds some parameters in another layout (transformers' fused MoE experts) is followed through the map of
-stored_layout.py, each stored tensor taken out of its parameter's bf16 copy.
+stored_layout.py, each stored tensor taken out of its parameter's bf16 copy. Under FSDP2 each rank records its
+own shard and rank 0 writes the same files one process would (train.step_shards).
 """
 
 from __future__ import annotations
