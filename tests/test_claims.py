@@ -3,10 +3,13 @@ each case also checks that the verdict names its comparison and its null or cont
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
-from rldelta.metrics.stats import difference_interval
 from rldelta.study import claims as c
+from rldelta.study import paired_evidence as pe
 from rldelta.study import why as w
 
 
@@ -85,81 +88,164 @@ def test_overlap_rule(obs, r_hi, m_hi, lo, hi, expected, by_w):
         assert v.more_data
 
 
-# ---- surgery --------------------------------------------------------------------------------------------------
+# ---- surgery: planted per-problem tables ----------------------------------------------------------------------
 
-BASE = c.Acc(0.30, 200)
-TUNED = c.Acc(0.70, 200)
+N = 40
+TARGET = "grpo-s1-fp32"
+
+
+def _planted(gain, mask_share, ctl_share, *, n=N, noise=0.05, spread=1.0, kind="patch", seed=0):
+    """Per-problem scores of base, tuned, and the mask's and one control's surgery model of `kind`: the models keep
+    `mask_share` / `ctl_share` of RL's per-problem gain (a revert keeps 1 − the share it removes), plus noise."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(-3, spread, n)
+    g = gain + rng.normal(0, noise, n)
+    scores = {
+        "base": base,
+        TARGET: base + g,
+        f"{kind}:{TARGET}:none": base + mask_share * g + rng.normal(0, noise, n),
+        f"{kind}:{TARGET}:random:0": base + ctl_share * g + rng.normal(0, noise, n),
+    }
+    correct = {m: (v > -3).astype(float) for m, v in scores.items()}
+    rows = [
+        {"model": m, "problem": f"p{i}", "ref_logprob": v[i], "correct": correct[m][i]}
+        for m, v in scores.items()
+        for i in range(n)
+    ]
+    sur = pd.DataFrame(
+        [{"kind": kind, "target": TARGET, "control": ctl} for ctl in ("none", "random:0")],
+    )
+    return pd.DataFrame(rows), sur
+
+
+def _surgery(kind, gain, mask_share, ctl_share, **kw):
+    problems, sur = _planted(gain, mask_share, ctl_share, kind=kind, **kw)
+    ev = pe.surgery_evidence(problems, sur, kind, [TARGET], "ref_logprob")
+    return ev, c.surgery_rule(kind, ev, "the grpo-s0-fp32 mask")
 
 
 @pytest.mark.parametrize(
-    "kind, mask, control, tuned, expected",
+    "kind, gain, mask_share, ctl_share, noise, expected",
     [
-        ("patch", 0.69, 0.35, TUNED, c.REPRODUCES),
-        ("patch", 0.55, 0.35, TUNED, c.PARTLY),  # beats random masks but recovers ~62% of the gain
-        ("patch", 0.35, 0.60, TUNED, c.DOES_NOT),  # random masks do better
-        ("patch", 0.729, 0.688, TUNED, c.INCONCLUSIVE),  # the demo's gap, far inside the interval
-        ("patch", 0.70, 0.30, c.Acc(0.31, 200), c.INCONCLUSIVE),  # RL gained nothing beyond noise
-        ("revert", 0.31, 0.69, TUNED, c.REPRODUCES),  # resetting the mask loses the gain, random resets do not
-        ("revert", 0.50, 0.69, TUNED, c.PARTLY),
-        ("revert", 0.69, 0.40, TUNED, c.DOES_NOT),
-        ("revert", 0.66, 0.69, TUNED, c.INCONCLUSIVE),
-        ("patch", None, None, TUNED, c.NOT_MEASURED),
+        ("patch", 1.0, 0.97, 0.10, 0.05, c.REPRODUCES),
+        ("patch", -1.0, 0.97, 0.10, 0.05, c.REPRODUCES),  # RL lowered the score: the mask follows it down
+        ("revert", -1.0, 0.95, 0.30, 0.05, c.DOES_NOT),
+        ("patch", 1.0, 0.60, 0.10, 0.05, c.PARTLY),  # beats random masks but keeps ~60% of the gain
+        ("patch", 1.0, 0.10, 0.60, 0.05, c.DOES_NOT),  # random masks do better
+        ("patch", 1.0, 0.50, 0.50, 0.50, c.INCONCLUSIVE),  # mask and controls alike, noisy
+        ("patch", 0.0, 0.90, 0.10, 0.50, c.INCONCLUSIVE),  # RL gained nothing beyond noise
+        ("revert", 1.0, 0.03, 0.95, 0.05, c.REPRODUCES),  # resetting the mask removes the gain, random resets do not
+        ("revert", 1.0, 0.50, 0.95, 0.05, c.PARTLY),
+        ("revert", 1.0, 0.95, 0.30, 0.05, c.DOES_NOT),
+        ("revert", 1.0, 0.60, 0.60, 0.50, c.INCONCLUSIVE),
     ],
 )
-def test_surgery_rule(kind, mask, control, tuned, expected):
-    m = c.Acc(mask, 200) if mask is not None else None
-    k = c.Acc(control, 200) if control is not None else None
-    v = c.surgery_rule(kind, m, k, tuned, BASE, "the grpo-s0-fp32 mask")
+def test_surgery_rule_on_planted_problems(kind, gain, mask_share, ctl_share, noise, expected):
+    ev, v = _surgery(kind, gain, mask_share, ctl_share, noise=noise)
     assert v.verdict == expected, v.text
     _named(v)
-    assert "random masks" in v.null and "grpo-s0-fp32" in v.comparison
-    assert (
-        v.comparison
-        == (
-            "base + the update on the grpo-s0-fp32 mask vs the same on random masks"
-            if kind == "patch"
-            else "the tuned model with the grpo-s0-fp32 mask reset vs with random masks reset instead"
-        )
-        + ", and vs the tuned model whose update was used"
+    assert "random masks" in v.null and "grpo-s0-fp32" in v.comparison and "paired" in v.comparison
+    assert (v.score, v.n) == ("ref_logprob", N)
+    assert (v.difference, v.lo, v.hi) == (
+        ev.vs_control["difference"],
+        ev.vs_control["lo"],
+        ev.vs_control["hi"],
     )
     if expected == c.INCONCLUSIVE:
         assert "test problems" in v.more_data
 
 
-def test_surgery_inconclusive_names_the_eval_n_that_would_decide():
-    v = c.surgery_rule("patch", c.Acc(0.729, 48), c.Acc(0.688, 48), c.Acc(0.70, 48), c.Acc(0.40, 48), "m")
+def test_surgery_evidence_against_numpy():
+    problems, sur = _planted(1.0, 0.7, 0.2, noise=0.3)
+    w = problems.pivot(index="problem", columns="model", values="ref_logprob")
+    ev = pe.surgery_evidence(problems, sur, "patch", [TARGET], "ref_logprob")
+    b, t, m, k = (w[x].to_numpy() for x in ("base", TARGET, f"patch:{TARGET}:none", f"patch:{TARGET}:random:0"))
+    assert ev.gain["difference"] == pytest.approx(np.mean(t - b))
+    assert ev.share["share"] == pytest.approx(np.mean(m - b) / np.mean(t - b))
+    assert ev.control_share["share"] == pytest.approx(np.mean(k - b) / np.mean(t - b))
+    assert ev.vs_control["difference"] == pytest.approx(np.mean(m - k))
+    flipped = problems.assign(ref_logprob=-problems["ref_logprob"])  # RL lowered the score: the same evidence
+    ev2 = pe.surgery_evidence(flipped, sur, "patch", [TARGET], "ref_logprob")
+    assert ev2.vs_control["difference"] == pytest.approx(ev.vs_control["difference"])
+    assert ev2.share["share"] == pytest.approx(ev.share["share"])
+
+
+def test_paired_decides_where_unpaired_intervals_straddle():
+    """Problems of very different difficulty (sd 3 nats across problems), a modest gain on each: the unpaired
+    intervals of the two means overlap, the paired difference decides."""
+    problems, sur = _planted(1.0, 0.95, 0.05, noise=0.2, spread=3.0)
+    w = problems.pivot(index="problem", columns="model", values="ref_logprob")
+    mask, ctl = w[f"patch:{TARGET}:none"], w[f"patch:{TARGET}:random:0"]
+    welch = stats.ttest_ind(mask, ctl, equal_var=False).confidence_interval()
+    assert welch.low < 0 < welch.high
+    v = c.surgery_rule("patch", pe.surgery_evidence(problems, sur, "patch", [TARGET], "ref_logprob"), "m")
+    assert v.verdict == c.REPRODUCES and v.lo > 0
+
+
+def test_a_mask_no_better_than_random_stays_inconclusive_or_does_not_reproduce():
+    """Mask and controls drawn alike: no seed makes the mask reproduce."""
+    for seed in range(8):
+        _, v = _surgery("patch", 1.0, 0.5, 0.5, noise=0.4, seed=seed)
+        assert v.verdict in (c.INCONCLUSIVE, c.DOES_NOT), v.text
+
+
+def test_surgery_inconclusive_names_the_n_a_power_calculation_gives():
+    ev, v = _surgery("patch", 1.0, 0.55, 0.45, noise=0.6)
     assert v.verdict == c.INCONCLUSIVE
-    lo, hi = difference_interval(round(0.729 * 48), 48, round(0.688 * 48), 48)
-    d = round(0.729 * 48) / 48 - round(0.688 * 48) / 48
+    d = ev.vs_control
     need = int(v.more_data.split("about ")[1].split(" ")[0])
-    assert need == pytest.approx(48 * ((hi - lo) / 2 / d) ** 2, rel=0.01, abs=1)
-    # and at that n the same accuracies would decide it
-    big = c.surgery_rule(
-        "patch", c.Acc(0.729, need * 2), c.Acc(0.688, need * 2), c.Acc(0.70, need * 2), c.Acc(0.40, need * 2), "m"
-    )
-    assert big.verdict != c.INCONCLUSIVE
+    # an independent power calculation: the noncentral t at the observed effect and sd, smallest n with power 0.8
+    df = np.arange(N, 20_000) - 1
+    nc = abs(d["difference"]) / d["sd"] * np.sqrt(df + 1)
+    crit = stats.t.ppf(0.975, df)
+    power = stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+    assert need == int(df[np.argmax(power >= 0.8)] + 1)
+
+
+def test_surgery_not_measured_without_controls():
+    problems, sur = _planted(1.0, 0.9, 0.1)
+    ev = pe.surgery_evidence(problems, sur[sur["control"] == "none"], "patch", [TARGET], "ref_logprob")
+    assert ev is None and c.surgery_rule("patch", ev, "m").verdict == c.NOT_MEASURED
 
 
 # ---- retrain --------------------------------------------------------------------------------------------------
 
 
+def _retrain(gain, retrain_share, noise, n=N, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(-3, 1, n)
+    g = gain + rng.normal(0, 0.05, n)
+    scores = {"base": base, "full": base + g, "retrain": base + retrain_share * g + rng.normal(0, noise, n)}
+    rows = [
+        {"model": m, "problem": f"p{i}", "ref_logprob": v[i], "correct": float(v[i] > -3)}
+        for m, v in scores.items()
+        for i in range(n)
+    ]
+    return pe.retrain_evidence(pd.DataFrame(rows), "full", "retrain", "ref_logprob")
+
+
 @pytest.mark.parametrize(
-    "retrain, full, n, cos, expected",
+    "gain, share, noise, cos, expected",
     [
-        (0.70, 0.70, 2000, 0.95, c.REPRODUCES),
-        (0.70, 0.70, 2000, 0.50, c.PARTLY),
-        (0.40, 0.70, 2000, 0.95, c.PARTLY),
-        (0.40, 0.70, 2000, 0.50, c.DOES_NOT),
-        (0.70, 0.70, 48, 0.95, c.INCONCLUSIVE),  # equal, but the interval is wider than ±0.1
-        (None, None, 48, None, c.NOT_MEASURED),
+        (1.0, 1.0, 0.05, 0.95, c.REPRODUCES),
+        (1.0, 1.0, 0.05, 0.50, c.PARTLY),  # equivalent scores, Δs apart
+        (1.0, 0.3, 0.05, 0.95, c.PARTLY),  # Δs alike, scores not
+        (1.0, 0.3, 0.05, 0.50, c.DOES_NOT),
+        (1.0, 1.0, 1.50, 0.95, c.INCONCLUSIVE),  # equal on average, too noisy for the ±20% margin
+        (0.0, 1.0, 0.05, 0.95, c.INCONCLUSIVE),  # no gain to set the margin by
     ],
 )
-def test_retrain_rule(retrain, full, n, cos, expected):
-    r = c.Acc(retrain, n) if retrain is not None else None
-    f = c.Acc(full, n) if full is not None else None
-    v = c.retrain_rule(r, f, cos)
-    assert v.verdict == expected
+def test_retrain_rule_on_planted_problems(gain, share, noise, cos, expected):
+    v = c.retrain_rule(_retrain(gain, share, noise), cos)
+    assert v.verdict == expected, v.text
     _named(v)
+    assert "TOST" in v.test and v.n == N
+    if expected == c.INCONCLUSIVE:
+        assert "test problems" in v.more_data
+
+
+def test_retrain_not_measured():
+    assert c.retrain_rule(None, None).verdict == c.NOT_MEASURED
 
 
 # ---- cause ----------------------------------------------------------------------------------------------------
@@ -189,8 +275,8 @@ def test_every_verdict_is_one_of_the_vocabulary():
         c.sparsity_rule(0.1),
         c.rank_rule(0.5, None),
         c.overlap_rule(0.5, 0.1, None),
-        c.surgery_rule("revert", c.Acc(0.3, 10), c.Acc(0.3, 10), TUNED, BASE, "m"),
-        c.retrain_rule(None, None, None),
+        c.surgery_rule("revert", None, "m"),
+        c.retrain_rule(None, None),
         c.cause_rule(0.1, 0.1, None, None),
     ]
     assert {v.verdict for v in vs} <= set(c.VERDICTS)

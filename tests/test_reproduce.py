@@ -179,9 +179,23 @@ def fabricated(tmp_path, monkeypatch):
         "bf16": (round(100 * want["bf16"]["sparsity_atol"], 6), 100 * want["bf16"]["mean_rank_frac"] - 5),
         "bin": (100 * want["bin"]["sparsity_atol"] - 3, "nan"),
     }
+    more_vocab = ["lr = 3e-3", "steps = 1", 'hyper_source = "this test"']
+    # the other published columns: Table 6's 1e-8 figure (against bitwise), a second 1e-5 figure, a range only
+    more = {
+        "bf16": [f"sparsity_1e8_pct = {100 * want['bf16']['sparsity_bitwise'] + 4}", 'tolerance_source = "Table 6"'],
+        "bin": [f"sparsity_alt_pct = {round(100 * want['bin']['sparsity_atol'], 6)}", 'sparsity_alt_source = "T6"'],
+        "vocab": more_vocab
+        + [
+            f"sparsity_range_pct = [{100 * want['vocab']['sparsity_atol'] + 2}, 90.0]",
+            'range_source = "Appendix C"',
+        ],
+        "fp8": [f"sparsity_range_pct = [1.0, {100 * want['fp8']['sparsity_atol'] + 0.5}]", "lr = 1e-6", "steps = 10"],
+        "gone": ["sparsity_1e8_pct = 50.0"],
+    }
+    more["fp8"] += ['hyper_source = "a model card"', 'sparsity_source = "Table 1"']
     pairs = {"bf16": "bf16-sft bf16-rl", "fp8": "fp8-base fp8-rl", "bin": "bin-sft bin-rl"}
     pairs |= {"vocab": "vocab-sft vocab-rl", "gone": "gone-sft gone-rl"}
-    lines = ['title = "fabricated"', 'source = "this test"', "match_points = 1.0", ""]
+    lines = ['title = "fabricated"', 'source = "this test"', "match_points = 1.0", 'hyperparameters = "none known"', ""]
     for name, ids in pairs.items():
         b, t = ids.split()
         sp, rk = published.get(name, ("nan", "nan"))
@@ -194,8 +208,10 @@ def fabricated(tmp_path, monkeypatch):
             f"sparsity_pct = {sp}",
             f"rank_pct = {rk}",
             'published_in = "nowhere, Table 1"',
+            *more.get(name, []),
             "",
         ]
+    lines += ["[[gap]]", 'name = "unnamed"', 'table = "Table 5"', 'figures = "RFT: 91.2"', 'reason = "not named"']
     catalog = tmp_path / "catalog.toml"
     catalog.write_text("\n".join(lines))
     return catalog, want
@@ -223,6 +239,44 @@ def test_reproduce_fabricated_catalog_end_to_end(fabricated, tmp_path):
     assert table.loc["bf16", "rank_verdict"] == "differs by +5.0 points"
     assert table.loc["bin", "sparsity_verdict"] == "differs by +3.0 points"  # published 3 points below
     assert table.loc["bin", "rank_verdict"] == table.loc["fp8", "sparsity_verdict"] == "no published figure"
+    # the new published columns, each against numpy's measurement: bitwise vs Table 6's 1e-8 figure (4 points
+    # above it), a second 1e-5 figure (equal), a range above the measurement (2 points) and one around it
+    assert table.loc["bf16", "sparsity_1e8_verdict"] == "differs by -4.0 points"
+    assert table.loc["bf16", "published_sparsity_1e8"] == pytest.approx(want["bf16"]["sparsity_bitwise"] + 0.04)
+    assert (
+        table.loc["bin", "sparsity_alt_verdict"] == "matches"
+        and table.loc["bin", "published_sparsity_alt_source"] == "T6"
+    )
+    assert table.loc["vocab", "range_verdict"] == "outside the published range by -2.0 points"
+    assert table.loc["fp8", "range_verdict"] == "within the published range"
+    assert table.loc["bf16", "range_verdict"] == table.loc["vocab", "sparsity_1e8_verdict"] == "no published figure"
+    assert (
+        table.loc["bf16", "verdict"]
+        == "sparsity: matches; bitwise vs 1e-8: differs by -4.0 points; rank: differs by +5.0 points"
+    )
+    assert table.loc["gone", "sparsity_1e8_verdict"] == "not available"
+    # lr/steps only with their source; the prediction's column says why it is empty
+    assert (
+        table.loc["fp8", "lr"] == 1e-6
+        and table.loc["fp8", "steps"] == 10
+        and table.loc["fp8", "hyper_source"] == "a model card"
+    )
+    assert table.loc["bf16", "predicted_note"] == "no prediction: none known" and np.isnan(table.loc["bf16", "lr"])
+    assert (
+        table.loc["fp8", "predicted_note"].startswith("no prediction: ")
+        and "floating-point" in table.loc["fp8", "predicted_note"]
+    )
+    # the law's prediction where lr and steps are given: the same number `rldelta predict` gives for that base
+    from rldelta.predict import Settings, predict, read_base
+
+    p = predict(read_base("fab/vocab-sft"), Settings(lr=3e-3, steps=1))
+    assert table.loc["vocab", "predicted_sparsity"] == pytest.approx(1 - p["changed_frac"], abs=1e-12)
+    assert (
+        table.loc["vocab", "predicted_lo"]
+        <= table.loc["vocab", "predicted_sparsity"]
+        <= table.loc["vocab", "predicted_hi"]
+    )
+    assert result["gaps"] == [{"name": "unnamed", "table": "Table 5", "figures": "RFT: 91.2", "reason": "not named"}]
     gone = table.loc["gone"]
     assert gone["status"] == "not available" and gone["verdict"].startswith("not available: fab/gone-sft")
     assert all(gone[c] is None or np.isnan(gone[c]) for c in ("numel", "sparsity_atol", "mean_rank_frac", "auc"))
@@ -270,6 +324,9 @@ def test_reproduce_cli_page_and_dry_run(fabricated, tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["reproduce", "--catalog", str(catalog), "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "cached" in r.output and "not available" in r.output and "fab/gone-sft" in r.output
+    # every pair with its published figures, each with its table, and the figures without a pair
+    out = re.sub(r"\s*│\s*", " ", r.output)  # table cells wrap; the text of each pair's cell is what matters
+    assert "|Δ|≤1e-8 50% (nowhere, Table 1)" in out and "(Appendix C)" in out and "RFT: 91.2" in out
 
     r = CliRunner().invoke(app, ["reproduce", "--catalog", str(catalog), "--only", "nope", "-o", str(out)])
     assert r.exit_code == 2 and "--only nope: no such pair" in r.output
@@ -279,11 +336,63 @@ def test_shipped_catalog_offline_says_not_available(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cat = load_catalog()
-    assert len(cat.pairs) == 9
+    assert len(cat.pairs) == 18
     assert all(parse_hub_id(p.base) and parse_hub_id(p.tuned) for p in cat.pairs)
     result = run_reproduce(tmp_path / "out", catalog=None, rank=False)
-    assert result["measured"] == [] and len(result["not_available"]) == 9
+    assert result["measured"] == [] and len(result["not_available"]) == 18
     assert all(r["verdict"].startswith("not available: ") for r in result["pairs"])
+
+
+# The published figures of arXiv:2505.11711 the shipped catalog must hold, each with its table: (pair, figure, value %,
+# source). Table 1 |Δ| <= 1e-5 sparsity, Table 2 rank, Table 5 and Table 6 rows, Appendix C's SFT range.
+PUBLISHED = [
+    ("tulu3-8b-dpo", "sparsity", 81.4, "Table 1"),
+    ("tulu3-70b-dpo", "sparsity", 95.2, "Table 1"),
+    ("deepseek-math-7b-rl", "sparsity", 68.5, "Table 1"),
+    ("deepseek-r1-zero", "sparsity", 86.0, "Table 1"),
+    ("mistral-orpo-beta", "sparsity", 76.9, "Table 1"),
+    ("eurus-7b-kto", "sparsity", 96.0, "Table 1"),
+    ("llama3-8b-sft-kto", "sparsity", 81.2, "Table 1"),
+    ("math-shepherd-mistral-7b-rl", "sparsity", 80.8, "Table 1"),
+    ("llama3-8b-simpo", "sparsity", 86.5, "Table 1"),
+    ("eurus2-7b-prime", "sparsity", 77.0, "Table 1"),
+    ("tulu3-8b-dpo", "rank", 99.8, "Table 2"),
+    ("eurus2-7b-prime", "rank", 99.5, "Table 2"),
+    ("llama3-8b-sft-kto", "rank", 99.2, "Table 2"),
+    ("deepseek-math-7b-rl", "rank", 99.4, "Table 2"),
+    ("llama3-8b-simpo", "sparsity_alt", 76.42, "Table 6 (1e-5 column)"),
+    ("llama3-base-8b-sft-simpo", "sparsity", 86.5, "Table 6 (1e-5 column)"),
+    ("zephyr-7b-beta-dpo", "sparsity", 7.7, "Table 5 (out-of-distribution data)"),
+]
+
+
+def test_shipped_catalog_holds_the_published_figures():
+    cat = load_catalog()
+    pairs = {p.name: p for p in cat.pairs}
+    for name, fig, value, source in PUBLISHED:
+        p = pairs[name]
+        assert getattr(p, fig) == pytest.approx(value / 100, abs=1e-12), (name, fig)
+        assert getattr(p, {"sparsity": "sparsity_source"}.get(fig, f"{fig}_source")) == source, (name, fig)
+    # every other figure is NaN (not transcribed), never a guess; the SFT pairs carry Appendix C's range only
+    figures = {(n, f) for n, f, _, _ in PUBLISHED}
+    for p in cat.pairs:
+        for fig in ("sparsity", "sparsity_alt", "rank", "sparsity_1e8", "sparsity_1e7", "sparsity_1e6"):
+            assert (p.name, fig) in figures or math.isnan(getattr(p, fig)), (p.name, fig)
+        sft = p.algorithm == "SFT"
+        assert p.sparsity_range == ((0.06, 0.15) if sft else (p.sparsity_range[0], p.sparsity_range[1]))
+        assert sft or math.isnan(p.sparsity_range[0])
+        assert p.lr is None and p.steps is None  # no model card or paper was checked for them here
+    assert sum(p.algorithm == "SFT" for p in cat.pairs) == 3
+    assert {"mistral-orpo-alpha", "mistral-7b-instruct-simpo", "mistral-7b-base-sft-simpo"} <= set(pairs)
+    note = pairs["llama3-8b-simpo"].note
+    assert "86.5" in note and "76.42" in note and "not decided" in note
+    assert {g.figures for g in cat.gaps} == {
+        "Qwen2.5-Math-7B, RFT: 91.2",
+        "Qwen2.5-Math-7B, RAFT++: 69.4",
+        "Llama-3.1-8B-SFT, SFT: 6.8",
+        "Llama-3.1-8B-SFT, DPO: 6.8",
+    }
+    assert "guessed" in cat.hyperparameters
 
 
 def test_catalog_errors_are_one_line(tmp_path):
@@ -298,3 +407,6 @@ def test_catalog_errors_are_one_line(tmp_path):
     assert figure_verdict(0.8, 0.7, 1.0) == "differs by -10.0 points"
     assert figure_verdict(float("nan"), 0.7, 1.0) == "no published figure"
     assert figure_verdict(0.8, None, 1.0) == "not available"
+    bad.write_text('[[pair]]\nname = "x"\nbase = "a/b"\ntuned = "a/c"\nlr = 1e-6\nsteps = 10\n')
+    with pytest.raises(ReproduceError, match=r"\(x\): lr/steps need hyper_source"):
+        load_catalog(bad)

@@ -53,7 +53,7 @@ def test_config_rejects_bad_settings(tmp_path):
     with pytest.raises(ConfigError, match="advantages"):
         TrainConfig(model="m", output="o", algo="dpo", advantages="negative")
     with pytest.raises(ConfigError, match="algo"):
-        TrainConfig(model="m", output="o", algo="ppo")
+        TrainConfig(model="m", output="o", algo="ppo2")
     with pytest.raises(ConfigError, match="num-generations"):
         TrainConfig(model="m", output="o", num_generations=1)
     with pytest.raises(ConfigError, match="nothing to resume"):

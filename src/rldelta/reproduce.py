@@ -15,11 +15,8 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 import shutil
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,6 +25,15 @@ import pyarrow.parquet as pq
 import torch
 
 from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.catalog import (
+    DEFAULT_CATALOG,
+    Catalog,
+    Gap,
+    PublishedPair,
+    ReproduceError,
+    load_catalog,
+    published_figures,
+)
 from rldelta.checkpoint import FetchPlan, open_checkpoint, plan, resolve_checkpoint
 from rldelta.columns import unit_schema
 from rldelta.diff import run_diff
@@ -36,8 +42,6 @@ from rldelta.errors import RldeltaError
 from rldelta.explain import run_explain
 from rldelta.masks import MASK_FILE
 
-CATALOG_DIR = Path(__file__).with_name("catalogs")
-DEFAULT_CATALOG = CATALOG_DIR / "arxiv-2505.11711.toml"
 REPRODUCE_TABLE = "reproduce.parquet"
 REPRODUCE_CSV = "reproduce.csv"
 BY_MODULE_TABLE = "by_module.parquet"
@@ -45,7 +49,6 @@ BY_MODULE_CSV = "by_module.csv"
 REPRODUCE_JSON = "reproduce.json"
 PAIRS_DIR = "pairs"
 NOT_AVAILABLE = "not available"
-_NAME = re.compile(r"^[\w.-]+$")
 
 REPRODUCE_SCHEMA = unit_schema(
     [
@@ -61,15 +64,37 @@ REPRODUCE_SCHEMA = unit_schema(
         ("changed_atol", pa.int64()),
         ("added", pa.int64()),
         ("published_sparsity", pa.float64()),
+        ("published_sparsity_source", pa.string()),
+        ("published_sparsity_alt", pa.float64()),
+        ("published_sparsity_alt_source", pa.string()),
+        ("published_sparsity_1e8", pa.float64()),
+        ("published_sparsity_1e7", pa.float64()),
+        ("published_sparsity_1e6", pa.float64()),
+        ("published_tolerance_source", pa.string()),
+        ("published_range_lo", pa.float64()),
+        ("published_range_hi", pa.float64()),
+        ("published_range_source", pa.string()),
         ("sparsity_bitwise", pa.float64()),
         ("sparsity_atol", pa.float64()),
+        ("predicted_sparsity", pa.float64()),
+        ("predicted_lo", pa.float64()),
+        ("predicted_hi", pa.float64()),
+        ("predicted_note", pa.string()),
+        ("lr", pa.float64()),
+        ("steps", pa.int64()),
+        ("hyper_source", pa.string()),
         ("sparsity_verdict", pa.string()),
+        ("sparsity_alt_verdict", pa.string()),
+        ("sparsity_1e8_verdict", pa.string()),
+        ("range_verdict", pa.string()),
         ("published_rank", pa.float64()),
+        ("published_rank_source", pa.string()),
         ("mean_rank_frac", pa.float64()),
         ("rank_verdict", pa.string()),
         ("lowest_decile_share", pa.float64()),
         ("auc", pa.float64()),
         ("verdict", pa.string()),
+        ("note", pa.string()),
         ("published_in", pa.string()),
     ]
 )
@@ -84,88 +109,6 @@ BY_MODULE_SCHEMA = unit_schema(
         ("mean_rank_frac", pa.float64()),
     ]
 )
-
-
-class ReproduceError(RldeltaError):
-    """A catalog that cannot be read, or options that do not fit it; the message names the file and key."""
-
-
-@dataclass(frozen=True)
-class PublishedPair:
-    name: str
-    base: str
-    tuned: str
-    algorithm: str
-    sparsity: float  # published update sparsity as a fraction; NaN where the catalog has no figure
-    rank: float  # published mean rank fraction; NaN where the catalog has no figure
-    published_in: str
-
-
-@dataclass(frozen=True)
-class Catalog:
-    path: Path
-    title: str
-    source: str
-    match_points: float
-    pairs: list[PublishedPair]
-    rank_range_pct: list[float] = field(default_factory=list)
-
-
-def _pct(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ReproduceError(f"{where} must be a number (nan for none), not {value!r}")
-    if not (math.isnan(value) or 0 <= value <= 100):
-        raise ReproduceError(f"{where} must be a percentage in [0, 100] or nan, not {value}")
-    return float(value) / 100
-
-
-def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
-    """Read and check a catalog (the shipped one by default); every problem is one line naming file and key."""
-    path = Path(path) if path is not None else DEFAULT_CATALOG
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ReproduceError(f"{path}: cannot read the catalog ({e.strerror})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ReproduceError(f"{path}: not valid TOML ({e})") from None
-    pairs, seen = [], set()
-    raw_pairs = data.get("pair")
-    if not isinstance(raw_pairs, list) or not raw_pairs:
-        raise ReproduceError(f"{path}: no [[pair]] entries")
-    for i, p in enumerate(raw_pairs):
-        where = f"{path}: pair {i + 1}"
-        missing = [k for k in ("name", "base", "tuned") if not isinstance(p.get(k), str) or not p.get(k)]
-        if missing:
-            raise ReproduceError(f"{where}: missing key {missing[0]!r} (a non-empty string)")
-        name = p["name"]
-        if not _NAME.match(name) or name in seen:
-            raise ReproduceError(f"{where}: name {name!r} must be unique and only letters, digits, '.', '_', '-'")
-        seen.add(name)
-        unknown = set(p) - {"name", "base", "tuned", "algorithm", "sparsity_pct", "rank_pct", "published_in"}
-        if unknown:
-            raise ReproduceError(f"{where} ({name}): unknown key {sorted(unknown)[0]!r}")
-        pairs.append(
-            PublishedPair(
-                name=name,
-                base=p["base"],
-                tuned=p["tuned"],
-                algorithm=str(p.get("algorithm", "")),
-                sparsity=_pct(p.get("sparsity_pct", math.nan), f"{where} ({name}): sparsity_pct"),
-                rank=_pct(p.get("rank_pct", math.nan), f"{where} ({name}): rank_pct"),
-                published_in=str(p.get("published_in", data.get("source", ""))),
-            )
-        )
-    points = data.get("match_points", 1.0)
-    if isinstance(points, bool) or not isinstance(points, int | float) or not points >= 0:
-        raise ReproduceError(f"{path}: match_points must be a number >= 0, not {points!r}")
-    return Catalog(
-        path=path,
-        title=str(data.get("title", path.stem)),
-        source=str(data.get("source", "")),
-        match_points=float(points),
-        pairs=pairs,
-        rank_range_pct=list(data.get("rank_range_pct", [])),
-    )
 
 
 def figure_verdict(published: float, measured: float | None, points: float) -> str:
@@ -203,29 +146,67 @@ def dry_run(catalog: Catalog, only: list[str] | None = None) -> list[dict]:
                     "files": len(fp.files),
                     "bytes": fp.bytes,
                     "reason": fp.reason,
+                    "published": published_figures(pair) if side == "base" else "",
                 }
             )
     return rows
 
 
+def range_verdict(lo: float, hi: float, measured: float | None) -> str:
+    """within the published range / outside it by X points / no published figure / not available (fractions in)."""
+    if measured is None or (isinstance(measured, float) and math.isnan(measured)):
+        return NOT_AVAILABLE
+    if math.isnan(lo) or math.isnan(hi):
+        return "no published figure"
+    if lo <= measured <= hi:
+        return "within the published range"
+    off = 100 * (measured - (hi if measured > hi else lo))
+    return f"outside the published range by {off:+.1f} points"
+
+
 def _row(pair: PublishedPair, points: float, **measured) -> dict:
     row: dict = dict.fromkeys(REPRODUCE_SCHEMA.names)
+    lo, hi = pair.sparsity_range
     row.update(
         name=pair.name,
         algorithm=pair.algorithm,
         base=pair.base,
         tuned=pair.tuned,
         published_sparsity=pair.sparsity,
+        published_sparsity_source=pair.sparsity_source,
+        published_sparsity_alt=pair.sparsity_alt,
+        published_sparsity_alt_source=pair.sparsity_alt_source,
+        published_sparsity_1e8=pair.sparsity_1e8,
+        published_sparsity_1e7=pair.sparsity_1e7,
+        published_sparsity_1e6=pair.sparsity_1e6,
+        published_tolerance_source=pair.tolerance_source,
+        published_range_lo=lo,
+        published_range_hi=hi,
+        published_range_source=pair.range_source,
         published_rank=pair.rank,
+        published_rank_source=pair.rank_source,
+        lr=pair.lr,
+        steps=pair.steps,
+        hyper_source=pair.hyper_source,
+        note=pair.note,
         published_in=pair.published_in,
     )
     row.update(measured)
+    verdicts = ("sparsity_verdict", "sparsity_alt_verdict", "sparsity_1e8_verdict", "range_verdict", "rank_verdict")
     if row["status"] == "measured":
         row["sparsity_verdict"] = figure_verdict(pair.sparsity, row["sparsity_atol"], points)
+        row["sparsity_alt_verdict"] = figure_verdict(pair.sparsity_alt, row["sparsity_atol"], points)
+        row["sparsity_1e8_verdict"] = figure_verdict(pair.sparsity_1e8, row["sparsity_bitwise"], points)
+        row["range_verdict"] = range_verdict(lo, hi, row["sparsity_atol"])
         row["rank_verdict"] = figure_verdict(pair.rank, row["mean_rank_frac"], points)
-        row["verdict"] = f"sparsity: {row['sparsity_verdict']}; rank: {row['rank_verdict']}"
+        said = [(k, row[k]) for k in verdicts if row[k] != "no published figure"] or [
+            ("sparsity_verdict", row["sparsity_verdict"])
+        ]
+        label = {"sparsity_verdict": "sparsity", "sparsity_alt_verdict": "sparsity (2nd figure)"}
+        label |= {"sparsity_1e8_verdict": "bitwise vs 1e-8", "range_verdict": "range", "rank_verdict": "rank"}
+        row["verdict"] = "; ".join(f"{label[k]}: {v}" for k, v in said)
     else:
-        row["sparsity_verdict"] = row["rank_verdict"] = NOT_AVAILABLE
+        row.update(dict.fromkeys(verdicts, NOT_AVAILABLE))
     return row
 
 
@@ -291,6 +272,25 @@ def _measure(pair: PublishedPair, folder: Path, rank: bool, workers: int, progre
     return measured, modules
 
 
+def _add_prediction(row: dict, cat: Catalog) -> None:
+    """The law's predicted sparsity where the catalog states lr and steps; otherwise why there is none."""
+    if row["lr"] is None or row["steps"] is None:
+        row["predicted_note"] = "no prediction: " + (cat.hyperparameters or "the catalog has no lr/steps for this pair")
+    elif row["status"] != "measured":
+        row["predicted_note"] = "no prediction: the base is not available"
+    else:
+        from rldelta.predict import Settings, predict, read_base  # scipy: only where a prediction is made
+
+        try:
+            p = predict(read_base(row["base"]), Settings(lr=row["lr"], steps=row["steps"]))
+        except RldeltaError as e:
+            row["predicted_note"] = f"no prediction: {e}"
+            return
+        row["predicted_sparsity"] = 1 - p["changed_frac"]
+        row["predicted_lo"], row["predicted_hi"] = 1 - p["interval"][1], 1 - p["interval"][0]
+        row["predicted_note"] = f"bitwise changed fraction from the base's weights, lr and steps; {p['calibration']}"
+
+
 def _csv(rows: list[dict], schema: pa.Schema) -> bytes:
     """CSV through Arrow: counts stay integers and a missing value stays empty (pandas would write 590.0, nan)."""
     buf = io.BytesIO()
@@ -328,6 +328,8 @@ def run_reproduce(
             continue
         table.append(_row(pair, cat.match_points, **measured))
         modules.extend(mods)
+    for row in table:
+        _add_prediction(row, cat)
     atomic_write_parquet(table, out / REPRODUCE_TABLE, REPRODUCE_SCHEMA)
     atomic_write_parquet(modules, out / BY_MODULE_TABLE, BY_MODULE_SCHEMA)
     atomic_write_bytes(out / REPRODUCE_CSV, _csv(table, REPRODUCE_SCHEMA))
@@ -342,6 +344,8 @@ def run_reproduce(
         "not_available": [r["name"] for r in table if r["status"] != "measured"],
         "pairs": table,
         "by_module": modules,
+        "gaps": [g.__dict__ for g in cat.gaps],
+        "hyperparameters": cat.hyperparameters,
     }
     atomic_write_json(out / REPRODUCE_JSON, result)
     return result
@@ -352,8 +356,11 @@ __all__ = [
     "Catalog",
     "PublishedPair",
     "ReproduceError",
+    "Gap",
     "dry_run",
     "figure_verdict",
+    "published_figures",
+    "range_verdict",
     "load_catalog",
     "run_reproduce",
 ]

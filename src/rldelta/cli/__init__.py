@@ -13,7 +13,7 @@ from rldelta.cli.app import app, one_line_os_errors
 
 # The order of `rldelta --help`: the weights' commands, the published pairs, masks, training and its steps,
 # surgery, probes, the study.
-COMMAND_MODULES = ("weights", "reproduce", "masks", "training", "steps", "surgery", "probes", "study")
+COMMAND_MODULES = ("weights", "reproduce", "predict", "masks", "training", "steps", "surgery", "probes", "study")
 for _module in COMMAND_MODULES:
     importlib.import_module(f"rldelta.cli.{_module}")
 one_line_os_errors(app)  # after every command is registered

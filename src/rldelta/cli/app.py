@@ -28,6 +28,8 @@ def _root() -> None:
         # a log; its progress switch starts from huggingface_hub's variable when it is imported, here as in every
         # worker process (they inherit it), and transformers is not imported yet at this point
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # plain tqdm bars (transformers' GGUF conversion of `models prepare`) read their default from here
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -24,13 +24,16 @@ def reproduce(
 ) -> None:
     """Diff every published pair that is cached or downloadable; write published vs measured (Parquet, CSV, HTML)."""
     from rldelta.report.reproduce import write_reproduce_page
-    from rldelta.report.terminal import fetch_plan_table, reproduce_table
+    from rldelta.report.terminal import fetch_plan_table, gaps_table, reproduce_table
     from rldelta.reproduce import dry_run as plan_fetches
     from rldelta.reproduce import load_catalog, run_reproduce
 
     try:
         if dry_run:
-            Console().print(fetch_plan_table(plan_fetches(load_catalog(catalog), only)))
+            cat = load_catalog(catalog)
+            Console().print(fetch_plan_table(plan_fetches(cat, only)))
+            if cat.gaps and not only:
+                Console().print(gaps_table(cat.gaps))
             return
         result = run_reproduce(out, catalog=catalog, only=only, rank=rank, workers=workers, progress=True)
     except RldeltaError as e:

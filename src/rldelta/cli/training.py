@@ -163,6 +163,12 @@ def train_(
     ),
     temperature: float | None = typer.Option(None, "--temperature", help=help_of(TrainConfig, "temperature")),
     beta: float | None = typer.Option(None, "--beta", help=help_of(TrainConfig, "beta")),
+    ppo_epochs: int | None = typer.Option(None, "--ppo-epochs", help=help_of(TrainConfig, "ppo_epochs")),
+    value_lr: float | None = typer.Option(None, "--value-lr", help=help_of(TrainConfig, "value_lr")),
+    reward_model_lr: float | None = typer.Option(
+        None, "--reward-model-lr", help=help_of(TrainConfig, "reward_model_lr")
+    ),
+    gae_lambda: float | None = typer.Option(None, "--gae-lambda", help=help_of(TrainConfig, "gae_lambda")),
     precision: str | None = typer.Option(None, "--precision", help=help_of(TrainConfig, "precision")),
     save_steps: str | None = typer.Option(None, "--save-steps", help=help_of(TrainConfig, "save_steps")),
     mask: Path | None = typer.Option(None, "--mask", help=help_of(TrainConfig, "mask")),
@@ -199,6 +205,10 @@ def train_(
             max_completion_length=max_completion_length,
             beta=beta,
             temperature=temperature,
+            ppo_epochs=ppo_epochs,
+            value_lr=value_lr,
+            reward_model_lr=reward_model_lr,
+            gae_lambda=gae_lambda,
             precision=precision,
             save_steps=save_steps,
             mask=str(mask) if mask else None,

@@ -441,7 +441,7 @@ def run_activations(
     Writes OUT/activations.parquet, OUT/activations.json, with `compare` OUT/neurons.parquet, and PNG plots.
     Returns the content of activations.json.
     """
-    from rldelta.train.evaluate import load_for_eval
+    from rldelta.train.generation import load_for_eval
 
     if n_per_level < 1 or batch_size < 1:
         raise ProbeError(f"n_per_level and batch_size must be >= 1, got {n_per_level} and {batch_size}")

@@ -64,7 +64,7 @@ def build_probe_set(
     difficulty: int | None = None,
 ) -> list[dict]:
     """`k` completions sampled from the base model for each of `n_prompts` test-split prompts, labelled by the task."""
-    from rldelta.train.evaluate import load_for_eval, sample
+    from rldelta.train.generation import load_for_eval, sample
     from rldelta.train.tasks import get_task
 
     t = get_task(task)
@@ -154,7 +154,7 @@ def score(model, rows: list[dict], *, batch_size: int = 16) -> tuple[list[float]
 
 
 def _score_checkpoint(model_dir: Path, rows: list[dict]) -> dict[str, Any]:
-    from rldelta.train.evaluate import load_for_eval
+    from rldelta.train.generation import load_for_eval
 
     model, _ = load_for_eval(model_dir)
     lp, n, ent = score(model, rows)
@@ -179,7 +179,7 @@ def sampled_pass_at_k(
     difficulty: int | None,
 ) -> dict[str, Any]:
     """pass@k for k = 1..n from n samples per test prompt, and the mean sampled accuracy."""
-    from rldelta.train.evaluate import load_for_eval, sample
+    from rldelta.train.generation import load_for_eval, sample
     from rldelta.train.tasks import get_task
 
     t = get_task(task)

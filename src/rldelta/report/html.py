@@ -114,6 +114,17 @@ def _verdict_class(v: str) -> str:
     return "part"
 
 
+def _paired_note(i: int, rec: dict) -> str:
+    """The paired comparison a verdict rests on, from its row of the claims table; empty for the other claims."""
+    if _py(rec.get("difference")) is None:
+        return ""
+    return (
+        f"<br><span class='note'>paired on {html.escape(str(rec['score']))}: difference "
+        f"{cell('claims', i, 'difference', rec['difference'], 'num')}{_interval('claims', i, rec, 'num')} "
+        f"({html.escape(str(rec['test']))}, n = {cell('claims', i, 'n', int(rec['n']), 'int')})</span>"
+    )
+
+
 def _interval(table: str, i: int, rec: dict, kind: str) -> str:
     """A headline number's 95% interval, "[lo, hi]", each end tagged; empty when it has none."""
     if _py(rec.get("lo")) is None or _py(rec.get("hi")) is None:
@@ -188,12 +199,13 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
     parts.append("</tbody></table></section>")
 
     parts.append("<section id='verdicts'><h2>The published claims, as this study measured them</h2>")
-    for rec in tables["claims"].to_dict("records"):
+    for i, rec in enumerate(tables["claims"].to_dict("records")):
         parts.append(
             f"<p class='verdict {_verdict_class(rec['verdict'])}'><b>{html.escape(rec['claim'])}</b> — "
             f"<i>published: {html.escape(rec['published'])}</i><br><b class='tag'>"
             f"{html.escape(rec['verdict'])}</b> {_claim_text(rec['text'], h)}"
-            f"<br><span class='note'>compared: {html.escape(rec.get('comparison') or '')}; against: "
+            + _paired_note(i, rec)
+            + f"<br><span class='note'>compared: {html.escape(rec.get('comparison') or '')}; against: "
             f"{html.escape(rec.get('null') or '')}"
             + (f"; to decide: {html.escape(rec['more_data'])}" if rec.get("more_data") else "")
             + "</span></p>"

@@ -23,21 +23,43 @@ _MAIN_COLS = [
     "dtype_base",
     "dtype_tuned",
     "published_sparsity",
+    "published_sparsity_source",
+    "published_sparsity_alt",
+    "published_sparsity_alt_source",
+    "published_range_lo",
+    "published_range_hi",
     "sparsity_atol",
+    "predicted_sparsity",
+    "predicted_lo",
+    "predicted_hi",
+    "published_sparsity_1e8",
     "sparsity_bitwise",
     "published_rank",
+    "published_rank_source",
     "mean_rank_frac",
     "lowest_decile_share",
     "auc",
     "added",
     "verdict",
+    "predicted_note",
+    "note",
 ]
 _HEADERS = {
     "name": "pair",
-    "published_sparsity": "sparsity, published",
-    "sparsity_atol": "sparsity |Δ|≤1e-5",
-    "sparsity_bitwise": "sparsity, bitwise",
+    "published_sparsity": "sparsity |Δ|≤1e-5, published",
+    "published_sparsity_source": "from",
+    "published_sparsity_alt": "2nd published figure",
+    "published_sparsity_alt_source": "from",
+    "published_range_lo": "published range, low",
+    "published_range_hi": "published range, high",
+    "sparsity_atol": "sparsity |Δ|≤1e-5, measured",
+    "predicted_sparsity": "sparsity, predicted (law)",
+    "predicted_lo": "predicted, low",
+    "predicted_hi": "predicted, high",
+    "published_sparsity_1e8": "sparsity |Δ|≤1e-8, published",
+    "sparsity_bitwise": "sparsity, bitwise, measured",
     "published_rank": "rank, published",
+    "published_rank_source": "from",
     "mean_rank_frac": "rank, measured",
     "lowest_decile_share": "changed in lowest |w| decile",
     "auc": "AUC of −|w|",
@@ -61,7 +83,10 @@ def render(result: dict, tables: dict[str, pd.DataFrame]) -> str:
         "<section id='pairs'><h2>Pairs</h2>",
         table_html(tables, "reproduce", _MAIN_COLS, _HEADERS),
         "<p class='note'>Sparsity: the share of entries the update left unchanged, counted as the paper counts it "
-        "(|Δ| ≤ 1e-5 in fp32) and bitwise in the stored dtype. Rank: the mean numerical rank fraction of the 2-D "
+        "(|Δ| ≤ 1e-5 in fp32) and bitwise in the stored dtype; the bitwise figure is compared with the published "
+        "|Δ| ≤ 1e-8 figure (the closest published one), each published figure shown with its table. Predicted: "
+        "the update-sparsity law (`rldelta predict`) from the base's weights and the run's lr and steps, where the "
+        "catalog states them (a model card or paper), else why not. Rank: the mean numerical rank fraction of the 2-D "
         "updates. A figure matches when it lies within "
         f"{result['match_points']:g} percentage points of the published one. The rounding null (share of changed "
         "entries in the lowest |w| decile; AUC of −|w| as a predictor of change) is measured where the base is "
@@ -72,6 +97,7 @@ def render(result: dict, tables: dict[str, pd.DataFrame]) -> str:
             else ""
         )
         + "</p></section>",
+        _gaps(result.get("gaps") or []),
         "<section id='modules'><h2>Per module kind</h2>",
         table_html(tables, "by_module"),
         "</section>",
@@ -82,9 +108,22 @@ def render(result: dict, tables: dict[str, pd.DataFrame]) -> str:
     return "\n".join(parts)
 
 
+def _gaps(gaps: list[dict]) -> str:
+    """Published figures with no pair to diff (the paper does not name the checkpoints), and why."""
+    if not gaps:
+        return ""
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(g[k])}</td>" for k in ("name", "table", "figures", "reason")) + "</tr>"
+        for g in gaps
+    )
+    head = "<tr><th>name</th><th>table</th><th>published figures</th><th>why no pair</th></tr>"
+    table = f"<table><thead>{head}</thead><tbody>{rows}</tbody></table>"
+    return f"<section id='gaps'><h2>Published figures without a pair</h2>{table}</section>"
+
+
 def _ints(df: pd.DataFrame) -> pd.DataFrame:
     """Count columns back to Python ints: a pair with no numbers makes pandas read them as floats with NaN."""
-    for col in ("numel", "changed", "changed_atol", "added", "tensors"):
+    for col in ("numel", "changed", "changed_atol", "added", "tensors", "steps"):
         if col in df.columns:
             df[col] = pd.Series([None if pd.isna(v) else int(v) for v in df[col]], index=df.index, dtype=object)
     return df

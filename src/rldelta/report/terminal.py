@@ -211,14 +211,24 @@ def steps_table(steps: pd.DataFrame, summary: dict) -> Table:
 def reproduce_table(result: dict) -> Table:
     """One row per published pair: published and measured sparsity and rank, and the verdict."""
     t = Table(title=f"rldelta reproduce  ({result['title']}; sparsity: |Δ| ≤ 1e-5, as published)")
-    heads = ("pair", "sparsity pub.", "measured", "bitwise", "rank pub.", "measured", "low-|w| decile", "AUC −|w|")
-    for col in (*heads, "verdict"):
+    heads = ("pair", "sparsity pub.", "measured", "predicted", "bitwise", "1e-8 pub.", "rank pub.", "measured")
+    for col in (*heads, "low-|w| decile", "AUC −|w|", "verdict"):
         t.add_column(col, justify="left" if col in ("pair", "verdict") else "right")
     for r in result["pairs"]:
-        cols = ("published_sparsity", "sparsity_atol", "sparsity_bitwise", "published_rank", "mean_rank_frac")
-        cols += ("lowest_decile_share", "auc")
+        cols = ("published_sparsity", "sparsity_atol", "predicted_sparsity", "sparsity_bitwise")
+        cols += ("published_sparsity_1e8", "published_rank", "mean_rank_frac", "lowest_decile_share", "auc")
         # a published figure the catalog does not have is NaN in the tables; shown as missing, like a None
         t.add_row(r["name"], *(show(c, None if r[c] != r[c] else r[c]) for c in cols), r["verdict"])
+    return t
+
+
+def gaps_table(gaps: list) -> Table:
+    """`rldelta reproduce --dry-run`: the published figures with no pair to diff, and why."""
+    t = Table(title="published figures without a pair")
+    for col in ("name", "table", "figures", "reason"):
+        t.add_column(col)
+    for g in gaps:
+        t.add_row(g.name, g.table, g.figures, g.reason)
     return t
 
 
@@ -227,12 +237,13 @@ def fetch_plan_table(rows: list[dict]) -> Table:
     from rldelta.checkpoint import human_size
 
     t = Table(title="rldelta reproduce --dry-run")
-    for col in ("pair", "side", "checkpoint", "status", "files", "size", "reason"):
+    for col in ("pair", "published", "side", "checkpoint", "status", "files", "size", "reason"):
         t.add_column(col)
     for r in rows:
         fetch = r["status"] == "fetch"
         size = human_size(r["bytes"]) if fetch else ""
-        t.add_row(r["pair"], r["side"], r["spec"], r["status"], str(r["files"]) if fetch else "", size, r["reason"])
+        cells = (r["side"], r["spec"], r["status"], str(r["files"]) if fetch else "", size, r["reason"])
+        t.add_row(r["pair"], r.get("published", ""), *cells)
     total = sum(r["bytes"] for r in rows if r["status"] == "fetch")
     t.caption = f"to fetch in all: {human_size(total)}"
     return t

@@ -26,6 +26,7 @@ PRESETS = ("tiny", "demo", "full")
 TINY_MODELS = tuple(TINY_BUILDERS)  # built in code from model_seed
 BUILTIN_MODELS = (*TINY_MODELS, "smollm2-135m")
 PROBES = ("logprobs", "activations", "formats")
+PAIRED_SCORES = ("ref_logprob", "pass_rate", "correct")
 
 # TrainConfig fields the study sets itself; the [train] table may set every other one.
 STUDY_OWNED = {
@@ -137,6 +138,19 @@ class StudyConfig:
     eval_max_new_tokens: int = field(default=32, metadata=_help("generation limit in evaluation", min=1))
     eval_batch_size: int = field(default=16, metadata=_help("prompts per generation batch in evaluation", min=1))
     eval_seed: int = field(default=0, metadata=_help("seed of the test problems (the same for every model)"))
+    eval_pass_k: int = field(
+        default=0,
+        metadata=_help("completions sampled at temperature 1 per test problem for its pass rate; 0: none", min=0),
+    )
+    paired_score: str = field(
+        default="ref_logprob",
+        metadata=_help(
+            "the per-problem score the surgery and retrain verdicts compare models on, paired by problem: "
+            "ref_logprob (teacher-forced log p of the reference answer), pass_rate (needs eval_pass_k > 0) or "
+            "correct (greedy 0/1)",
+            choices=PAIRED_SCORES,
+        ),
+    )
     atol: float = field(default=1e-5, metadata=_help("|Δ| threshold of the published study's 'changed'", min=0))
     rank_samples: int = field(default=1, metadata=_help("random sparse matrices per tensor in the rank null", min=1))
     controls: int = field(default=1, metadata=_help("random-mask control seeds per surgery", min=0))
@@ -207,6 +221,8 @@ class StudyConfig:
                 f"{src}: cause needs a GRPO-family first algorithm without KL ({', '.join(GRPO_FAMILY)}, "
                 "[train] beta unset or 0): it is the analysis's RL run without KL"
             )
+        if self.paired_score == "pass_rate" and not self.eval_pass_k:
+            raise StudyError(f"{src}: paired_score = 'pass_rate' needs eval_pass_k > 0 (the samples per problem)")
         _check_train_table(self.train, STUDY_OWNED, StudyConfig, src, "")
         try:
             task = get_task(self.task)
@@ -278,7 +294,8 @@ def _check_fields(obj: Any, cls: type, src: str, prefix: str) -> None:
         if lo is not None and value is not None and value < lo:
             raise StudyError(f"{src}: {key} must be >= {lo}, got {value}")
         choices = f.metadata.get("choices")
-        bad = [v for v in value if v not in choices] if choices else []
+        listed = [value] if isinstance(value, str) else value
+        bad = [v for v in listed if v not in choices] if choices else []
         if bad:
             noun = f.name.removesuffix("s")
             raise StudyError(f"{src}: {key}: unknown {noun} {bad[0]!r}; choose from {', '.join(choices)}")

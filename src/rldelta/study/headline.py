@@ -19,6 +19,7 @@ from rldelta.study.claims import (
 )
 from rldelta.study.config import StudyConfig
 from rldelta.study.layout import Run
+from rldelta.study.paired_evidence import SCORE_NAMES, retrain_evidence, surgery_evidence
 
 # Spread over runs (or seed pairs) is reported from this many values on; below it a mean has no interval.
 MIN_FOR_SPREAD = 3
@@ -55,6 +56,47 @@ def _pooled(df: pd.DataFrame) -> Acc | None:
         return None
     n = int(df["n"].sum())
     return Acc(float((df["accuracy"] * df["n"]).sum() / n), n) if n else None
+
+
+def _paired_rows(add, sur_ev: dict, ret_ev, mname: str, score: str) -> None:
+    """The headline rows of the paired comparisons the surgery and retrain verdicts rest on."""
+    name = SCORE_NAMES[score]
+
+    def boot(key, label, d, fmt="num"):
+        add(key, label, d["difference"] if d else None, fmt, *(_ends(d) if d else (None, None)), _how(d))
+
+    def share(key, label, d):
+        ok = d is not None and d["share"] == d["share"]
+        add(
+            key,
+            label,
+            d["share"] if ok else None,
+            "pct",
+            d["lo"] if ok else None,
+            d["hi"] if ok else None,
+            f"paired bootstrap, n={d['n']}" if ok else "",
+        )
+
+    first = sur_ev["patch"] or sur_ev["revert"]
+    boot("paired_gain", f"RL's change on {name}, tuned − base (paired)", first.gain if first else None)
+    p, r = sur_ev["patch"], sur_ev["revert"]
+    share("patch_share", f"share of that change kept by base + the update on {mname}", p.share if p else None)
+    share("patch_random_share", "… on random masks of the same density", p.control_share if p else None)
+    boot("patch_vs_random", f"{mname} − random masks, patched ({name})", p.vs_control if p else None)
+    removed = (lambda d: {**d, "share": 1 - d["share"], "lo": 1 - d["hi"], "hi": 1 - d["lo"]}) if r else None
+    share("revert_share", f"share of the change removed by resetting {mname}", removed(r.share) if r else None)
+    share("revert_random_share", "… by resetting random masks", removed(r.control_share) if r else None)
+    boot("revert_vs_random", f"random masks − {mname}, reset ({name})", r.vs_control if r else None)
+    boot("retrain_full_gain", f"the full run's gain over the base ({name})", ret_ev.gain if ret_ev else None)
+    boot("retrain_vs_full", f"subnetwork-only retrain − full run ({name})", ret_ev.vs_full if ret_ev else None)
+
+
+def _ends(d: dict) -> tuple[float, float]:
+    return d["lo"], d["hi"]
+
+
+def _how(d: dict | None) -> str:
+    return f"paired bootstrap, n={d['n']}" if d else ""
 
 
 def headline_and_claims(
@@ -196,6 +238,21 @@ def headline_and_claims(
         "pct",
     )
     add("retrain_cosine", "cosine of the retrain's Δ and the full run's Δ", ret.get("delta_cosine"), "num")
+    for key, label in (
+        ("bitwise", "bitwise"),
+        ("1e-5", "within 1e-5 (published 94.0% DPO, 90.5% PRIME)"),
+        ("1e-4", "within 1e-4 (published 100%)"),
+    ):
+        add(
+            f"retrain_equal_{key.replace('-', '')}",
+            f"entries of θ_sub equal to θ_full, {label}",
+            ret.get(f"equal_{key}"),
+            "pct",
+        )
+    score = cfg.paired_score
+    sur_ev = {k: surgery_evidence(t["problems"], sur, k, others or [primary], score) for k in ("patch", "revert")}
+    ret_ev = retrain_evidence(t["problems"], ret["full"], ret["retrain"], score) if ret else None
+    _paired_rows(add, sur_ev, ret_ev, mname, score)
     arms = {r["arm"]: r for r in cause.to_dict("records")}
     for arm, label in (
         ("sft_own", "SFT on the policy's own correct samples: changed fraction (bf16)"),
@@ -228,23 +285,23 @@ def headline_and_claims(
         ).row(
             "seed consistency", "different seeds update nearly the same entries", "seed_overlap", num["seed_overlap"]
         ),
-        surgery_rule("patch", sur_acc["patch", "none"], sur_acc["patch", "random"], tuned, base, mname).row(
+        surgery_rule("patch", sur_ev["patch"], mname).row(
             "subnetwork sufficiency",
             "the update on the subnetwork alone recovers the tuned accuracy",
-            "patch_accuracy",
-            num["patch_accuracy"],
+            "patch_share",
+            num["patch_share"],
         ),
-        surgery_rule("revert", sur_acc["revert", "none"], sur_acc["revert", "random"], tuned, base, mname).row(
+        surgery_rule("revert", sur_ev["revert"], mname).row(
             "subnetwork necessity",
             "resetting the subnetwork to base loses the tuned accuracy",
-            "revert_accuracy",
-            num["revert_accuracy"],
+            "revert_share",
+            num["revert_share"],
         ),
-        retrain_rule(retr, full, ret.get("delta_cosine")).row(
+        retrain_rule(ret_ev, ret.get("delta_cosine")).row(
             "subnetwork-only training",
             "training only the subnetwork recovers the full run's accuracy and parameters",
-            "retrain_accuracy",
-            num["retrain_accuracy"],
+            "retrain_vs_full",
+            num["retrain_vs_full"],
         ),
         cause_rule(num["cause_sft_own"], num["cause_sft_foreign"], num["cause_rl_kl"], num["cause_rl_no_kl"]).row(
             "in-distribution data",

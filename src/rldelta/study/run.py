@@ -133,8 +133,10 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
         for r in runs:
             log(f"explain {r.label}")
             explains[r.label] = explain_run(r, runs, base, study, cfg, progress)
-        # 6. surgery with the first seed's subnetwork on every seed of its algorithm and precision
-        targets = [r for r in runs if r.algo == primary.algo and r.precision == primary.precision]
+        # 6. surgery with the first seed's subnetwork on the other seeds of its algorithm and precision. The mask is tested on another seed's update (its own update is the mask's by construction); with one seed,
+        # on its own.
+        same = [r for r in runs if r.algo == primary.algo and r.precision == primary.precision]
+        targets = [r for r in same if r is not primary] or [primary]
         surgery = surgery_evals(primary, targets, base, study, cfg, log)
         retraining.now()  # with no worker to train it beside these stages, the retrain is trained here, now
         # 7. mechanism probes

@@ -18,6 +18,7 @@ from rldelta.probes.activations import ACTIVATIONS_JSON, ACTIVATIONS_TABLE
 from rldelta.study.config import StudyConfig
 from rldelta.study.headline import headline_and_claims, recovery
 from rldelta.study.layout import Run, diff_complete, diff_dir, read_json
+from rldelta.study.paired_evidence import surgery_model
 from rldelta.train.runfiles import METRICS
 
 # The final subnetwork counts as fixed from the first saved step whose changed set holds this share of it.
@@ -34,6 +35,24 @@ def _pair_kind(a: Run, b: Run) -> str:
     if same == (True, True, False):
         return "precision"
     return "mixed"
+
+
+PROBLEM_COLUMNS = [
+    "model",
+    "problem",
+    "difficulty",
+    "correct",
+    "ref_logprob",
+    "ref_logprob_per_token",
+    "pass_rate",
+]
+
+
+def problems_table(evals: dict, surgery: list[dict]) -> pd.DataFrame:
+    """One row per evaluated model and test problem: the paired scores every comparison of models reads."""
+    rows = [{"model": name, **p} for name, ev in evals.items() for p in ev.get("problems", [])]
+    rows += [{"model": surgery_model(rec), **p} for rec in surgery for p in rec.get("problems", [])]
+    return pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
 
 
 def build_tables(
@@ -281,6 +300,7 @@ def build_tables(
             }
         )
     tables["retrain"] = pd.DataFrame(ret)
+    tables["problems"] = problems_table(evals, surgery)
     tables["dynamics"] = pd.DataFrame(dynamics)
     tables["cause"] = pd.DataFrame(
         cause or [],

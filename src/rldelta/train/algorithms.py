@@ -3,7 +3,8 @@ doc, the builder that makes its TRL trainer). After mergekit's merge_methods/reg
 list of algorithms; config validation, the CLI's choices and the trainers docstring are read off it.
 
 Nothing is re-implemented: each builder makes a TRL config and trainer class, loaded by name when a trainer is
-built (trl is heavy; the CLI reads this table for its help without loading it).
+built (trl is heavy; the CLI reads this table for its help without loading it). PPO and PRIME, which TRL lacks, are
+GRPOTrainer subclasses in actor_critic.py.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class TrainerInputs:
 @dataclass(frozen=True)
 class Algorithm:
     name: str
-    family: str  # grpo, rloo, online_dpo, offline (preference pairs or labels), sft
+    family: str  # grpo, rloo, ppo, prime, online_dpo, offline (preference pairs or labels), sft
     online: bool  # samples from the policy while it trains; else trains on data built once from the base model
     doc: str  # one line: the TRL class and what sets this algorithm apart
     trainer: str  # "module:Class" of the TRL trainer
@@ -61,7 +62,7 @@ class Algorithm:
     @property
     def groups(self) -> bool:
         """Scores num_generations completions per prompt against each other (advantages compare completions)."""
-        return self.family in ("grpo", "rloo")
+        return self.family in ("grpo", "rloo", "ppo", "prime")
 
     def make_trainer(self, inputs: TrainerInputs):
         return self.build(self, inputs)
@@ -98,15 +99,14 @@ def _reward_trainer(trainer_cls: type, inputs: TrainerInputs, args):
     )
 
 
-def _build_group(algo: Algorithm, inputs: TrainerInputs):
-    """GRPO family and RLOO: one optimizer step per prompts_per_step x num_generations fresh completions (exactly
-    on-policy)."""
+def _group_args(algo: Algorithm, inputs: TrainerInputs, **specific: Any):
     config = inputs.config
     clip = (
         ("epsilon", _pick(config.epsilon, algo.epsilon)),
         ("epsilon_high", _pick(config.epsilon_high, algo.epsilon_high)),
     )
-    args = _args(
+    fixed = {**algo.trl_args, **specific}
+    return _args(
         algo,
         inputs,
         inputs.common,
@@ -117,12 +117,34 @@ def _build_group(algo: Algorithm, inputs: TrainerInputs):
         temperature=config.temperature,
         log_completions=False,
         **{k: v for k, v in clip if v is not None},
-        **algo.trl_args,
+        **fixed,
     )
+
+
+def _build_group(algo: Algorithm, inputs: TrainerInputs):
+    """GRPO family and RLOO: one optimizer step per prompts_per_step x num_generations fresh completions (exactly
+    on-policy)."""
+    args = _group_args(algo, inputs)
     trainer_cls = _trl_class(algo.trainer)
     if inputs.trainer_wrapper is not None:
         trainer_cls = inputs.trainer_wrapper(trainer_cls)
     return _reward_trainer(trainer_cls, inputs, args)
+
+
+def _build_actor_critic(algo: Algorithm, inputs: TrainerInputs):
+    """PPO and PRIME (train/actor_critic.py): GRPOTrainer subclasses with a second model; each rollout batch serves
+    `ppo_epochs` optimizer steps (TRL's num_iterations)."""
+    epochs = inputs.config.ppo_epochs
+    args = _group_args(algo, inputs, **({} if epochs is None else {"num_iterations": epochs}))
+    return _trl_class(algo.trainer)(
+        model=inputs.model,
+        reward_funcs=inputs.reward_funcs,
+        args=args,
+        train_dataset=inputs.train_dataset,
+        processing_class=inputs.tokenizer,
+        callbacks=inputs.callbacks,
+        rl=inputs.config,
+    )
 
 
 def _build_online_dpo(algo: Algorithm, inputs: TrainerInputs):
@@ -211,6 +233,27 @@ _ALL = (
         "trl:RLOOConfig",
         _build_group,
         beta=0.05,  # TRL's RLOO default
+    ),
+    Algorithm(
+        "ppo",
+        "ppo",
+        True,
+        "actor_critic.PPOTrainer on GRPOTrainer: value model, KL-shaped rewards, GAE, clipped policy and value losses",
+        "rldelta.train.actor_critic:PPOTrainer",
+        "trl:GRPOConfig",
+        _build_actor_critic,
+        beta=0.05,  # the per-token KL coefficient folded into the reward
+        trl_args={"num_iterations": 2},  # PPO epochs per rollout batch
+    ),
+    Algorithm(
+        "prime",
+        "prime",
+        True,
+        "actor_critic.PRIMETrainer on GRPOTrainer: online implicit PRM, beta*log(pi_phi/pi_ref) rewards, RLOO",
+        "rldelta.train.actor_critic:PRIMETrainer",
+        "trl:GRPOConfig",
+        _build_actor_critic,
+        beta=0.05,  # the implicit reward's beta (the paper's value); PRIME has no KL penalty
     ),
     Algorithm(
         "online_dpo",

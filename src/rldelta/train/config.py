@@ -80,6 +80,16 @@ class TrainConfig:
     epsilon_high: float | None = field(
         default=None, metadata=_help("Upper clip range (GRPO family, RLOO); default the algorithm's.")
     )
+    ppo_epochs: int | None = field(
+        default=None,
+        metadata=_help("ppo, prime: optimizer steps per rollout batch (PPO epochs); default the algorithm's (2, 1)."),
+    )
+    value_lr: float | None = field(default=None, metadata=_help("ppo: the value model's learning rate; default --lr."))
+    reward_model_lr: float | None = field(
+        default=None, metadata=_help("prime: the implicit reward model's learning rate; default --lr.")
+    )
+    gae_gamma: float = field(default=1.0, metadata=_help("ppo: GAE discount gamma."))
+    gae_lambda: float = field(default=0.95, metadata=_help("ppo: GAE lambda."))
     precision: str = field(default="fp32", metadata=_help("fp32 (fp32 master + bf16 copies) or bf16."))
     save_steps: str = field(default="", metadata=_help("Steps saved: '10,20,40' or 'every:10'; the last step always."))
     advantages: str = field(
@@ -177,7 +187,21 @@ class TrainConfig:
                 raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
+        self._validate_actor_critic()
         parse_save_steps(self.save_steps, self.steps)
+
+    def _validate_actor_critic(self) -> None:
+        if self.ppo_epochs is not None and self.ppo_epochs < 1:
+            raise ConfigError(f"--ppo-epochs must be >= 1, got {self.ppo_epochs}")
+        for name in ("value_lr", "reward_model_lr"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not (0 <= self.gae_gamma <= 1 and 0 <= self.gae_lambda <= 1):
+            raise ConfigError(
+                f"--gae-gamma and --gae-lambda must lie in [0, 1], got {self.gae_gamma}, {self.gae_lambda}"
+            )
+        if self.algo == "prime" and self.beta is not None and self.beta <= 0:
+            raise ConfigError(f"--beta must be > 0 for prime (the implicit reward's scale), got {self.beta}")
 
     @property
     def save_step_list(self) -> list[int]:

@@ -8,8 +8,8 @@ from typing import Any
 
 from rldelta.metrics.formats import format_table
 from rldelta.train.corpus import allocate
-from rldelta.train.evaluate import generate_greedy
 from rldelta.train.formats import FORMAT_NAMES, OTHER, classify_format
+from rldelta.train.generation import generate_greedy
 from rldelta.train.tasks import Example, MixArith
 
 

@@ -31,7 +31,7 @@ from rldelta.lock import locks_output
 from rldelta.train.algorithms import ALGORITHMS, TrainerInputs, algorithm_table
 from rldelta.train.callbacks import progress_callback
 from rldelta.train.config import ConfigError, TrainConfig
-from rldelta.train.evaluate import sample
+from rldelta.train.generation import sample
 from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
 from rldelta.train.models import load_pretrained
 from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, saved_steps, step_dir, write_run_json
