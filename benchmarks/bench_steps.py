@@ -10,7 +10,7 @@ replaces (the bf16 copy to numpy and the whole base read from the file every ste
 file's pages are dropped from the page cache (posix_fadvise DONTNEED), so `read_bytes` of /proc/self/io is what a
 step reads from the disk when the base is not cached. Peak memory: the process's resident high-water mark
 (VmHWM, reset through /proc/self/clear_refs after each step's planting) above its size before the recorder started,
-per parameter. Minor page faults per step (getrusage) show the cost of fresh pages for transient buffers.
+per parameter, at the start (the base written) and during a step. Minor page faults per step (getrusage) show the cost of fresh pages for transient buffers.
 
 `--part profile`: cProfile of record() (base in the file), the top entries by own time.
 
@@ -164,12 +164,13 @@ def alone_child(model_dir: Path, placement: str, steps: int, patches: bool) -> d
             rec = StepRecorder(tmp, model, base=placement, patches=patches)
             rec.on_train_begin(None, SimpleNamespace(global_step=0, max_steps=steps), None)
             base_file = Path(tmp) / STEPS_DIR / BASE_FILE
-        peak = _status("VmHWM") - before
-        secs, reads, rchar, faults = [], [], [], []
+        peak_start, peak = _status("VmHWM") - before, 0
+        secs, reads, rchar, faults, transient = [], [], [], [], []
         for step in range(1, steps + 1):
             _plant(model, gen)
             _drop_cache(base_file)
             _reset_peak()
+            rss = _status("VmRSS")
             io0, f0, t0 = _io(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
             rec.record(step)
             secs.append(time.perf_counter() - t0)
@@ -178,6 +179,7 @@ def alone_child(model_dir: Path, placement: str, steps: int, patches: bool) -> d
             reads.append(io1["read_bytes"] - io0["read_bytes"])
             rchar.append(io1["rchar"] - io0["rchar"])
             peak = max(peak, _status("VmHWM") - before)
+            transient.append(_status("VmHWM") - rss)  # above what the process held when the step began
         held = rec.memory_bytes()
         if placement != "naive":
             rec.close()
@@ -189,7 +191,9 @@ def alone_child(model_dir: Path, placement: str, steps: int, patches: bool) -> d
         "read_bytes": reads[1:],
         "rchar": rchar[1:],
         "minor_faults": faults[1:],
+        "peak_start_bytes": peak_start,
         "peak_bytes": peak,
+        "transient_bytes": max(transient[1:]),
         "held_bytes": held,
         "base_bytes": base_bytes,
     }
@@ -213,7 +217,8 @@ def alone(model: Path, steps: int) -> None:
             f" disk {statistics.median(r['read_bytes']) / 2**20:7.1f} MB/step"
             f" (base {r['base_bytes'] / 2**20:.0f} MB); read() {statistics.median(r['rchar']) / 2**20:7.1f} MB;"
             f" faults {statistics.median(r['minor_faults']):8.0f};"
-            f" held {r['held_bytes'] / p:.3f} B/param; peak RSS {r['peak_bytes'] / p:.3f} B/param",
+            f" held {r['held_bytes'] / p:.3f} B/param; peak RSS at the start {r['peak_start_bytes'] / p:.3f},"
+            f" in a step {r['peak_bytes'] / p:.3f} B/param (of which the step's own {r['transient_bytes'] / p:.3f})",
             flush=True,
         )
 

@@ -13,8 +13,10 @@ import pandas as pd
 import pyarrow as pa
 from safetensors.torch import load_file
 
+from rldelta.columns import unit_schema
 from rldelta.errors import RldeltaError
 from rldelta.masks import Mask
+from rldelta.metrics.steps import StepCounts, patch_bytes
 from rldelta.train.step_patches import STEPS_DIR
 
 STEPS_FILE = "steps.parquet"
@@ -22,6 +24,50 @@ FIRST_CHANGED_FILE = "first_changed.safetensors"
 SUMMARY_FILE = "summary.json"
 UNION_LOG = "union.log"
 RECORD = struct.Struct("<qqq")  # step, tensor index, number of entries; then that many int64 flat indices
+
+
+STEPS_SCHEMA = unit_schema(
+    [
+        ("step", pa.int64()),
+        ("module", pa.string()),
+        ("numel", pa.int64()),
+        ("changed_step", pa.int64()),
+        ("changed_step_frac", pa.float64()),
+        ("changed_base", pa.int64()),
+        ("changed_base_frac", pa.float64()),
+        ("overlap_prev_step", pa.float64()),
+        ("overlap_union", pa.float64()),
+        ("new_in_union", pa.int64()),
+        ("union_frac", pa.float64()),
+        ("learning_rate", pa.float64()),
+        ("bytes_index", pa.int64()),
+        ("bytes_bitmask", pa.int64()),
+        ("bytes_dense", pa.int64()),
+    ]
+)
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else float("nan")
+
+
+def step_row(step: int, module: str, c: StepCounts, learning_rate: float | None) -> dict[str, Any]:
+    """One row of steps.parquet."""
+    return {
+        "step": step,
+        "module": module,
+        "numel": c.numel,
+        "changed_step": c.changed_step,
+        "changed_step_frac": _ratio(c.changed_step, c.numel),
+        "changed_base": c.changed_base,
+        "changed_base_frac": _ratio(c.changed_base, c.numel),
+        "overlap_prev_step": _ratio(c.overlap_prev, c.changed_step),
+        "overlap_union": _ratio(c.overlap_union, c.changed_step),
+        "new_in_union": c.new_in_union,
+        "union_frac": _ratio(c.union, c.numel),
+        "learning_rate": learning_rate,
+        **patch_bytes(c.changed_step, c.numel),
+    }
 
 
 def mask_file(run_dir: str | os.PathLike, step: int) -> Path:

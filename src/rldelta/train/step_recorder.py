@@ -21,14 +21,15 @@ each step's change is written as a sparse patch (train.step_patches).
 
 Everything is keyed by the tensors as the checkpoint stores them, so the sets equal `rldelta diff`'s: a model that
 holds some parameters in another layout (transformers' fused MoE experts) is followed through the map of
-stored_layout.py, each stored tensor taken out of its parameter's bf16 copy.
+stored_layout.py, each stored tensor taken out of its parameter's bf16 copy. Under FSDP2 each rank records its
+own shard and rank 0 writes the same files one process would (train.step_shards).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,57 +42,36 @@ from transformers import TrainerCallback
 
 from rldelta.atomic import atomic_write_json
 from rldelta.checkpoint import SafetensorsStreamWriter
-from rldelta.columns import unit_schema
+from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, save_mask
-from rldelta.metrics.steps import StepCounts, patch_bytes, share_reached
+from rldelta.metrics.steps import StepCounts, share_reached
 from rldelta.naming import parse_name
 from rldelta.threads import torch_threads
-from rldelta.train.step_files import (  # noqa: F401 (read_steps, union_mask: this module's names for callers)
+from rldelta.train.step_files import (  # noqa: F401 (read_steps, union_mask, STEPS_SCHEMA: names for callers)
     FIRST_CHANGED_FILE,
     RECORD,
     STEPS_FILE,
+    STEPS_SCHEMA,
     SUMMARY_FILE,
     UNION_LOG,
     first_changed,
     mask_file,
     read_steps,
+    step_row,
     union_mask,
 )
 from rldelta.train.step_patches import BASE_FILE, FINGERPRINT_KEY, STEPS_DIR, fingerprint, patch_file, write_patch
+from rldelta.train.step_shards import Shards
 from rldelta.train.step_state import BASE_PLACEMENTS, FileBase, TensorBase, TensorState, ones, pack, unpack
 from rldelta.train.stored_layout import StoredTensor, stored_tensors
 
 SATURATION_SHARE = 0.9  # the set "saturates" at the first step holding this share of the final set
 TOTAL = "total"
 
-STEPS_SCHEMA = unit_schema(
-    [
-        ("step", pa.int64()),
-        ("module", pa.string()),
-        ("numel", pa.int64()),
-        ("changed_step", pa.int64()),
-        ("changed_step_frac", pa.float64()),
-        ("changed_base", pa.int64()),
-        ("changed_base_frac", pa.float64()),
-        ("overlap_prev_step", pa.float64()),
-        ("overlap_union", pa.float64()),
-        ("new_in_union", pa.int64()),
-        ("union_frac", pa.float64()),
-        ("learning_rate", pa.float64()),
-        ("bytes_index", pa.int64()),
-        ("bytes_bitmask", pa.int64()),
-        ("bytes_dense", pa.int64()),
-    ]
-)
-
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
     """The int16 bit patterns of a bf16 tensor, flat, where it is."""
     return t.detach().reshape(-1).view(torch.int16)
-
-
-def _ratio(a: int, b: int) -> float:
-    return a / b if b else float("nan")
 
 
 class StepRecorder(TrainerCallback):
@@ -125,7 +105,10 @@ class StepRecorder(TrainerCallback):
         self._params: dict[str, torch.nn.Parameter] = {}
         self._stored: dict[str, StoredTensor] = {}  # by stored name, grouped by parameter
         self._state: dict[str, TensorState] = {}
+        self._shards: Shards | None = None
+        self._offsets: dict[str, int] = {}  # flat position of this rank's first entry (0 unless sharded)
         self._log = None
+        self._running = False
         self._modules: dict[str, str] = {}
         self._steps: list[int] = []
         self.last_step = 0
@@ -137,7 +120,13 @@ class StepRecorder(TrainerCallback):
         if model is None:
             raise ValueError("StepRecorder needs the model: pass it to StepRecorder(...) or use a Trainer")
         self._params = {n: p for n, p in model.named_parameters()}
+        self._shards = shards = Shards(self._params)
         self._stored = stored_tensors(model)
+        if shards.sharded and any(st.index is not None for st in self._stored.values()):
+            raise RldeltaError("the step recorder follows sharded models stored as held only (not fused MoE layouts)")
+        if shards.sharded and state.global_step > 0:
+            raise RldeltaError("the step recorder cannot resume a sharded run's record; train it from the start")
+        self._offsets = {n: shards.offset(st.param) for n, st in self._stored.items()}
         self.dir.mkdir(parents=True, exist_ok=True)
         for n, cur in self._bf16():
             self._state[n] = TensorState.fresh(_bits(cur))
@@ -146,13 +135,7 @@ class StepRecorder(TrainerCallback):
         fresh_run = state.global_step == 0 or not base.is_file()
         if fresh_run:
             # a fresh run: the snapshot just taken is the base (a resumed run keeps the base it started from)
-            bf16 = {n: s.prev.view(torch.bfloat16).reshape(self._stored[n].shape) for n, s in self._state.items()}
-            self.base_fingerprint = fingerprint(bf16.items())
-            save_file(
-                {n: t.cpu().contiguous() for n, t in bf16.items()},
-                base,
-                metadata={FINGERPRINT_KEY: self.base_fingerprint},
-            )
+            self._write_base(base)
         else:
             with safe_open(base, "pt") as f:
                 self.base_fingerprint = (f.metadata() or {}).get(FINGERPRINT_KEY) or fingerprint(
@@ -160,19 +143,37 @@ class StepRecorder(TrainerCallback):
                 )
         self._base = self._place_base(base, fresh_run)
         log_end = self._restore(state.global_step)
-        self._log = open(self.dir / UNION_LOG, "r+b" if log_end else "wb")
+        self._log = open(self._log_file(shards.rank), "r+b" if log_end else "wb")
         self._log.truncate(log_end)  # the steps after the resumed checkpoint are redone: their records go
         self._log.seek(log_end)
-        self._open(state.global_step)
+        if shards.rank == 0:
+            self._open(state.global_step)
         self.last_step = state.global_step
+        self._running = True
+
+    def _write_base(self, path: Path) -> None:
+        shards = self._shards
+        if shards.sharded:  # gathered one tensor at a time, on every rank (a collective), written by rank 0
+            bf16 = {n: shards.full_bf16(self._params[st.param]).cpu() for n, st in self._stored.items()}
+        else:
+            bf16 = {n: s.prev.view(torch.bfloat16).reshape(self._stored[n].shape) for n, s in self._state.items()}
+        if shards.rank == 0:
+            self.base_fingerprint = fingerprint(bf16.items())
+            meta = {FINGERPRINT_KEY: self.base_fingerprint}
+            save_file({n: t.cpu().contiguous() for n, t in bf16.items()}, path, metadata=meta)
+        self.base_fingerprint = shards.broadcast(self.base_fingerprint)
+        shards.barrier()  # the file is there before any rank maps it
+
+    def _log_file(self, rank: int) -> Path:
+        return self.dir / (UNION_LOG if rank == 0 else f"union.rank-{rank}.log")
 
     def _place_base(self, path: Path, fresh_run: bool) -> FileBase | TensorBase:
         if self.base_placement == "file":
-            return FileBase(path)
+            return FileBase(path, self._offsets)
         on_host = self.base_placement == "host"
         if fresh_run:
             return TensorBase({n: s.prev.clone() for n, s in self._state.items()}, on_host)
-        files = FileBase(path)
+        files = FileBase(path, self._offsets)
         return TensorBase({n: files.whole(n).to(s.prev.device) for n, s in self._state.items()}, on_host)
 
     def _restore(self, step: int) -> int:
@@ -209,8 +210,8 @@ class StepRecorder(TrainerCallback):
         for n, st in self._stored.items():
             if st.param != param:
                 param = st.param
-                flat = self._params[param].detach().to(torch.bfloat16).reshape(-1)
-            yield n, st.take(flat)
+                flat = self._shards.local(self._params[param]).detach().to(torch.bfloat16).reshape(-1)
+            yield n, flat if self._shards.sharded else st.take(flat)
 
     # ---- every step ------------------------------------------------------------------------------------------
 
@@ -241,53 +242,60 @@ class StepRecorder(TrainerCallback):
             state = self._state[n]
             idx, fresh, counts = state.advance(_bits(cur), lambda at, n=n: self._base.at(n, at))
             if fresh.numel():
-                self._append_log(step, i, fresh.cpu().numpy())
+                self._append_log(step, i, fresh.cpu().numpy() + self._offsets[n])
             if self.patches and idx.numel():
-                changes[n] = (idx, cur.reshape(-1)[idx])
-            found.append((n, idx.numel(), fresh.numel(), state.changed_base, state.union_count, counts))
-        overlaps = torch.stack([f[-1].cpu() for f in found]).tolist() if found else []  # the counts' one trip
-        for (n, changed, new, since, union, _), (prev, in_union) in zip(found, overlaps):
-            c = StepCounts(self._state[n].prev.numel(), changed, since, prev, in_union, new, union)
+                changes[n] = (idx.cpu().numpy() + self._offsets[n], _bits(cur)[idx].cpu().numpy())
+            found.append(torch.tensor([idx.numel(), state.changed_base, fresh.numel(), state.union_count]))
+            found.append(counts.cpu())
+        # the counts' one trip to the host (and, sharded, their one sum over the ranks)
+        sums = self._shards.sum(torch.cat(found).reshape(-1, 6)).tolist() if found else []
+        if self.patches:
+            self._write_patch(step, changes)
+        if self._shards.rank:
+            self.last_step = step
+            return {}
+        for n, (changed, since, new, union, prev, in_union) in zip(self._state, sums):
+            c = StepCounts(math.prod(self._stored[n].shape), changed, since, prev, in_union, new, union)
             per_module.setdefault(self._modules[n], StepCounts()).__iadd__(c)
             total += c
         per_module[TOTAL] = total
-        if self.patches:
-            shapes = {n: st.shape for n, st in self._stored.items()}
-            write_patch(patch_file(self.dir, step), step, self.base_fingerprint, changes, shapes)
-        rows = [self._row(step, m, c, learning_rate) for m, c in sorted(per_module.items())]
+        rows = [step_row(step, m, c, learning_rate) for m, c in sorted(per_module.items())]
         assert self._writer is not None, "record() before on_train_begin()"
         self._writer.write_table(pa.Table.from_pylist(rows, schema=STEPS_SCHEMA))
         self._steps.append(step)
         self.last_step = step
         return per_module
 
-    def _row(self, step: int, module: str, c: StepCounts, learning_rate: float | None) -> dict[str, Any]:
-        return {
-            "step": step,
-            "module": module,
-            "numel": c.numel,
-            "changed_step": c.changed_step,
-            "changed_step_frac": _ratio(c.changed_step, c.numel),
-            "changed_base": c.changed_base,
-            "changed_base_frac": _ratio(c.changed_base, c.numel),
-            "overlap_prev_step": _ratio(c.overlap_prev, c.changed_step),
-            "overlap_union": _ratio(c.overlap_union, c.changed_step),
-            "new_in_union": c.new_in_union,
-            "union_frac": _ratio(c.union, c.numel),
-            "learning_rate": learning_rate,
-            **patch_bytes(c.changed_step, c.numel),
-        }
+    def _write_patch(self, step: int, changes: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        parts = self._shards.gather(changes)
+        if parts is None:
+            return
+        merged = {}  # the ranks hold increasing runs of each tensor: their indices, in rank order, stay ascending
+        for n in self._stored:
+            got = [p[n] for p in parts if n in p]
+            if got:
+                idx, bits = (np.concatenate(x) for x in zip(*got))
+                merged[n] = (torch.from_numpy(idx), torch.from_numpy(bits).view(torch.bfloat16))
+        shapes = {n: st.shape for n, st in self._stored.items()}
+        write_patch(patch_file(self.dir, step), step, self.base_fingerprint, merged, shapes)
 
     # ---- masks and state -------------------------------------------------------------------------------------
 
     def since_base(self) -> dict[str, torch.Tensor]:
-        """The set that differs from the base now, per tensor (bool, the tensor's shape, on the host)."""
-        return {n: unpack(s.since, s.prev.numel()).reshape(self._stored[n].shape).cpu() for n, s in self._state.items()}
+        """The set that differs from the base now, per tensor (bool, the tensor's shape, on the host); sharded:
+        gathered on rank 0 one tensor at a time (every rank calls it), empty elsewhere."""
+        out = {}
+        for n, s in self._state.items():
+            parts = self._shards.gather(unpack(s.since, s.prev.numel()).cpu().numpy())
+            if parts is not None:
+                out[n] = torch.from_numpy(np.concatenate(parts)).reshape(self._stored[n].shape)
+        return out
 
     def save_mask(self, step: int) -> Path:
         path = mask_file(self.run_dir, step)
         sets = self.since_base()
-        save_mask(Mask.from_tensors(sets, source=str(path)), path, metadata={"step": str(step), "source": "steps"})
+        if self._shards.rank == 0:
+            save_mask(Mask.from_tensors(sets, source=str(path)), path, metadata={"step": str(step), "source": "steps"})
         return path
 
     def _append_log(self, step: int, tensor: int, indices: np.ndarray) -> None:
@@ -301,7 +309,9 @@ class StepRecorder(TrainerCallback):
         return index + base + sum(s.nbytes() for s in self._state.values())
 
     def _save_state(self, step: int) -> None:
-        # only the newest state is kept: it is what a resume from the newest checkpoint needs
+        # only the newest state is kept: it is what a resume from the newest checkpoint needs (not sharded runs')
+        if self._shards.sharded:
+            return
         for old in self.dir.glob("state-*.safetensors"):
             old.unlink()
         self._log.flush()
@@ -318,23 +328,31 @@ class StepRecorder(TrainerCallback):
     def close(self) -> None:
         """Finish steps.parquet and write the summary and the first-change file (idempotent; train() calls it on
         failure too)."""
-        if self._writer is None:
+        if not self._running:
+            return
+        self._running = False
+        self._log.close()
+        final = self.since_base()
+        self._shards.barrier()  # every rank's union log is complete
+        if self._shards.rank:
             return
         self._writer.close()
         self._writer = None
-        self._log.close()
-        first = first_changed(self.dir / UNION_LOG)
+        first: dict[int, list] = {}
+        for r in range(self._shards.world):
+            for i, found in first_changed(self._log_file(r)).items():
+                first.setdefault(i, []).extend(found)
         step_dtype = torch.int16 if max(self._steps, default=0) <= torch.iinfo(torch.int16).max else torch.int32
         writer = SafetensorsStreamWriter(
             self.dir / FIRST_CHANGED_FILE, [(n, step_dtype, st.shape) for n, st in self._stored.items()]
         )
         in_final = []
-        for i, (n, state) in enumerate(self._state.items()):
-            steps_of = np.zeros(state.prev.numel(), dtype=np.int32)  # one tensor at a time: memory stays flat
+        for i, n in enumerate(self._state):
+            steps_of = np.zeros(math.prod(self._stored[n].shape), dtype=np.int32)  # one tensor at a time
             for step, idx in first.get(i, []):
                 steps_of[idx] = step
             writer.write(n, torch.from_numpy(steps_of).to(step_dtype).reshape(self._stored[n].shape))
-            in_final.append(steps_of[unpack(state.since, state.prev.numel()).cpu().numpy()])
+            in_final.append(steps_of[final[n].reshape(-1).numpy()])
         writer.close()
         in_final = np.concatenate(in_final) if in_final else np.zeros(0, dtype=np.int32)
         steps = sorted(set(self._steps))
