@@ -235,7 +235,8 @@ def test_study_numbers_against_independent_computation(done):
     # the paired comparison of the sufficiency verdict, from the per-problem table with plain pandas
     prob = pd.read_parquet(out / "tables" / "problems.parquet")
     w = prob.pivot(index="problem", columns="model", values="ref_logprob")
-    diff = (w["patch:grpo-s1-fp32:none"] - w["patch:grpo-s1-fp32:random:0"]).mean()
+    sign = 1.0 if (w["grpo-s1-fp32"] - w["base"]).mean() >= 0 else -1.0  # oriented by RL's change
+    diff = sign * (w["patch:grpo-s1-fp32:none"] - w["patch:grpo-s1-fp32:random:0"]).mean()
     claims = pd.read_parquet(out / "tables" / "claims.parquet").set_index("claim")
     assert claims.loc["subnetwork sufficiency", "difference"] == pytest.approx(diff, rel=1e-9)
     assert claims.loc["subnetwork sufficiency", "n"] == len(w)
