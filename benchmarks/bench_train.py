@@ -12,12 +12,17 @@ naive unmasked step.
     python benchmarks/bench_train.py --out bench-train.json
 
 Online settings follow the guide's reference step: 4 prompts x 4 completions of 24 tokens (16 completions).
+PPO runs 2 optimizer steps (epochs) per rollout batch, so its steps alternate between sampling and not: the "x grpo"
+column compares mean step times, and the default 7 steps leave 6 steady ones, three whole rollout batches.
+
+    python benchmarks/bench_train.py --smollm2 --no-tiny --algos grpo,ppo,prime --steps 5 --no-mask
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -80,6 +85,7 @@ def time_run(
     shutil.rmtree(out, ignore_errors=True)
     return {
         "s_per_step": statistics.median(steady),
+        "mean": statistics.fmean(steady),
         "min": min(steady),
         "first_step": secs[0],
         "setup": total - sum(secs),
@@ -108,6 +114,7 @@ def bench(model_name: str, model_dir: Path, algos: list[str], args, root: Path) 
                 )
                 row[label] = r["s_per_step"]
                 row[f"{label}_min"] = r["min"]
+                row[f"{label}_mean"] = r["mean"]
                 if label == "plain":
                     row["setup"] = r["setup"]
             except Exception as e:  # a benchmark reports a broken algorithm instead of stopping
@@ -132,11 +139,15 @@ def print_table(rows: list[dict], device: str) -> None:
         "masked s/step",
         "(min)",
         "mask overhead",
+        "x grpo (mean)",
         "setup s",
     ):
         table.add_column(col, justify="right")
+    grpo = {r["model"]: r.get("plain_mean") for r in rows if r["algo"] == "grpo"}
     for r in rows:
         plain, masked = r.get("plain"), r.get("masked")
+        ref = grpo.get(r["model"])
+        vs = f"{r['plain_mean'] / ref:.2f}" if ref and r.get("plain_mean") else "-"
         over = f"{(masked / plain - 1) * 100:+.0f}%" if plain and masked else "-"
         pmin, mmin = r.get("plain_min"), r.get("masked_min")
         table.add_row(
@@ -148,6 +159,7 @@ def print_table(rows: list[dict], device: str) -> None:
             f"{masked:.2f}" if masked else "-",
             f"{mmin:.2f}" if mmin else "-",
             over,
+            vs,
             f"{r['setup']:.1f}" if "setup" in r else "-",
         )
     Console(width=140).print(table)
@@ -158,7 +170,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algos", default=",".join(ALGOS))
-    p.add_argument("--steps", type=int, default=6, help="the first is left out of the figures")
+    p.add_argument("--steps", type=int, default=7, help="the first is left out of the figures")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--generations", type=int, default=4)
@@ -183,6 +195,7 @@ def main() -> None:
         if torch.cuda.is_available()
         else f"CPU, {torch.get_num_threads()} threads"
     )
+    load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         root = Path(tmp)
@@ -190,6 +203,7 @@ def main() -> None:
             rows += bench("tiny", build_tiny(root / "tiny"), algos, args, root)
         if args.smollm2:
             rows += bench("smollm2-135m", prepare_smollm2(args.smollm2_dir), algos, args, root)
+    device += f", load average {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end"
     print_table(rows, device)
     if args.out:
         Path(args.out).write_text(json.dumps({"device": device, "rows": rows}, indent=2) + "\n")

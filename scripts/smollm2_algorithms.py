@@ -12,6 +12,9 @@ sum_t |A_t| density(B_t) / |A| (rldelta overlap).
 
     python scripts/smollm2_algorithms.py --out /tmp/algos                 # 16 steps each
     python scripts/smollm2_algorithms.py --steps 1 --eval-n 8 --out /tmp/s  # smoke test
+
+The algorithms can also run as separate processes (`--algos grpo`, `--algos ppo`, ... with the same --out); a last
+invocation with all of them then reads their finished stages back and adds the pairwise overlap.
 """
 
 from __future__ import annotations
