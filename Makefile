@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 # instead of this CPU's vector units, MKL's compatible code path (torch's SVD) and OpenBLAS's oldest x86-64 target
 # (numpy's). A result that depends on the CPU shows here before it reaches a user with another one.
 OTHER_KERNELS := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETYPE=Prescott
-NUMERIC_TESTS := tests/test_rank.py tests/test_diff.py tests/test_diff_device.py tests/test_stats.py tests/test_explain.py
+NUMERIC_TESTS := tests/test_rank.py tests/test_diff.py tests/test_diff_device.py tests/test_stats.py tests/test_explain.py \
+                 tests/test_paired.py tests/test_claims.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
