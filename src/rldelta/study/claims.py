@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from rldelta.metrics.paired import n_to_decide, power_difference, power_equivalence, tost
 from rldelta.metrics.stats import seeds_to_decide
-from rldelta.study.paired_evidence import SCORE_NAMES, RetrainEvidence, SurgeryEvidence
+from rldelta.study.paired_evidence import SCORE_NAMES, RetrainEvidence, SurgeryEvidence, removed_share
 
 REPRODUCES, PARTLY, DOES_NOT, INCONCLUSIVE, NOT_MEASURED = (
     "reproduces",
@@ -239,7 +239,7 @@ def surgery_rule(kind: str, ev: SurgeryEvidence | None, mask_name: str) -> Verdi
         return Verdict(INCONCLUSIVE, cmp, null, text + ".", _power_text(vc, "mask vs controls"), **fields)
     if vc["hi"] <= 0:
         return Verdict(DOES_NOT, cmp, null, text + ": random masks do as well.", **fields)
-    share = ev.share["share"] if patch else 1 - ev.share["share"]
+    share = (ev.share if patch else removed_share(ev.share))["share"]
     return Verdict(REPRODUCES if share >= RECOVERED else PARTLY, cmp, null, text + ".", **fields)
 
 

@@ -19,7 +19,7 @@ from rldelta.study.claims import (
 )
 from rldelta.study.config import StudyConfig
 from rldelta.study.layout import Run
-from rldelta.study.paired_evidence import SCORE_NAMES, retrain_evidence, surgery_evidence
+from rldelta.study.paired_evidence import SCORE_NAMES, removed_share, retrain_evidence, surgery_evidence
 
 # Spread over runs (or seed pairs) is reported from this many values on; below it a mean has no interval.
 MIN_FOR_SPREAD = 3
@@ -62,41 +62,23 @@ def _paired_rows(add, sur_ev: dict, ret_ev, mname: str, score: str) -> None:
     """The headline rows of the paired comparisons the surgery and retrain verdicts rest on."""
     name = SCORE_NAMES[score]
 
-    def boot(key, label, d, fmt="num"):
-        add(key, label, d["difference"] if d else None, fmt, *(_ends(d) if d else (None, None)), _how(d))
+    def row(key, label, d, value="difference", fmt="num"):
+        ok = d is not None and d[value] == d[value]  # a share is NaN where RL changed nothing
+        ends = (d["lo"], d["hi"]) if ok else (None, None)
+        add(key, label, d[value] if ok else None, fmt, *ends, f"paired bootstrap, n={d['n']}" if ok else "")
 
-    def share(key, label, d):
-        ok = d is not None and d["share"] == d["share"]
-        add(
-            key,
-            label,
-            d["share"] if ok else None,
-            "pct",
-            d["lo"] if ok else None,
-            d["hi"] if ok else None,
-            f"paired bootstrap, n={d['n']}" if ok else "",
-        )
-
-    first = sur_ev["patch"] or sur_ev["revert"]
-    boot("paired_gain", f"RL's change on {name}, tuned − base (paired)", first.gain if first else None)
     p, r = sur_ev["patch"], sur_ev["revert"]
-    share("patch_share", f"share of that change kept by base + the update on {mname}", p.share if p else None)
-    share("patch_random_share", "… on random masks of the same density", p.control_share if p else None)
-    boot("patch_vs_random", f"{mname} − random masks, patched ({name})", p.vs_control if p else None)
-    removed = (lambda d: {**d, "share": 1 - d["share"], "lo": 1 - d["hi"], "hi": 1 - d["lo"]}) if r else None
-    share("revert_share", f"share of the change removed by resetting {mname}", removed(r.share) if r else None)
-    share("revert_random_share", "… by resetting random masks", removed(r.control_share) if r else None)
-    boot("revert_vs_random", f"random masks − {mname}, reset ({name})", r.vs_control if r else None)
-    boot("retrain_full_gain", f"the full run's gain over the base ({name})", ret_ev.gain if ret_ev else None)
-    boot("retrain_vs_full", f"subnetwork-only retrain − full run ({name})", ret_ev.vs_full if ret_ev else None)
-
-
-def _ends(d: dict) -> tuple[float, float]:
-    return d["lo"], d["hi"]
-
-
-def _how(d: dict | None) -> str:
-    return f"paired bootstrap, n={d['n']}" if d else ""
+    first = p or r
+    row("paired_gain", f"RL's change on {name}, tuned − base (paired)", first.gain if first else None)
+    row("patch_share", f"share of that change kept by base + the update on {mname}", p and p.share, "share", "pct")
+    row("patch_random_share", "… on random masks of the same density", p and p.control_share, "share", "pct")
+    row("patch_vs_random", f"{mname} − random masks, patched ({name})", p and p.vs_control)
+    removed = f"share of the change removed by resetting {mname}"
+    row("revert_share", removed, r and removed_share(r.share), "share", "pct")
+    row("revert_random_share", "… by resetting random masks", r and removed_share(r.control_share), "share", "pct")
+    row("revert_vs_random", f"random masks − {mname}, reset ({name})", r and r.vs_control)
+    row("retrain_full_gain", f"the full run's gain over the base ({name})", ret_ev and ret_ev.gain)
+    row("retrain_vs_full", f"subnetwork-only retrain − full run ({name})", ret_ev and ret_ev.vs_full)
 
 
 def headline_and_claims(

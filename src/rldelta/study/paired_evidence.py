@@ -21,6 +21,11 @@ SCORE_NAMES = {
 }
 
 
+def removed_share(kept: dict) -> dict:
+    """A revert's share of RL's change removed, from gain_share's share it keeps (1 − share, its interval flipped)."""
+    return {**kept, "share": 1 - kept["share"], "lo": 1 - kept["hi"], "hi": 1 - kept["lo"]}
+
+
 def surgery_model(rec: dict) -> str:
     """The name of a surgery's model in the per-problem table: kind:target:control."""
     return f"{rec['kind']}:{rec['target']}:{rec['control']}"

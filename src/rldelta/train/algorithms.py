@@ -88,7 +88,7 @@ def _beta(algo: Algorithm, config: TrainConfig) -> dict[str, float]:
     return {} if algo.beta is None else {"beta": _pick(config.beta, algo.beta)}
 
 
-def _reward_trainer(trainer_cls: type, inputs: TrainerInputs, args):
+def _reward_trainer(trainer_cls: type, inputs: TrainerInputs, args, **extra: Any):
     return trainer_cls(
         model=inputs.model,
         reward_funcs=inputs.reward_funcs,
@@ -96,6 +96,7 @@ def _reward_trainer(trainer_cls: type, inputs: TrainerInputs, args):
         train_dataset=inputs.train_dataset,
         processing_class=inputs.tokenizer,
         callbacks=inputs.callbacks,
+        **extra,
     )
 
 
@@ -136,15 +137,7 @@ def _build_actor_critic(algo: Algorithm, inputs: TrainerInputs):
     `ppo_epochs` optimizer steps (TRL's num_iterations)."""
     epochs = inputs.config.ppo_epochs
     args = _group_args(algo, inputs, **({} if epochs is None else {"num_iterations": epochs}))
-    return _trl_class(algo.trainer)(
-        model=inputs.model,
-        reward_funcs=inputs.reward_funcs,
-        args=args,
-        train_dataset=inputs.train_dataset,
-        processing_class=inputs.tokenizer,
-        callbacks=inputs.callbacks,
-        rl=inputs.config,
-    )
+    return _reward_trainer(_trl_class(algo.trainer), inputs, args, rl=inputs.config)
 
 
 def _build_online_dpo(algo: Algorithm, inputs: TrainerInputs):
