@@ -1,10 +1,10 @@
-# Two commands matter: `make test` and `make demo`. Both build .venv from nothing but Python 3.11.
+# Two commands matter: `make test` and `make demo` (`make docs` builds the documentation site, `make install` only .venv). Both build .venv from nothing but Python 3.11.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo bench clean
+.PHONY: install test demo docs bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -22,6 +22,8 @@ OTHER_KERNELS := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OPENBLAS_CORETY
 NUMERIC_TESTS := tests/test_rank.py tests/test_diff.py tests/test_diff_device.py tests/test_stats.py tests/test_explain.py \
                  tests/test_paired.py tests/test_claims.py
 
+install: $(STAMP)
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 	env $(OTHER_KERNELS) $(PY) -m pytest -q -p no:cacheprovider -k "not ray" $(NUMERIC_TESTS)
@@ -32,8 +34,12 @@ demo: $(STAMP)
 	$(VENV)/bin/rldelta study --preset demo -o demo-out
 	@echo "report: $(CURDIR)/demo-out/report.html"
 
+# --strict: a broken link or docstring cross-reference is an error; the CLI and column references are generated here
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_diff.py
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) demo-out site .pytest_cache

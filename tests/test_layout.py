@@ -31,7 +31,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("rldelta.metrics",),
     ("rldelta.plots", "rldelta.checkpoint", "rldelta.cluster"),
     ("rldelta.masks",),
-    ("rldelta.diff", "rldelta.diff_journal", "rldelta.demo"),
+    ("rldelta.diff", "rldelta.diff_journal", "rldelta.demo", "rldelta.results"),
     (
         "rldelta.overlap",
         "rldelta.explain",
@@ -44,6 +44,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("rldelta.probes",),
     ("rldelta.report",),
     ("rldelta.study",),
+    ("rldelta.api",),  # the declared entry points call the engines of every floor below
     ("rldelta.cli",),
 ]
 MAX_LINES = 400

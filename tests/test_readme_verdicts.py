@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "docs" / "demo"
 
 
-def test_the_readme_lists_the_demo_claims_table():
+@pytest.mark.parametrize("page", ["README.md", "docs/study.md"])
+def test_the_readme_lists_the_demo_claims_table(page):
     claims, headline = pd.read_csv(DEMO / "claims.csv"), pd.read_csv(DEMO / "headline.csv")
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / page).read_text()
     block = readme[readme.index(BEGIN) : readme.index(END) + len(END)]
     assert block == verdict_list(claims, headline)
     for rec in claims.to_dict("records"):
