@@ -32,6 +32,9 @@ _ENGINES: dict[str, tuple[str, str]] = {
 # Everything else: name -> (module, attribute).
 _NAMES: dict[str, tuple[str, str]] = {
     "DiffResult": ("rldelta.results", "DiffResult"),
+    "OverlapResult": ("rldelta.results", "OverlapResult"),
+    "ExplainResult": ("rldelta.results", "ExplainResult"),
+    "SurgeryResult": ("rldelta.results", "SurgeryResult"),
     "planted_pair": ("rldelta.api", "planted_pair"),
     "PlantedPair": ("rldelta.api", "PlantedPair"),
     "probe_logprobs": ("rldelta.probes.logprobs", "run_logprobs"),
@@ -64,6 +67,9 @@ __all__ = [  # the declared surface: the engines, then the rest (tests/test_api.
     "reproduce",
     "predict",
     "DiffResult",
+    "OverlapResult",
+    "ExplainResult",
+    "SurgeryResult",
     "planted_pair",
     "PlantedPair",
     "probe_logprobs",
@@ -108,7 +114,7 @@ if TYPE_CHECKING:  # what a type checker sees; at run time these come from __get
     from rldelta.probes.formats import run_formats as probe_formats
     from rldelta.probes.logprobs import run_logprobs as probe_logprobs
     from rldelta.reproduce import run_reproduce as reproduce
-    from rldelta.results import DiffResult
+    from rldelta.results import DiffResult, ExplainResult, OverlapResult, SurgeryResult
     from rldelta.study.run import run_study as study
     from rldelta.train.step_recorder import StepRecorder
 

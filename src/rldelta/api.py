@@ -8,11 +8,12 @@ reads.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rldelta.results import DiffResult
+from rldelta.masks import Mask
+from rldelta.results import DiffResult, ExplainResult, OverlapResult, SurgeryResult
 
 
 def diff(
@@ -118,11 +119,34 @@ def planted_pair(root: str | os.PathLike, seed: int = 0) -> PlantedPair:
     return PlantedPair(base, tuned, planted)
 
 
-def overlap(inputs, out, *, progress: bool = False, plot: bool = True) -> dict:
-    """Overlap of every ordered pair of masks (files or diff folders); writes `OUT/overlap.{parquet,json,png}`."""
+def overlap(
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    progress: bool = False,
+    plot: bool = True,
+) -> OverlapResult:
+    """Overlap of every ordered pair of change sets; writes `OUT/overlap.{parquet,json,png}`.
+
+    Args:
+        inputs: two or more masks: mask files, or diff folders holding one (`diff(..., save_mask=True)`).
+        out: the output folder.
+        progress: show progress on stderr.
+        plot: also draw the heat map `OUT/overlap.png`.
+
+    Returns:
+        The [`OverlapResult`][rldelta.results.OverlapResult]: the overlap, Jaccard index and random expectation
+        of every ordered pair.
+
+    Example:
+        ```python
+        result = rldelta.overlap(["diffs/s0", "diffs/s1"], "overlap")
+        result.overlap("diffs/s0", "diffs/s1")
+        ```
+    """
     from rldelta.overlap import run_overlap
 
-    return run_overlap(inputs, out, progress=progress, plot=plot)
+    return OverlapResult.from_record(run_overlap(inputs, out, progress=progress, plot=plot), out)
 
 
 def explain(
@@ -139,12 +163,30 @@ def explain(
     atol: float | None = None,
     progress: bool = False,
     plot: bool = True,
-) -> dict:
+) -> ExplainResult:
     """The three null models (rounding, magnitude-matched seed overlap, random sparse rank) on a diff's mask;
-    writes `OUT/explain.{json,parquet}` and its plots, and returns `explain.json`'s content."""
+    writes `OUT/explain.{json,parquet}` and its plots.
+
+    Args:
+        diff_dir: a diff folder holding its mask (`diff(..., save_mask=True)`).
+        base: the base checkpoint the diff was made from.
+        out: the output folder.
+        tuned_master: the run's fp32 master weights: adds their changed fraction and the share lost to rounding.
+        other: a second run's diff folder: adds the magnitude-matched seed overlap.
+        rank_null: compute the random-sparse rank null.
+        rank_samples: random matrices per tensor for the rank null.
+        seed: the seed of the random draws.
+        bins_per_octave_bits: the |w| histogram's resolution for fp16/fp32 weights (2^bits bins per octave).
+        atol: the tolerance of the fp32 changed fraction (default: the diff's).
+        progress: show progress on stderr.
+        plot: also draw the plots.
+
+    Returns:
+        The [`ExplainResult`][rldelta.results.ExplainResult].
+    """
     from rldelta.explain import run_explain
 
-    return run_explain(
+    record = run_explain(
         diff_dir,
         base,
         out,
@@ -158,21 +200,37 @@ def explain(
         progress=progress,
         plot=plot,
     )
+    return ExplainResult.from_record(record, out)
 
 
 def surgery(
     kind: str,
     base: str | os.PathLike,
     tuned: str | os.PathLike,
-    mask,
+    mask: str | os.PathLike | Mask,
     out: str | os.PathLike,
     *,
     control: str | None = None,
     seed: int = 0,
     progress: bool = False,
-) -> dict:
-    """`patch` (BASE plus TUNED's update on the masked entries) or `revert` (TUNED with the masked entries reset
-    to BASE); writes a model folder to OUT and returns the record of `OUT/surgery.json`."""
+) -> SurgeryResult:
+    """`patch` (BASE plus TUNED's update on the masked entries: is the subnetwork sufficient?) or `revert` (TUNED
+    with the masked entries reset to BASE: is it necessary?); writes a model folder to OUT.
+
+    Args:
+        kind: `patch` or `revert`.
+        base: the base checkpoint.
+        tuned: the tuned checkpoint.
+        mask: a mask file, a diff folder holding one, or a [`Mask`][rldelta.masks.Mask].
+        out: the model folder to write (weights in the base's dtypes, config and tokenizer copied).
+        control: `random`: use a seeded random mask with the same count per tensor instead (the control).
+        seed: the seed of `control="random"`.
+        progress: show progress on stderr.
+
+    Returns:
+        The [`SurgeryResult`][rldelta.results.SurgeryResult].
+    """
     from rldelta.surgery import run_surgery
 
-    return run_surgery(kind, base, tuned, mask, out, control=control, seed=seed, progress=progress)
+    record = run_surgery(kind, base, tuned, mask, out, control=control, seed=seed, progress=progress)
+    return SurgeryResult.from_record(record, out)

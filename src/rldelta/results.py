@@ -67,3 +67,151 @@ class DiffResult:
     def to_dict(self) -> dict[str, Any]:
         """The diff's summary, exactly as `summary.json` holds it (a deep copy)."""
         return copy.deepcopy(dict(self._record))
+
+
+def _table(path: Path):
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+@dataclass(frozen=True)
+class OverlapResult:
+    """What [`rldelta.overlap`][rldelta.api.overlap] found: how much every ordered pair of change sets shares.
+
+    Attributes:
+        out: the output folder.
+        inputs: the masks' labels, in the order given.
+        pairs: one record per ordered pair (a, b) over all tensors: `size_a`, `size_b`, `intersection`, `overlap`
+            (|A∩B|/|A|), `jaccard` and `random_overlap` (its expectation for random sets of the same sizes).
+        matrix: `overlap`, `jaccard` and `random_overlap` as k × k lists, row A and column B.
+        experts: the expert-level overlap of a mixture-of-experts model, or None.
+        table_path: `OUT/overlap.parquet`, per tensor and in total, per ordered pair.
+        json_path: `OUT/overlap.json`, the record `to_dict()` returns.
+    """
+
+    out: Path
+    inputs: list[str]
+    pairs: list[Mapping[str, Any]]
+    matrix: Mapping[str, list[list[float]]]
+    experts: Mapping[str, Any] | None
+    table_path: Path
+    json_path: Path
+    _record: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], out: str | Path) -> OverlapResult:
+        from rldelta.overlap import OVERLAP_JSON, OVERLAP_TABLE
+
+        out = Path(out)
+        return cls(
+            out=out,
+            inputs=record["inputs"],
+            pairs=record["pairs"],
+            matrix=record["matrix"],
+            experts=record.get("experts"),
+            table_path=out / OVERLAP_TABLE,
+            json_path=out / OVERLAP_JSON,
+            _record=record,
+        )
+
+    def overlap(self, a: str, b: str) -> float:
+        """The one-sided overlap |A∩B|/|A| of the inputs labelled `a` and `b`."""
+        return self.matrix["overlap"][self.inputs.index(a)][self.inputs.index(b)]
+
+    def table(self):
+        """`overlap.parquet` as a pandas DataFrame."""
+        return _table(self.table_path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record, exactly as `overlap.json` holds it (a deep copy)."""
+        return copy.deepcopy(dict(self._record))
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """What [`rldelta.explain`][rldelta.api.explain]'s null models found (see Concepts: the null models).
+
+    Attributes:
+        out: the output folder.
+        rounding: the rounding model: `auc` of −|w| for the changed set, `s_star` (the uniform update size that
+            reproduces the observed fraction), `precision`, `recall`, `changed_frac_by_decile`, ...
+        master: with the fp32 master weights, their changed fraction and the share of updates lost to rounding;
+            else None.
+        magnitude_matched_overlap: with a second run, the seeds' overlap against random and magnitude-matched
+            sets; else None.
+        rank_null: per module, the rank of random sparse matrices of the same density; empty when skipped.
+        table_path: `OUT/explain.parquet`, per tensor.
+        json_path: `OUT/explain.json`, the record `to_dict()` returns.
+    """
+
+    out: Path
+    rounding: Mapping[str, Any]
+    master: Mapping[str, Any] | None
+    magnitude_matched_overlap: Mapping[str, Any] | None
+    rank_null: Mapping[str, Any] | None
+    table_path: Path
+    json_path: Path
+    _record: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], out: str | Path) -> ExplainResult:
+        from rldelta.explain import EXPLAIN_JSON, EXPLAIN_TABLE
+
+        out = Path(out)
+        return cls(
+            out=out,
+            rounding=record["rounding"],
+            master=record.get("master"),
+            magnitude_matched_overlap=record.get("magnitude_matched_overlap"),
+            rank_null=record.get("rank_null"),
+            table_path=out / EXPLAIN_TABLE,
+            json_path=out / EXPLAIN_JSON,
+            _record=record,
+        )
+
+    def table(self):
+        """`explain.parquet` as a pandas DataFrame."""
+        return _table(self.table_path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record, exactly as `explain.json` holds it (a deep copy)."""
+        return copy.deepcopy(dict(self._record))
+
+
+@dataclass(frozen=True)
+class SurgeryResult:
+    """What [`rldelta.surgery`][rldelta.api.surgery] wrote: a model folder and the record of what went where.
+
+    Attributes:
+        kind: `patch` (BASE plus TUNED's update on the mask) or `revert` (TUNED with the mask reset to BASE).
+        out: the model folder written (weights, config, tokenizer), readable by `rldelta eval` and the probes.
+        totals: `tensors`, `numel`, `masked`, `masked_frac`, `from_tuned`, `from_base`.
+        absent_from_mask: tensors the mask does not cover, taken whole from one side.
+        json_path: `OUT/surgery.json`, the record `to_dict()` returns.
+    """
+
+    kind: str
+    out: Path
+    totals: Mapping[str, Any]
+    absent_from_mask: list[str]
+    json_path: Path
+    _record: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], out: str | Path) -> SurgeryResult:
+        from rldelta.surgery import SURGERY_JSON
+
+        out = Path(out)
+        return cls(
+            kind=record["kind"],
+            out=out,
+            totals=record["totals"],
+            absent_from_mask=record["absent_from_mask"],
+            json_path=out / SURGERY_JSON,
+            _record=record,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record, exactly as `surgery.json` holds it (a deep copy)."""
+        return copy.deepcopy(dict(self._record))
