@@ -31,7 +31,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("rldelta.metrics",),
     ("rldelta.plots", "rldelta.checkpoint", "rldelta.cluster"),
     ("rldelta.masks",),
-    ("rldelta.diff", "rldelta.diff_journal", "rldelta.demo", "rldelta.results"),
+    ("rldelta.diff", "rldelta.diff_journal", "rldelta.demo"),
     (
         "rldelta.overlap",
         "rldelta.explain",
@@ -39,6 +39,7 @@ FLOORS: list[tuple[str, ...]] = [
         "rldelta.reproduce",
         "rldelta.catalog",
         "rldelta.predict",
+        "rldelta.results",  # the engines' typed results, read from their records
     ),
     ("rldelta.train",),
     ("rldelta.probes",),
