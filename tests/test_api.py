@@ -55,7 +55,8 @@ PINNED = {
     "DiffResult": (
         "(out: 'Path', totals: 'Mapping[str, Any]', by_module: 'Mapping[str, Mapping[str, Any]]', "
         "experts: 'Mapping[str, Any] | None', tensors_path: 'Path', summary_path: 'Path', "
-        "mask_path: 'Path | None', _record: 'Mapping[str, Any]') -> None"
+        "mask_path: 'Path | None', options: 'Mapping[str, Any]', skipped: 'Mapping[str, list]', "
+        "dtype_note: 'str | None', _record: 'Mapping[str, Any]') -> None"
     ),
     "OverlapResult": (
         "(out: 'Path', inputs: 'list[str]', pairs: 'list[Mapping[str, Any]]', matrix: 'Mapping[str, "

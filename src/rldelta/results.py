@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# the keys of a diff's summary that list tensors it did not compare (or compared in part), in the order shown
+SKIPPED = ("missing_in_tuned", "extra_in_tuned", "shape_mismatch", "dtype_mismatch", "resized")
+
 
 @dataclass(frozen=True)
 class DiffResult:
@@ -29,6 +32,10 @@ class DiffResult:
         tensors_path: `OUT/tensors.parquet`, one row per tensor.
         summary_path: `OUT/summary.json`, the record `to_dict()` returns.
         mask_path: `OUT/mask.safetensors` when the diff saved its mask, else None.
+        options: the options it ran with (`atol`, `compare_dtype`, `rank`, ...).
+        skipped: the tensors not compared, by reason: `missing_in_tuned`, `extra_in_tuned`, `shape_mismatch`,
+            `dtype_mismatch` (names), and `resized` (vocabularies whose shared rows were compared).
+        dtype_note: where the two sides' dtypes differ, the line saying what the comparison counted; else None.
     """
 
     out: Path
@@ -38,6 +45,9 @@ class DiffResult:
     tensors_path: Path
     summary_path: Path
     mask_path: Path | None
+    options: Mapping[str, Any]
+    skipped: Mapping[str, list]
+    dtype_note: str | None
     _record: Mapping[str, Any] = field(repr=False, compare=False)
 
     @classmethod
@@ -55,6 +65,9 @@ class DiffResult:
             tensors_path=out / TENSORS_FILE,
             summary_path=out / SUMMARY_FILE,
             mask_path=out / MASK_FILE if record.get("save_mask") else None,
+            options=record["options"],
+            skipped={key: record.get(key) or [] for key in SKIPPED},
+            dtype_note=record.get("dtype_note"),
             _record=record,
         )
 

@@ -18,13 +18,13 @@ app.add_typer(surgery_app, name="surgery")
 
 
 def _surgery(kind: str, base: Path, tuned: Path, mask: Path, out: Path, control: str | None, seed: int) -> None:
-    from rldelta.surgery import run_surgery
+    from rldelta.api import surgery as run_surgery
 
     try:
         res = run_surgery(kind, base, tuned, mask, out, control=control, seed=seed, progress=True)
     except RldeltaError as e:
         fail(str(e))
-    t = res["totals"]
+    t = res.totals
     which = f"random control (seed {seed}) of {mask}" if control else str(mask)
     console.print(
         f"[bold]{kind}[/]: {t['masked']:,} of {t['numel']:,} entries ({100 * (t['masked_frac'] or 0):.3f}%) "
@@ -32,11 +32,11 @@ def _surgery(kind: str, base: Path, tuned: Path, mask: Path, out: Path, control:
         highlight=False,
         soft_wrap=True,
     )
-    if res["absent_from_mask"]:
+    if res.absent_from_mask:
         side = "BASE" if kind == "patch" else "TUNED"
         console.print(
-            f"[yellow]{len(res['absent_from_mask'])} tensor(s) not in the mask, taken whole from {side}, "
-            f"e.g. {res['absent_from_mask'][0]}[/]",
+            f"[yellow]{len(res.absent_from_mask)} tensor(s) not in the mask, taken whole from {side}, "
+            f"e.g. {res.absent_from_mask[0]}[/]",
             highlight=False,
             soft_wrap=True,
         )

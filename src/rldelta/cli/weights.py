@@ -40,11 +40,11 @@ def diff(
     device: str = typer.Option("cpu", "--device", help="Where Δ and the ranks are computed: cpu, cuda[:N] or auto."),
 ) -> None:
     """How sparse and how high-rank the update from BASE to TUNED is, tensor by tensor."""
-    from rldelta.diff import run_diff
+    from rldelta.api import diff as run_diff
     from rldelta.report.terminal import diff_table, experts_table
 
     try:
-        summary = run_diff(
+        result = run_diff(
             base,
             tuned,
             out,
@@ -63,8 +63,8 @@ def diff(
         )
     except RldeltaError as e:
         fail(str(e))
-    Console().print(diff_table(summary))
-    if (experts := experts_table(summary)) is not None:
+    Console().print(diff_table(result))
+    if (experts := experts_table(result)) is not None:
         Console().print(experts)
     console.print(f"wrote {out}")
 
@@ -72,23 +72,22 @@ def diff(
 @app.command()
 def demo(out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="Output directory.")) -> None:
     """Build a small Llama-shaped pair with a planted update, diff it, and check the diff found what was planted."""
-    import pandas as pd
 
-    from rldelta.demo import LOW_RANK_TENSOR, build_demo_pair
-    from rldelta.diff import run_diff
-    from rldelta.diff_files import TENSORS_FILE
+    from rldelta.api import diff as run_diff
+    from rldelta.api import planted_pair
+    from rldelta.demo import LOW_RANK_TENSOR
     from rldelta.report.terminal import diff_table
 
-    base, tuned, planted = build_demo_pair(out / "pair")
-    summary = run_diff(base, tuned, out / "diff", save_mask=True, progress=True)
-    Console().print(diff_table(summary))
-    row = pd.read_parquet(out / "diff" / TENSORS_FILE).set_index("name").loc[LOW_RANK_TENSOR]
+    pair = planted_pair(out / "pair")
+    result = run_diff(pair.base, pair.tuned, out / "diff", save_mask=True, progress=True)
+    Console().print(diff_table(result))
+    row = result.tensors().set_index("name").loc[LOW_RANK_TENSOR]
     Console().print(
         f"{LOW_RANK_TENSOR}: a rank-2 update stored in bf16 -> numerical rank {int(row['rank'])}/"
         f"{int(row['max_rank'])}, effective rank {row['effective_rank']:.1f} (rounding noise fills the spectrum)"
     )
-    found = summary["totals"]["changed"]
-    want = sum(planted.values())
+    found = result.totals["changed"]
+    want = sum(pair.planted.values())
     verdict = "[green]matches[/]" if found == want else "[red]DIFFERS from[/]"
     Console().print(f"changed entries found: {found:,} — {verdict} the {want:,} planted. Results: {out / 'diff'}")
     if found != want:
@@ -101,7 +100,7 @@ def overlap(
     out: Path = typer.Option(..., "-o", "--out", help="Output directory."),
 ) -> None:
     """One-sided overlap |A∩B|/|A|, Jaccard and the random expectation for every ordered pair."""
-    from rldelta.overlap import run_overlap
+    from rldelta.api import overlap as run_overlap
     from rldelta.report.terminal import expert_overlap_table, overlap_table
 
     try:
@@ -128,7 +127,7 @@ def explain(
     seed: int = typer.Option(0, help="Seed of the rank null."),
 ) -> None:
     """Null models: rounding (|w|-dependent ULP), magnitude-matched overlap, random-sparse rank."""
-    from rldelta.explain import run_explain
+    from rldelta.api import explain as run_explain
     from rldelta.report.terminal import explain_table
 
     try:

@@ -7,22 +7,23 @@ from rich.table import Table
 
 from rldelta.columns import COUNT, MISSING, show
 from rldelta.masks import MaskCounts
+from rldelta.results import DiffResult, ExplainResult, OverlapResult
 
 
-def diff_table(summary: dict) -> Table:
+def diff_table(result: DiffResult) -> Table:
     """One row per module kind and a total row: changed fraction bitwise and under atol, mean rank fraction."""
-    atol = summary["options"]["atol"]
-    cmp = summary["options"].get("compare_dtype", "base")
+    atol = result.options["atol"]
+    cmp = result.options.get("compare_dtype", "base")
     where = {"narrower": "the narrower stored dtype", "base": "the base's dtype"}.get(cmp, cmp)
     t = Table(title=f"rldelta diff  (changed: bitwise in {where}; rank_frac: mean over 2-D tensors)", show_footer=True)
     t.add_column("module", footer="total", no_wrap=True)
-    tot = summary["totals"]
+    tot = result.totals
     t.add_column("tensors", justify="right", footer=str(tot["tensors"]))
     t.add_column("params", justify="right", footer=show("numel", tot["numel"]))
     t.add_column("changed", justify="right", footer=show("changed_frac", tot["changed_frac"]))
     t.add_column(f"|Δ|>{atol:g}", justify="right", footer=show("changed_atol_frac", tot["changed_atol_frac"]))
     t.add_column("rank_frac", justify="right", footer=show("mean_rank_frac", tot["mean_rank_frac"]))
-    for mod, m in summary["by_module"].items():
+    for mod, m in result.by_module.items():
         t.add_row(
             f"{mod} ({m['experts']} experts)" if m.get("experts") else mod,
             str(m["tensors"]),
@@ -33,22 +34,24 @@ def diff_table(summary: dict) -> Table:
         )
     notes = []
     for key in ("missing_in_tuned", "extra_in_tuned", "shape_mismatch", "dtype_mismatch"):
-        if summary.get(key):
-            notes.append(f"{len(summary[key])} {key.replace('_', ' ')} (skipped; see summary.json)")
-    if summary.get("resized"):
-        added = show("added", summary["totals"].get("added", 0))
-        notes.append(f"{len(summary['resized'])} resized vocabulary (shared rows compared; {added} added entries)")
+        if result.skipped[key]:
+            notes.append(f"{len(result.skipped[key])} {key.replace('_', ' ')} (skipped; see summary.json)")
+    if result.skipped["resized"]:
+        added = show("added", result.totals.get("added", 0))
+        notes.append(
+            f"{len(result.skipped['resized'])} resized vocabulary (shared rows compared; {added} added entries)"
+        )
     # the two sides' dtypes differ: said on a line of its own, since it decides what `changed` counts
-    lines = [summary.get("dtype_note"), "; ".join(notes)]
+    lines = [result.dtype_note, "; ".join(notes)]
     if any(lines):
         t.caption = "\n".join(line for line in lines if line)
     return t
 
 
-def experts_table(summary: dict) -> Table | None:
+def experts_table(result: DiffResult) -> Table | None:
     """The experts block of a mixture-of-experts diff (None for a model without experts): how many experts changed,
     how the change spreads over them, the router's change and rank."""
-    x = summary.get("experts")
+    x = result.experts
     if not x:
         return None
     t = Table(title="experts  (an expert: all its tensors in one layer; changed: bitwise, as above)")
@@ -92,12 +95,12 @@ def mask_table(counts: MaskCounts, title: str) -> Table:
     return t
 
 
-def overlap_table(result: dict) -> Table:
+def overlap_table(result: OverlapResult) -> Table:
     """One row per ordered pair of masks (over all tensors): sizes, one-sided overlap, random expectation, Jaccard."""
     t = Table(title="rldelta overlap (all tensors)")
     for col in ("A", "B", "|A|", "|A∩B|", "overlap A→B", "random", "Jaccard"):
         t.add_column(col, justify="left" if col in ("A", "B") else "right")
-    for r in result["pairs"]:
+    for r in result.pairs:
         t.add_row(
             r["a"],
             r["b"],
@@ -110,10 +113,10 @@ def overlap_table(result: dict) -> Table:
     return t
 
 
-def expert_overlap_table(result: dict) -> Table | None:
+def expert_overlap_table(result: OverlapResult) -> Table | None:
     """One row per ordered pair and kind of expert set (pooled over layers): sizes, overlap, chance, p; None for
     masks without experts."""
-    x = result.get("experts")
+    x = result.experts
     if not x:
         return None
     t = Table(
@@ -135,9 +138,9 @@ def expert_overlap_table(result: dict) -> Table | None:
     return t
 
 
-def explain_table(res: dict) -> Table:
+def explain_table(res: ExplainResult) -> Table:
     """What each null model predicts: rounding, the fp32 master, the overlap nulls and the rank null per module."""
-    r = res["rounding"]
+    r = res.rounding
     t = Table(title="rldelta explain: how much simple causes predict")
     t.add_column("null model")
     t.add_column("figure")
@@ -152,19 +155,19 @@ def explain_table(res: dict) -> Table:
         f"{show('rounding_precision', r['precision'])} / {show('rounding_recall', r['recall'])}",
     )
     t.add_row("", "changed by |w| decile", " ".join(f"{100 * x:.0f}" for x in r["changed_frac_by_decile"]) + " %")
-    if res["master"]:
-        mres = res["master"]
+    if res.master:
+        mres = res.master
         t.add_row("fp32 master", "changed in fp32", show("fp32_changed_frac", mres["fp32_changed_frac"]))
         t.add_row("", "lost to rounding", show("lost_to_rounding_frac", mres["lost_to_rounding_frac"]))
-    if res["magnitude_matched_overlap"]:
-        mo = res["magnitude_matched_overlap"]
+    if res.magnitude_matched_overlap:
+        mo = res.magnitude_matched_overlap
         t.add_row(
             "overlap",
             "observed / random / magnitude-matched",
             f"{show('overlap', mo['observed'])} / {show('random_overlap', mo['random'])} / "
             f"{show('magnitude_matched_overlap', mo['magnitude_matched'])}",
         )
-    for mod, v in (res["rank_null"] or {}).items():
+    for mod, v in (res.rank_null or {}).items():
         obs = show("observed_rank_frac", v["observed_rank_frac"])
         t.add_row("rank", f"{mod}: observed / null rank_frac", f"{obs} / {show('null_rank_frac', v['null_rank_frac'])}")
     return t
@@ -214,7 +217,7 @@ def reproduce_table(result: dict) -> Table:
     heads = ("pair", "sparsity pub.", "measured", "predicted", "bitwise", "1e-8 pub.", "rank pub.", "measured")
     for col in (*heads, "low-|w| decile", "AUC −|w|", "verdict"):
         t.add_column(col, justify="left" if col in ("pair", "verdict") else "right")
-    for r in result["pairs"]:
+    for r in result.pairs:
         cols = ("published_sparsity", "sparsity_atol", "predicted_sparsity", "sparsity_bitwise")
         cols += ("published_sparsity_1e8", "published_rank", "mean_rank_frac", "lowest_decile_share", "auc")
         # a published figure the catalog does not have is NaN in the tables; shown as missing, like a None
