@@ -12,10 +12,12 @@ package makes those modules callable instead; `import rldelta.diff as m` keeps g
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
 import types
-from typing import TYPE_CHECKING, Any
+
+# typing's own TYPE_CHECKING, without importing typing (a third of what `import rldelta` would cost); type checkers
+# read a module-level TYPE_CHECKING = False the same way
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -93,6 +95,8 @@ __all__ = [  # the declared surface: the engines, then the rest (tests/test_api.
 ]
 
 if TYPE_CHECKING:  # what a type checker sees; at run time these come from __getattr__
+    from typing import Any
+
     from rldelta.api import PlantedPair, diff, explain, overlap, planted_pair, surgery
     from rldelta.checkpoint import Checkpoint, open_checkpoint
     from rldelta.errors import RldeltaError
@@ -131,7 +135,9 @@ class _Engine(types.ModuleType):
         return _entry(self)(*args, **kwargs)
 
     @property
-    def __signature__(self) -> inspect.Signature:  # inspect.signature(rldelta.diff) is the entry point's
+    def __signature__(self) -> Any:  # inspect.signature(rldelta.diff) is the entry point's
+        import inspect  # not at the top: it costs more than the rest of `import rldelta` together
+
         return inspect.signature(_entry(self))
 
 

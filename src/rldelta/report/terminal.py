@@ -217,7 +217,7 @@ def reproduce_table(result: dict) -> Table:
     heads = ("pair", "sparsity pub.", "measured", "predicted", "bitwise", "1e-8 pub.", "rank pub.", "measured")
     for col in (*heads, "low-|w| decile", "AUC −|w|", "verdict"):
         t.add_column(col, justify="left" if col in ("pair", "verdict") else "right")
-    for r in result.pairs:
+    for r in result["pairs"]:
         cols = ("published_sparsity", "sparsity_atol", "predicted_sparsity", "sparsity_bitwise")
         cols += ("published_sparsity_1e8", "published_rank", "mean_rank_frac", "lowest_decile_share", "auc")
         # a published figure the catalog does not have is NaN in the tables; shown as missing, like a None
