@@ -44,7 +44,7 @@ PINNED = {
     "study": (
         "(config: 'StudyConfig | str | os.PathLike', out: 'str | os.PathLike', *, "
         "backend: 'str' = 'local', workers: 'int | None' = None, ray_address: 'str | None' = None, "
-        "progress: 'bool' = True) -> 'dict'"
+        "progress: 'bool' = True) -> 'StudyResult'"
     ),
     "reproduce": (
         "(out: 'str | os.PathLike', *, catalog: 'str | os.PathLike | None' = None, "
@@ -71,6 +71,10 @@ PINNED = {
     "SurgeryResult": (
         "(kind: 'str', out: 'Path', totals: 'Mapping[str, Any]', absent_from_mask: 'list[str]', "
         "json_path: 'Path', _record: 'Mapping[str, Any]') -> None"
+    ),
+    "StudyResult": (
+        "(out: 'Path', report_path: 'Path', tables_path: 'Path', headline: 'Mapping[str, Any]', "
+        "claims: 'list[Mapping[str, Any]]', _record: 'Mapping[str, Any]') -> None"
     ),
     "planted_pair": "(root: 'str | os.PathLike', seed: 'int' = 0) -> 'PlantedPair'",
     "PlantedPair": "(base: 'Path', tuned: 'Path', planted: 'dict[str, int]') -> None",

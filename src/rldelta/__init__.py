@@ -27,7 +27,7 @@ _ENGINES: dict[str, tuple[str, str]] = {
     "overlap": ("rldelta.api", "overlap"),
     "explain": ("rldelta.api", "explain"),
     "surgery": ("rldelta.api", "surgery"),
-    "study": ("rldelta.study.run", "run_study"),
+    "study": ("rldelta.api", "study"),
     "reproduce": ("rldelta.reproduce", "run_reproduce"),
     "predict": ("rldelta.predict", "predict"),
 }
@@ -37,6 +37,7 @@ _NAMES: dict[str, tuple[str, str]] = {
     "OverlapResult": ("rldelta.results", "OverlapResult"),
     "ExplainResult": ("rldelta.results", "ExplainResult"),
     "SurgeryResult": ("rldelta.results", "SurgeryResult"),
+    "StudyResult": ("rldelta.results", "StudyResult"),
     "planted_pair": ("rldelta.api", "planted_pair"),
     "PlantedPair": ("rldelta.api", "PlantedPair"),
     "probe_logprobs": ("rldelta.probes.logprobs", "run_logprobs"),
@@ -72,6 +73,7 @@ __all__ = [  # the declared surface: the engines, then the rest (tests/test_api.
     "OverlapResult",
     "ExplainResult",
     "SurgeryResult",
+    "StudyResult",
     "planted_pair",
     "PlantedPair",
     "probe_logprobs",
@@ -97,7 +99,7 @@ __all__ = [  # the declared surface: the engines, then the rest (tests/test_api.
 if TYPE_CHECKING:  # what a type checker sees; at run time these come from __getattr__
     from typing import Any
 
-    from rldelta.api import PlantedPair, diff, explain, overlap, planted_pair, surgery
+    from rldelta.api import PlantedPair, diff, explain, overlap, planted_pair, study, surgery
     from rldelta.checkpoint import Checkpoint, open_checkpoint
     from rldelta.errors import RldeltaError
     from rldelta.masks import (
@@ -118,8 +120,7 @@ if TYPE_CHECKING:  # what a type checker sees; at run time these come from __get
     from rldelta.probes.formats import run_formats as probe_formats
     from rldelta.probes.logprobs import run_logprobs as probe_logprobs
     from rldelta.reproduce import run_reproduce as reproduce
-    from rldelta.results import DiffResult, ExplainResult, OverlapResult, SurgeryResult
-    from rldelta.study.run import run_study as study
+    from rldelta.results import DiffResult, ExplainResult, OverlapResult, StudyResult, SurgeryResult
     from rldelta.train.step_recorder import StepRecorder
 
 

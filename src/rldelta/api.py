@@ -11,9 +11,13 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rldelta.masks import Mask
-from rldelta.results import DiffResult, ExplainResult, OverlapResult, SurgeryResult
+from rldelta.results import DiffResult, ExplainResult, OverlapResult, StudyResult, SurgeryResult
+
+if TYPE_CHECKING:
+    from rldelta.study.config import StudyConfig
 
 
 def diff(
@@ -234,3 +238,33 @@ def surgery(
 
     record = run_surgery(kind, base, tuned, mask, out, control=control, seed=seed, progress=progress)
     return SurgeryResult.from_record(record, out)
+
+
+def study(
+    config: StudyConfig | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    backend: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> StudyResult:
+    """Run (or finish) a study in OUT: train the grid, measure it, and write `OUT/report.html` and `OUT/tables/`.
+
+    Runs keyed by their config are never redone, so the same call finishes an interrupted study.
+
+    Args:
+        config: a `StudyConfig` or a TOML file (the presets: `rldelta.study.preset_path("tiny")`).
+        out: the study folder.
+        backend: where training runs go: `local` (a process pool, or this process with one worker) or `ray`.
+        workers: training runs at a time (default: from the free cores).
+        ray_address: the address of an existing Ray cluster (`backend="ray"`).
+        progress: a line per finished unit (a bar on a terminal).
+
+    Returns:
+        The [`StudyResult`][rldelta.results.StudyResult]: the verdicts, the headline numbers, the report's path.
+    """
+    from rldelta.study.run import run_study
+
+    record = run_study(config, out, backend=backend, workers=workers, ray_address=ray_address, progress=progress)
+    return StudyResult.from_record(record)

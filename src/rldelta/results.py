@@ -228,3 +228,42 @@ class SurgeryResult:
     def to_dict(self) -> dict[str, Any]:
         """The record, exactly as `surgery.json` holds it (a deep copy)."""
         return copy.deepcopy(dict(self._record))
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What [`rldelta.study`][rldelta.api.study] concluded, and where its report and tables are.
+
+    Attributes:
+        out: the study folder.
+        report_path: `OUT/report.html`, the self-contained report.
+        tables_path: `OUT/tables/`, every table of the report as CSV and Parquet.
+        headline: the headline numbers, each with its format and, where the data give one, its 95% interval.
+        claims: one record per published claim: `claim`, `verdict`, the text, the comparison it rests on.
+    """
+
+    out: Path
+    report_path: Path
+    tables_path: Path
+    headline: Mapping[str, Any]
+    claims: list[Mapping[str, Any]]
+    _record: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> StudyResult:
+        return cls(
+            out=Path(record["study"]),
+            report_path=Path(record["report"]),
+            tables_path=Path(record["tables"]),
+            headline=record["headline"],
+            claims=record["claims"],
+            _record=record,
+        )
+
+    def verdicts(self) -> dict[str, str]:
+        """Each claim's verdict (`reproduces`, `partly`, `does not reproduce`, `inconclusive`), by claim."""
+        return {c["claim"]: c["verdict"] for c in self.claims}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record the study engine returns (a deep copy)."""
+        return copy.deepcopy(dict(self._record))

@@ -23,7 +23,8 @@ def study(
     ),
 ) -> None:
     """Train the RL grid, diff, overlap, explain, surgery, subnetwork retraining; write OUT/report.html."""
-    from rldelta.study import load_config, preset_path, run_study
+    from rldelta.api import study as run_study
+    from rldelta.study import load_config, preset_path
 
     if (config is None) == (preset is None):
         fail("give either CONFIG.toml or --preset tiny|demo|full")
@@ -41,6 +42,6 @@ def study(
     except KeyboardInterrupt:
         console.print(f"interrupted; run the same command again to finish the study in {out}")
         raise typer.Exit(130) from None
-    for c in res["claims"]:
-        console.print(f"[bold]{c['claim']}[/]: {c['verdict']}", highlight=False)
-    console.print(f"report: {res['report']}", highlight=False, soft_wrap=True)
+    for claim, verdict in res.verdicts().items():
+        console.print(f"[bold]{claim}[/]: {verdict}", highlight=False)
+    console.print(f"report: {res.report_path}", highlight=False, soft_wrap=True)
