@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_diff.py
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) demo-out selfcheck-out .pytest_cache

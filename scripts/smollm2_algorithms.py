@@ -49,7 +49,7 @@ def parse() -> argparse.Namespace:
 
 def cached(path: Path, compute):
     """The JSON at `path`, else compute() written there (atomically): one finished stage is never redone."""
-    from rldelta.atomic import atomic_write_json
+    from rldelta.runtime.atomic import atomic_write_json
 
     if path.is_file():
         return json.loads(path.read_text())

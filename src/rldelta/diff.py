@@ -27,25 +27,25 @@ import pyarrow as pa
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, Pairing, SafetensorsStreamWriter, open_checkpoint, pair_tensors
 from rldelta.checkpoint.dtypes import dtype_label, dtype_of_label
-from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
 from rldelta.columns import unit_schema
-from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.diff_journal import Journal, input_fingerprint
-from rldelta.errors import RldeltaError
-from rldelta.lifetime import die_with_parent
-from rldelta.lock import locks_output
-from rldelta.malloc import keep_freed_memory
-from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
+from rldelta.masks import MASK_FORMAT, MASK_VERSION
 from rldelta.metrics.experts import expert_summary
 from rldelta.metrics.fp8 import stored_delta, stored_delta_stats
 from rldelta.metrics.rank import rank_stats_batch
 from rldelta.metrics.sparsity import COMPARE_CHOICES, COMPARE_DTYPES, cast_changed, compare_dtype
 from rldelta.naming import is_stacked, parse_param
-from rldelta.progress import progress_bar
-from rldelta.threads import threads_per_worker, torch_threads
+from rldelta.runtime.atomic import atomic_write_json, atomic_write_parquet
+from rldelta.runtime.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import MASK_FILE, SUMMARY_FILE, TENSORS_FILE
+from rldelta.runtime.lifetime import die_with_parent
+from rldelta.runtime.lock import locks_output
+from rldelta.runtime.malloc import keep_freed_memory
+from rldelta.runtime.progress import progress_bar
+from rldelta.runtime.threads import threads_per_worker, torch_threads
 
 _PARTIAL = ".partial"
 
@@ -362,7 +362,7 @@ def _results(
 
 
 @locks_output("diff")
-def run_diff(
+def run_diff(  # noqa: C901, PLR0915
     base: str | os.PathLike,
     tuned: str | os.PathLike,
     out: str | os.PathLike,

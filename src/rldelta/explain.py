@@ -27,13 +27,9 @@ import pyarrow.parquet as pq
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, open_checkpoint
 from rldelta.checkpoint.dtypes import dtype_of_label
 from rldelta.columns import unit_schema
-from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
-from rldelta.errors import RldeltaError
-from rldelta.lock import locks_output
 from rldelta.masks import Mask, check_compatible, load_mask, resolve_mask_path
 from rldelta.metrics.nulls import derive_seed, random_sparse_rank_null
 from rldelta.metrics.overlap import cell_counts, count, expected_matched_intersection, overlap_from_counts
@@ -57,7 +53,11 @@ from rldelta.metrics.precision import (
 from rldelta.metrics.sparsity import COMPARE_CHOICES, changed_bitwise, compare_dtype
 from rldelta.metrics.stats import matched_intersection_var, null_overlap_interval, random_intersection_var
 from rldelta.naming import parse_name
-from rldelta.progress import progress_bar
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import SUMMARY_FILE, TENSORS_FILE
+from rldelta.runtime.lock import locks_output
+from rldelta.runtime.progress import progress_bar
 
 EXPLAIN_JSON = "explain.json"
 EXPLAIN_TABLE = "explain.parquet"
@@ -185,7 +185,7 @@ def _module_mean(values: list[tuple[float | None, int]]) -> float | None:
 
 
 @locks_output("explain")
-def run_explain(
+def run_explain(  # noqa: C901, PLR0915
     diff_dir: str | os.PathLike,
     base: str | os.PathLike,
     out: str | os.PathLike,

@@ -33,7 +33,6 @@ import pyarrow as pa
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import CheckpointError, open_checkpoint
 from rldelta.columns import unit_schema
 from rldelta.metrics.activations import (
@@ -47,7 +46,8 @@ from rldelta.metrics.activations import (
 from rldelta.metrics.sparsity import changed_bitwise, narrower
 from rldelta.metrics.stats import partial_spearman
 from rldelta.probes import ProbeError
-from rldelta.progress import progress_bar
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.progress import progress_bar
 from rldelta.train.tasks import TASKS, Arith, Example
 
 ACTIVATIONS_JSON = "activations.json"
@@ -295,7 +295,7 @@ def _neuron_mean_abs(weights: dict[str, torch.Tensor | None]) -> torch.Tensor:
     return total / count
 
 
-def _changed_fracs(
+def _changed_fracs(  # noqa: C901
     model_dir: Path, compare: Path, names: list[dict[str, str | None]]
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, each MLP neuron's changed fraction (bitwise in the base's stored dtype) and its mean |w|."""
@@ -418,7 +418,7 @@ def _model_dir(path: str | os.PathLike, role: str) -> Path:
     return p
 
 
-def run_activations(
+def run_activations(  # noqa: C901, PLR0915
     model: str | os.PathLike,
     out: str | os.PathLike,
     *,

@@ -22,7 +22,6 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.columns import unit_schema
 from rldelta.metrics.formats import (
     accuracy_at,
@@ -35,10 +34,11 @@ from rldelta.metrics.formats import (
     winner,
 )
 from rldelta.probes import ProbeError, read_run
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.files import COMPLETIONS_FILE
+from rldelta.train.answer_formats import FORMAT_NAMES, OTHER, classify_format
 from rldelta.train.corpus import MixtureError
-from rldelta.train.formats import FORMAT_NAMES, OTHER, classify_format
 from rldelta.train.mixture import read_mixture
-from rldelta.train.runfiles import COMPLETIONS
 
 OUT_DIR = Path("probes") / "formats"  # under RUN, unless the caller names another folder
 TABLE_FILE = "formats.parquet"
@@ -58,7 +58,7 @@ _SCHEMA = unit_schema(
 
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     config = read_run(run_dir)["config"]
-    table = run_dir / COMPLETIONS
+    table = run_dir / COMPLETIONS_FILE
     if not table.is_file():
         raise ProbeError(f"{table}: missing (did {run_dir} train with an online algorithm that samples?)")
     try:
@@ -217,7 +217,7 @@ def run_formats(
     run_dir = Path(run_dir)
     config, df = _read_run(run_dir)
     formats = [classify_format(str(c)) for c in df["completion"]]
-    correct = _correct(config, df, run_dir / COMPLETIONS)
+    correct = _correct(config, df, run_dir / COMPLETIONS_FILE)
     rows = format_table(df["step"].astype(int).tolist(), formats, correct, names=(*FORMAT_NAMES, OTHER))
     summary = summarize(rows, config, _pretraining(config.get("model")), threshold=threshold)
     summary["run"] = str(run_dir)

@@ -22,11 +22,12 @@ from typing import Any
 
 import pandas as pd
 
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.metrics.logprobs import pass_at_k, phases, probe_stats
 from rldelta.probes import ProbeError, read_run
-from rldelta.progress import progress_bar
-from rldelta.train.runfiles import METRICS, saved_steps, step_dir
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.files import METRICS_FILE
+from rldelta.runtime.progress import progress_bar
+from rldelta.train.runfiles import saved_steps, step_dir
 
 PROBE_SET = "probe_set.jsonl"
 OUT_DIR = Path("probes") / "logprobs"  # under RUN, unless the caller names another folder
@@ -243,7 +244,7 @@ def _fmt(x: float | None, spec: str = "+.2f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def run_logprobs(
+def run_logprobs(  # noqa: C901, PLR0915
     run: str | os.PathLike,
     out: str | os.PathLike | None = None,
     *,
@@ -321,7 +322,7 @@ def run_logprobs(
     df["token_suppression"] = delta("token_logp_wrong", -1.0)
     train_entropy = {}
     for label, d in runs.items():
-        mp = d / METRICS
+        mp = d / METRICS_FILE
         if mp.is_file():
             m = pd.read_parquet(mp)
             if "entropy" in m:

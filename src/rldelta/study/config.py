@@ -13,7 +13,7 @@ from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from rldelta.errors import RldeltaError
+from rldelta.runtime.errors import RldeltaError
 from rldelta.study.schema import type_problem
 from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
 from rldelta.train.corpus import MixtureError, parse_noise, parse_proportions

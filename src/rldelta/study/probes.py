@@ -17,7 +17,7 @@ from rldelta.probes.formats import compare_sizes, run_formats
 from rldelta.probes.logprobs import SUMMARY_FILE as LOGPROBS_SUMMARY
 from rldelta.probes.logprobs import run_logprobs
 from rldelta.study.config import StudyConfig, StudyError, formats_settings, formats_train_config
-from rldelta.study.layout import Run, place_run, read_json, short_hash
+from rldelta.study.folders import Run, place_run, read_json, short_hash
 from rldelta.study.log import StudyLog
 from rldelta.study.runs import train_all
 from rldelta.train.config import ConfigError

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from rldelta.metrics.activations import correlation
-from rldelta.study.layout import Run
+from rldelta.study.folders import Run
 from rldelta.train.step_recorder import STEPS_FILE, TOTAL, read_steps
 
 STEP_COLUMNS = [

@@ -10,8 +10,8 @@ import os
 import time
 from typing import Any
 
-from rldelta.atomic import atomic_write_bytes
-from rldelta.errors import RldeltaError
+from rldelta.runtime.atomic import atomic_write_bytes
+from rldelta.runtime.errors import RldeltaError
 from rldelta.train.generation import generate_greedy, load_for_eval
 from rldelta.train.scores import score_problems
 from rldelta.train.tasks import Example, Task, get_task

@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rldelta.atomic import atomic_dir_over
+from rldelta.runtime.atomic import atomic_dir_over
+from rldelta.train.answer_formats import FORMAT_NAMES
 from rldelta.train.callbacks import progress_callback
 from rldelta.train.corpus import (
     DEFAULT_NOISE,
@@ -38,7 +39,6 @@ from rldelta.train.corpus import (
     parse_proportions,
 )
 from rldelta.train.format_behaviour import format_behaviour, test_problems
-from rldelta.train.formats import FORMAT_NAMES
 from rldelta.train.sizes import SIZES, llama_config
 from rldelta.train.tasks import MixArith
 from rldelta.train.tokenizer import train_bpe_tokenizer

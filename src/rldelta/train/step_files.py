@@ -14,9 +14,9 @@ import pyarrow as pa
 from safetensors.torch import load_file
 
 from rldelta.columns import unit_schema
-from rldelta.errors import RldeltaError
 from rldelta.masks import Mask
 from rldelta.metrics.steps import StepCounts, patch_bytes
+from rldelta.runtime.errors import RldeltaError
 from rldelta.train.step_patches import STEPS_DIR
 
 STEPS_FILE = "steps.parquet"

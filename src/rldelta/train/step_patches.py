@@ -25,8 +25,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from rldelta.atomic import atomic_dir
-from rldelta.errors import RldeltaError
+from rldelta.runtime.atomic import atomic_dir
+from rldelta.runtime.errors import RldeltaError
 
 STEPS_DIR = "steps"  # in the run folder: the recorder's files
 BASE_FILE = "base.safetensors"  # in STEPS_DIR: the bf16 copy at the run's start

@@ -40,13 +40,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import TrainerCallback
 
-from rldelta.atomic import atomic_write_json
 from rldelta.checkpoint import SafetensorsStreamWriter
-from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, save_mask
 from rldelta.metrics.steps import StepCounts, share_reached
 from rldelta.naming import parse_name
-from rldelta.threads import torch_threads
+from rldelta.runtime.atomic import atomic_write_json
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.threads import torch_threads
 from rldelta.train.step_files import (  # noqa: F401 (read_steps, union_mask, STEPS_SCHEMA: names for callers)
     FIRST_CHANGED_FILE,
     RECORD,

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rldelta.errors import RldeltaError
-from rldelta.train.formats import OTHER, classify_format
+from rldelta.runtime.errors import RldeltaError
+from rldelta.train.answer_formats import OTHER, classify_format
 
 TEST_FRACTION = 0.2
 _MAX_EXPR_CHARS = 200  # longer "expressions" are not answers; also bounds the work of parsing untrusted text

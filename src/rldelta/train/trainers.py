@@ -24,17 +24,18 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, set_seed
 
-from rldelta.atomic import atomic_write_bytes
 from rldelta.checkpoint import open_checkpoint
-from rldelta.errors import RldeltaError
-from rldelta.lock import locks_output
+from rldelta.runtime.atomic import atomic_write_bytes
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import CHECKPOINTS_DIR, TRAINER_DIR
+from rldelta.runtime.lock import locks_output
 from rldelta.train.algorithms import ALGORITHMS, TrainerInputs, algorithm_table
 from rldelta.train.callbacks import progress_callback
 from rldelta.train.config import ConfigError, TrainConfig
 from rldelta.train.generation import sample
 from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
 from rldelta.train.models import load_pretrained
-from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, saved_steps, step_dir, write_run_json
+from rldelta.train.runfiles import read_run_json, saved_steps, step_dir, write_run_json
 from rldelta.train.saving import CheckpointSaver, CompletionRecorder, MetricsRecorder, git_revision, library_versions
 from rldelta.train.step_recorder import StepRecorder
 from rldelta.train.stored_layout import is_identity, load_stored, stored_tensors
@@ -180,7 +181,7 @@ def foreign_style(completion: str) -> str:
     return f"{FOREIGN_OPEN}{completion.strip()}{FOREIGN_CLOSE}"
 
 
-def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) -> tuple[Any, dict[str, int]]:
+def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) -> tuple[Any, dict[str, int]]:  # noqa: C901
     """The dataset an offline algorithm trains on, built from base-model samples scored by the task's reward.
 
     dpo/orpo/simpo: one (prompt, chosen=correct, rejected=wrong) pair per prompt that has both;
@@ -282,7 +283,7 @@ def _check_run_dir(config: TrainConfig, run_dir: Path) -> dict | None:
     """The previous run record when resuming; refuses to mix a new run into an old run directory."""
     previous = read_run_json(run_dir)
     if not config.resume:
-        if previous is not None or (run_dir / CHECKPOINTS).exists():
+        if previous is not None or (run_dir / CHECKPOINTS_DIR).exists():
             raise TrainError(
                 f"{run_dir}: already holds a training run; pass --resume to continue it or choose another -o"
             )
@@ -333,7 +334,7 @@ def _load_converted(model, checkpoint: Path) -> None:
 
 
 @locks_output("train", lambda args: args["config"].output)
-def train(config: TrainConfig, *, task: Task | None = None) -> Path:
+def train(config: TrainConfig, *, task: Task | None = None) -> Path:  # noqa: C901, PLR0915
     """Run one training job as `config` describes and return the run directory.
 
     `task` replaces the registered task named `config.task` by an object of your own (same name): a custom reward
