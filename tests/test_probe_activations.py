@@ -21,6 +21,7 @@ from rldelta.metrics.activations import (
     neuron_changed_frac,
     top_mass_share,
 )
+from rldelta.probes.activation_verdicts import neuron_verdict
 from rldelta.probes.activations import (
     ACTIVATIONS_JSON,
     ACTIVATIONS_TABLE,
@@ -29,7 +30,6 @@ from rldelta.probes.activations import (
     PLOT_NEURONS,
     ProbeError,
     ladder,
-    neuron_verdict,
     prompt_texts,
     run_activations,
 )

@@ -1,4 +1,5 @@
-"""`rldelta eval MODEL --task T`: greedy accuracy and format rate on a task's test split."""
+"""`rldelta eval MODEL --task T`: greedy accuracy and format rate on a task's test split. The options it shares
+with `rldelta train` (task, difficulty) take their help from TrainConfig's fields."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import typer
 from rich.console import Console
 
 from rldelta.cli.app import app, console
+from rldelta.train.config import TrainConfig, help_of  # light (no torch): the shared options' help
 
 
 @app.command("eval")
 def eval_(
     model: Path = typer.Argument(..., help="Model folder."),
-    task: str = typer.Option(..., "--task", help="Task: arith or countdown."),
+    task: str = typer.Option(..., "--task", help=help_of(TrainConfig, "task").split(" (default")[0] + "."),
     n: int = typer.Option(200, "--n", help="Number of test problems."),
     seed: int = typer.Option(0, help="Seed of the test problems."),
-    difficulty: int | None = typer.Option(None, help="Only this difficulty level (default: all, mixed)."),
+    difficulty: int | None = typer.Option(None, help=help_of(TrainConfig, "difficulty")),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),
     max_new_tokens: int = typer.Option(64, help="Generation length limit."),
     out: Path | None = typer.Option(None, "-o", "--out", help="Write the result as JSON here."),

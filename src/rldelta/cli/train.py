@@ -1,93 +1,127 @@
-"""`rldelta train`: one RL (or SFT) run of a model on a task; checkpoints for `rldelta diff`."""
+"""`rldelta train`: one RL (or SFT) run of a model on a task; checkpoints for `rldelta diff`.
+
+Its options are generated from `TrainConfig`'s fields (their type, and the help written once on each field), the way
+TRL's argument parser and mergekit's option decorator read theirs off a config class: every field is an option, and
+`--config FILE.toml` and `--set key=value` give any of them from a file or as text. An option given on the command
+line wins over --set, which wins over the file; a setting given nowhere takes the field's default, or on --resume
+the run's own.
+"""
 
 from __future__ import annotations
 
+import inspect
+import tomllib
+import types
+import typing
+from dataclasses import fields
 from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
 from rldelta.cli.app import app, console
-from rldelta.train.config import TrainConfig, help_of  # light (no torch): the train options' help is read off it
+from rldelta.train.config import ConfigError, TrainConfig, help_of  # light (no torch): the options are read off it
+
+# Option names that differ from the field's (--field-name): the names the command line has always had.
+FLAGS = {"output": ("-o", "--out"), "record_patches": ("--patches",)}
+# Help added to a field's own where the command line says more.
+MORE_HELP = {"model": " Required unless --resume."}
+_HELP_DICT = "KEY=VALUE (repeatable): {}"
 
 
-@app.command("train")
+def _annotation(tp: Any) -> Any:
+    """The option's type: the field's, optional (None = not given); a dict field is a list of KEY=VALUE texts."""
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    base = next(a for a in typing.get_args(tp) if a is not type(None)) if union else tp
+    if typing.get_origin(base) is dict or base is dict:
+        return Optional[list[str]]  # noqa: UP045 (typer reads typing.Optional of a runtime type)
+    return Optional[base]  # noqa: UP045
+
+
+def _option(f, tp: Any) -> typer.models.OptionInfo:
+    name = f.name.replace("_", "-")
+    help_text = help_of(TrainConfig, f.name) + MORE_HELP.get(f.name, "")
+    if typing.get_origin(tp) is dict or tp is dict:
+        return typer.Option(None, f"--{name}", help=_HELP_DICT.format(help_text))
+    if tp is bool and f.name not in FLAGS:
+        return typer.Option(None, f"--{name}/--no-{name}", help=help_text)
+    return typer.Option(None, *FLAGS.get(f.name, (f"--{name}",)), help=help_text)
+
+
+def train_options() -> list[inspect.Parameter]:
+    """One keyword parameter per TrainConfig field, as typer reads a command's signature."""
+    hints = typing.get_type_hints(TrainConfig)
+    return [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=_option(f, hints[f.name]),
+            annotation=_annotation(hints[f.name]),
+        )
+        for f in fields(TrainConfig)
+    ]
+
+
+def _value(text: str) -> Any:
+    """A --set value as TOML reads it (3e-6, true, "a,b", [1, 2]); anything else as the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _pairs(items: list[str], what: str) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = _value(text.strip())
+    return out
+
+
+def settings(config: Path | None, sets: list[str] | None, given: dict[str, Any]) -> dict[str, Any]:
+    """The run's settings from the file, then --set, then the options given (None = not given)."""
+    merged: dict[str, Any] = {}
+    if config is not None:
+        try:
+            merged.update(tomllib.loads(config.read_text()))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{config}: not valid TOML ({e})") from None
+    merged.update(_pairs(sets or [], "--set"))
+    for name, value in given.items():
+        if value is None:
+            continue
+        merged[name] = _pairs(value, "--extra") if isinstance(value, list) else value
+    return {k: str(v) if isinstance(v, Path) else v for k, v in merged.items()}
+
+
 def train_(
-    out: Path = typer.Option(..., "-o", "--out", help=help_of(TrainConfig, "output")),
-    model: Path | None = typer.Option(
-        None, "--model", help=help_of(TrainConfig, "model") + " Required unless --resume."
-    ),
-    task: str | None = typer.Option(None, "--task", help=help_of(TrainConfig, "task")),
-    algo: str | None = typer.Option(None, "--algo", help=help_of(TrainConfig, "algo")),
-    seed: int | None = typer.Option(None, "--seed", help=help_of(TrainConfig, "seed")),
-    data_seed: int | None = typer.Option(None, "--data-seed", help=help_of(TrainConfig, "data_seed")),
-    steps: int | None = typer.Option(None, "--steps", help=help_of(TrainConfig, "steps")),
-    lr: float | None = typer.Option(None, "--lr", help=help_of(TrainConfig, "lr")),
-    weight_decay: float | None = typer.Option(None, "--weight-decay", help=help_of(TrainConfig, "weight_decay")),
-    prompts_per_step: int | None = typer.Option(
-        None, "--prompts-per-step", help=help_of(TrainConfig, "prompts_per_step")
-    ),
-    num_generations: int | None = typer.Option(None, "--num-generations", help=help_of(TrainConfig, "num_generations")),
-    max_completion_length: int | None = typer.Option(
-        None, "--max-completion-length", help=help_of(TrainConfig, "max_completion_length")
-    ),
-    temperature: float | None = typer.Option(None, "--temperature", help=help_of(TrainConfig, "temperature")),
-    beta: float | None = typer.Option(None, "--beta", help=help_of(TrainConfig, "beta")),
-    ppo_epochs: int | None = typer.Option(None, "--ppo-epochs", help=help_of(TrainConfig, "ppo_epochs")),
-    value_lr: float | None = typer.Option(None, "--value-lr", help=help_of(TrainConfig, "value_lr")),
-    reward_model_lr: float | None = typer.Option(
-        None, "--reward-model-lr", help=help_of(TrainConfig, "reward_model_lr")
-    ),
-    gae_lambda: float | None = typer.Option(None, "--gae-lambda", help=help_of(TrainConfig, "gae_lambda")),
-    precision: str | None = typer.Option(None, "--precision", help=help_of(TrainConfig, "precision")),
-    save_steps: str | None = typer.Option(None, "--save-steps", help=help_of(TrainConfig, "save_steps")),
-    mask: Path | None = typer.Option(None, "--mask", help=help_of(TrainConfig, "mask")),
-    advantages: str | None = typer.Option(None, "--advantages", help=help_of(TrainConfig, "advantages")),
-    rewards: str | None = typer.Option(None, "--rewards", help=help_of(TrainConfig, "rewards")),
-    difficulty: int | None = typer.Option(None, "--difficulty", help=help_of(TrainConfig, "difficulty")),
-    sft_style: str | None = typer.Option(None, "--sft-style", help=help_of(TrainConfig, "sft_style")),
-    resume: bool = typer.Option(False, "--resume", help=help_of(TrainConfig, "resume")),
-    record_steps: bool | None = typer.Option(
-        None, "--record-steps/--no-record-steps", help=help_of(TrainConfig, "record_steps")
-    ),
-    patches: bool | None = typer.Option(None, "--patches", help=help_of(TrainConfig, "record_patches")),
+    config: Path | None = typer.Option(None, "--config", help="A TOML file of TrainConfig settings (field = value)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="FIELD=VALUE (repeatable): any TrainConfig setting."),
+    **given: Any,
 ) -> None:
     """Train MODEL on a task with a TRL algorithm; checkpoints under OUT/checkpoints/step-N/ for `rldelta diff`."""
     from rldelta.train.config import make_config
     from rldelta.train.trainers import train
 
+    chosen = settings(config, set_, given)
+    output = chosen.pop("output", None)
+    if output is None:
+        raise ConfigError("-o/--out (the run directory) is required")
+    resume = bool(chosen.pop("resume", False))
     try:
-        config = make_config(
-            str(out),
-            resume=resume,
-            record_steps=record_steps,
-            record_patches=patches,
-            model=str(model) if model else None,
-            task=task,
-            algo=algo,
-            seed=seed,
-            data_seed=data_seed,
-            steps=steps,
-            lr=lr,
-            weight_decay=weight_decay,
-            prompts_per_step=prompts_per_step,
-            num_generations=num_generations,
-            max_completion_length=max_completion_length,
-            beta=beta,
-            temperature=temperature,
-            ppo_epochs=ppo_epochs,
-            value_lr=value_lr,
-            reward_model_lr=reward_model_lr,
-            gae_lambda=gae_lambda,
-            precision=precision,
-            save_steps=save_steps,
-            mask=str(mask) if mask else None,
-            advantages=advantages,
-            rewards=rewards,
-            difficulty=difficulty,
-            sft_style=sft_style,
-        )
-        run_dir = train(config)
+        run_dir = train(make_config(output, resume=resume, **chosen))
     except KeyboardInterrupt:
-        console.print(f"interrupted; complete checkpoints are kept in {out}/checkpoints (continue with --resume)")
+        console.print(f"interrupted; complete checkpoints are kept in {output}/checkpoints (continue with --resume)")
         raise typer.Exit(130) from None
     console.print(f"done: {run_dir}/checkpoints")
+
+
+train_.__signature__ = inspect.Signature(
+    [p for p in inspect.signature(train_).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    + train_options()
+)
+app.command("train")(train_)
+
+__all__ = ["FLAGS", "settings", "train_options"]

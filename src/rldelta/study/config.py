@@ -15,7 +15,8 @@ from typing import Any, get_type_hints
 
 from rldelta.runtime.errors import RldeltaError
 from rldelta.study.schema import type_problem
-from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
+from rldelta.train.algorithms import ALGOS, GRPO_FAMILY
+from rldelta.train.config import PRECISIONS, ConfigError, TrainConfig
 from rldelta.train.corpus import MixtureError, parse_noise, parse_proportions
 from rldelta.train.models import TINY_BUILDERS
 from rldelta.train.sizes import SIZES

@@ -11,16 +11,11 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from rldelta.runtime.errors import RldeltaError
-from rldelta.train.algorithms import ALGORITHMS, ALGOS, GRPO_FAMILY, OFFLINE, ONLINE
+from rldelta.train.algorithms import ALGORITHMS, ALGOS, GRPO_FAMILY
 from rldelta.train.tasks import TASKS
 
-# ALGOS, GRPO_FAMILY, ONLINE and OFFLINE are views of the registry, importable from here as before.
 __all__ = [
     "ADVANTAGES",
-    "ALGOS",
-    "GRPO_FAMILY",
-    "OFFLINE",
-    "ONLINE",
     "PRECISIONS",
     "REWARDS",
     "ConfigError",
