@@ -227,7 +227,7 @@ class StudyConfig:
         _check_train_table(self.train, STUDY_OWNED, StudyConfig, src, "")
         try:
             task = get_task(self.task)
-        except ValueError as e:
+        except RldeltaError as e:
             raise StudyError(f"{src}: task: {e}") from None
         if self.difficulty is not None and self.difficulty not in task.difficulties:
             raise StudyError(
