@@ -114,7 +114,7 @@ def train_one(args, base: Path, out: Path, algo: str) -> dict:
 def changes(args, base: Path, out: Path, algo: str) -> dict:
     from rldelta.diff import run_diff
     from rldelta.masks import difference, mask_counts, mask_from_diff
-    from rldelta.train.step_recorder import union_mask
+    from rldelta.train.step_files import union_mask
 
     run_dir = out / "runs" / algo
     ck = run_dir / "checkpoints"

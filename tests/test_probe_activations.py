@@ -23,9 +23,6 @@ from rldelta.metrics.activations import (
 )
 from rldelta.probes.activation_verdicts import neuron_verdict
 from rldelta.probes.activations import (
-    ACTIVATIONS_JSON,
-    ACTIVATIONS_TABLE,
-    NEURONS_TABLE,
     PLOT_LEVELS,
     PLOT_NEURONS,
     ProbeError,
@@ -33,6 +30,7 @@ from rldelta.probes.activations import (
     prompt_texts,
     run_activations,
 )
+from rldelta.runtime.files import ACTIVATIONS_JSON, ACTIVATIONS_TABLE, NEURONS_TABLE
 from rldelta.train.models import build_tiny
 from rldelta.train.tasks import Arith
 

@@ -54,12 +54,10 @@ from rldelta.metrics.sparsity import COMPARE_CHOICES, changed_bitwise, compare_d
 from rldelta.naming import parse_name
 from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.runtime.errors import RldeltaError
-from rldelta.runtime.files import SUMMARY_FILE, TENSORS_FILE
+from rldelta.runtime.files import EXPLAIN_JSON, EXPLAIN_TABLE, SUMMARY_FILE, TENSORS_FILE
 from rldelta.runtime.lock import locks_output
 from rldelta.runtime.progress import progress_bar
 
-EXPLAIN_JSON = "explain.json"
-EXPLAIN_TABLE = "explain.parquet"
 PLOT_DECILES = "changed_by_decile.png"
 PLOT_ROC = "roc.png"
 PLOT_OVERLAP = "overlap_null.png"
@@ -505,4 +503,4 @@ def _plots(out: Path, result: dict, hist: _Hist) -> None:
         )
 
 
-__all__ = ["run_explain", "ExplainError", "EXPLAIN_JSON", "EXPLAIN_TABLE"]
+__all__ = ["run_explain", "ExplainError", "EXPLAIN_TABLE"]

@@ -26,13 +26,10 @@ from rldelta.masks import Mask, MaskError, check_compatible, load_mask
 from rldelta.metrics.experts import EXPERT_SETS, Expert, mask_expert_counts, set_overlap
 from rldelta.metrics.overlap import count, expected_random_overlap, jaccard_from_counts, overlap_from_counts
 from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.files import EXPERT_OVERLAP_TABLE, OVERLAP_JSON, OVERLAP_PNG, OVERLAP_TABLE
 from rldelta.runtime.lock import locks_output
 from rldelta.runtime.progress import progress_bar
 
-OVERLAP_TABLE = "overlap.parquet"
-OVERLAP_JSON = "overlap.json"
-OVERLAP_PNG = "overlap.png"
-EXPERT_OVERLAP_TABLE = "overlap_experts.parquet"
 TOTAL = "__total__"
 
 OVERLAP_SCHEMA = unit_schema(

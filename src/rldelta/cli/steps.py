@@ -48,7 +48,7 @@ def _apply(base: Path, run: Path, to: int, out: Path) -> None:
 def _table(run: Path, union_at: int | None, out: Path | None) -> None:
     from rldelta.masks import save_mask
     from rldelta.report.terminal import steps_table
-    from rldelta.train.step_recorder import read_steps, union_mask
+    from rldelta.train.step_files import read_steps, union_mask
 
     if (union_at is None) != (out is None):
         fail("--union-at and -o go together")

@@ -53,12 +53,10 @@ from rldelta.probes.activation_verdicts import (
     summary_by_level,
 )
 from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.files import ACTIVATIONS_JSON, ACTIVATIONS_TABLE, NEURONS_TABLE
 from rldelta.runtime.progress import progress_bar
 from rldelta.train.tasks import TASKS, Arith, Example
 
-ACTIVATIONS_JSON = "activations.json"
-ACTIVATIONS_TABLE = "activations.parquet"
-NEURONS_TABLE = "neurons.parquet"
 PLOT_LEVELS = "sparsity_by_level.png"
 PLOT_NEURONS = "neuron_freq_vs_changed.png"
 
@@ -506,9 +504,6 @@ __all__ = [
     "prompt_texts",
     "extended_task",
     "training_levels",
-    "ACTIVATIONS_JSON",
-    "ACTIVATIONS_TABLE",
-    "NEURONS_TABLE",
     "PLOT_LEVELS",
     "PLOT_NEURONS",
     "BEYOND_LEVELS",

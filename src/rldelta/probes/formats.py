@@ -35,14 +35,12 @@ from rldelta.metrics.formats import (
 )
 from rldelta.probes import ProbeError, read_run
 from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from rldelta.runtime.files import COMPLETIONS_FILE
+from rldelta.runtime.files import COMPLETIONS_FILE, FORMATS_JSON, FORMATS_TABLE
 from rldelta.train.answer_formats import FORMAT_NAMES, OTHER, classify_format
 from rldelta.train.corpus import MixtureError
 from rldelta.train.mixture import read_mixture
 
 OUT_DIR = Path("probes") / "formats"  # under RUN, unless the caller names another folder
-TABLE_FILE = "formats.parquet"
-SUMMARY_FILE = "formats.json"
 PLOT_FILE = "formats.png"
 END_WINDOW = 0.1  # the winner is decided on the mean share over the last 10% of the recorded steps
 _SCHEMA = unit_schema(
@@ -224,7 +222,7 @@ def run_formats(
 
     out = Path(out) if out is not None else run_dir / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_parquet(rows, out / TABLE_FILE, schema=_SCHEMA)
+    atomic_write_parquet(rows, out / FORMATS_TABLE, schema=_SCHEMA)
     steps = sorted({r["step"] for r in rows})
     pre = summary["pretraining"] or {}
     png = format_shares_plot(
@@ -236,7 +234,7 @@ def run_formats(
         title=f"format shares: {run_dir.name}" + (f" ({pre['size']})" if pre.get("size") else ""),
     )
     atomic_write_bytes(out / PLOT_FILE, png)
-    atomic_write_json(out / SUMMARY_FILE, summary)
+    atomic_write_json(out / FORMATS_JSON, summary)
     return summary
 
 

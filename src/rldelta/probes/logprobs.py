@@ -25,16 +25,12 @@ import pandas as pd
 from rldelta.metrics.logprobs import pass_at_k, phases, probe_stats
 from rldelta.probes import ProbeError, read_run
 from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from rldelta.runtime.files import METRICS_FILE
+from rldelta.runtime.files import ADVANTAGES_TABLE, LOGPROBS_JSON, LOGPROBS_TABLE, METRICS_FILE, PHASES_TABLE
 from rldelta.runtime.progress import progress_bar
 from rldelta.train.runfiles import saved_steps, step_dir
 
 PROBE_SET = "probe_set.jsonl"
 OUT_DIR = Path("probes") / "logprobs"  # under RUN, unless the caller names another folder
-SUMMARY_FILE = "logprobs.json"
-TABLE_FILE = "logprobs.parquet"
-PHASES_FILE = "phases.parquet"
-ADVANTAGES_FILE = "advantages.parquet"
 # A component "carries" the gain or the change when it holds at least this share of the sum of both.
 CARRIES = 0.6
 
@@ -524,10 +520,10 @@ def _verdict_advantages(adv: pd.DataFrame) -> str:
 def _write(out_dir: Path, df: pd.DataFrame, ph: pd.DataFrame, adv: pd.DataFrame | None, summary: dict) -> None:
     from rldelta.plots.logprobs import logprob_curves, pass_at_k_curves  # matplotlib: only when plotting
 
-    atomic_write_parquet(df, out_dir / TABLE_FILE)
-    atomic_write_parquet(ph, out_dir / PHASES_FILE)
+    atomic_write_parquet(df, out_dir / LOGPROBS_TABLE)
+    atomic_write_parquet(ph, out_dir / PHASES_TABLE)
     atomic_write_bytes(out_dir / "logprobs.png", logprob_curves(df))
     if adv is not None:
-        atomic_write_parquet(adv, out_dir / ADVANTAGES_FILE)
+        atomic_write_parquet(adv, out_dir / ADVANTAGES_TABLE)
         atomic_write_bytes(out_dir / "passk.png", pass_at_k_curves(adv))
-    atomic_write_json(out_dir / SUMMARY_FILE, summary)
+    atomic_write_json(out_dir / LOGPROBS_JSON, summary)

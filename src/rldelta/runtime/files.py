@@ -18,3 +18,34 @@ COMPLETIONS_FILE = "completions.parquet"
 
 # a study's folder
 REPORT_FILE = "report.html"
+
+# `rldelta explain`'s output folder
+EXPLAIN_JSON = "explain.json"
+EXPLAIN_TABLE = "explain.parquet"
+
+# `rldelta overlap`'s
+OVERLAP_TABLE = "overlap.parquet"
+OVERLAP_JSON = "overlap.json"
+OVERLAP_PNG = "overlap.png"
+EXPERT_OVERLAP_TABLE = "overlap_experts.parquet"
+
+# `rldelta surgery`'s
+SURGERY_JSON = "surgery.json"
+
+# the probes' (`rldelta probe ...`)
+LOGPROBS_JSON = "logprobs.json"
+LOGPROBS_TABLE = "logprobs.parquet"
+PHASES_TABLE = "phases.parquet"
+ADVANTAGES_TABLE = "advantages.parquet"
+FORMATS_JSON = "formats.json"
+FORMATS_TABLE = "formats.parquet"
+ACTIVATIONS_JSON = "activations.json"
+ACTIVATIONS_TABLE = "activations.parquet"
+NEURONS_TABLE = "neurons.parquet"
+
+# the step recorder's, in a training run's folder: STEPS_FILE beside run.json, the rest in STEPS_DIR
+STEPS_FILE = "steps.parquet"
+STEPS_DIR = "steps"
+STEPS_BASE_FILE = "base.safetensors"  # the bf16 copy at the run's start
+FIRST_CHANGED_FILE = "first_changed.safetensors"
+STEPS_SUMMARY_FILE = "summary.json"

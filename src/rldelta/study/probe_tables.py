@@ -8,8 +8,14 @@ from typing import Any
 
 import pandas as pd
 
-from rldelta.probes import logprobs as lp
-from rldelta.probes.activations import ACTIVATIONS_JSON, ACTIVATIONS_TABLE
+from rldelta.runtime.files import (
+    ACTIVATIONS_JSON,
+    ACTIVATIONS_TABLE,
+    ADVANTAGES_TABLE,
+    LOGPROBS_JSON,
+    LOGPROBS_TABLE,
+    PHASES_TABLE,
+)
 from rldelta.study.folders import read_json
 
 # The final subnetwork counts as fixed from the first saved step whose changed set holds this share of it.
@@ -18,11 +24,11 @@ FIXED_SHARE = 0.9
 
 def _logprobs_probe(d: Path, tables: dict, verdicts: list[dict], numbers: list[tuple]) -> None:
     """The log-prob probe's tables, its verdicts and the final step's suppression and amplification."""
-    s = read_json(d / lp.SUMMARY_FILE)
-    tables["probe_logprobs"] = pd.read_parquet(d / lp.TABLE_FILE).drop(columns=["checkpoint"])
-    tables["probe_phases"] = pd.read_parquet(d / lp.PHASES_FILE)
-    if (d / lp.ADVANTAGES_FILE).is_file():
-        tables["probe_advantages"] = pd.read_parquet(d / lp.ADVANTAGES_FILE).drop(columns=["checkpoint"])
+    s = read_json(d / LOGPROBS_JSON)
+    tables["probe_logprobs"] = pd.read_parquet(d / LOGPROBS_TABLE).drop(columns=["checkpoint"])
+    tables["probe_phases"] = pd.read_parquet(d / PHASES_TABLE)
+    if (d / ADVANTAGES_TABLE).is_file():
+        tables["probe_advantages"] = pd.read_parquet(d / ADVANTAGES_TABLE).drop(columns=["checkpoint"])
     verdicts += [
         {"probe": "suppression vs amplification", "verdict": s["verdict_logprobs"]},
         {"probe": "two phases", "verdict": s["verdict_phases"]},
