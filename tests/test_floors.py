@@ -19,7 +19,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("rldelta.metrics",),
     ("rldelta.plots", "rldelta.checkpoint"),
     ("rldelta.masks",),
-    ("rldelta.diff", "rldelta.diff_journal", "rldelta.selfcheck"),
+    ("rldelta.diff", "rldelta.diff_journal", "rldelta.diff_summary", "rldelta.selfcheck"),
     (
         "rldelta.overlap",
         "rldelta.explain",
