@@ -1,5 +1,4 @@
-"""`train(config)`: one TRL trainer per `--algo` (algorithms.ALGORITHMS), wired to the run layout of saving.py and
-the masks of masking.py. Over 400 lines: resuming a run and checking its folder belong to `train` itself.
+"""`train(config)`: one TRL trainer per `--algo` (algorithms.ALGORITHMS, made by builders.py), with masking.py's masks.
 
 Algorithms (all TRL classes, nothing re-implemented):
 
@@ -29,7 +28,8 @@ from rldelta.runtime.atomic import atomic_write_bytes
 from rldelta.runtime.errors import RldeltaError
 from rldelta.runtime.files import CHECKPOINTS_DIR, TRAINER_DIR
 from rldelta.runtime.lock import locks_output
-from rldelta.train.algorithms import ALGORITHMS, TrainerInputs, algorithm_table
+from rldelta.train.algorithms import ALGORITHMS, algorithm_table
+from rldelta.train.builders import TrainerInputs, make_trainer
 from rldelta.train.config import ConfigError, TrainConfig
 from rldelta.train.generation import sample
 from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
@@ -410,7 +410,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
             reward_funcs=logs.reward_funcs,
             trainer_wrapper=None if config.advantages == "all" else partial(_advantage_filter, keep=config.advantages),
         )
-        trainer = _fit(algorithm.make_trainer(inputs), model, resume_from)
+        trainer = _fit(make_trainer(algorithm, inputs), model, resume_from)
     except KeyboardInterrupt:
         record.update(status="interrupted", saved_steps=logs.saved_steps(record))
         write_run_json(run_dir, record)
