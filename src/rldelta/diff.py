@@ -4,9 +4,6 @@ Memory stays bounded by a small multiple of the largest tensor: one pair is read
 changed-mask goes straight to its slot in `mask.safetensors`, and finished rows are appended to a journal
 (`OUT/.partial/rows.jsonl`, see diff_journal.py) that `resume=True` continues from. The final files appear only
 once complete.
-
-Over 400 lines because the engine, its workers, the checks of OUT, the all-or-nothing end and the summary of its
-rows write one output format together; the journal and the per-tensor numbers live apart (diff_journal.py, metrics/).
 """
 
 from __future__ import annotations

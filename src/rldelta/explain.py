@@ -1,7 +1,5 @@
 """`rldelta explain`: how much of "sparse, full-rank, seed-consistent" simple causes already predict.
 
-Over 400 lines because the three null models share one streaming pass (each tensor is read once for all three).
-
 Three null models, each streamed tensor by tensor (memory bounded by the largest tensor):
 1. Rounding: an update survives in bf16 only above half a ULP of the weight, which grows with |w|.
 2. Magnitude-matched overlap (with `other`): the overlap of two runs if each changed set were random within

@@ -1,9 +1,6 @@
 """`rldelta probe activations`: how sparse the activations are as prompts get harder, and whether RL edits the
 MLP neurons the task uses.
 
-Over 400 lines because it is one experiment whose stages share the forward hooks' state (hooks, the per-level
-pass, the neuron comparison, the verdict); its pure maths lives in metrics/activations.py.
-
 Prompts: the arith task's test split at every training difficulty, plus levels beyond the training range with more
 digits per operand (`BEYOND_LEVELS`), `n_per_level` each, rendered with the model's chat template (generation
 prompt added). Every non-padding prompt token counts, chat-template tokens included. Batches are padded on the

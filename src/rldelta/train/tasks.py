@@ -7,8 +7,6 @@ hash of its canonical form, and `generate` draws only problems of the requested 
 
 Expressions (arith problems, countdown solutions) are evaluated by walking their `ast` with a whitelist of
 integer literals and + - *; nothing is ever passed to `eval`.
-
-Over 400 lines because the four tasks share the expression and answer parsers above them.
 """
 
 from __future__ import annotations
