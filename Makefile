@@ -42,4 +42,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_diff.py
 
 clean:
-	rm -rf $(VENV) demo-out site .pytest_cache
+	rm -rf $(VENV) demo-out selfcheck-out site .pytest_cache

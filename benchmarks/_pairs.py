@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from rldelta.atomic import atomic_write_json
 from rldelta.checkpoint.writer import SafetensorsStreamWriter
-from rldelta.progress import progress_bar
+from rldelta.runtime.atomic import atomic_write_json
+from rldelta.runtime.progress import progress_bar
 
 INDEX = "model.safetensors.index.json"
 MANIFEST = "pair.json"

@@ -41,7 +41,7 @@ from _pairs import (
     shape_spec,
     write_pair,
 )
-from rldelta.atomic import atomic_write_json
+from rldelta.runtime.atomic import atomic_write_json
 
 START_UP = [sys.executable, "-c", "import rldelta.cli, rldelta.diff"]
 MARGIN = 2e9  # bytes of disk left free beyond the pair
@@ -84,7 +84,7 @@ def check_ranks(base: Path, tuned: Path, table: Path, mode: str, sample: int) ->
     import torch
     from safetensors import safe_open
 
-    from rldelta.progress import progress_bar
+    from rldelta.runtime.progress import progress_bar
 
     df = pd.read_parquet(table, columns=["name", "shape", "rank"])
     mats = [(n, tuple(int(x) for x in s)) for n, s in zip(df["name"], df["shape"]) if len(s) == 2]

@@ -147,7 +147,9 @@ def alone_child(model_dir: Path, placement: str, steps: int, patches: bool) -> d
 
     import torch
 
-    from rldelta.train.step_recorder import BASE_FILE, STEPS_DIR, StepRecorder
+    from rldelta.runtime.files import STEPS_BASE_FILE as BASE_FILE
+    from rldelta.runtime.files import STEPS_DIR
+    from rldelta.train.step_recorder import StepRecorder
     from rldelta.train.trainers import load_policy
 
     model, _ = load_policy(str(model_dir), "fp32")

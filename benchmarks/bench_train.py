@@ -166,7 +166,7 @@ def print_table(rows: list[dict], device: str) -> None:
 
 
 def main() -> None:
-    from rldelta.train.config import ALGOS
+    from rldelta.train.algorithms import ALGOS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--algos", default=",".join(ALGOS))

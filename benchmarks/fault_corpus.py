@@ -642,7 +642,7 @@ def two_diffs_into_one_out(tmp):
 def lock_held_by_live_process(tmp):
     b, t, _ = pair(tmp)
     code = (
-        "import time; from rldelta.lock import output_lock\n"
+        "import time; from rldelta.runtime.lock import output_lock\n"
         f"with output_lock({str(tmp / 'out')!r}, 'holder'):\n    print('held', flush=True); time.sleep(60)\n"
     )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
@@ -658,7 +658,7 @@ def lock_held_by_live_process(tmp):
 def lock_of_killed_holder_taken_over(tmp):
     b, t, c = pair(tmp)
     code = (
-        "import time; from rldelta.lock import output_lock\n"
+        "import time; from rldelta.runtime.lock import output_lock\n"
         f"with output_lock({str(tmp / 'out')!r}, 'holder'):\n    print('held', flush=True); time.sleep(60)\n"
     )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
@@ -696,7 +696,7 @@ def kill9_diff_workers_die(tmp):
 
 def _holder(out: Path) -> subprocess.Popen:
     code = (
-        "import time; from rldelta.lock import output_lock\n"
+        "import time; from rldelta.runtime.lock import output_lock\n"
         f"with output_lock({str(out)!r}, 'diff --save-mask'):\n    print('held', flush=True); time.sleep(60)\n"
     )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)

@@ -49,7 +49,7 @@ def parse() -> argparse.Namespace:
 
 def cached(path: Path, compute):
     """The JSON at `path`, else compute() written there (atomically): one finished stage is never redone."""
-    from rldelta.atomic import atomic_write_json
+    from rldelta.runtime.atomic import atomic_write_json
 
     if path.is_file():
         return json.loads(path.read_text())
@@ -114,7 +114,7 @@ def train_one(args, base: Path, out: Path, algo: str) -> dict:
 def changes(args, base: Path, out: Path, algo: str) -> dict:
     from rldelta.diff import run_diff
     from rldelta.masks import difference, mask_counts, mask_from_diff
-    from rldelta.train.step_recorder import union_mask
+    from rldelta.train.step_files import union_mask
 
     run_dir = out / "runs" / algo
     ck = run_dir / "checkpoints"

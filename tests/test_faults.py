@@ -32,7 +32,7 @@ from conftest import write_checkpoint
 from rldelta.cli import app
 from rldelta.diff import DiffError, run_diff
 from rldelta.diff_journal import ResumeError
-from rldelta.lock import LockError, lock_path, output_lock
+from rldelta.runtime.lock import LockError, lock_path, output_lock
 
 runner = CliRunner()
 PROGRESS = re.compile(r"^\S+: \d+/\d+ done")  # the plain progress lines a command prints before it fails
@@ -64,7 +64,7 @@ def _one_line_error(r) -> str:
 def _holder(out: Path) -> subprocess.Popen:
     """Another process holding OUT's lock (until it is killed)."""
     code = (
-        "import sys, time; from rldelta.lock import output_lock\n"
+        "import sys, time; from rldelta.runtime.lock import output_lock\n"
         f"with output_lock({str(out)!r}, 'holder'):\n    print('held', flush=True); time.sleep(60)\n"
     )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=ENV, text=True)
@@ -299,7 +299,7 @@ def test_diff_workers_die_with_a_killed_parent(tmp_path):
 def test_study_pool_workers_die_with_a_killed_parent():
     # The study's pools (study/runs.py) start spawn workers with die_with_parent as their initializer.
     code = (
-        "import time, multiprocessing as mp; from rldelta.lifetime import die_with_parent\n"
+        "import time, multiprocessing as mp; from rldelta.runtime.lifetime import die_with_parent\n"
         "if __name__ == '__main__':\n"
         "    pool = mp.get_context('spawn').Pool(1, initializer=die_with_parent)\n"
         "    pool.apply(time.sleep, (0,)); print('running', flush=True); time.sleep(60)\n"
@@ -322,7 +322,7 @@ def test_processes_started_by_what_a_killed_parent_started_die_too(tmp_path):
     """descendants_die_with_me: a child without the parent-death signal and the child it started (as a raylet starts
     Ray's agents) are killed once their ancestor is, instead of living on under init."""
     code = (
-        "import subprocess, sys, time; from rldelta.lifetime import descendants_die_with_me\n"
+        "import subprocess, sys, time; from rldelta.runtime.lifetime import descendants_die_with_me\n"
         "with descendants_die_with_me():\n"
         # both outlive the test's wait by far unless something kills them
         '    subprocess.Popen([sys.executable, \'-c\', \'import subprocess, time; subprocess.Popen(["sleep", "600"]); '

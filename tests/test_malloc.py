@@ -20,7 +20,7 @@ import pytest
 SCRIPT = """
 import ctypes, resource, sys, torch
 thp_off = ctypes.CDLL(None, use_errno=True).prctl(41, 1, 0, 0, 0) == 0  # PR_SET_THP_DISABLE: small pages only
-from rldelta.malloc import keep_freed_memory
+from rldelta.runtime.malloc import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else None
 x = torch.ones(64 << 20)  # 256 MB, touched
 del x

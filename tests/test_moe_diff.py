@@ -16,7 +16,8 @@ from scipy.stats import hypergeom
 from conftest import write_checkpoint
 from rldelta.diff import run_diff
 from rldelta.metrics.experts import above_median, hypergeom_pmf, set_overlap, top_share
-from rldelta.overlap import EXPERT_OVERLAP_TABLE, run_overlap
+from rldelta.overlap import run_overlap
+from rldelta.runtime.files import EXPERT_OVERLAP_TABLE
 from rldelta.surgery import patch
 
 H, INTER, E, LAYERS = 12, 6, 5, 2  # hidden, expert intermediate, experts per layer, layers

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from rldelta.cli.app import app
 from rldelta.report.html import render
 from rldelta.study import config_from_dict, load_config, preset_path, run_study
-from rldelta.study.layout import diff_dir, make_run
+from rldelta.study.folders import diff_dir, make_run
 
 _EXPERT = re.compile(r"\.layers\.(\d+)\.mlp\.experts\.(\d+)\.")
 

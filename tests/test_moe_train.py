@@ -15,7 +15,8 @@ from conftest import TRAIN_ONE_STEP, bits, masked_training_changes
 from rldelta.checkpoint import open_checkpoint
 from rldelta.diff import run_diff
 from rldelta.masks import Mask, MaskError, load_mask
-from rldelta.train.config import ALGOS, TrainConfig
+from rldelta.train.algorithms import ALGOS
+from rldelta.train.config import TrainConfig
 from rldelta.train.masking import bind_masks
 from rldelta.train.models import build_tiny_moe
 from rldelta.train.step_recorder import mask_file

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rldelta.errors import RldeltaError
 from rldelta.metrics.paired import (
     POWER,
     gain_share,
@@ -21,6 +20,7 @@ from rldelta.metrics.paired import (
     sign_flip_p,
     tost,
 )
+from rldelta.runtime.errors import RldeltaError
 
 
 def test_sign_flip_p_is_scipys_exact_permutation_test():

@@ -21,18 +21,16 @@ from rldelta.metrics.activations import (
     neuron_changed_frac,
     top_mass_share,
 )
+from rldelta.probes.activation_verdicts import neuron_verdict
 from rldelta.probes.activations import (
-    ACTIVATIONS_JSON,
-    ACTIVATIONS_TABLE,
-    NEURONS_TABLE,
     PLOT_LEVELS,
     PLOT_NEURONS,
     ProbeError,
     ladder,
-    neuron_verdict,
     prompt_texts,
     run_activations,
 )
+from rldelta.runtime.files import ACTIVATIONS_JSON, ACTIVATIONS_TABLE, NEURONS_TABLE
 from rldelta.train.models import build_tiny
 from rldelta.train.tasks import Arith
 

@@ -12,8 +12,8 @@ import pytest
 from rldelta.metrics.formats import accuracy_at, argmax, dominance_step, epoch_fraction, format_table, winner
 from rldelta.probes import ProbeError
 from rldelta.probes.formats import compare_sizes, run_formats
+from rldelta.train.answer_formats import FORMATS, classify_format
 from rldelta.train.corpus import MixtureError, allocate, build_corpus, parse_spec
-from rldelta.train.formats import FORMATS, classify_format
 from rldelta.train.mixture import MIXTURE_FILE, pretrain_mixture
 from rldelta.train.models import ModelError
 from rldelta.train.tasks import MixArith, get_task

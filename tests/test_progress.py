@@ -6,10 +6,10 @@ import re
 
 import torch
 
-import rldelta.progress as progress_mod
+import rldelta.runtime.progress as progress_mod
 from conftest import write_checkpoint
 from rldelta.diff import run_diff
-from rldelta.progress import progress_bar
+from rldelta.runtime.progress import progress_bar
 
 
 def _clock(monkeypatch, times: list[float]) -> None:

@@ -102,7 +102,7 @@ def expected(base: dict, tuned: dict, rounding: bool) -> dict:
 
 
 @pytest.fixture
-def fabricated(tmp_path, monkeypatch):
+def fabricated(tmp_path, monkeypatch):  # noqa: PLR0915
     """The hub cache, the catalog file and the numpy expectations of each pair."""
     hub = tmp_path / "hub"
     hub.mkdir()

@@ -21,10 +21,11 @@ from rldelta.checkpoint import open_checkpoint
 from rldelta.cli import app
 from rldelta.diff import run_diff
 from rldelta.masks import load_mask
+from rldelta.runtime.files import FIRST_CHANGED_FILE, STEPS_DIR, STEPS_FILE
 from rldelta.train.config import TrainConfig
 from rldelta.train.models import build_tiny
 from rldelta.train.step_patches import apply_patches, patch_file
-from rldelta.train.step_recorder import FIRST_CHANGED_FILE, STEPS_DIR, STEPS_FILE, StepRecorder, mask_file
+from rldelta.train.step_recorder import StepRecorder, mask_file
 from rldelta.train.trainers import train
 
 

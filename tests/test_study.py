@@ -23,7 +23,7 @@ from rldelta.study import (
     StudyConfig,
     StudyError,
     config_from_dict,
-    layout,
+    folders,
     load_config,
     preset_path,
     run_study,
@@ -318,12 +318,12 @@ def test_pool_trains_the_same_weights_as_in_process(done, tmp_path, backend):
     out, _, _, _ = done
     cfg = tiny_config()
     base = stages.prepare_base(cfg, out)  # reused: already built
-    runs = [layout.make_run(tmp_path, cfg, base, "grpo", s, "fp32") for s in cfg.seeds]
+    runs = [folders.make_run(tmp_path, cfg, base, "grpo", s, "fp32") for s in cfg.seeds]
     study_runs.train_all(
         runs, backend=backend, workers=2, ray_address=None, log=StudyLog(False), progress=False, threads=1
     )
     for r in runs:
-        assert layout.run_complete(r)
+        assert folders.run_complete(r)
         ref = out / "runs" / r.dir.name  # same config, same hash, same folder name
         for step in ("step-4", "step-4-fp32"):
             assert (r.dir / "checkpoints" / step / "model.safetensors").read_bytes() == (
@@ -333,7 +333,7 @@ def test_pool_trains_the_same_weights_as_in_process(done, tmp_path, backend):
 
 def test_probe_tables_against_independent_computation(done):
     """The probes' numbers in the study: split runs' changed sets, format counts, dynamics, the fixed step."""
-    from rldelta.train.formats import classify_format
+    from rldelta.train.answer_formats import classify_format
 
     out, _, _, _ = done
     base = open_checkpoint(next(p for p in (out / "models").iterdir() if p.name.startswith("tiny")))
@@ -508,3 +508,13 @@ def test_step_tables_come_from_each_runs_recorder(done):
         reached = got.set_index("step")["share_of_final_set"]
         assert summary.loc[run, "saturation_step"] == reached[reached >= 0.9].index.min()
         assert reached.iloc[-1] == 1.0
+
+
+def test_every_claim_reads_headline_numbers(done):
+    from rldelta.study.claims import CLAIMS
+
+    out = done[0]
+    keys = set(pd.read_parquet(out / "tables" / "headline.parquet")["key"])
+    for claim in CLAIMS:
+        assert {claim.key, *claim.reads} <= keys, claim.name
+    assert list(pd.read_parquet(out / "tables" / "claims.parquet")["claim"]) == [c.name for c in CLAIMS]

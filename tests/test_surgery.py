@@ -16,7 +16,8 @@ from rldelta.checkpoint import open_checkpoint
 from rldelta.cli import app
 from rldelta.diff import run_diff
 from rldelta.masks import Mask, load_mask, random_mask, save_mask
-from rldelta.surgery import SURGERY_JSON, SurgeryError, patch, revert
+from rldelta.runtime.files import SURGERY_JSON
+from rldelta.surgery import SurgeryError, patch, revert
 
 runner = CliRunner()
 SHAPES = {

@@ -17,7 +17,8 @@ from conftest import TRAIN_ONE_STEP, bits, load_all, masked_training_changes
 from rldelta.checkpoint import open_checkpoint
 from rldelta.cli import app
 from rldelta.masks import Mask, MaskError
-from rldelta.train.config import ALGOS, ConfigError, TrainConfig, make_config, parse_save_steps
+from rldelta.train.algorithms import ALGOS
+from rldelta.train.config import ConfigError, TrainConfig, make_config, parse_save_steps
 from rldelta.train.masking import MaskedUpdate, bind_masks
 from rldelta.train.models import build_tiny
 from rldelta.train.runfiles import saved_steps

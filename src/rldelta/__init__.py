@@ -57,7 +57,7 @@ _NAMES: dict[str, tuple[str, str]] = {
     "threshold_delta_mask": ("rldelta.masks", "threshold_delta_mask"),
     "topk_delta_mask": ("rldelta.masks", "topk_delta_mask"),
     "StepRecorder": ("rldelta.train.step_recorder", "StepRecorder"),
-    "RldeltaError": ("rldelta.errors", "RldeltaError"),
+    "RldeltaError": ("rldelta.runtime.errors", "RldeltaError"),
 }
 
 __all__ = [  # the declared surface: the engines, then the rest (tests/test_api.py pins it)
@@ -101,7 +101,6 @@ if TYPE_CHECKING:  # what a type checker sees; at run time these come from __get
 
     from rldelta.api import PlantedPair, diff, explain, overlap, planted_pair, study, surgery
     from rldelta.checkpoint import Checkpoint, open_checkpoint
-    from rldelta.errors import RldeltaError
     from rldelta.masks import (
         Mask,
         difference,
@@ -121,6 +120,7 @@ if TYPE_CHECKING:  # what a type checker sees; at run time these come from __get
     from rldelta.probes.logprobs import run_logprobs as probe_logprobs
     from rldelta.reproduce import run_reproduce as reproduce
     from rldelta.results import DiffResult, ExplainResult, OverlapResult, StudyResult, SurgeryResult
+    from rldelta.runtime.errors import RldeltaError
     from rldelta.train.step_recorder import StepRecorder
 
 

@@ -117,9 +117,9 @@ def planted_pair(root: str | os.PathLike, seed: int = 0) -> PlantedPair:
     parameters where 20% of every q/v projection moved by one bf16 unit in the last place, and
     `layers.0.mlp.down_proj` received a rank-2 update. A diff must find exactly `sum(planted.values())` entries.
     """
-    from rldelta.demo import build_demo_pair
+    from rldelta.selfcheck import build_planted_pair
 
-    base, tuned, planted = build_demo_pair(Path(root), seed=seed)
+    base, tuned, planted = build_planted_pair(Path(root), seed=seed)
     return PlantedPair(base, tuned, planted)
 
 

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rldelta.errors import RldeltaError
+from rldelta.runtime.errors import RldeltaError
 
 CATALOG_DIR = Path(__file__).with_name("catalogs")
 DEFAULT_CATALOG = CATALOG_DIR / "arxiv-2505.11711.toml"

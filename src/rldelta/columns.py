@@ -8,11 +8,18 @@ looking the unit up by name (`unit_of`), or in a field's metadata (`unit_of_fiel
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 MISSING = "—"  # how a missing value (None) is shown, in the terminal and in the HTML report alike
+
+
+def is_missing(value) -> bool:
+    """A number that was not measured: None, or NaN (what pandas and Parquet turn a None into)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
 
 # How a value is shown (the `data-fmt` of a number in the HTML report): pct (percent, 2 decimals), num and acc
 # (3 decimals), int (thousands separators), text (str()).
@@ -368,6 +375,7 @@ def unit_of_field(f: pa.Field) -> Unit:
 
 __all__ = [
     "MISSING",
+    "is_missing",
     "KINDS",
     "Unit",
     "UNITS",

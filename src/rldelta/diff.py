@@ -4,9 +4,6 @@ Memory stays bounded by a small multiple of the largest tensor: one pair is read
 changed-mask goes straight to its slot in `mask.safetensors`, and finished rows are appended to a journal
 (`OUT/.partial/rows.jsonl`, see diff_journal.py) that `resume=True` continues from. The final files appear only
 once complete.
-
-Over 400 lines because the engine, its workers, the checks of OUT, the all-or-nothing end and the summary of its
-rows write one output format together; the journal and the per-tensor numbers live apart (diff_journal.py, metrics/).
 """
 
 from __future__ import annotations
@@ -26,26 +23,25 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rldelta import __version__
-from rldelta.atomic import atomic_write_json, atomic_write_parquet
-from rldelta.checkpoint import Checkpoint, Pairing, SafetensorsStreamWriter, open_checkpoint, pair_tensors
-from rldelta.checkpoint.dtypes import dtype_label, dtype_of_label
-from rldelta.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
+from rldelta.checkpoint import Checkpoint, SafetensorsStreamWriter, open_checkpoint, pair_tensors
+from rldelta.checkpoint.dtypes import dtype_label
 from rldelta.columns import unit_schema
-from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.diff_journal import Journal, input_fingerprint
-from rldelta.errors import RldeltaError
-from rldelta.lifetime import die_with_parent
-from rldelta.lock import locks_output
-from rldelta.malloc import keep_freed_memory
-from rldelta.masks import MASK_FILE, MASK_FORMAT, MASK_VERSION
-from rldelta.metrics.experts import expert_summary
+from rldelta.diff_summary import mismatch_message, summarize
+from rldelta.masks import MASK_FORMAT, MASK_VERSION
 from rldelta.metrics.fp8 import stored_delta, stored_delta_stats
 from rldelta.metrics.rank import rank_stats_batch
 from rldelta.metrics.sparsity import COMPARE_CHOICES, COMPARE_DTYPES, cast_changed, compare_dtype
 from rldelta.naming import is_stacked, parse_param
-from rldelta.progress import progress_bar
-from rldelta.threads import threads_per_worker, torch_threads
+from rldelta.runtime.atomic import atomic_write_json, atomic_write_parquet
+from rldelta.runtime.cluster import BACKENDS, cluster_cpus, ray_session, require_ray
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import MASK_FILE, SUMMARY_FILE, TENSORS_FILE
+from rldelta.runtime.lifetime import die_with_parent
+from rldelta.runtime.lock import locks_output
+from rldelta.runtime.malloc import keep_freed_memory
+from rldelta.runtime.progress import progress_bar
+from rldelta.runtime.threads import threads_per_worker, torch_threads
 
 _PARTIAL = ".partial"
 
@@ -393,54 +389,26 @@ def run_diff(
     number, as the published study loaded its pairs.
     """
     opts = DiffOptions(atol=atol, compare_dtype=compare_dtype, rank=rank, strict=strict, load_dtype=load_dtype)
-    if workers < 1:
-        raise DiffError(f"--workers must be >= 1, not {workers}")
-    if backend not in BACKENDS:
-        raise DiffError(f"--backend must be local or ray, not {backend!r}")
-    if backend == "ray":
-        require_ray(DiffError)
-    if threads is not None and threads < 1:
-        raise DiffError(f"--threads must be >= 1, not {threads}")
-    dev = resolve_device(device)
-    if dev.type != "cpu" and (workers > 1 or backend == "ray"):
-        raise DiffError(f"--device {device} runs in one process: leave --workers at 1 and --backend local")
+    dev = _check_options(workers, backend, threads, device)
     base_ck, tuned_ck = open_checkpoint(base), open_checkpoint(tuned)
     pairing = pair_tensors(base_ck, tuned_ck).for_diff()
     if strict and (
         pairing.missing_in_tuned or pairing.extra_in_tuned or pairing.shape_mismatch or pairing.dtype_mismatch
     ):
-        raise DiffError(_mismatch_message(pairing))
+        raise DiffError(mismatch_message(pairing))
 
     out = Path(out)
     _check_out(out, base_ck, tuned_ck)
     fresh = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    identity = {
-        "base": str(base),
-        "tuned": str(tuned),
-        "options": asdict(opts),
-        "save_mask": save_mask,
-        "names": pairing.names,
-        "inputs": {"base": input_fingerprint(base_ck), "tuned": input_fingerprint(tuned_ck)},
-    }
+    identity = _identity(base, tuned, opts, save_mask, pairing.names, base_ck, tuned_ck)
     journal = Journal(out / _PARTIAL, identity, resume, columns=TENSORS_SCHEMA.names)
-    writer = None
     try:  # a full disk can refuse the mask file at once: the journal must still be closed
-        if save_mask:
-            layout = [(n, torch.bool, base_ck.info(n).shape) for n in pairing.names]
-            meta = {
-                "format": MASK_FORMAT,
-                "version": MASK_VERSION,
-                "base": str(base),
-                "tuned": str(tuned),
-                "compare_dtype": compare_dtype,
-            }
-            # The mask's .partial lives beside the journal's rows; on resume it already holds their slots.
-            writer = SafetensorsStreamWriter(
-                out / MASK_FILE, layout, metadata=meta, resume=bool(journal.rows), partial=journal.dir / MASK_FILE
-            )
-            if not writer.resumed:
-                journal.forget()  # rows without their mask slots on disk must be computed again
+        writer = (
+            _mask_writer(out, journal, base_ck, pairing.names, str(base), str(tuned), compare_dtype)
+            if save_mask
+            else None
+        )
     except BaseException:
         _close_journal(journal, out, fresh)
         raise
@@ -453,14 +421,8 @@ def run_diff(
         with progress_bar("diff", len(pairing.names), progress, done=len(pairing.names) - len(todo)) as advance:
             results = _results(base_ck, tuned_ck, todo, opts, save_mask, workers, backend, ray_address, threads, dev)
             for rows, packed in results:
-                name = rows[0]["name"]
-                if writer is not None:
-                    shape = base_ck.info(name).shape
-                    bits = np.unpackbits(packed, count=math.prod(shape))  # uint8 0/1: the safetensors BOOL layout
-                    writer.write(name, torch.from_numpy(bits).view(torch.bool).reshape(shape))
-                    writer.flush()  # the mask slot is on disk before the journal says the tensor is done
-                journal.add(rows)
-                advance(name)
+                _record(rows, packed, base_ck, writer, journal)
+                advance(rows[0]["name"])
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -470,20 +432,88 @@ def run_diff(
         journal.close()
 
     rows = [r for n in pairing.names for r in journal.rows[n]]
-    summary = summarize(rows, pairing, opts, base=str(base), tuned=str(tuned), save_mask=save_mask)
+    summary = summarize(rows, pairing, asdict(opts), base=str(base), tuned=str(tuned), save_mask=save_mask)
+    _publish(out, rows, summary, writer)
+    shutil.rmtree(out / _PARTIAL, ignore_errors=True)
+    return summary
+
+
+def _identity(base, tuned, opts: DiffOptions, save_mask: bool, names: list[str], base_ck, tuned_ck) -> dict:
+    """What the journal's rows were computed from: a resumed run must match it."""
+    return {
+        "base": str(base),
+        "tuned": str(tuned),
+        "options": asdict(opts),
+        "save_mask": save_mask,
+        "names": names,
+        "inputs": {"base": input_fingerprint(base_ck), "tuned": input_fingerprint(tuned_ck)},
+    }
+
+
+def _check_options(workers: int, backend: str, threads: int | None, device: str) -> torch.device:
+    """The run options that cannot work together, each a one-line DiffError; returns the device Δ is taken on."""
+    if workers < 1:
+        raise DiffError(f"--workers must be >= 1, not {workers}")
+    if backend not in BACKENDS:
+        raise DiffError(f"--backend must be local or ray, not {backend!r}")
+    if backend == "ray":
+        require_ray(DiffError)
+    if threads is not None and threads < 1:
+        raise DiffError(f"--threads must be >= 1, not {threads}")
+    dev = resolve_device(device)
+    if dev.type != "cpu" and (workers > 1 or backend == "ray"):
+        raise DiffError(f"--device {device} runs in one process: leave --workers at 1 and --backend local")
+    return dev
+
+
+def _mask_writer(
+    out: Path, journal: Journal, base_ck: Checkpoint, names: list[str], base: str, tuned: str, compare_dtype: str
+) -> SafetensorsStreamWriter:
+    """OUT/mask.safetensors, written slot by slot as tensors finish; its .partial lives beside the journal's rows,
+    and on resume it already holds their slots."""
+    slots = [(n, torch.bool, base_ck.info(n).shape) for n in names]
+    meta = {
+        "format": MASK_FORMAT,
+        "version": MASK_VERSION,
+        "base": base,
+        "tuned": tuned,
+        "compare_dtype": compare_dtype,
+    }
+    writer = SafetensorsStreamWriter(
+        out / MASK_FILE, slots, metadata=meta, resume=bool(journal.rows), partial=journal.dir / MASK_FILE
+    )
+    if not writer.resumed:
+        journal.forget()  # rows without their mask slots on disk must be computed again
+    return writer
+
+
+def _record(
+    rows: list[dict], packed, base_ck: Checkpoint, writer: SafetensorsStreamWriter | None, journal: Journal
+) -> None:
+    """One finished tensor: its mask slot on disk first, then its rows in the journal."""
+    name = rows[0]["name"]
+    if writer is not None:
+        shape = base_ck.info(name).shape
+        bits = np.unpackbits(packed, count=math.prod(shape))  # uint8 0/1: the safetensors BOOL layout
+        writer.write(name, torch.from_numpy(bits).view(torch.bool).reshape(shape))
+        writer.flush()  # the mask slot is on disk before the journal says the tensor is done
+    journal.add(rows)
+
+
+def _publish(out: Path, rows: list[dict], summary: dict, writer: SafetensorsStreamWriter | None) -> None:
+    """tensors.parquet, summary.json and the mask: all of them or none (a full disk at the end leaves the journal to
+    resume from)."""
     try:
         atomic_write_parquet(rows, out / TENSORS_FILE, TENSORS_SCHEMA)
         atomic_write_json(out / SUMMARY_FILE, summary)
         if writer is not None:
             writer.close()
-    except BaseException:  # a full disk at the end: all of the results or none (the journal stays to resume from)
+    except BaseException:
         if writer is not None:
             writer.abort()
         for f in (TENSORS_FILE, SUMMARY_FILE) + ((MASK_FILE,) if writer is not None else ()):
             (out / f).unlink(missing_ok=True)
         raise
-    shutil.rmtree(out / _PARTIAL, ignore_errors=True)
-    return summary
 
 
 def _close_journal(journal: Journal, out: Path, fresh: bool) -> None:
@@ -523,115 +553,3 @@ def _check_out(out: Path, *inputs: Checkpoint) -> None:
             )
     if out.is_dir() and any(f.name != MASK_FILE for f in out.glob("*.safetensors")):
         raise DiffError(f"{out}: holds model weights (*.safetensors), not a diff; choose another output folder")
-
-
-def _mismatch_message(p: Pairing) -> str:
-    parts = []
-    if p.missing_in_tuned:
-        parts.append(f"{len(p.missing_in_tuned)} tensor(s) missing in tuned, e.g. {p.missing_in_tuned[0]!r}")
-    if p.extra_in_tuned:
-        parts.append(f"{len(p.extra_in_tuned)} extra in tuned, e.g. {p.extra_in_tuned[0]!r}")
-    if p.shape_mismatch:
-        m = p.shape_mismatch[0]
-        parts.append(
-            f"{len(p.shape_mismatch)} with different shapes, e.g. {m['name']!r} "
-            f"{tuple(m['base_shape'])} vs {tuple(m['tuned_shape'])}"
-        )
-    if p.dtype_mismatch:
-        m = p.dtype_mismatch[0]
-        parts.append(
-            f"{len(p.dtype_mismatch)} float vs integer, e.g. {m['name']!r} {m['base_dtype']} vs {m['tuned_dtype']}"
-        )
-    return "checkpoints do not match (--strict): " + "; ".join(parts)
-
-
-def _weighted(rows: list[dict], key: str) -> tuple[float | None, float | None]:
-    """Plain and numel-weighted mean of a column over the rows where it is defined."""
-    vals = [(r[key], r["numel"]) for r in rows if r.get(key) is not None]
-    if not vals:
-        return None, None
-    plain = sum(v for v, _ in vals) / len(vals)
-    weight = sum(w for _, w in vals)
-    return plain, (sum(v * w for v, w in vals) / weight if weight else None)
-
-
-_SHORT = {"float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-
-
-def mixed_dtypes(rows: list[dict], opts: DiffOptions) -> dict:
-    """Where the two sides are stored in different float dtypes: per (base, tuned) pair of dtypes the dtype they were
-    compared in and how many entries differ by the cast alone, and the one line that says it ("base fp32, tuned
-    bf16: compared in bf16; 12,345 entries differ by the cast alone"). Empty when every pair shares its dtype."""
-    groups: dict[tuple[str, str], dict] = {}
-    for r in rows:
-        b, t = dtype_of_label(r["dtype_base"]), dtype_of_label(r["dtype_tuned"])
-        if b == t or not (b.is_floating_point and t.is_floating_point):
-            continue
-        loaded = [COMPARE_DTYPES[opts.load_dtype] if opts.load_dtype and d.itemsize > 1 else d for d in (b, t)]
-        g = groups.setdefault((r["dtype_base"], r["dtype_tuned"]), {"tensors": set(), "numel": 0, "cast_changed": 0})
-        g["compared_in"] = dtype_label(compare_dtype(opts.compare_dtype, *loaded))
-        g["tensors"].add(r["name"])
-        g["numel"] += r["numel"]
-        g["cast_changed"] += r["cast_changed"]
-    if not groups:
-        return {}
-    mixed = [{"base": b, "tuned": t, **g, "tensors": len(g["tensors"])} for (b, t), g in sorted(groups.items())]
-    line = " | ".join(
-        f"base {_SHORT.get(m['base'], m['base'])}, tuned {_SHORT.get(m['tuned'], m['tuned'])}: compared in "
-        f"{_SHORT.get(m['compared_in'], m['compared_in'])}; {m['cast_changed']:,} entries differ by the cast alone"
-        for m in mixed
-    )
-    return {"mixed_dtypes": mixed, "dtype_note": line}
-
-
-def summarize(rows: list[dict], pairing: Pairing, opts: DiffOptions, **context) -> dict:
-    """Totals over all diffed tensors and per module kind (across experts), the experts block of an MoE model
-    (metrics/experts.py), plus what could not be paired."""
-    numel = sum(r["numel"] for r in rows)
-    changed = sum(r["changed"] for r in rows)
-    changed_atol = sum(r["changed_atol"] for r in rows)
-    rank_mean, rank_wmean = _weighted(rows, "rank_frac")
-    by_module: dict[str, dict] = {}
-    for mod in sorted({r["module"] for r in rows}):
-        sub = [r for r in rows if r["module"] == mod]
-        n = sum(r["numel"] for r in sub)
-        m_mean, m_wmean = _weighted(sub, "rank_frac")
-        by_module[mod] = {
-            "tensors": len({r["name"] for r in sub}),  # stored tensors: a stacked experts tensor is one
-            "numel": n,
-            "changed": sum(r["changed"] for r in sub),
-            "changed_frac": sum(r["changed"] for r in sub) / n if n else None,
-            "changed_atol_frac": sum(r["changed_atol"] for r in sub) / n if n else None,
-            "mean_rank_frac": m_mean,
-            "role": sub[0].get("role", "dense"),
-            # per-expert rows of one module label: how many (layer, expert) pairs it spans
-            "experts": len({(r["layer"], r["expert"]) for r in sub if r.get("expert") is not None}) or None,
-        }
-    experts = expert_summary(rows)
-    return {
-        "version": __version__,
-        **context,
-        "options": asdict(opts),
-        "totals": {
-            "tensors": len({r["name"] for r in rows}),
-            "numel": numel,
-            "changed": changed,
-            "changed_frac": changed / numel if numel else None,
-            "changed_atol": changed_atol,
-            "changed_atol_frac": changed_atol / numel if numel else None,
-            "nonfinite": sum(r["nonfinite"] for r in rows),
-            "added": sum(r.get("added", 0) for r in rows),  # entries of rows only the tuned side holds
-            "cast_changed": sum(r.get("cast_changed", 0) for r in rows),
-            "mean_rank_frac": rank_mean,
-            "weighted_mean_rank_frac": rank_wmean,
-        },
-        "by_module": by_module,
-        **({"experts": experts} if experts else {}),  # a model without experts: its summary as before
-        **mixed_dtypes(rows, opts),
-        "missing_in_tuned": pairing.missing_in_tuned,
-        "extra_in_tuned": pairing.extra_in_tuned,
-        "shape_mismatch": pairing.shape_mismatch,
-        "dtype_mismatch": pairing.dtype_mismatch,
-        "resized": pairing.resized,
-        "tied": pairing.tied,
-    }

@@ -14,9 +14,9 @@ import json
 import shutil
 from pathlib import Path
 
-from rldelta.atomic import atomic_write_bytes
 from rldelta.checkpoint import Checkpoint
-from rldelta.errors import RldeltaError
+from rldelta.runtime.atomic import atomic_write_bytes
+from rldelta.runtime.errors import RldeltaError
 
 
 class ResumeError(RldeltaError):

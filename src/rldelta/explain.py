@@ -1,7 +1,5 @@
 """`rldelta explain`: how much of "sparse, full-rank, seed-consistent" simple causes already predict.
 
-Over 400 lines because the three null models share one streaming pass (each tensor is read once for all three).
-
 Three null models, each streamed tensor by tensor (memory bounded by the largest tensor):
 1. Rounding: an update survives in bf16 only above half a ULP of the weight, which grows with |w|.
 2. Magnitude-matched overlap (with `other`): the overlap of two runs if each changed set were random within
@@ -27,16 +25,12 @@ import pyarrow.parquet as pq
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import Checkpoint, open_checkpoint
 from rldelta.checkpoint.dtypes import dtype_of_label
 from rldelta.columns import unit_schema
-from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
-from rldelta.errors import RldeltaError
-from rldelta.lock import locks_output
 from rldelta.masks import Mask, check_compatible, load_mask, resolve_mask_path
 from rldelta.metrics.nulls import derive_seed, random_sparse_rank_null
-from rldelta.metrics.overlap import cell_counts, count, expected_matched_intersection, overlap_from_counts
+from rldelta.metrics.overlap import MatchedOverlap, count
 from rldelta.metrics.precision import (
     EXP_BINS,
     EXP_OFFSET,
@@ -55,12 +49,13 @@ from rldelta.metrics.precision import (
     solve_s_star,
 )
 from rldelta.metrics.sparsity import COMPARE_CHOICES, changed_bitwise, compare_dtype
-from rldelta.metrics.stats import matched_intersection_var, null_overlap_interval, random_intersection_var
 from rldelta.naming import parse_name
-from rldelta.progress import progress_bar
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import EXPLAIN_JSON, EXPLAIN_TABLE, SUMMARY_FILE, TENSORS_FILE
+from rldelta.runtime.lock import locks_output
+from rldelta.runtime.progress import progress_bar
 
-EXPLAIN_JSON = "explain.json"
-EXPLAIN_TABLE = "explain.parquet"
 PLOT_DECILES = "changed_by_decile.png"
 PLOT_ROC = "roc.png"
 PLOT_OVERLAP = "overlap_null.png"
@@ -184,6 +179,96 @@ def _module_mean(values: list[tuple[float | None, int]]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+class _FirstPass:
+    """What the first pass collects, tensor by tensor: the |w| histograms (all tensors and per module), the half-ULP
+    exponent counts s* is solved from, the matched-overlap sums against `other_mask`, and one row per tensor."""
+
+    def __init__(
+        self,
+        diff_rows: dict[str, dict],
+        other_mask: Mask | None,
+        bins_per_octave_bits: int,
+        rank_null: bool,
+        rank_samples: int,
+        seed: int,
+    ) -> None:
+        self.diff_rows, self.other_mask = diff_rows, other_mask
+        self.shift = 7 - bins_per_octave_bits
+        self.n_cells = MAG_KEYS >> self.shift
+        self.rank_null, self.rank_samples, self.seed = rank_null, rank_samples, seed
+        self.hist = _Hist()
+        self.by_module: dict[str, _Hist] = {}
+        self.exp_total = torch.zeros(EXP_BINS, dtype=torch.int64)
+        self.exp_changed = torch.zeros(EXP_BINS, dtype=torch.int64)
+        self.per_exp: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.rows: list[dict] = []
+        self.matched = MatchedOverlap()
+
+    def add(self, n: str, w: torch.Tensor, m: torch.Tensor, dtype: torch.dtype) -> None:
+        """Tensor `n`: its base weights `w`, its changed-mask `m`, compared in `dtype`."""
+        layer, module = parse_name(n)
+        key = magnitude_key(w).reshape(-1)
+        flat_m = m.reshape(-1)
+        tot_k = torch.bincount(key, minlength=MAG_KEYS)
+        pos_k = torch.bincount(key[flat_m], minlength=MAG_KEYS)
+        exact = w.dtype == torch.bfloat16
+        self.hist.add(tot_k, pos_k, exact)
+        self.by_module.setdefault(module, _Hist()).add(tot_k, pos_k, exact)
+        if key_table_applies(w.dtype, dtype):  # half-ULP is a function of the key: no per-entry work
+            table = half_ulp_index_table(dtype)
+            e_tot = torch.zeros(EXP_BINS, dtype=torch.int64).index_add_(0, table, tot_k)
+            e_pos = torch.zeros(EXP_BINS, dtype=torch.int64).index_add_(0, table, pos_k)
+        else:
+            e_idx = half_ulp_exponent_index(w, dtype).reshape(-1)
+            e_tot = torch.bincount(e_idx, minlength=EXP_BINS)
+            e_pos = torch.bincount(e_idx[flat_m], minlength=EXP_BINS)
+            del e_idx
+        self.exp_total += e_tot
+        self.exp_changed += e_pos
+        self.per_exp[n] = (e_tot, e_pos)
+        changed = count(flat_m)
+        numel = flat_m.numel()
+        if exact:
+            auc = auc_from_counts(pos_k.flip(0), (tot_k - pos_k).flip(0))
+        else:
+            auc = roc_auc(-w.float().abs(), m)
+        row = {
+            "name": n,
+            "module": module,
+            "layer": layer,
+            "shape": list(m.shape),
+            "numel": numel,
+            "dtype": str(w.dtype).removeprefix("torch."),
+            "changed": changed,
+            "changed_frac": changed / numel if numel else None,
+            "auc": auc,
+            "changed_frac_by_decile": quantile_group_fractions(tot_k, pos_k, DECILES),
+            "observed_rank_frac": self.diff_rows.get(n, {}).get("rank_frac"),
+        }
+        if self.other_mask is not None:
+            row.update(self.matched.add(key >> self.shift, flat_m, self.other_mask.get(n).reshape(-1), self.n_cells))
+        if self.rank_null and m.ndim == 2:
+            null = random_sparse_rank_null(
+                tuple(m.shape),
+                changed / numel if numel else 0.0,
+                samples=self.rank_samples,
+                seed=derive_seed(self.seed, n),
+            )
+            row.update(null_rank_frac=null.rank_frac_mean, null_rank_frac_std=null.rank_frac_std)
+        self.rows.append(row)
+
+
+def _other_mask(other: str | os.PathLike | None, diff_dir: str | os.PathLike, mask: Mask) -> Mask | None:
+    """The other run's mask for the matched overlap (None without one): another mask of the same model."""
+    if other is None:
+        return None
+    other_mask = load_mask(other)
+    if resolve_mask_path(other) == resolve_mask_path(Path(diff_dir)):
+        raise ExplainError(f"{other}: --other is the same mask as {diff_dir}")
+    check_compatible(mask, other_mask)
+    return other_mask
+
+
 @locks_output("explain")
 def run_explain(
     diff_dir: str | os.PathLike,
@@ -219,142 +304,89 @@ def run_explain(
     atol = float(atol if atol is not None else summary.get("options", {}).get("atol", 1e-5))
     base_ck = open_checkpoint(base)
     base_names = _check_against(mask, base_ck, "base")
-    other_mask = load_mask(other) if other is not None else None
-    if other_mask is not None:
-        if resolve_mask_path(other) == resolve_mask_path(diff_path):
-            raise ExplainError(f"{other}: --other is the same mask as {diff_dir}")
-        check_compatible(mask, other_mask)
+    other_mask = _other_mask(other, diff_dir, mask)
     master_ck = open_checkpoint(tuned_master) if tuned_master is not None else None
     master_names = _check_against(mask, master_ck, "tuned master") if master_ck is not None else {}
 
     names = mask.names()
-    shift = 7 - bins_per_octave_bits
-    n_cells = MAG_KEYS >> shift
-    hist = _Hist()
-    by_module: dict[str, _Hist] = {}
-    exp_total = torch.zeros(EXP_BINS, dtype=torch.int64)
-    exp_changed = torch.zeros(EXP_BINS, dtype=torch.int64)
-    per_exp: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    rows: list[dict] = []
-    mm = {
-        "inter": 0,
-        "size_a": 0,
-        "size_b": 0,
-        "expected": 0.0,
-        "rand_ab": 0.0,
-        "rand_ba": 0.0,
-        "var_matched": 0.0,
-        "var_random": 0.0,
-    }
+    first = _FirstPass(diff_rows, other_mask, bins_per_octave_bits, rank_null, rank_samples, seed)
     passes = 2 if master_ck is not None else 1
 
     with progress_bar("explain", passes * len(names), progress) as advance:
         for n in names:
             w = base_ck.get(base_names[n])
-            m = mask.get(n)
-            dtype = dtype_of(n, w.dtype)
-            layer, module = parse_name(n)
-            key = magnitude_key(w).reshape(-1)
-            flat_m = m.reshape(-1)
-            tot_k = torch.bincount(key, minlength=MAG_KEYS)
-            pos_k = torch.bincount(key[flat_m], minlength=MAG_KEYS)
-            exact = w.dtype == torch.bfloat16
-            hist.add(tot_k, pos_k, exact)
-            by_module.setdefault(module, _Hist()).add(tot_k, pos_k, exact)
-            if key_table_applies(w.dtype, dtype):  # half-ULP is a function of the key: no per-entry work
-                table = half_ulp_index_table(dtype)
-                e_tot = torch.zeros(EXP_BINS, dtype=torch.int64).index_add_(0, table, tot_k)
-                e_pos = torch.zeros(EXP_BINS, dtype=torch.int64).index_add_(0, table, pos_k)
-            else:
-                e_idx = half_ulp_exponent_index(w, dtype).reshape(-1)
-                e_tot = torch.bincount(e_idx, minlength=EXP_BINS)
-                e_pos = torch.bincount(e_idx[flat_m], minlength=EXP_BINS)
-                del e_idx
-            exp_total += e_tot
-            exp_changed += e_pos
-            per_exp[n] = (e_tot, e_pos)
-            changed = count(flat_m)
-            numel = flat_m.numel()
-            if exact:
-                auc = auc_from_counts(pos_k.flip(0), (tot_k - pos_k).flip(0))
-            else:
-                auc = roc_auc(-w.float().abs(), m)
-            row = {
-                "name": n,
-                "module": module,
-                "layer": layer,
-                "shape": list(m.shape),
-                "numel": numel,
-                "dtype": str(w.dtype).removeprefix("torch."),
-                "changed": changed,
-                "changed_frac": changed / numel if numel else None,
-                "auc": auc,
-                "changed_frac_by_decile": quantile_group_fractions(tot_k, pos_k, DECILES),
-                "observed_rank_frac": diff_rows.get(n, {}).get("rank_frac"),
-            }
-            if other_mask is not None:
-                m2 = other_mask.get(n).reshape(-1)
-                cells = key >> shift
-                n_c, a_c = cell_counts(cells, flat_m, n_cells)
-                _, b_c = cell_counts(cells, m2, n_cells)
-                size_b = count(m2)
-                inter = count(flat_m & m2)
-                expected = expected_matched_intersection(a_c, b_c, n_c)
-                # Cells and tensors are independent under both nulls: their variances add up.
-                mm["var_matched"] += matched_intersection_var(a_c, b_c, n_c)
-                mm["var_random"] += random_intersection_var(changed, size_b, numel)
-                mm["inter"] += inter
-                mm["size_a"] += changed
-                mm["size_b"] += size_b
-                mm["expected"] += expected
-                mm["rand_ab"] += changed * size_b / numel if numel else 0.0
-                mm["rand_ba"] += size_b * changed / numel if numel else 0.0
-                row.update(
-                    other_changed=size_b,
-                    intersection=inter,
-                    overlap=overlap_from_counts(changed, inter),
-                    random_overlap=size_b / numel if changed and numel else None,
-                    matched_overlap=expected / changed if changed else None,
-                )
-                del m2, cells
-            if rank_null and m.ndim == 2:
-                null = random_sparse_rank_null(
-                    tuple(m.shape), changed / numel if numel else 0.0, samples=rank_samples, seed=derive_seed(seed, n)
-                )
-                row.update(null_rank_frac=null.rank_frac_mean, null_rank_frac_std=null.rank_frac_std)
-            rows.append(row)
-            del w, m, key, flat_m
+            first.add(n, w, mask.get(n), dtype_of(n, w.dtype))
+            del w
             advance(n)
 
-        star = solve_s_star(exp_total, exp_changed)
-        best = round(math.log2(star.s_lo)) + EXP_OFFSET if star.s_lo > 0 else -1
-        for row in rows:
-            e_tot, e_pos = per_exp[row["name"]]
-            pred = int(e_tot[: best + 1].sum())
-            tp = int(e_pos[: best + 1].sum())
-            row.update(
-                rounding_predicted=pred,
-                rounding_precision=tp / pred if pred else None,
-                rounding_recall=tp / row["changed"] if row["changed"] else None,
-            )
+        star = _rounding_prediction(first.rows, first.per_exp, first.exp_total, first.exp_changed)
 
         master = None
         if master_ck is not None:
-            master = _master_pass(
-                names, mask, base_ck, base_names, master_ck, master_names, dtype_of, atol, hist.total, rows, advance
-            )
+            inputs = (names, mask, base_ck, base_names, master_ck, master_names, dtype_of, atol)
+            master = _master_pass(*inputs, first.hist.total, first.rows, advance)
 
-    rounding = {
+    rounding = _rounding_summary(cmp_name, first.hist, first.by_module, star, mask.numel)
+    matched = None
+    if other_mask is not None:
+        bins = f"per tensor, |w| octave split in {1 << bins_per_octave_bits}"
+        matched = first.matched.summary(str(diff_dir), str(other), bins)
+    rank = _rank_summary(first.rows, rank_samples) if rank_null else None
+    result = {
+        "version": __version__,
+        "diff_dir": str(diff_dir),
+        "base": str(base),
+        "tuned_master": None if tuned_master is None else str(tuned_master),
+        "other": None if other is None else str(other),
+        "tensors": len(names),
+        "numel": mask.numel,
+        "rounding": rounding,
+        "master": master,
+        "magnitude_matched_overlap": matched,
+        "rank_null": rank,
+        "seed": seed,
+    }
+    _write(Path(out), first, result, plot)
+    return result
+
+
+def _write(out: Path, first: _FirstPass, result: dict, plot: bool) -> None:
+    """explain.parquet, the plots, then explain.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(first.rows, out / EXPLAIN_TABLE, EXPLAIN_SCHEMA)
+    if plot:
+        _plots(out, result, first.hist)
+    atomic_write_json(out / EXPLAIN_JSON, result)
+
+
+def _rank_summary(rows: list[dict], rank_samples: int) -> dict:
+    """explain.json's rank_null: per module, the observed and the random-sparse rank fraction (numel-weighted)."""
+    rank = {}
+    for mod in sorted({r["module"] for r in rows if r.get("null_rank_frac") is not None}):
+        sub = [r for r in rows if r["module"] == mod and r.get("null_rank_frac") is not None]
+        rank[mod] = {
+            "tensors": len(sub),
+            "density": sum(r["changed"] for r in sub) / max(sum(r["numel"] for r in sub), 1),
+            "observed_rank_frac": _module_mean([(r.get("observed_rank_frac"), r["numel"]) for r in sub]),
+            "null_rank_frac": _module_mean([(r["null_rank_frac"], r["numel"]) for r in sub]),
+            "null_samples": rank_samples,
+        }
+    return rank
+
+
+def _rounding_summary(cmp_name: str, hist: _Hist, by_module: dict[str, _Hist], star, numel: int) -> dict:
+    """explain.json's rounding: how well |w| (AUC, deciles) and the half-ULP threshold s* predict the changed set."""
+    return {
         "compare_dtype": cmp_name,
         "auc": hist.auc(),
         "auc_exact": hist.exact,
         "auc_tie_bound": 0.0
         if hist.exact
         else auc_tie_bound(hist.changed.flip(0), (hist.total - hist.changed).flip(0)),
-        "observed_changed_frac": star.observed / mask.numel if mask.numel else None,
+        "observed_changed_frac": star.observed / numel if numel else None,
         "s_star": star.s_star,
         "s_star_range": [star.s_lo, star.s_hi],
-        "predicted_changed_frac": star.predicted / mask.numel if mask.numel else None,
+        "predicted_changed_frac": star.predicted / numel if numel else None,
         "precision": star.precision,
         "recall": star.recall,
         "changed_frac_by_decile": hist.deciles(),
@@ -370,61 +402,22 @@ def run_explain(
             for mod, h in sorted(by_module.items())
         },
     }
-    matched = None
-    if other_mask is not None:
-        matched = {
-            "a": str(diff_dir),
-            "b": str(other),
-            "bins": f"per tensor, |w| octave split in {1 << bins_per_octave_bits}",
-            "size_a": mm["size_a"],
-            "size_b": mm["size_b"],
-            "intersection": mm["inter"],
-            "observed": overlap_from_counts(mm["size_a"], mm["inter"]),
-            "random": mm["rand_ab"] / mm["size_a"] if mm["size_a"] else None,
-            "magnitude_matched": mm["expected"] / mm["size_a"] if mm["size_a"] else None,
-            "random_95": list(null_overlap_interval(mm["rand_ab"], mm["var_random"], mm["size_a"]))
-            if mm["size_a"]
-            else None,
-            "magnitude_matched_95": list(null_overlap_interval(mm["expected"], mm["var_matched"], mm["size_a"]))
-            if mm["size_a"]
-            else None,
-            "observed_b_to_a": overlap_from_counts(mm["size_b"], mm["inter"]),
-            "random_b_to_a": mm["rand_ba"] / mm["size_b"] if mm["size_b"] else None,
-            "magnitude_matched_b_to_a": mm["expected"] / mm["size_b"] if mm["size_b"] else None,
-        }
-    rank = None
-    if rank_null:
-        rank = {}
-        for mod in sorted({r["module"] for r in rows if r.get("null_rank_frac") is not None}):
-            sub = [r for r in rows if r["module"] == mod and r.get("null_rank_frac") is not None]
-            rank[mod] = {
-                "tensors": len(sub),
-                "density": sum(r["changed"] for r in sub) / max(sum(r["numel"] for r in sub), 1),
-                "observed_rank_frac": _module_mean([(r.get("observed_rank_frac"), r["numel"]) for r in sub]),
-                "null_rank_frac": _module_mean([(r["null_rank_frac"], r["numel"]) for r in sub]),
-                "null_samples": rank_samples,
-            }
-    result = {
-        "version": __version__,
-        "diff_dir": str(diff_dir),
-        "base": str(base),
-        "tuned_master": None if tuned_master is None else str(tuned_master),
-        "other": None if other is None else str(other),
-        "tensors": len(names),
-        "numel": mask.numel,
-        "rounding": rounding,
-        "master": master,
-        "magnitude_matched_overlap": matched,
-        "rank_null": rank,
-        "seed": seed,
-    }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_parquet(rows, out / EXPLAIN_TABLE, EXPLAIN_SCHEMA)
-    if plot:
-        _plots(out, result, hist)
-    atomic_write_json(out / EXPLAIN_JSON, result)
-    return result
+
+
+def _rounding_prediction(rows: list[dict], per_exp: dict, exp_total: torch.Tensor, exp_changed: torch.Tensor):
+    """Solve the half-ULP threshold s* over all tensors and add each tensor's predicted set to its row."""
+    star = solve_s_star(exp_total, exp_changed)
+    best = round(math.log2(star.s_lo)) + EXP_OFFSET if star.s_lo > 0 else -1
+    for row in rows:
+        e_tot, e_pos = per_exp[row["name"]]
+        pred = int(e_tot[: best + 1].sum())
+        tp = int(e_pos[: best + 1].sum())
+        row.update(
+            rounding_predicted=pred,
+            rounding_precision=tp / pred if pred else None,
+            rounding_recall=tp / row["changed"] if row["changed"] else None,
+        )
+    return star
 
 
 def _master_pass(
@@ -508,4 +501,4 @@ def _plots(out: Path, result: dict, hist: _Hist) -> None:
         )
 
 
-__all__ = ["run_explain", "ExplainError", "EXPLAIN_JSON", "EXPLAIN_TABLE"]
+__all__ = ["run_explain", "ExplainError", "EXPLAIN_TABLE"]

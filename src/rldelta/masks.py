@@ -19,13 +19,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from rldelta.checkpoint import Checkpoint, CheckpointError, SafetensorsStreamWriter, open_checkpoint, pair_tensors
-from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
-from rldelta.errors import RldeltaError, missing
-from rldelta.lock import output_lock
 from rldelta.metrics.nulls import derive_seed
 from rldelta.metrics.overlap import count as count_true
+from rldelta.runtime.errors import RldeltaError, missing
+from rldelta.runtime.files import MASK_FILE, SUMMARY_FILE, TENSORS_FILE
+from rldelta.runtime.lock import output_lock
 
-MASK_FILE = "mask.safetensors"  # the name a mask takes inside a directory (a diff's output folder, `save_mask`)
 MASK_FORMAT = "rldelta.mask"
 MASK_VERSION = "1"
 

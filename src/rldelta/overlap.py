@@ -21,18 +21,15 @@ import pyarrow as pa
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.columns import unit_schema
-from rldelta.lock import locks_output
 from rldelta.masks import Mask, MaskError, check_compatible, load_mask
 from rldelta.metrics.experts import EXPERT_SETS, Expert, mask_expert_counts, set_overlap
 from rldelta.metrics.overlap import count, expected_random_overlap, jaccard_from_counts, overlap_from_counts
-from rldelta.progress import progress_bar
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.files import EXPERT_OVERLAP_TABLE, OVERLAP_JSON, OVERLAP_PNG, OVERLAP_TABLE
+from rldelta.runtime.lock import locks_output
+from rldelta.runtime.progress import progress_bar
 
-OVERLAP_TABLE = "overlap.parquet"
-OVERLAP_JSON = "overlap.json"
-OVERLAP_PNG = "overlap.png"
-EXPERT_OVERLAP_TABLE = "overlap_experts.parquet"
 TOTAL = "__total__"
 
 OVERLAP_SCHEMA = unit_schema(
@@ -80,7 +77,7 @@ def _labels(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return labels
 
 
-def overlap_rows(
+def overlap_rows(  # noqa: C901
     masks: Sequence[Mask], labels: Sequence[str], advance: Callable[[str], None] = lambda n: None
 ) -> tuple[list[dict], list[dict]]:
     """Per-tensor and total rows for every ordered pair (a ≠ b), one tensor of each mask in memory at a time; and

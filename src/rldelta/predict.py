@@ -21,10 +21,10 @@ import torch
 from scipy.optimize import least_squares
 
 from rldelta.checkpoint import open_checkpoint
-from rldelta.errors import RldeltaError
 from rldelta.metrics.law import STORED, Cells, Law, active_share, changed_frac, step_frac
 from rldelta.metrics.steps import patch_bytes
 from rldelta.naming import parse_name
+from rldelta.runtime.errors import RldeltaError
 
 SCHEDULES = ("constant", "linear", "cosine")
 TOTAL = "total"

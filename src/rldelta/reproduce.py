@@ -24,7 +24,6 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import torch
 
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.catalog import (
     DEFAULT_CATALOG,
     Catalog,
@@ -35,12 +34,12 @@ from rldelta.catalog import (
     published_figures,
 )
 from rldelta.checkpoint import FetchPlan, open_checkpoint, plan, resolve_checkpoint
-from rldelta.columns import unit_schema
+from rldelta.columns import is_missing, unit_schema
 from rldelta.diff import run_diff
-from rldelta.diff_files import TENSORS_FILE
-from rldelta.errors import RldeltaError
 from rldelta.explain import run_explain
-from rldelta.masks import MASK_FILE
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import MASK_FILE, TENSORS_FILE
 
 REPRODUCE_TABLE = "reproduce.parquet"
 REPRODUCE_CSV = "reproduce.csv"
@@ -113,7 +112,7 @@ BY_MODULE_SCHEMA = unit_schema(
 
 def figure_verdict(published: float, measured: float | None, points: float) -> str:
     """matches / differs by X points / no published figure / not available, for one figure (fractions in)."""
-    if measured is None or (isinstance(measured, float) and math.isnan(measured)):
+    if is_missing(measured):
         return NOT_AVAILABLE
     if math.isnan(published):
         return "no published figure"
@@ -154,7 +153,7 @@ def dry_run(catalog: Catalog, only: list[str] | None = None) -> list[dict]:
 
 def range_verdict(lo: float, hi: float, measured: float | None) -> str:
     """within the published range / outside it by X points / no published figure / not available (fractions in)."""
-    if measured is None or (isinstance(measured, float) and math.isnan(measured)):
+    if is_missing(measured):
         return NOT_AVAILABLE
     if math.isnan(lo) or math.isnan(hi):
         return "no published figure"

@@ -53,8 +53,7 @@ class DiffResult:
     @classmethod
     def from_record(cls, record: Mapping[str, Any], out: str | Path) -> DiffResult:
         """The result of a diff whose summary is `record` (the content of `OUT/summary.json`), written to `out`."""
-        from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
-        from rldelta.masks import MASK_FILE
+        from rldelta.runtime.files import MASK_FILE, SUMMARY_FILE, TENSORS_FILE
 
         out = Path(out)
         return cls(
@@ -114,7 +113,7 @@ class OverlapResult:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], out: str | Path) -> OverlapResult:
-        from rldelta.overlap import OVERLAP_JSON, OVERLAP_TABLE
+        from rldelta.runtime.files import OVERLAP_JSON, OVERLAP_TABLE
 
         out = Path(out)
         return cls(
@@ -169,7 +168,7 @@ class ExplainResult:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], out: str | Path) -> ExplainResult:
-        from rldelta.explain import EXPLAIN_JSON, EXPLAIN_TABLE
+        from rldelta.runtime.files import EXPLAIN_JSON, EXPLAIN_TABLE
 
         out = Path(out)
         return cls(
@@ -213,7 +212,7 @@ class SurgeryResult:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], out: str | Path) -> SurgeryResult:
-        from rldelta.surgery import SURGERY_JSON
+        from rldelta.runtime.files import SURGERY_JSON
 
         out = Path(out)
         return cls(

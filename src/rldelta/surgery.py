@@ -32,15 +32,15 @@ from pathlib import Path
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_dir_over, atomic_write_bytes, remove_scratch
 from rldelta.checkpoint import SINGLE_FILE, Checkpoint, SafetensorsStreamWriter, open_checkpoint, pair_tensors
-from rldelta.errors import RldeltaError
-from rldelta.lock import locks_output
 from rldelta.masks import Mask, load_mask, random_mask
 from rldelta.metrics.overlap import count as count_true
-from rldelta.progress import progress_bar
+from rldelta.runtime.atomic import atomic_dir_over, atomic_write_bytes, remove_scratch
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import SURGERY_JSON
+from rldelta.runtime.lock import locks_output
+from rldelta.runtime.progress import progress_bar
 
-SURGERY_JSON = "surgery.json"
 KINDS = ("patch", "revert")
 CONTROLS = (None, "random")
 
@@ -272,4 +272,4 @@ def _building(out: Path):
     return atomic_dir_over(out, SURGERY_JSON, SurgeryError, "a surgery output")
 
 
-__all__ = ["patch", "revert", "run_surgery", "SurgeryError", "SURGERY_JSON", "MODEL_FILES"]
+__all__ = ["patch", "revert", "run_surgery", "SurgeryError", "MODEL_FILES"]

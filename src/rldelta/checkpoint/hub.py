@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rldelta.checkpoint.info import CheckpointError
-from rldelta.errors import missing
+from rldelta.runtime.errors import missing
 
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<rev>[\w./-]+))?$")
 WEIGHT_PATTERNS = [

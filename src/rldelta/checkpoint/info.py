@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from rldelta.errors import RldeltaError
+from rldelta.runtime.errors import RldeltaError
 
 
 class CheckpointError(RldeltaError):

@@ -1,8 +1,9 @@
 """The typer app every command module registers on, and the one way a command fails: a one-line error.
 
-An OSError (OUT exists as a file, a read-only file system, a full disk, a missing permission) is the machine's
-answer, not a bug: every command is wrapped (`one_line_os_errors`) so that it ends as one line naming the path,
-exit 2, whichever command and whichever library call raised it.
+Every command is wrapped once (`one_line_errors`), so no command catches errors itself: an RldeltaError (input the
+user can fix) ends as its one-line message, and an OSError (OUT exists as a file, a read-only file system, a full
+disk, a missing permission: the machine's answer, not a bug) as one line naming the path; both exit 2, whichever
+command and whichever library call raised them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from rldelta.runtime.errors import RldeltaError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True)
 console = Console(stderr=True)
@@ -52,23 +55,25 @@ def os_error_line(e: OSError, fallback: object = None) -> str:
     return f"{where}: {reason}"
 
 
-def _catching_os_errors(fn: Callable) -> Callable:
+def _catching_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)  # typer reads the parameters through __wrapped__
     def command(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except RldeltaError as e:
+            fail(str(e))
         except OSError as e:
             fail(os_error_line(e, kwargs.get("out") or kwargs.get("output")))
 
     return command
 
 
-def one_line_os_errors(typer_app: typer.Typer) -> None:
+def one_line_errors(typer_app: typer.Typer) -> None:
     """Wrap every command registered on `typer_app` and its sub-apps (call once, after they are all registered)."""
     for info in typer_app.registered_commands:
-        if info.callback is not None and not getattr(info.callback, "_os_errors_caught", False):
-            info.callback = _catching_os_errors(info.callback)
-            info.callback._os_errors_caught = True
+        if info.callback is not None and not getattr(info.callback, "_errors_caught", False):
+            info.callback = _catching_errors(info.callback)
+            info.callback._errors_caught = True
     for group in typer_app.registered_groups:
         if group.typer_instance is not None:
-            one_line_os_errors(group.typer_instance)
+            one_line_errors(group.typer_instance)

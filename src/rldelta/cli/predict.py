@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rldelta.cli.app import app, fail
-from rldelta.errors import RldeltaError
+from rldelta.cli.app import app
 
 
 @app.command()
@@ -35,13 +34,10 @@ def predict(
     from rldelta.predict import predict as run_predict
 
     s = Settings(lr, steps, schedule, warmup, beta1, beta2, eps, weight_decay, dtype)
-    try:
-        s.check()
-        cells = read_base(base, dtype)
-        cal = calibrate(from_run, calibrate_steps, cells)[0] if from_run is not None else None
-        out = run_predict(cells, s, cal)
-    except RldeltaError as e:
-        fail(str(e))
+    s.check()
+    cells = read_base(base, dtype)
+    cal = calibrate(from_run, calibrate_steps, cells)[0] if from_run is not None else None
+    out = run_predict(cells, s, cal)
     if as_json:
         typer.echo(json.dumps(out))
         return

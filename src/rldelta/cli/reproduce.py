@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from rldelta.cli.app import app, console, fail
-from rldelta.errors import RldeltaError
+from rldelta.cli.app import app, console
 
 
 @app.command()
@@ -28,16 +27,13 @@ def reproduce(
     from rldelta.reproduce import dry_run as plan_fetches
     from rldelta.reproduce import load_catalog, run_reproduce
 
-    try:
-        if dry_run:
-            cat = load_catalog(catalog)
-            Console().print(fetch_plan_table(plan_fetches(cat, only)))
-            if cat.gaps and not only:
-                Console().print(gaps_table(cat.gaps))
-            return
-        result = run_reproduce(out, catalog=catalog, only=only, rank=rank, workers=workers, progress=True)
-    except RldeltaError as e:
-        fail(str(e))
+    if dry_run:
+        cat = load_catalog(catalog)
+        Console().print(fetch_plan_table(plan_fetches(cat, only)))
+        if cat.gaps and not only:
+            Console().print(gaps_table(cat.gaps))
+        return
+    result = run_reproduce(out, catalog=catalog, only=only, rank=rank, workers=workers, progress=True)
     page = write_reproduce_page(result, out)
     Console().print(reproduce_table(result))
     console.print(f"wrote {out} ({page.name})")

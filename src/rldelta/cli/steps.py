@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 
 from rldelta.cli.app import app, console, fail
-from rldelta.errors import RldeltaError
 
 
 @app.command()
@@ -42,28 +41,22 @@ def steps(
 def _apply(base: Path, run: Path, to: int, out: Path) -> None:
     from rldelta.train.step_patches import apply_patches
 
-    try:
-        n = apply_patches(base, run, to, out)
-    except RldeltaError as e:
-        fail(str(e))
+    n = apply_patches(base, run, to, out)
     console.print(f"wrote {out}: the bf16 weights of step {to} ({n:,} entries patched over {to} steps)")
 
 
 def _table(run: Path, union_at: int | None, out: Path | None) -> None:
     from rldelta.masks import save_mask
     from rldelta.report.terminal import steps_table
-    from rldelta.train.step_recorder import read_steps, union_mask
+    from rldelta.train.step_files import read_steps, union_mask
 
     if (union_at is None) != (out is None):
         fail("--union-at and -o go together")
-    try:
-        table, summary = read_steps(run)
-        last = int(table["step"].max()) if len(table) else 0
-        if union_at is not None and not 1 <= union_at <= last:
-            fail(f"--union-at {union_at}: {run} recorded steps 1 to {last}; choose one of them")
-        Console().print(steps_table(table, summary))
-        if union_at is not None:
-            counts = save_mask(union_mask(run, union_at), out)
-            console.print(f"wrote {out}: the union up to step {union_at}, {counts.total_count:,} entries")
-    except RldeltaError as e:
-        fail(str(e))
+    table, summary = read_steps(run)
+    last = int(table["step"].max()) if len(table) else 0
+    if union_at is not None and not 1 <= union_at <= last:
+        fail(f"--union-at {union_at}: {run} recorded steps 1 to {last}; choose one of them")
+    Console().print(steps_table(table, summary))
+    if union_at is not None:
+        counts = save_mask(union_mask(run, union_at), out)
+        console.print(f"wrote {out}: the union up to step {union_at}, {counts.total_count:,} entries")

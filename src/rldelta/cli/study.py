@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 
 from rldelta.cli.app import app, console, fail
-from rldelta.errors import RldeltaError
 
 
 @app.command()
@@ -37,8 +36,6 @@ def study(
             ray_address=ray_address,
             progress=True,
         )
-    except RldeltaError as e:
-        fail(str(e))
     except KeyboardInterrupt:
         console.print(f"interrupted; run the same command again to finish the study in {out}")
         raise typer.Exit(130) from None

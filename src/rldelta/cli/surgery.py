@@ -6,10 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rldelta.cli.app import app, console, fail
-from rldelta.errors import RldeltaError
-
-# ---- surgery, study (issue 6) --------------------------------------------------------------------------------
+from rldelta.cli.app import app, console
 
 surgery_app = typer.Typer(
     no_args_is_help=True, help="Graft a masked part of the update onto BASE, or cut it out of TUNED."
@@ -20,10 +17,7 @@ app.add_typer(surgery_app, name="surgery")
 def _surgery(kind: str, base: Path, tuned: Path, mask: Path, out: Path, control: str | None, seed: int) -> None:
     from rldelta.api import surgery as run_surgery
 
-    try:
-        res = run_surgery(kind, base, tuned, mask, out, control=control, seed=seed, progress=True)
-    except RldeltaError as e:
-        fail(str(e))
+    res = run_surgery(kind, base, tuned, mask, out, control=control, seed=seed, progress=True)
     t = res.totals
     which = f"random control (seed {seed}) of {mask}" if control else str(mask)
     console.print(

@@ -10,6 +10,7 @@ import torch
 
 from rldelta.metrics.rank import rank_stats
 from rldelta.metrics.sparsity import as_bits, coverage
+from rldelta.runtime.errors import RldeltaError
 
 # Elementwise work runs over slices of this many entries: temporaries stay a few MiB (cache-sized) instead of
 # several copies of the whole tensor, which is what bounds memory on an embedding matrix of a large vocabulary.
@@ -61,7 +62,7 @@ def delta_stats(
     are widened to the wider dtype (exact), compared bitwise, and Δ is formed on the gathered changed entries.
     """
     if base.shape != tuned.shape:
-        raise ValueError(f"shapes differ: base {tuple(base.shape)} vs tuned {tuple(tuned.shape)}")
+        raise RldeltaError(f"shapes differ: base {tuple(base.shape)} vs tuned {tuple(tuned.shape)}")
     numel = base.numel()
     if not (base.is_floating_point() and tuned.is_floating_point()):
         return _bitwise_only(base, tuned)
@@ -133,7 +134,7 @@ def _rel_norm(delta_fro: float, base_fro: float) -> float:
 def _bitwise_only(base: torch.Tensor, tuned: torch.Tensor) -> tuple[DeltaStats, torch.Tensor]:
     """Integer/bool pairs: no float arithmetic is meaningful (an int8 code is not a weight), so only bits count."""
     if base.dtype != tuned.dtype:
-        raise ValueError(f"dtypes differ: base {base.dtype} vs tuned {tuned.dtype}; only floats are compared across")
+        raise RldeltaError(f"dtypes differ: base {base.dtype} vs tuned {tuned.dtype}; only floats are compared across")
     numel = base.numel()
     mask = torch.from_numpy(_bits_differ(base.reshape(-1), tuned.reshape(-1))).reshape(base.shape)
     changed = int(np.count_nonzero(mask.numpy()))

@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from rldelta.runtime.errors import RldeltaError
+
 
 def format_table(
     steps: Sequence[int],
@@ -100,7 +102,7 @@ def epoch_fraction(step: int | None, prompts_per_step: int, train_size: int) -> 
     if step is None:
         return None
     if prompts_per_step < 1 or train_size < 1:
-        raise ValueError(f"prompts_per_step and train_size must be >= 1, got {prompts_per_step}, {train_size}")
+        raise RldeltaError(f"prompts_per_step and train_size must be >= 1, got {prompts_per_step}, {train_size}")
     return step * prompts_per_step / train_size
 
 

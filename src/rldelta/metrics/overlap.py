@@ -6,8 +6,11 @@ Overlap is one-sided, o(A→B) = |A ∩ B| / |A|, as in the published study (arX
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+
+from rldelta.metrics.stats import matched_intersection_var, null_overlap_interval, random_intersection_var
 
 
 def _check(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -89,3 +92,66 @@ def cell_counts(cells: torch.Tensor, mask: torch.Tensor, n_cells: int) -> tuple[
     _check(cells, mask)
     flat, m = cells.reshape(-1), mask.reshape(-1)
     return torch.bincount(flat, minlength=n_cells), torch.bincount(flat[m], minlength=n_cells)
+
+
+@dataclass
+class MatchedOverlap:
+    """The magnitude-matched overlap null, summed over tensors: observed and expected intersections, both sets'
+    sizes, and the variances of both nulls (cells and tensors are independent under both, so variances add)."""
+
+    inter: int = 0
+    size_a: int = 0
+    size_b: int = 0
+    expected: float = 0.0
+    rand_ab: float = 0.0
+    rand_ba: float = 0.0
+    var_matched: float = 0.0
+    var_random: float = 0.0
+
+    def add(self, cells: torch.Tensor, a: torch.Tensor, b: torch.Tensor, n_cells: int) -> dict:
+        """One tensor's changed sets `a` (this run) and `b` (the other), flat, with each entry's |w| cell; returns
+        the tensor's row fields."""
+        n_c, a_c = cell_counts(cells, a, n_cells)
+        _, b_c = cell_counts(cells, b, n_cells)
+        changed, size_b, numel = count(a), count(b), a.numel()
+        inter = count(a & b)
+        expected = expected_matched_intersection(a_c, b_c, n_c)
+        self.var_matched += matched_intersection_var(a_c, b_c, n_c)
+        self.var_random += random_intersection_var(changed, size_b, numel)
+        self.inter += inter
+        self.size_a += changed
+        self.size_b += size_b
+        self.expected += expected
+        self.rand_ab += changed * size_b / numel if numel else 0.0
+        self.rand_ba += size_b * changed / numel if numel else 0.0
+        return {
+            "other_changed": size_b,
+            "intersection": inter,
+            "overlap": overlap_from_counts(changed, inter),
+            "random_overlap": size_b / numel if changed and numel else None,
+            "matched_overlap": expected / changed if changed else None,
+        }
+
+    def summary(self, a: str, b: str, bins: str) -> dict:
+        """The overlap of `a`'s changed set with `b`'s, observed, at random and magnitude-matched, with both nulls'
+        95% ranges, both ways round (explain.json's magnitude_matched_overlap)."""
+        return {
+            "a": a,
+            "b": b,
+            "bins": bins,
+            "size_a": self.size_a,
+            "size_b": self.size_b,
+            "intersection": self.inter,
+            "observed": overlap_from_counts(self.size_a, self.inter),
+            "random": self.rand_ab / self.size_a if self.size_a else None,
+            "magnitude_matched": self.expected / self.size_a if self.size_a else None,
+            "random_95": list(null_overlap_interval(self.rand_ab, self.var_random, self.size_a))
+            if self.size_a
+            else None,
+            "magnitude_matched_95": list(null_overlap_interval(self.expected, self.var_matched, self.size_a))
+            if self.size_a
+            else None,
+            "observed_b_to_a": overlap_from_counts(self.size_b, self.inter),
+            "random_b_to_a": self.rand_ba / self.size_b if self.size_b else None,
+            "magnitude_matched_b_to_a": self.expected / self.size_b if self.size_b else None,
+        }

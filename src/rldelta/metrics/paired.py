@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from rldelta.errors import RldeltaError
+from rldelta.runtime.errors import RldeltaError
 
 # Resamples of the paired bootstrap and of the Monte Carlo sign-flip test; above EXACT_FLIPS problems the 2^n
 # sign patterns are sampled instead of enumerated.

@@ -16,7 +16,7 @@ _METRIC_LABELS = {
 }
 
 
-def sparsity_by_level_plot(table: pd.DataFrame) -> bytes:
+def sparsity_by_level_plot(table: pd.DataFrame) -> bytes:  # noqa: C901
     """Each metric against level, one line per layer (colour), residual and mlp panels; base solid, tuned dashed.
 
     Levels beyond the training range are shaded.

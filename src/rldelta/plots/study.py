@@ -7,21 +7,20 @@ import math
 import numpy as np
 import pandas as pd
 
+from rldelta.columns import is_missing
 from rldelta.plots.common import plt, png, short
 from rldelta.plots.explain import rank_null_plot
 from rldelta.plots.overlap import overlap_heatmap
 
 
 def _num(x) -> float:
-    return float("nan") if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+    return float("nan") if is_missing(x) else float(x)
 
 
 def layer_module_heatmap(tensors: pd.DataFrame, run: str) -> bytes:
     """Changed fraction of each (module, layer) of one run; tensors outside the blocks in the last column."""
     df = tensors[tensors["run"] == run].copy()
-    df["col"] = df["layer"].map(
-        lambda v: "other" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
-    )
+    df["col"] = df["layer"].map(lambda v: "other" if is_missing(v) else str(int(v)))
     layers = sorted({c for c in df["col"] if c != "other"}, key=int) + (
         ["other"] if (df["col"] == "other").any() else []
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rldelta.errors import RldeltaError
+from rldelta.runtime.errors import RldeltaError
 
 
 class ProbeError(RldeltaError):

@@ -1,9 +1,6 @@
 """`rldelta probe activations`: how sparse the activations are as prompts get harder, and whether RL edits the
 MLP neurons the task uses.
 
-Over 400 lines because it is one experiment whose stages share the forward hooks' state (hooks, the per-level
-pass, the neuron comparison, the verdict); its pure maths lives in metrics/activations.py.
-
 Prompts: the arith task's test split at every training difficulty, plus levels beyond the training range with more
 digits per operand (`BEYOND_LEVELS`), `n_per_level` each, rendered with the model's chat template (generation
 prompt added). Every non-padding prompt token counts, chat-template tokens included. Batches are padded on the
@@ -28,45 +25,41 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import torch
 
 from rldelta import __version__
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.checkpoint import CheckpointError, open_checkpoint
 from rldelta.columns import unit_schema
 from rldelta.metrics.activations import (
     activation_frequency,
-    correlation,
     hoyer,
     near_zero_frac,
     neuron_changed_frac,
     top_mass_share,
 )
 from rldelta.metrics.sparsity import changed_bitwise, narrower
-from rldelta.metrics.stats import partial_spearman
 from rldelta.probes import ProbeError
-from rldelta.progress import progress_bar
+from rldelta.probes.activation_verdicts import (
+    FLAT_SLOPE,
+    SITES,
+    VERDICT_SIGMAS,
+    VERDICT_SPEARMAN,
+    neuron_link,
+    sparsity_verdict,
+    summary_by_level,
+)
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.files import ACTIVATIONS_JSON, ACTIVATIONS_TABLE, NEURONS_TABLE
+from rldelta.runtime.progress import progress_bar
 from rldelta.train.tasks import TASKS, Arith, Example
 
-ACTIVATIONS_JSON = "activations.json"
-ACTIVATIONS_TABLE = "activations.parquet"
-NEURONS_TABLE = "neurons.parquet"
 PLOT_LEVELS = "sparsity_by_level.png"
 PLOT_NEURONS = "neuron_freq_vs_changed.png"
 
 # Beyond the training range: the hardest training level's shape (3 operands, + - *) with more digits per operand.
 BEYOND_LEVELS: dict[int, tuple[int, int, str]] = {6: (3, 4, "+-*"), 7: (3, 5, "+-*")}
-SITES = ("residual", "mlp")
 TOP_FRAC = 0.01  # top1_mass_share: the top 1% of units
-# The verdict names a direction when |Spearman| of activation frequency vs changed fraction reaches both this
-# size and VERDICT_SIGMAS null standard errors (1/sqrt(n-1) for independent ranks): with few neurons (a tiny
-# model) a 0.1 correlation is chance, with tens of thousands (a real model) the size limit decides.
-VERDICT_SPEARMAN = 0.1
-VERDICT_SIGMAS = 3.0
-# A per-level slope of a sparsity metric (averaged over layers) below this in size counts as flat.
-FLAT_SLOPE = 1e-3
 # A unit counts as used on a token when |a| exceeds this fraction of the layer's RMS: ten times the near-zero
 # threshold, so "used" means carrying a tenth of the layer's typical magnitude, not merely being nonzero (SiLU
 # gates are never exactly zero, so at the near-zero threshold almost every neuron would be used on every token).
@@ -94,7 +87,6 @@ NEURONS_SCHEMA = unit_schema(
         ("mean_abs_w", pa.float64()),
     ]
 )
-METRICS = ("near_zero_frac", "hoyer", "top1_mass_share")
 
 
 # ---- prompts ----------------------------------------------------------------------------------------------------
@@ -295,7 +287,7 @@ def _neuron_mean_abs(weights: dict[str, torch.Tensor | None]) -> torch.Tensor:
     return total / count
 
 
-def _changed_fracs(
+def _changed_fracs(  # noqa: C901
     model_dir: Path, compare: Path, names: list[dict[str, str | None]]
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, each MLP neuron's changed fraction (bitwise in the base's stored dtype) and its mean |w|."""
@@ -334,78 +326,6 @@ def _changed_fracs(
 
 
 # ---- summaries --------------------------------------------------------------------------------------------------
-
-
-def _slope(levels: list[int], values: list[float]) -> float:
-    x, y = np.asarray(levels, dtype=np.float64), np.asarray(values, dtype=np.float64)
-    ok = np.isfinite(y)
-    if ok.sum() < 2:
-        return float("nan")
-    return float(np.polyfit(x[ok], y[ok], 1)[0])
-
-
-def _by_level(rows: list[dict]) -> dict:
-    """model -> site -> metric -> {"by_level": {level: mean over layers}, "slope": per level}."""
-    out: dict = {}
-    for model in sorted({r["model"] for r in rows}):
-        for site in SITES:
-            sub = [r for r in rows if r["model"] == model and r["site"] == site]
-            levels = sorted({r["level"] for r in sub})
-            for metric in METRICS:
-                means = [float(np.nanmean([r[metric] for r in sub if r["level"] == lv] or [np.nan])) for lv in levels]
-                out.setdefault(model, {}).setdefault(site, {})[metric] = {
-                    "by_level": dict(zip(map(str, levels), means)),
-                    "slope": _slope(levels, means),
-                }
-    return out
-
-
-def _trend(slope: float) -> str:
-    if not math.isfinite(slope):
-        return "is undefined"
-    if abs(slope) < FLAT_SLOPE:
-        return "is flat"
-    return "rises" if slope > 0 else "falls"
-
-
-def sparsity_verdict(by_level: dict) -> str:
-    """One line: do near_zero_frac and Hoyer rise or fall with level (mean over layers), and tuned − base."""
-    parts = []
-    for metric, label in (("near_zero_frac", "near-zero fraction"), ("hoyer", "Hoyer")):
-        b = by_level["base"]
-        trends = ", ".join(
-            f"{site} {_trend(b[site][metric]['slope'])} ({b[site][metric]['slope']:+.4f}/level)" for site in SITES
-        )
-        parts.append(f"{label}: {trends}")
-    line = "base with difficulty — " + "; ".join(parts)
-    if "tuned" in by_level:
-        diffs = []
-        for metric in ("near_zero_frac", "hoyer"):
-            for site in SITES:
-                t = by_level["tuned"][site][metric]["by_level"]
-                b = by_level["base"][site][metric]["by_level"]
-                d = float(np.nanmean([t[k] - b[k] for k in b]))
-                diffs.append(f"{metric} {site} {d:+.4f}")
-        line += "; tuned − base (mean over layers and levels): " + ", ".join(diffs)
-    return line
-
-
-def verdict_threshold(n: int) -> float:
-    """The |Spearman| a verdict needs over `n` neurons: VERDICT_SPEARMAN, or VERDICT_SIGMAS chance sds if larger."""
-    return max(VERDICT_SPEARMAN, VERDICT_SIGMAS / math.sqrt(n - 1)) if n > 1 else float("inf")
-
-
-def neuron_verdict(spearman: float, n: int, where: str = "") -> str:
-    """Which neurons RL edited, from the Spearman correlation of activation frequency and changed fraction."""
-    if not math.isfinite(spearman):
-        return "undetermined (Spearman undefined: activation frequency or changed fraction is constant)"
-    limit = verdict_threshold(n)
-    rho = f"Spearman {where + ' ' if where else ''}{spearman:+.2f}"
-    if spearman >= limit:
-        return f"RL edited the neurons the task uses more ({rho}, n={n})"
-    if spearman <= -limit:
-        return f"RL edited the rarely used neurons more ({rho}, n={n})"
-    return f"neither: RL's edits do not follow how often the task uses a neuron ({rho}, n={n}, |rho| < {limit:.2f})"
 
 
 # ---- runner -----------------------------------------------------------------------------------------------------
@@ -450,11 +370,7 @@ def run_activations(
     base_dir = _model_dir(model, "base")
     tuned_dir = _model_dir(compare, "compared") if compare is not None else None
     levels = ladder(task, n_per_level, seed)
-    train = set(training_levels(task))
-    if trained_levels is not None:
-        if not trained_levels or not set(trained_levels) <= train:
-            raise ProbeError(f"trained_levels {list(trained_levels)} must be some of the task's levels {sorted(train)}")
-        train = set(trained_levels)
+    train = _trained(task, trained_levels)
 
     base, tokenizer = load_for_eval(base_dir, device=device)
     names = _mlp_names(base)
@@ -465,16 +381,9 @@ def run_activations(
     total = per_model + (per_model + freq_pass if tuned_dir is not None else 0)
     stats: dict = {}
     with progress_bar("activations", total, progress) as advance:
+        kw = {"rel": rel, "batch_size": batch_size, "advance": advance}
         rows = _sparsity_rows(
-            "base",
-            base,
-            tokenizer,
-            levels,
-            train,
-            rel=rel,
-            batch_size=batch_size,
-            advance=advance,
-            stats=stats if tuned_dir is not None else None,
+            "base", base, tokenizer, levels, train, **kw, stats=stats if tuned_dir is not None else None
         )
         neurons: list[dict] = []
         if tuned_dir is not None:
@@ -485,100 +394,31 @@ def run_activations(
             tuned, tuned_tok = load_for_eval(tuned_dir, device=device)
             if len(_blocks(tuned)) != len(names):
                 raise ProbeError(f"{tuned_dir}: {len(_blocks(tuned))} layers, but {base_dir} has {len(names)}")
-            rows += _sparsity_rows(
-                "tuned", tuned, tuned_tok, levels, train, rel=rel, batch_size=batch_size, advance=advance
-            )
+            rows += _sparsity_rows("tuned", tuned, tuned_tok, levels, train, **kw)
             del tuned
-            for layer in range(len(names)):
-                f, (c, w) = freq[layer], changed[layer]
-                if f.shape != c.shape:
-                    raise ProbeError(f"layer {layer}: {f.numel()} MLP activations but {c.numel()} neurons in weights")
-                neurons += [
-                    {
-                        "layer": layer,
-                        "neuron": i,
-                        "activation_freq": float(a),
-                        "changed_frac": float(b),
-                        "mean_abs_w": float(m),
-                    }
-                    for i, (a, b, m) in enumerate(zip(f.tolist(), c.tolist(), w.tolist()))
-                ]
+            neurons = _neuron_rows(freq, changed, len(names))
 
-    by_level = _by_level(rows)
-    t = extended_task(task)
+    by_level = summary_by_level(rows)
     result = {
         "version": __version__,
         "model": str(model),
         "compare": None if compare is None else str(compare),
         "task": task,
-        "settings": {
-            "rel": rel,
-            "freq_rel": freq_rel,
-            "top_frac": TOP_FRAC,
-            "n_per_level": n_per_level,
-            "seed": seed,
-            "split": "test",
-            "batch_size": batch_size,
-            "levels": {str(lv): list(t.LEVELS[lv]) for lv in levels},
-            "training_levels": sorted(train),
-            "beyond_training_levels": sorted(set(levels) - train),
-            "tokens": "every non-padding prompt token, chat template included",
-            "sites": {"residual": "output of each decoder block", "mlp": "input of mlp.down_proj"},
-            "activation_freq": "base model, training levels; |a| > freq_rel x RMS of the layer's mlp activations "
-            "over those tokens",
-            "changed_frac": "bitwise in the base's stored dtype; rows of gate/up_proj, columns of down_proj",
-            "verdict_spearman": VERDICT_SPEARMAN,
-            "verdict_sigmas": VERDICT_SIGMAS,
-            "flat_slope": FLAT_SLOPE,
-        },
+        "settings": _settings(levels, train, rel, freq_rel, n_per_level, seed, batch_size, extended_task(task)),
         "sparsity": by_level,
         "sparsity_verdict": sparsity_verdict(by_level),
         "correlation": None,
         "verdict": None,
     }
     if neurons:
-        overall = correlation([r["activation_freq"] for r in neurons], [r["changed_frac"] for r in neurons])
-        by_layer = {}
-        for layer in range(len(names)):
-            sub = [r for r in neurons if r["layer"] == layer]
-            by_layer[str(layer)] = correlation([r["activation_freq"] for r in sub], [r["changed_frac"] for r in sub])
-        # Pooled over layers, a correlation can come from layers that differ in both quantities; the mean of the
-        # per-layer Spearmans (weighted by neurons) is the within-layer reading.
-        weighted = [(c["spearman"], c["n"]) for c in by_layer.values() if math.isfinite(c["spearman"])]
-        within = sum(r * n for r, n in weighted) / sum(n for _, n in weighted) if weighted else float("nan")
-        # Weight magnitude alone decides which bf16 entries change (small |w|, small ULP): the same within-layer
-        # reading with each neuron's mean |w| held fixed says what activity adds beyond it.
-        partial = []
-        for layer in range(len(names)):
-            sub = [r for r in neurons if r["layer"] == layer]
-            p = partial_spearman(
-                [r["activation_freq"] for r in sub], [r["changed_frac"] for r in sub], [r["mean_abs_w"] for r in sub]
-            )
-            if math.isfinite(p["spearman"]):
-                partial.append((p["spearman"], p["n"]))
-        controlled = sum(r * n for r, n in partial) / sum(n for _, n in partial) if partial else float("nan")
-        result["correlation"] = {
-            "overall": overall,
-            "by_layer": by_layer,
-            "mean_within_layer_spearman": within,
-            "magnitude_controlled": {
-                "spearman": controlled,
-                "method": "partial Spearman given the neuron's mean |w| (base), within each layer, mean weighted "
-                "by neurons",
-            },
-            "changed_frac_mean": float(np.mean([r["changed_frac"] for r in neurons])),
-            "activation_freq_mean": float(np.nanmean([r["activation_freq"] for r in neurons])),
-            "verdict_threshold": verdict_threshold(overall["n"]),
-        }
-        # The within-layer reading leads: pooled over layers, a layer that is both busier and more edited can make
-        # the whole correlation.
-        lead = within if math.isfinite(within) else overall["spearman"]
-        result["verdict"] = neuron_verdict(lead, overall["n"], "within a layer" if math.isfinite(within) else "")
-        if math.isfinite(controlled):
-            result["verdict"] += f"; with mean |w| held fixed (partial Spearman) {controlled:+.2f}"
-        result["verdict"] += f"; pooled over layers {overall['spearman']:+.2f}"
+        result["correlation"], result["verdict"] = neuron_link(neurons, len(names))
 
-    out = Path(out)
+    _write(Path(out), rows, neurons, result, plot)
+    return result
+
+
+def _write(out: Path, rows: list[dict], neurons: list[dict], result: dict, plot: bool) -> None:
+    """activations.parquet, neurons.parquet (with a compared model), the plots, then activations.json."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(rows, out / ACTIVATIONS_TABLE, ACTIVATIONS_SCHEMA)
     if neurons:
@@ -586,7 +426,60 @@ def run_activations(
     if plot:
         _plots(out, rows, neurons, result)
     atomic_write_json(out / ACTIVATIONS_JSON, result)
-    return result
+
+
+def _trained(task: str, trained_levels: Sequence[int] | None) -> set[int]:
+    """The levels RL trained on: `trained_levels`, some of the task's own, or all of them."""
+    train = set(training_levels(task))
+    if trained_levels is not None:
+        if not trained_levels or not set(trained_levels) <= train:
+            raise ProbeError(f"trained_levels {list(trained_levels)} must be some of the task's levels {sorted(train)}")
+        train = set(trained_levels)
+    return train
+
+
+def _neuron_rows(freq: list, changed: list, n_layers: int) -> list[dict]:
+    """One row per MLP neuron: its activation frequency on the base, its changed fraction and its mean |w|."""
+    neurons: list[dict] = []
+    for layer in range(n_layers):
+        f, (c, w) = freq[layer], changed[layer]
+        if f.shape != c.shape:
+            raise ProbeError(f"layer {layer}: {f.numel()} MLP activations but {c.numel()} neurons in weights")
+        neurons += [
+            {
+                "layer": layer,
+                "neuron": i,
+                "activation_freq": float(a),
+                "changed_frac": float(b),
+                "mean_abs_w": float(m),
+            }
+            for i, (a, b, m) in enumerate(zip(f.tolist(), c.tolist(), w.tolist()))
+        ]
+    return neurons
+
+
+def _settings(levels, train, rel, freq_rel, n_per_level, seed, batch_size, task) -> dict:
+    """activations.json's settings: every choice the numbers depend on."""
+    return {
+        "rel": rel,
+        "freq_rel": freq_rel,
+        "top_frac": TOP_FRAC,
+        "n_per_level": n_per_level,
+        "seed": seed,
+        "split": "test",
+        "batch_size": batch_size,
+        "levels": {str(lv): list(task.LEVELS[lv]) for lv in levels},
+        "training_levels": sorted(train),
+        "beyond_training_levels": sorted(set(levels) - train),
+        "tokens": "every non-padding prompt token, chat template included",
+        "sites": {"residual": "output of each decoder block", "mlp": "input of mlp.down_proj"},
+        "activation_freq": "base model, training levels; |a| > freq_rel x RMS of the layer's mlp activations "
+        "over those tokens",
+        "changed_frac": "bitwise in the base's stored dtype; rows of gate/up_proj, columns of down_proj",
+        "verdict_spearman": VERDICT_SPEARMAN,
+        "verdict_sigmas": VERDICT_SIGMAS,
+        "flat_slope": FLAT_SLOPE,
+    }
 
 
 def _plots(out: Path, rows: list[dict], neurons: list[dict], result: dict) -> None:
@@ -608,12 +501,6 @@ __all__ = [
     "prompt_texts",
     "extended_task",
     "training_levels",
-    "sparsity_verdict",
-    "neuron_verdict",
-    "verdict_threshold",
-    "ACTIVATIONS_JSON",
-    "ACTIVATIONS_TABLE",
-    "NEURONS_TABLE",
     "PLOT_LEVELS",
     "PLOT_NEURONS",
     "BEYOND_LEVELS",

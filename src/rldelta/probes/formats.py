@@ -22,7 +22,6 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.columns import unit_schema
 from rldelta.metrics.formats import (
     accuracy_at,
@@ -35,14 +34,13 @@ from rldelta.metrics.formats import (
     winner,
 )
 from rldelta.probes import ProbeError, read_run
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.files import COMPLETIONS_FILE, FORMATS_JSON, FORMATS_TABLE
+from rldelta.train.answer_formats import FORMAT_NAMES, OTHER, classify_format
 from rldelta.train.corpus import MixtureError
-from rldelta.train.formats import FORMAT_NAMES, OTHER, classify_format
 from rldelta.train.mixture import read_mixture
-from rldelta.train.runfiles import COMPLETIONS
 
 OUT_DIR = Path("probes") / "formats"  # under RUN, unless the caller names another folder
-TABLE_FILE = "formats.parquet"
-SUMMARY_FILE = "formats.json"
 PLOT_FILE = "formats.png"
 END_WINDOW = 0.1  # the winner is decided on the mean share over the last 10% of the recorded steps
 _SCHEMA = unit_schema(
@@ -58,7 +56,7 @@ _SCHEMA = unit_schema(
 
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     config = read_run(run_dir)["config"]
-    table = run_dir / COMPLETIONS
+    table = run_dir / COMPLETIONS_FILE
     if not table.is_file():
         raise ProbeError(f"{table}: missing (did {run_dir} train with an online algorithm that samples?)")
     try:
@@ -217,14 +215,14 @@ def run_formats(
     run_dir = Path(run_dir)
     config, df = _read_run(run_dir)
     formats = [classify_format(str(c)) for c in df["completion"]]
-    correct = _correct(config, df, run_dir / COMPLETIONS)
+    correct = _correct(config, df, run_dir / COMPLETIONS_FILE)
     rows = format_table(df["step"].astype(int).tolist(), formats, correct, names=(*FORMAT_NAMES, OTHER))
     summary = summarize(rows, config, _pretraining(config.get("model")), threshold=threshold)
     summary["run"] = str(run_dir)
 
     out = Path(out) if out is not None else run_dir / OUT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_parquet(rows, out / TABLE_FILE, schema=_SCHEMA)
+    atomic_write_parquet(rows, out / FORMATS_TABLE, schema=_SCHEMA)
     steps = sorted({r["step"] for r in rows})
     pre = summary["pretraining"] or {}
     png = format_shares_plot(
@@ -236,7 +234,7 @@ def run_formats(
         title=f"format shares: {run_dir.name}" + (f" ({pre['size']})" if pre.get("size") else ""),
     )
     atomic_write_bytes(out / PLOT_FILE, png)
-    atomic_write_json(out / SUMMARY_FILE, summary)
+    atomic_write_json(out / FORMATS_JSON, summary)
     return summary
 
 

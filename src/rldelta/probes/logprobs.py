@@ -22,20 +22,16 @@ from typing import Any
 
 import pandas as pd
 
-from rldelta.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from rldelta.metrics.logprobs import pass_at_k, phases, probe_stats
 from rldelta.probes import ProbeError, read_run
-from rldelta.progress import progress_bar
-from rldelta.train.runfiles import METRICS, saved_steps, step_dir
+from rldelta.probes.logprob_verdicts import mass_text, verdict_advantages, verdict_logprobs, verdict_phases
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from rldelta.runtime.files import ADVANTAGES_TABLE, LOGPROBS_JSON, LOGPROBS_TABLE, METRICS_FILE, PHASES_TABLE
+from rldelta.runtime.progress import progress_bar
+from rldelta.train.runfiles import saved_steps, step_dir
 
 PROBE_SET = "probe_set.jsonl"
 OUT_DIR = Path("probes") / "logprobs"  # under RUN, unless the caller names another folder
-SUMMARY_FILE = "logprobs.json"
-TABLE_FILE = "logprobs.parquet"
-PHASES_FILE = "phases.parquet"
-ADVANTAGES_FILE = "advantages.parquet"
-# A component "carries" the gain or the change when it holds at least this share of the sum of both.
-CARRIES = 0.6
 
 
 def _checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -239,10 +235,6 @@ def changed_sets(base: Path, tuned: dict[str, Path]) -> dict[str, Any]:
 # ---- the probe ------------------------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None, spec: str = "+.2f") -> str:
-    return "n/a" if x is None else format(x, spec)
-
-
 def run_logprobs(
     run: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -273,21 +265,7 @@ def run_logprobs(
     out_dir = Path(out) if out is not None else run_dir / OUT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    runs: dict[str, Path] = {"all": run_dir}
-    for label, other in (("positive", positive), ("negative", negative)):
-        if other is None:
-            continue
-        other = Path(other)
-        oc = read_run(other)["config"]
-        for key in ("model", "task", "seed", "data_seed", "algo", "difficulty"):
-            if oc.get(key) != cfg.get(key):
-                raise ProbeError(
-                    f"{other}: {key} is {oc.get(key)!r}, but {cfg.get(key)!r} in {run_dir}; "
-                    "the runs must differ only in --advantages"
-                )
-        if oc.get("advantages") != label:
-            raise ProbeError(f"{other}: trained with --advantages {oc.get('advantages')}, expected {label}")
-        runs[label] = other
+    runs = _runs(run_dir, cfg, positive, negative)
     ckpts = {label: _checkpoints(d) for label, d in runs.items()}
 
     rows = load_or_build_probe_set(run_dir, record, n_prompts=n_prompts, k=k, seed=seed)
@@ -295,48 +273,9 @@ def run_logprobs(
     if not rows:
         raise ProbeError(f"{run_dir}/{PROBE_SET}: empty probe set")
 
-    jobs = [("base", 0, base)] + [(label, s, p) for label, lst in ckpts.items() for s, p in lst]
-    table = []
-    with progress_bar("probe logprobs", len(jobs), progress) as advance:
-        base_stats = None
-        for label, step, path in jobs:
-            stats = _score_checkpoint(path, rows)
-            if label == "base":
-                base_stats = stats
-                advance("base")
-                continue
-            table.append({"run": label, "step": step, "checkpoint": str(path), **stats})
-            advance(f"{label} step {step}")
-    assert base_stats is not None
-    for label in runs:  # every run starts from the same base: step 0
-        table.append({"run": label, "step": 0, "checkpoint": str(base), **base_stats})
-    df = pd.DataFrame(table).sort_values(["run", "step"], kind="stable").reset_index(drop=True)
-
-    def delta(col: str, sign: float) -> pd.Series:
-        return sign * (df[col] - base_stats[col]) if base_stats[col] is not None else pd.Series([None] * len(df))
-
-    df["amplification"] = delta("logp_correct", 1.0)
-    df["suppression"] = delta("logp_wrong", -1.0)
-    df["token_amplification"] = delta("token_logp_correct", 1.0)
-    df["token_suppression"] = delta("token_logp_wrong", -1.0)
-    train_entropy = {}
-    for label, d in runs.items():
-        mp = d / METRICS
-        if mp.is_file():
-            m = pd.read_parquet(mp)
-            if "entropy" in m:
-                train_entropy.update({(label, int(s)): float(e) for s, e in zip(m["step"], m["entropy"])})
-    df["train_entropy"] = [train_entropy.get((r, int(s))) for r, s in zip(df["run"], df["step"])]
-
-    phase_rows, phase_summary = [], {}
+    df, base_stats = _score(runs, ckpts, base, rows, progress)
     has_both = base_stats["logp_correct"] is not None and base_stats["logp_wrong"] is not None
-    for label in runs:
-        sub = df[df["run"] == label]
-        if not has_both or len(sub) < 2:
-            continue
-        ph = phases(sub["step"].tolist(), sub["amplification"].tolist(), sub["suppression"].tolist())
-        phase_summary[label] = {k: v for k, v in ph.items() if k != "intervals"}
-        phase_rows += [{"run": label, **iv} for iv in ph["intervals"]]
+    phase_rows, phase_summary = _phases(df, runs, has_both)
 
     summary: dict[str, Any] = {
         "run": str(run_dir),
@@ -365,17 +304,88 @@ def run_logprobs(
             "train_entropy",
         )
     }
-    summary["verdict_logprobs"] = _verdict_logprobs(summary, has_both) + (_mass_text(summary) if has_both else "")
-    summary["verdict_phases"] = _verdict_phases(phase_summary.get("all"), df[df["run"] == "all"])
+    summary["verdict_logprobs"] = verdict_logprobs(summary, has_both) + (mass_text(summary) if has_both else "")
+    summary["verdict_phases"] = verdict_phases(phase_summary.get("all"), df[df["run"] == "all"])
 
     adv = None
     if len(runs) > 1:
         adv = _advantage_comparison(runs, ckpts, base, cfg, eval_prompts, seed, progress)
         summary["advantages"] = adv.to_dict("records")
-        summary["verdict_advantages"] = _verdict_advantages(adv)
+        summary["verdict_advantages"] = verdict_advantages(adv)
 
     _write(out_dir, df, pd.DataFrame(phase_rows), adv, summary)
     return summary
+
+
+def _runs(run_dir: Path, cfg: dict, positive, negative) -> dict[str, Path]:
+    """The full run and the --positive/--negative runs given, which must differ from it only in --advantages."""
+    runs: dict[str, Path] = {"all": run_dir}
+    for label, other in (("positive", positive), ("negative", negative)):
+        if other is None:
+            continue
+        other = Path(other)
+        oc = read_run(other)["config"]
+        for key in ("model", "task", "seed", "data_seed", "algo", "difficulty"):
+            if oc.get(key) != cfg.get(key):
+                raise ProbeError(
+                    f"{other}: {key} is {oc.get(key)!r}, but {cfg.get(key)!r} in {run_dir}; "
+                    "the runs must differ only in --advantages"
+                )
+        if oc.get("advantages") != label:
+            raise ProbeError(f"{other}: trained with --advantages {oc.get('advantages')}, expected {label}")
+        runs[label] = other
+    return runs
+
+
+def _score(runs: dict[str, Path], ckpts: dict, base: Path, rows: list[dict], progress) -> tuple[pd.DataFrame, dict]:
+    """The base and every checkpoint scored on the probe set: one row per (run, step), with the changes against the
+    base and the training entropy where the run logged one; and the base's own scores."""
+    jobs = [("base", 0, base)] + [(label, s, p) for label, lst in ckpts.items() for s, p in lst]
+    table = []
+    with progress_bar("probe logprobs", len(jobs), progress) as advance:
+        base_stats = None
+        for label, step, path in jobs:
+            stats = _score_checkpoint(path, rows)
+            if label == "base":
+                base_stats = stats
+                advance("base")
+                continue
+            table.append({"run": label, "step": step, "checkpoint": str(path), **stats})
+            advance(f"{label} step {step}")
+    assert base_stats is not None
+    for label in runs:  # every run starts from the same base: step 0
+        table.append({"run": label, "step": 0, "checkpoint": str(base), **base_stats})
+    df = pd.DataFrame(table).sort_values(["run", "step"], kind="stable").reset_index(drop=True)
+
+    def delta(col: str, sign: float) -> pd.Series:
+        return sign * (df[col] - base_stats[col]) if base_stats[col] is not None else pd.Series([None] * len(df))
+
+    df["amplification"] = delta("logp_correct", 1.0)
+    df["suppression"] = delta("logp_wrong", -1.0)
+    df["token_amplification"] = delta("token_logp_correct", 1.0)
+    df["token_suppression"] = delta("token_logp_wrong", -1.0)
+    train_entropy = {}
+    for label, d in runs.items():
+        mp = d / METRICS_FILE
+        if mp.is_file():
+            m = pd.read_parquet(mp)
+            if "entropy" in m:
+                train_entropy.update({(label, int(s)): float(e) for s, e in zip(m["step"], m["entropy"])})
+    df["train_entropy"] = [train_entropy.get((r, int(s))) for r, s in zip(df["run"], df["step"])]
+    return df, base_stats
+
+
+def _phases(df: pd.DataFrame, runs: dict[str, Path], has_both: bool) -> tuple[list[dict], dict]:
+    """Per run, which of amplification and suppression moves faster, interval by interval."""
+    phase_rows, phase_summary = [], {}
+    for label in runs:
+        sub = df[df["run"] == label]
+        if not has_both or len(sub) < 2:
+            continue
+        ph = phases(sub["step"].tolist(), sub["amplification"].tolist(), sub["suppression"].tolist())
+        phase_summary[label] = {k: v for k, v in ph.items() if k != "intervals"}
+        phase_rows += [{"run": label, **iv} for iv in ph["intervals"]]
+    return phase_rows, phase_summary
 
 
 def _advantage_comparison(
@@ -430,103 +440,13 @@ def _advantage_comparison(
     return pd.DataFrame(rows)
 
 
-def _verdict_logprobs(s: dict, has_both: bool) -> str:
-    f = s["final"]
-    if not has_both:
-        kind = "correct" if s["wrong"] == 0 else "wrong"
-        return (
-            f"Not measurable: every probe completion sampled from the base is {kind}, so there is no "
-            f"{'wrong' if kind == 'correct' else 'correct'} set to follow (raise the probe size or pick a harder task)."
-        )
-    a, sup = f["amplification"], f["suppression"]
-    if a is None or sup is None:
-        return "Not measurable."
-
-    def moved(x: float) -> str:
-        return f"{'rose' if x > 0 else 'fell'} by {abs(x):.2f} nats"
-
-    text = (
-        f"At step {int(f['step'])}, log p(correct) {moved(a)} and log p(wrong) {moved(-sup)} per completion "
-        f"(probe: {s['correct']} correct and {s['wrong']} wrong base samples): "
-    )
-    if a <= 0 and sup <= 0:
-        return text + "neither component moved towards the correct completions."
-    if a > 0 and sup <= 0:
-        return text + "amplification only (the wrong completions did not become less likely)."
-    if sup > 0 and a <= 0:
-        return text + "suppression only (the correct completions did not become more likely)."
-    lead, share = ("suppression", sup / (a + sup)) if sup > a else ("amplification", a / (a + sup))
-    if share >= CARRIES:
-        return text + f"RL worked mostly by {lead} ({share:.0%} of the movement)."
-    return text + f"both components moved comparably ({lead} {share:.0%})."
-
-
-def _mass_text(s: dict) -> str:
-    b, f = s["base_stats"].get("correct_share"), s["final"].get("correct_share")
-    if b is None or f is None:
-        return ""
-    return f" Within prompts that have both, the correct completions' share of the probability mass went {b:.2f} → {f:.2f}."
-
-
-def _verdict_phases(ph: dict | None, sub: pd.DataFrame) -> str:
-    if ph is None:
-        return "Not measurable (needs correct and wrong probe completions and at least one saved step)."
-    ent = sub["probe_entropy"].tolist()
-    ent_text = f"; policy entropy on the probe set {ent[0]:.3f} → {ent[-1]:.3f} nats/token" if ent else ""
-
-    def who(d: str) -> str:
-        return "neither component (both moved away from the correct completions)" if d == "neither" else d
-
-    steps = ", ".join(str(int(x)) for x in sub["step"].iloc[1:])
-    if ph["switch_step"] is None:
-        return (
-            f"One phase: {who(ph['first_dominant'])} led in the first interval and no lasting switch followed "
-            f"(checkpoints at steps {steps}){ent_text}."
-        )
-    return (
-        f"Two phases: {who(ph['first_dominant'])} led first, then from step {ph['switch_step']} "
-        f"{who(ph['last_dominant'])}{ent_text}."
-    )
-
-
-def _verdict_advantages(adv: pd.DataFrame) -> str:
-    by = {r["run"]: r for r in adv.to_dict("records")}
-    if not {"base", "all", "positive", "negative"} <= set(by):
-        missing = {"positive", "negative"} - set(by)
-        return f"Needs both split runs ({', '.join(sorted(missing))} missing)."
-    b = by["base"]["accuracy"]
-    gain = {k: by[k]["accuracy"] - b for k in ("all", "positive", "negative")}
-    change = {k: by[k]["changed_frac"] for k in ("positive", "negative")}
-    gp, gn = max(gain["positive"], 0.0), max(gain["negative"], 0.0)
-    if gp + gn == 0:
-        acc_text = "neither half alone raised greedy accuracy"
-    else:
-        lead = "negative" if gn > gp else "positive"
-        acc_text = f"the {lead}-advantage half carries {max(gp, gn) / (gp + gn):.0%} of the accuracy gain"
-    cp, cn = change["positive"], change["negative"]
-    if cp == cn:
-        ch_text = f"both halves changed {cp:.2%} of the weights"
-    else:
-        ch_lead = "negative" if cn > cp else "positive"
-        ch_text = (
-            f"the {ch_lead}-advantage half changed more weights ({max(cp, cn):.2%} vs {min(cp, cn):.2%}; "
-            f"full run {by['all']['changed_frac']:.2%})"
-        )
-    return (
-        f"Greedy accuracy base {b:.3f}, all {by['all']['accuracy']:.3f}, positive-only "
-        f"{by['positive']['accuracy']:.3f}, negative-only {by['negative']['accuracy']:.3f}: {acc_text}; "
-        f"{ch_text}; overlap with the full run's changed set: positive {_fmt(by['positive']['overlap_with_all'], '.2%')}, "
-        f"negative {_fmt(by['negative']['overlap_with_all'], '.2%')}."
-    )
-
-
 def _write(out_dir: Path, df: pd.DataFrame, ph: pd.DataFrame, adv: pd.DataFrame | None, summary: dict) -> None:
     from rldelta.plots.logprobs import logprob_curves, pass_at_k_curves  # matplotlib: only when plotting
 
-    atomic_write_parquet(df, out_dir / TABLE_FILE)
-    atomic_write_parquet(ph, out_dir / PHASES_FILE)
+    atomic_write_parquet(df, out_dir / LOGPROBS_TABLE)
+    atomic_write_parquet(ph, out_dir / PHASES_TABLE)
     atomic_write_bytes(out_dir / "logprobs.png", logprob_curves(df))
     if adv is not None:
-        atomic_write_parquet(adv, out_dir / ADVANTAGES_FILE)
+        atomic_write_parquet(adv, out_dir / ADVANTAGES_TABLE)
         atomic_write_bytes(out_dir / "passk.png", pass_at_k_curves(adv))
-    atomic_write_json(out_dir / SUMMARY_FILE, summary)
+    atomic_write_json(out_dir / LOGPROBS_JSON, summary)

@@ -7,21 +7,17 @@ import re
 
 import pandas as pd
 
-from rldelta.columns import fmt
+from rldelta.columns import fmt, is_missing
 
 BEGIN, END = "<!-- BEGIN verdicts (scripts/readme_verdicts.py) -->", "<!-- END verdicts -->"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and v != v)
-
-
 def _number(rec: dict | None) -> str:
     if rec is None:
         return fmt(None, "num")
-    text = fmt(None if _missing(rec["value"]) else rec["value"], rec["format"])
-    if not _missing(rec.get("lo")) and not _missing(rec.get("hi")):
+    text = fmt(None if is_missing(rec["value"]) else rec["value"], rec["format"])
+    if not is_missing(rec.get("lo")) and not is_missing(rec.get("hi")):
         text += f" [{fmt(rec['lo'], rec['format'])}, {fmt(rec['hi'], rec['format'])}]"
     return text
 
@@ -30,12 +26,12 @@ def verdict_line(claim: dict, headline: dict[str, dict]) -> str:
     """One claim as a Markdown bullet: verdict, text with its numbers, the paired comparison, what would decide it."""
     text = _PLACEHOLDER.sub(lambda m: _number(headline.get(m.group(1))), claim["text"])
     line = f"- **{claim['claim']} — {claim['verdict']}**: {text}"
-    if not _missing(claim.get("difference")):
+    if not is_missing(claim.get("difference")):
         line += (
             f" Paired on {claim['score']}: difference {fmt(claim['difference'], 'num')} "
             f"[{fmt(claim['lo'], 'num')}, {fmt(claim['hi'], 'num')}] ({claim['test']}, n = {int(claim['n'])})."
         )
-    if not _missing(claim.get("more_data")) and claim.get("more_data"):
+    if not is_missing(claim.get("more_data")) and claim.get("more_data"):
         line += f" To decide: {claim['more_data']}."
     return line
 

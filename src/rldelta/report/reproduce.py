@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rldelta.atomic import atomic_write_bytes
-from rldelta.report.html import CSS, table_html
+from rldelta.report.blocks import CSS, table_html
+from rldelta.runtime.atomic import atomic_write_bytes
 
 REPRODUCE_HTML = "reproduce.html"
 _MAIN_COLS = [

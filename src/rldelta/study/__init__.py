@@ -17,9 +17,9 @@ redoes nothing already complete. A training run counts as complete when its run.
 checkpoint of its last step exists; an interrupted one is resumed from its last Trainer checkpoint.
 
 The package, bottom to top: config (StudyConfig, the one schema, and loading; schema checks types against it),
-layout (run identity and folders), log, runs (scheduling the training runs), stages and probes (the cached
+folders (run identity and folders), log, runs (scheduling the training runs), stages and probes (the cached
 measuring stages), claims (verdict rules), headline (the headline numbers with their intervals, the claims table),
-why (the "Why sparse, yet full-rank?" table), tables (every number of the report), run (run_study, the plan).
+why (the "Why sparse, yet full-rank?" table), tables and probe_tables (every number of the report), run (run_study, the plan).
 The cause analysis's runs (SFT on own vs foreign-style samples, RL with KL) live in STUDY/runs/cause-*.
 """
 
@@ -36,7 +36,7 @@ from rldelta.study.config import (
     load_config,
     preset_path,
 )
-from rldelta.study.layout import Run, run_complete
+from rldelta.study.folders import Run, run_complete
 from rldelta.study.run import run_study
 from rldelta.study.tables import build_tables, export_tables
 

@@ -1,6 +1,9 @@
-"""The verdict rules: one pure function per published claim, from numbers and their intervals to a verdict.
+"""The published claims, each defined once: `CLAIMS` (at the end) names each claim, its published statement and
+source, the headline numbers it reads and its rule; the headline (study/headline.py), the claims table, the HTML
+report and the tests all read it, so adding a claim is one entry there (and its rule, here). docs/add-a-claim.md
+shows one added.
 
-Every rule gives one of VERDICTS, names the comparison it rests on and the null or control it beat or failed to
+The rules are pure functions, from numbers and their intervals to a verdict. Every rule gives one of VERDICTS, names the comparison it rests on and the null or control it beat or failed to
 beat, and, when the data cannot decide ("inconclusive"), how much more eval n or how many seeds would. Texts are
 templates: {key} is the headline number of that key (the report shows the table's value with its interval).
 The thresholds are the named constants below; tests/test_claims.py plants tables for every outcome of each rule.
@@ -8,7 +11,10 @@ The thresholds are the named constants below; tests/test_claims.py plants tables
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+import pandas as pd
 
 from rldelta.metrics.paired import n_to_decide, power_difference, power_equivalence, tost
 from rldelta.metrics.stats import seeds_to_decide
@@ -23,8 +29,11 @@ REPRODUCES, PARTLY, DOES_NOT, INCONCLUSIVE, NOT_MEASURED = (
 )
 VERDICTS = (REPRODUCES, PARTLY, DOES_NOT, INCONCLUSIVE, NOT_MEASURED)
 
+# Where the claims were published.
+SOURCE = "arXiv:2505.11711"
 # "RL updates only 5–30% of the parameters": the published range of the changed fraction.
 SPARSITY_LOW, SPARSITY_HIGH = 0.05, 0.30
+SPARSITY_RANGE = f"{100 * SPARSITY_LOW:g}–{100 * SPARSITY_HIGH:g}%"
 # Mean rank / max rank of Δ from which the update counts as full rank, and as partly so.
 FULL_RANK, PARTLY_FULL_RANK = 0.99, 0.9
 # Within this of the random sparse matrices' rank fraction: the rank follows from the density alone.
@@ -93,8 +102,8 @@ def sparsity_rule(
     runs: int = 1,
     fp32: float | None = None,
 ) -> Verdict:
-    """The bf16 changed fraction against the published 5–30%, next to the fp32 master weights (no rounding)."""
-    cmp = "bitwise changed fraction of the bf16 checkpoint vs the published 5–30%"
+    """The bf16 changed fraction against the published SPARSITY_RANGE, next to the fp32 master weights (no rounding)."""
+    cmp = "bitwise changed fraction of the bf16 checkpoint vs the published " + SPARSITY_RANGE
     null = "the fp32 master weights (the same update before bf16 rounding)"
     if bf16 is None:
         return Verdict(NOT_MEASURED, cmp, null, "No run finished.")
@@ -124,9 +133,13 @@ def sparsity_rule(
             + ": the sparsity is that of the stored precision.",
         )
     if inside:
-        return Verdict(REPRODUCES, cmp, null, "RL changed {changed_frac} of the entries, inside 5–30%" + why + ".")
+        return Verdict(
+            REPRODUCES, cmp, null, "RL changed {changed_frac} of the entries, inside " + SPARSITY_RANGE + why + "."
+        )
     side = "below" if bf16 < SPARSITY_LOW else "above"
-    return Verdict(DOES_NOT, cmp, null, "RL changed {changed_frac} of the entries, " + side + " 5–30%" + why + ".")
+    return Verdict(
+        DOES_NOT, cmp, null, "RL changed {changed_frac} of the entries, " + side + " " + SPARSITY_RANGE + why + "."
+    )
 
 
 def rank_rule(
@@ -331,3 +344,143 @@ def cause_rule(
         null,
         text + (": the KL term matters too." if kl_moves else "."),
     )
+
+
+# ---- the registry ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the claims' rules read: the headline numbers by key (`num`: None where missing; `raw`: as measured,
+    NaN kept), their 95% intervals (`bounds`), the spread over runs a mean came from (`spread`: mean, sd, lo, hi,
+    k), and the paired evidence of the surgery and the retrain."""
+
+    num: dict[str, float | None]
+    raw: dict[str, object]
+    bounds: dict[str, tuple]
+    spread: dict[str, dict]
+    surgery: dict[str, SurgeryEvidence | None]
+    retrain: RetrainEvidence | None
+    mask_name: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One published claim: its name, the statement as published and where, the headline number shown beside its
+    verdict (`key`), every headline number its rule reads (`reads`), and the rule itself."""
+
+    name: str
+    statement: str
+    source: str
+    key: str
+    reads: tuple[str, ...]
+    rule: Callable[[Evidence], Verdict]
+
+    def row(self, e: Evidence) -> dict:
+        """This claim's row of the claims table."""
+        return self.rule(e).row(self.name, self.statement, self.key, e.num[self.key])
+
+
+def _sparsity(e: Evidence) -> Verdict:
+    s = e.spread["changed_frac"]
+    return sparsity_rule(
+        s["mean"], s["lo"], s["hi"], sd=s["sd"], runs=s["k"], fp32=e.spread["fp32_changed_frac"]["mean"]
+    )
+
+
+def _full_rank(e: Evidence) -> Verdict:
+    s = e.spread["mean_rank_frac"]
+    return rank_rule(s["mean"], e.num["null_rank_frac"], s["lo"], s["hi"], sd=s["sd"], runs=s["k"])
+
+
+def _seed_consistency(e: Evidence) -> Verdict:
+    s = e.spread["seed_overlap"]
+    r_hi, m_hi = e.bounds["seed_overlap_random"][1], e.bounds["seed_overlap_matched"][1]
+    random_hi = r_hi if r_hi is not None else e.num["seed_overlap_random"]
+    return overlap_rule(s["mean"], random_hi, m_hi, s["lo"], s["hi"], sd=s["sd"], pairs=s["k"])
+
+
+def _cause(e: Evidence) -> Verdict:
+    n = e.num
+    return cause_rule(n["cause_sft_own"], n["cause_sft_foreign"], n["cause_rl_kl"], n["cause_rl_no_kl"])
+
+
+CLAIMS: list[Claim] = [
+    Claim(
+        "sparsity",
+        f"RL updates only {SPARSITY_RANGE} of the parameters",
+        SOURCE,
+        "changed_frac",
+        ("changed_frac", "fp32_changed_frac", "lost_to_rounding_frac", "auc_small_weights"),
+        _sparsity,
+    ),
+    Claim(
+        "full rank",
+        "each update matrix is nearly full rank (>99%)",
+        SOURCE,
+        "mean_rank_frac",
+        ("mean_rank_frac", "null_rank_frac"),
+        _full_rank,
+    ),
+    Claim(
+        "seed consistency",
+        "different seeds update nearly the same entries",
+        SOURCE,
+        "seed_overlap",
+        ("seed_overlap", "seed_overlap_random", "seed_overlap_matched"),
+        _seed_consistency,
+    ),
+    Claim(
+        "subnetwork sufficiency",
+        "the update on the subnetwork alone recovers the tuned accuracy",
+        SOURCE,
+        "patch_share",
+        ("paired_gain", "patch_share", "patch_random_share", "patch_vs_random"),
+        lambda e: surgery_rule("patch", e.surgery["patch"], e.mask_name),
+    ),
+    Claim(
+        "subnetwork necessity",
+        "resetting the subnetwork to base loses the tuned accuracy",
+        SOURCE,
+        "revert_share",
+        ("paired_gain", "revert_share", "revert_random_share", "revert_vs_random"),
+        lambda e: surgery_rule("revert", e.surgery["revert"], e.mask_name),
+    ),
+    Claim(
+        "subnetwork-only training",
+        "training only the subnetwork recovers the full run's accuracy and parameters",
+        SOURCE,
+        "retrain_vs_full",
+        (
+            "retrain_vs_full",
+            "retrain_full_gain",
+            "retrain_cosine",
+            "retrain_equal_bitwise",
+            "retrain_equal_1e5",
+            "retrain_equal_1e4",
+        ),
+        lambda e: retrain_rule(e.retrain, e.raw["retrain_cosine"]),
+    ),
+    Claim(
+        "in-distribution data",
+        "training on data close to the policy's own distribution makes the update sparse",
+        SOURCE,
+        "cause_sft_own",
+        ("cause_sft_own", "cause_sft_foreign", "cause_rl_kl", "cause_rl_no_kl"),
+        _cause,
+    ),
+]
+
+# The report's opening question: the claims in one paragraph.
+QUESTION = (
+    f"RL fine-tuning of a language model is reported to change only a small slice of its weights ({SPARSITY_RANGE}), "
+    "yet each changed matrix is nearly full rank, the slice is almost the same across random seeds, and training "
+    f"that slice alone recovers the full run ({SOURCE}). This study trained its own grid of RL runs and "
+    "measured each of these claims, next to what simple causes — bf16 rounding, weight magnitude, a random sparse "
+    "matrix of the same density — already predict."
+)
+
+
+def claims_table(e: Evidence, claims: list[Claim] | None = None) -> pd.DataFrame:
+    """One verdict per claim (of CLAIMS unless given), with its comparison, null and what more data would decide."""
+    return pd.DataFrame([c.row(e) for c in (CLAIMS if claims is None else claims)])

@@ -13,9 +13,10 @@ from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from rldelta.errors import RldeltaError
+from rldelta.runtime.errors import RldeltaError
 from rldelta.study.schema import type_problem
-from rldelta.train.config import ALGOS, GRPO_FAMILY, PRECISIONS, ConfigError, TrainConfig
+from rldelta.train.algorithms import ALGOS, GRPO_FAMILY
+from rldelta.train.config import PRECISIONS, ConfigError, TrainConfig
 from rldelta.train.corpus import MixtureError, parse_noise, parse_proportions
 from rldelta.train.models import TINY_BUILDERS
 from rldelta.train.sizes import SIZES
@@ -226,7 +227,7 @@ class StudyConfig:
         _check_train_table(self.train, STUDY_OWNED, StudyConfig, src, "")
         try:
             task = get_task(self.task)
-        except ValueError as e:
+        except RldeltaError as e:
             raise StudyError(f"{src}: task: {e}") from None
         if self.difficulty is not None and self.difficulty not in task.difficulties:
             raise StudyError(

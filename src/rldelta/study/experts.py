@@ -10,10 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.metrics.experts import per_expert
-from rldelta.overlap import EXPERT_OVERLAP_TABLE
-from rldelta.study.layout import Run, diff_dir, read_json
+from rldelta.runtime.files import EXPERT_OVERLAP_TABLE, SUMMARY_FILE, TENSORS_FILE
+from rldelta.study.folders import Run, diff_dir, read_json
 
 EXPERT_COLUMNS = ["run", "layer", "expert", "numel", "changed", "changed_frac"]
 ROUTER_COLUMNS = ["run", "layer", "module", "numel", "changed", "changed_frac", "rank_frac"]

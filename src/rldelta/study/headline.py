@@ -1,24 +1,15 @@
-"""The headline numbers, each with its 95% interval where one exists, and the claims table: the verdict rules of
-study/claims.py applied to them. Pure functions of the study's tables."""
+"""The headline numbers, each with its 95% interval where one exists (one builder per group of rows), and the
+evidence the claims of study/claims.py are judged on. Pure functions of the study's tables."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
+from rldelta.columns import is_missing
 from rldelta.metrics.stats import accuracy_interval, mean_interval
-from rldelta.study.claims import (
-    Acc,
-    cause_rule,
-    overlap_rule,
-    rank_rule,
-    retrain_rule,
-    sparsity_rule,
-    surgery_rule,
-)
+from rldelta.study.claims import Acc, Evidence, claims_table
 from rldelta.study.config import StudyConfig
-from rldelta.study.layout import Run
+from rldelta.study.folders import Run
 from rldelta.study.paired_evidence import SCORE_NAMES, removed_share, retrain_evidence, surgery_evidence
 
 # Spread over runs (or seed pairs) is reported from this many values on; below it a mean has no interval.
@@ -27,7 +18,7 @@ MIN_FOR_SPREAD = 3
 
 def mean(xs: list) -> float | None:
     """The mean of the values that are neither None nor NaN; None when none is left."""
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    xs = [x for x in xs if not is_missing(x)]
     return sum(xs) / len(xs) if xs else None
 
 
@@ -81,78 +72,78 @@ def _paired_rows(add, sur_ev: dict, ret_ev, mname: str, score: str) -> None:
     row("retrain_vs_full", f"subnetwork-only retrain − full run ({name})", ret_ev and ret_ev.vs_full)
 
 
-def headline_and_claims(
-    cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: list[Run]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The headline table (key, label, value, format, lo, hi, interval) and the claims table (one verdict per
-    published claim, with its comparison, null and what more data would decide it)."""
-    grid = t["runs"][t["runs"]["kind"] == "grid"]
-    ov = t["overlap"]
-    seeds = ov[ov["kind"] == "seed"]
-    sur = t["surgery"]
-    acc = t["accuracy"]
-    ret = t["retrain"].to_dict("records")[0] if len(t["retrain"]) else {}
-    mods = t["modules"][t["modules"]["run"].isin(grid["run"])]
-    cause = t.get("cause", pd.DataFrame(columns=["arm", "changed_frac", "fp32_changed_frac"]))
-    primary = runs[0].label
-    others = [
-        r.label for r in runs if r.algo == runs[0].algo and r.precision == runs[0].precision and r.label != primary
-    ]
-    cross = sur[sur["target"].isin(others)] if others else sur
-    rows: list[dict] = []
+class HeadlineRows:
+    """The headline table as it is built: its rows, and what the claims' rules read besides a row's value (the
+    spread over runs a mean came from, the raw value before NaN became None)."""
 
-    def add(key, label, value, fmt, lo=None, hi=None, interval=""):
-        rows.append(
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.spread: dict[str, dict] = {}
+
+    def add(self, key, label, value, fmt, lo=None, hi=None, interval="") -> None:
+        self.rows.append(
             {"key": key, "label": label, "value": value, "format": fmt, "lo": lo, "hi": hi, "interval": interval}
         )
 
-    def add_spread(key, label, values, fmt):
-        s = _spread(values)
-        add(key, label, s["mean"], fmt, s["lo"], s["hi"], f"t, {s['k']} runs" if s["lo"] is not None else "")
-        return s
+    def add_spread(self, key, label, values, fmt) -> None:
+        s = self.spread[key] = _spread(values)
+        self.add(key, label, s["mean"], fmt, s["lo"], s["hi"], f"t, {s['k']} runs" if s["lo"] is not None else "")
 
-    def add_acc(key, label, a: Acc | None):
+    def add_acc(self, key, label, a: Acc | None) -> None:
         lo, hi = accuracy_interval(a.value, a.n) if a else (None, None)
-        add(key, label, a.value if a else None, "acc", lo, hi, f"Wilson, n={a.n}" if a else "")
+        self.add(key, label, a.value if a else None, "acc", lo, hi, f"Wilson, n={a.n}" if a else "")
 
-    def col(df, c):
-        return df[c].tolist() if c in df and len(df) else []
+    def numbers(self) -> dict:
+        # straight from the rows: a DataFrame would turn a missing number (None) into NaN, which no rule tests for
+        return {r["key"]: None if is_missing(r["value"]) else r["value"] for r in self.rows}
 
-    bf16 = add_spread(
-        "changed_frac", "changed fraction, bitwise in bf16 (mean over runs)", col(grid, "changed_frac"), "pct"
+
+def _col(df, c):
+    return df[c].tolist() if c in df and len(df) else []
+
+
+def _change_rows(h: HeadlineRows, cfg: StudyConfig, grid: pd.DataFrame, mods: pd.DataFrame) -> None:
+    """How much of the model changed, and how high-rank the change is."""
+    h.add_spread(
+        "changed_frac", "changed fraction, bitwise in bf16 (mean over runs)", _col(grid, "changed_frac"), "pct"
     )
-    add_spread(
+    h.add_spread(
         "changed_atol_frac",
         f"changed fraction, |Δ| > {cfg.atol:g} (mean over runs)",
-        col(grid, "changed_atol_frac"),
+        _col(grid, "changed_atol_frac"),
         "pct",
     )
-    fp32 = add_spread(
+    h.add_spread(
         "fp32_changed_frac",
         "changed fraction of the fp32 master weights (mean over fp32 runs)",
-        col(grid, "fp32_changed_frac"),
+        _col(grid, "fp32_changed_frac"),
         "pct",
     )
-    add_spread(
+    h.add_spread(
         "lost_to_rounding_frac",
         "share of fp32 updates lost when rounding to bf16",
-        col(grid, "lost_to_rounding_frac"),
+        _col(grid, "lost_to_rounding_frac"),
         "pct",
     )
-    add_spread(
-        "auc_small_weights", "AUC of −|w| for the changed set (0.5 = chance)", col(grid, "auc_small_weights"), "num"
+    h.add_spread(
+        "auc_small_weights", "AUC of −|w| for the changed set (0.5 = chance)", _col(grid, "auc_small_weights"), "num"
     )
-    rank = add_spread(
-        "mean_rank_frac", "rank / max rank of Δ, mean over 2-D tensors and runs", col(grid, "mean_rank_frac"), "num"
+    h.add_spread(
+        "mean_rank_frac", "rank / max rank of Δ, mean over 2-D tensors and runs", _col(grid, "mean_rank_frac"), "num"
     )
-    add(
+    h.add(
         "null_rank_frac",
         "same for random sparse matrices of the same density",
-        mean(col(mods, "null_rank_frac")),
+        mean(_col(mods, "null_rank_frac")),
         "num",
     )
-    so = _spread(col(seeds, "overlap"))
-    add(
+
+
+def _overlap_rows(h: HeadlineRows, ov: pd.DataFrame) -> None:
+    """How much the changed sets of seeds, algorithms and precisions overlap, against chance."""
+    seeds = ov[ov["kind"] == "seed"]
+    so = h.spread["seed_overlap"] = _spread(_col(seeds, "overlap"))
+    h.add(
         "seed_overlap",
         "seed overlap |A∩B|/|A| (mean over seed pairs)",
         so["mean"],
@@ -161,45 +152,46 @@ def headline_and_claims(
         so["hi"],
         f"t, {so['k']} seed pairs" if so["lo"] is not None else "",
     )
-    r_lo, r_hi = mean(col(seeds, "random_lo")), mean(col(seeds, "random_hi"))
-    m_lo, m_hi = mean(col(seeds, "matched_lo")), mean(col(seeds, "matched_hi"))
-    add(
+    r_lo, r_hi = mean(_col(seeds, "random_lo")), mean(_col(seeds, "random_hi"))
+    m_lo, m_hi = mean(_col(seeds, "matched_lo")), mean(_col(seeds, "matched_hi"))
+    h.add(
         "seed_overlap_random",
         "… expected at random (same per-tensor density)",
-        mean(col(seeds, "random_overlap")),
+        mean(_col(seeds, "random_overlap")),
         "pct",
         r_lo,
         r_hi,
         "permutation null, 95% range" if r_hi is not None else "",
     )
-    add(
+    h.add(
         "seed_overlap_matched",
         "… expected at random within |w| bins (magnitude-matched)",
-        mean(col(seeds, "magnitude_matched_overlap")),
+        mean(_col(seeds, "magnitude_matched_overlap")),
         "pct",
         m_lo,
         m_hi,
         "permutation null, 95% range" if m_hi is not None else "",
     )
-    add(
+    h.add(
         "algorithm_overlap",
         "overlap between algorithms (mean)",
-        mean(col(ov[ov["kind"] == "algorithm"], "overlap")),
+        mean(_col(ov[ov["kind"] == "algorithm"], "overlap")),
         "pct",
     )
-    add(
+    h.add(
         "precision_overlap",
         "overlap between bf16- and fp32-trained runs (mean)",
-        mean(col(ov[ov["kind"] == "precision"], "overlap")),
+        mean(_col(ov[ov["kind"] == "precision"], "overlap")),
         "pct",
     )
 
+
+def _accuracy_rows(h: HeadlineRows, acc: pd.DataFrame, cross: pd.DataFrame, tuned_models: list[str], mname: str):
+    """The accuracies of the base, the tuned models and the surgery's patched and reverted models."""
     base = Acc(float(acc["accuracy"].iloc[0]), int(acc["n"].iloc[0]))
-    tuned = _pooled(acc[acc["model"].isin(others or [primary])])
-    add_acc("base_accuracy", "base accuracy", base)
-    add_acc("tuned_accuracy", "RL-tuned accuracy of the models whose update the surgery used", tuned)
-    mname = mask_name(primary)
-    sur_acc = {}
+    tuned = _pooled(acc[acc["model"].isin(tuned_models)])
+    h.add_acc("base_accuracy", "base accuracy", base)
+    h.add_acc("tuned_accuracy", "RL-tuned accuracy of the models whose update the surgery used", tuned)
     for kind, ctl, label in (
         ("patch", "none", f"base + the other seed's update on {mname}"),
         ("patch", "random", "… on random masks of the same per-tensor density"),
@@ -207,34 +199,41 @@ def headline_and_claims(
         ("revert", "random", "… with random masks of the same density reset"),
     ):
         sub = cross[(cross["kind"] == kind) & (cross["control"].str.startswith(ctl))] if len(cross) else cross
-        sur_acc[kind, ctl] = _pooled(sub) if len(sub) else None
-        add_acc(f"{kind}_accuracy" if ctl == "none" else f"{kind}_random_accuracy", label, sur_acc[kind, ctl])
+        h.add_acc(
+            f"{kind}_accuracy" if ctl == "none" else f"{kind}_random_accuracy",
+            label,
+            _pooled(sub) if len(sub) else None,
+        )
+
+
+def _retrain_rows(h: HeadlineRows, ret: dict) -> None:
+    """The subnetwork-only retrain against the full run: accuracy, coverage, direction, equal entries."""
     full = Acc(ret["accuracy_full"], ret["n"]) if ret else None
     retr = Acc(ret["accuracy_retrain"], ret["n"]) if ret else None
-    add_acc("retrain_accuracy", "subnetwork-only retraining accuracy", retr)
-    add_acc("retrain_full_accuracy", "the full run it retrains", full)
-    add(
+    h.add_acc("retrain_accuracy", "subnetwork-only retraining accuracy", retr)
+    h.add_acc("retrain_full_accuracy", "the full run it retrains", full)
+    h.add(
         "retrain_coverage",
         "share of the full run's changed entries the retrain also changed",
         ret.get("full_covered_by_retrain"),
         "pct",
     )
-    add("retrain_cosine", "cosine of the retrain's Δ and the full run's Δ", ret.get("delta_cosine"), "num")
+    h.add("retrain_cosine", "cosine of the retrain's Δ and the full run's Δ", ret.get("delta_cosine"), "num")
     for key, label in (
         ("bitwise", "bitwise"),
         ("1e-5", "within 1e-5 (published 94.0% DPO, 90.5% PRIME)"),
         ("1e-4", "within 1e-4 (published 100%)"),
     ):
-        add(
+        h.add(
             f"retrain_equal_{key.replace('-', '')}",
             f"entries of θ_sub equal to θ_full, {label}",
             ret.get(f"equal_{key}"),
             "pct",
         )
-    score = cfg.paired_score
-    sur_ev = {k: surgery_evidence(t["problems"], sur, k, others or [primary], score) for k in ("patch", "revert")}
-    ret_ev = retrain_evidence(t["problems"], ret["full"], ret["retrain"], score) if ret else None
-    _paired_rows(add, sur_ev, ret_ev, mname, score)
+
+
+def _cause_rows(h: HeadlineRows, cause: pd.DataFrame) -> None:
+    """The cause analysis's arms: changed fraction of each, in bf16 and in the fp32 master."""
     arms = {r["arm"]: r for r in cause.to_dict("records")}
     for arm, label in (
         ("sft_own", "SFT on the policy's own correct samples: changed fraction (bf16)"),
@@ -243,53 +242,47 @@ def headline_and_claims(
         ("rl_no_kl", "RL without KL (β = 0): changed fraction (bf16)"),
     ):
         a = arms.get(arm, {})
-        add(f"cause_{arm}", label, a.get("changed_frac"), "pct")
-        add(f"cause_{arm}_fp32", label.replace("(bf16)", "(fp32 master)"), a.get("fp32_changed_frac"), "pct")
-    head = pd.DataFrame(rows)
-    # straight from the rows: a DataFrame would turn a missing number (None) into NaN, which no rule tests for
-    num = {r["key"]: None if r["value"] is None or r["value"] != r["value"] else r["value"] for r in rows}
+        h.add(f"cause_{arm}", label, a.get("changed_frac"), "pct")
+        h.add(f"cause_{arm}_fp32", label.replace("(bf16)", "(fp32 master)"), a.get("fp32_changed_frac"), "pct")
 
-    claims = [
-        sparsity_rule(bf16["mean"], bf16["lo"], bf16["hi"], sd=bf16["sd"], runs=bf16["k"], fp32=fp32["mean"]).row(
-            "sparsity", "RL updates only 5–30% of the parameters", "changed_frac", num["changed_frac"]
-        ),
-        rank_rule(rank["mean"], num["null_rank_frac"], rank["lo"], rank["hi"], sd=rank["sd"], runs=rank["k"]).row(
-            "full rank", "each update matrix is nearly full rank (>99%)", "mean_rank_frac", num["mean_rank_frac"]
-        ),
-        overlap_rule(
-            so["mean"],
-            r_hi if r_hi is not None else num["seed_overlap_random"],
-            m_hi,
-            so["lo"],
-            so["hi"],
-            sd=so["sd"],
-            pairs=so["k"],
-        ).row(
-            "seed consistency", "different seeds update nearly the same entries", "seed_overlap", num["seed_overlap"]
-        ),
-        surgery_rule("patch", sur_ev["patch"], mname).row(
-            "subnetwork sufficiency",
-            "the update on the subnetwork alone recovers the tuned accuracy",
-            "patch_share",
-            num["patch_share"],
-        ),
-        surgery_rule("revert", sur_ev["revert"], mname).row(
-            "subnetwork necessity",
-            "resetting the subnetwork to base loses the tuned accuracy",
-            "revert_share",
-            num["revert_share"],
-        ),
-        retrain_rule(ret_ev, ret.get("delta_cosine")).row(
-            "subnetwork-only training",
-            "training only the subnetwork recovers the full run's accuracy and parameters",
-            "retrain_vs_full",
-            num["retrain_vs_full"],
-        ),
-        cause_rule(num["cause_sft_own"], num["cause_sft_foreign"], num["cause_rl_kl"], num["cause_rl_no_kl"]).row(
-            "in-distribution data",
-            "training on data close to the policy's own distribution makes the update sparse",
-            "cause_sft_own",
-            num["cause_sft_own"],
-        ),
+
+def headline(cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: list[Run]) -> tuple[pd.DataFrame, Evidence]:
+    """The headline table (key, label, value, format, lo, hi, interval), and the evidence the claims' rules read."""
+    grid = t["runs"][t["runs"]["kind"] == "grid"]
+    sur = t["surgery"]
+    ret = t["retrain"].to_dict("records")[0] if len(t["retrain"]) else {}
+    primary = runs[0].label
+    others = [
+        r.label for r in runs if r.algo == runs[0].algo and r.precision == runs[0].precision and r.label != primary
     ]
-    return head, pd.DataFrame(claims)
+    cross = sur[sur["target"].isin(others)] if others else sur
+    mname = mask_name(primary)
+    h = HeadlineRows()
+    _change_rows(h, cfg, grid, t["modules"][t["modules"]["run"].isin(grid["run"])])
+    _overlap_rows(h, t["overlap"])
+    _accuracy_rows(h, t["accuracy"], cross, others or [primary], mname)
+    _retrain_rows(h, ret)
+    score = cfg.paired_score
+    sur_ev = {k: surgery_evidence(t["problems"], sur, k, others or [primary], score) for k in ("patch", "revert")}
+    ret_ev = retrain_evidence(t["problems"], ret["full"], ret["retrain"], score) if ret else None
+    _paired_rows(h.add, sur_ev, ret_ev, mname, score)
+    _cause_rows(h, t.get("cause", pd.DataFrame(columns=["arm", "changed_frac", "fp32_changed_frac"])))
+    evidence = Evidence(
+        num=h.numbers(),
+        spread=h.spread,
+        bounds={r["key"]: (r["lo"], r["hi"]) for r in h.rows},
+        raw={r["key"]: r["value"] for r in h.rows},
+        surgery=sur_ev,
+        retrain=ret_ev,
+        mask_name=mname,
+    )
+    return pd.DataFrame(h.rows), evidence
+
+
+def headline_and_claims(
+    cfg: StudyConfig, t: dict[str, pd.DataFrame], runs: list[Run]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The headline table and the claims table (one verdict per claim of CLAIMS, with its comparison, null and
+    what more data would decide it)."""
+    head, evidence = headline(cfg, t, runs)
+    return head, claims_table(evidence)

@@ -10,14 +10,12 @@ import pandas as pd
 
 from rldelta.checkpoint import open_checkpoint
 from rldelta.naming import parse_param
-from rldelta.probes.activations import ACTIVATIONS_JSON, run_activations
-from rldelta.probes.formats import SUMMARY_FILE as FORMATS_SUMMARY
-from rldelta.probes.formats import TABLE_FILE as FORMATS_TABLE
+from rldelta.probes.activations import run_activations
 from rldelta.probes.formats import compare_sizes, run_formats
-from rldelta.probes.logprobs import SUMMARY_FILE as LOGPROBS_SUMMARY
 from rldelta.probes.logprobs import run_logprobs
+from rldelta.runtime.files import ACTIVATIONS_JSON, FORMATS_JSON, FORMATS_TABLE, LOGPROBS_JSON
 from rldelta.study.config import StudyConfig, StudyError, formats_settings, formats_train_config
-from rldelta.study.layout import Run, place_run, read_json, short_hash
+from rldelta.study.folders import Run, place_run, read_json, short_hash
 from rldelta.study.log import StudyLog
 from rldelta.study.runs import train_all
 from rldelta.train.config import ConfigError
@@ -44,7 +42,7 @@ def run_probes(
     root = study / "probes"
     if "logprobs" in cfg.probes:
         d = root / "logprobs"
-        if not (d / LOGPROBS_SUMMARY).is_file():
+        if not (d / LOGPROBS_JSON).is_file():
             log(f"probe logprobs on {primary.label}" + (" and its advantage-split runs" if split else ""))
             by_kind = {r.kind: r.dir for r in split}
             run_logprobs(
@@ -110,8 +108,8 @@ def _formats_probe(cfg: StudyConfig, study: Path, primary: Run, log: StudyLog, p
         run = Run(f"formats-{size}", "grpo", primary.seed, tc.precision, tc, run_dir, kind="formats")
         train_all([run], backend="local", workers=1, ray_address=None, log=log, progress=progress)
         d = study / "probes" / "formats" / size
-        if (d / FORMATS_SUMMARY).is_file():
-            summary = read_json(d / FORMATS_SUMMARY)
+        if (d / FORMATS_JSON).is_file():
+            summary = read_json(d / FORMATS_JSON)
         else:
             log(f"probe formats on {run.label}")
             summary = run_formats(run_dir, d)

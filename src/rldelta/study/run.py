@@ -9,15 +9,19 @@ from pathlib import Path
 import torch
 
 from rldelta import __version__
-from rldelta.cluster import BACKENDS, require_ray
-from rldelta.lock import locks_output
 
 # run_study ends by writing the report: the study floor's one call upward (report/ presents the study's tables).
 from rldelta.report.html import write_report
+from rldelta.runtime.cluster import BACKENDS, require_ray
+from rldelta.runtime.files import REPORT_FILE
+from rldelta.runtime.lock import locks_output
+from rldelta.runtime.threads import usable_cores
+from rldelta.study.claims import QUESTION
 from rldelta.study.config import StudyConfig, StudyError, load_config
 from rldelta.study.experts import expert_tables
-from rldelta.study.layout import REPORT, diff_dir, make_run, other_seed, write_json
+from rldelta.study.folders import diff_dir, make_run, other_seed, write_json
 from rldelta.study.log import StudyLog
+from rldelta.study.probe_tables import probe_tables
 from rldelta.study.probes import run_probes
 from rldelta.study.runs import default_workers, train_all, training_beside
 from rldelta.study.stages import (
@@ -33,9 +37,8 @@ from rldelta.study.stages import (
     surgery_evals,
 )
 from rldelta.study.steps import step_tables
-from rldelta.study.tables import build_tables, export_tables, probe_tables
+from rldelta.study.tables import build_tables, export_tables
 from rldelta.study.why import why_table
-from rldelta.threads import usable_cores
 
 
 @locks_output("study")
@@ -161,7 +164,7 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     tables.update(expert_tables(study, runs, overlap))
     tables["headline"], tables["why"] = why_table(tables)
     export_tables(tables, study / "tables")
-    report = write_report(tables, study / REPORT)
+    report = write_report(tables, study / REPORT_FILE, QUESTION)
     log(f"done in {time.perf_counter() - t_start:.0f} s; report: {report}")
     head = {r["key"]: r["value"] for r in tables["headline"].to_dict("records")}
     return {

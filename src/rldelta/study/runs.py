@@ -16,12 +16,12 @@ from multiprocessing import get_context
 
 import torch
 
-from rldelta.cluster import cluster_cpus, ray_session
-from rldelta.lifetime import die_with_parent
+from rldelta.runtime.cluster import cluster_cpus, ray_session
+from rldelta.runtime.lifetime import die_with_parent
+from rldelta.runtime.threads import usable_cores
 from rldelta.study.config import StudyError
-from rldelta.study.layout import Run, run_complete
+from rldelta.study.folders import Run, run_complete
 from rldelta.study.log import StudyLog
-from rldelta.threads import usable_cores
 from rldelta.train.config import TrainConfig
 from rldelta.train.runfiles import read_run_json
 

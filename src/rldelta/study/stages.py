@@ -11,16 +11,16 @@ from pathlib import Path
 
 import torch
 
-from rldelta.atomic import atomic_dir, remove_scratch
 from rldelta.checkpoint import open_checkpoint
 from rldelta.diff import run_diff
-from rldelta.diff_files import SUMMARY_FILE
-from rldelta.explain import EXPLAIN_JSON, run_explain
+from rldelta.explain import run_explain
 from rldelta.masks import intersection, load_mask, mask_counts
 from rldelta.metrics.delta import cosine_parts
-from rldelta.overlap import OVERLAP_JSON, OVERLAP_TABLE, run_overlap
+from rldelta.overlap import run_overlap
+from rldelta.runtime.atomic import atomic_dir, remove_scratch
+from rldelta.runtime.files import EXPLAIN_JSON, OVERLAP_JSON, OVERLAP_TABLE, SUMMARY_FILE, SURGERY_JSON
 from rldelta.study.config import BUILTIN_MODELS, StudyConfig, StudyError
-from rldelta.study.layout import (
+from rldelta.study.folders import (
     Run,
     diff_complete,
     diff_dir,
@@ -31,7 +31,7 @@ from rldelta.study.layout import (
     write_json,
 )
 from rldelta.study.log import StudyLog
-from rldelta.surgery import SURGERY_JSON, run_surgery
+from rldelta.surgery import run_surgery
 from rldelta.train.evaluate import evaluate
 from rldelta.train.models import TINY_BUILDERS, ModelError, prepare_smollm2
 from rldelta.train.tasks import get_task

@@ -10,8 +10,10 @@ from __future__ import annotations
 import pandas as pd
 
 from rldelta.metrics.activations import correlation
-from rldelta.study.layout import Run
-from rldelta.train.step_recorder import STEPS_FILE, TOTAL, read_steps
+from rldelta.runtime.files import STEPS_FILE
+from rldelta.study.folders import Run
+from rldelta.train.step_files import read_steps
+from rldelta.train.step_recorder import TOTAL
 
 STEP_COLUMNS = [
     "run",

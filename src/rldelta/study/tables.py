@@ -1,28 +1,20 @@
-"""The study's tables: every number the report shows, built from the stage outputs on disk, and their export as
-Parquet and CSV (STUDY/tables/). Over 400 lines because every table is built here, one block per table, so that
-what the report shows can be read off one file."""
+"""The study's tables: every number the report shows, built from the stage outputs on disk (one builder per table),
+and their export as Parquet and CSV (STUDY/tables/)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from rldelta import __version__
-from rldelta.atomic import atomic_write_bytes, atomic_write_parquet, json_safe
-from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
 from rldelta.metrics.stats import accuracy_interval
-from rldelta.probes import logprobs as lp
-from rldelta.probes.activations import ACTIVATIONS_JSON, ACTIVATIONS_TABLE
+from rldelta.runtime.atomic import atomic_write_bytes, atomic_write_parquet, json_safe
+from rldelta.runtime.files import METRICS_FILE, SUMMARY_FILE, TENSORS_FILE
 from rldelta.study.config import StudyConfig
+from rldelta.study.folders import Run, diff_complete, diff_dir, read_json
 from rldelta.study.headline import headline_and_claims, recovery
-from rldelta.study.layout import Run, diff_complete, diff_dir, read_json
 from rldelta.study.paired_evidence import surgery_model
-from rldelta.train.runfiles import METRICS
-
-# The final subnetwork counts as fixed from the first saved step whose changed set holds this share of it.
-FIXED_SHARE = 0.9
 
 
 def _pair_kind(a: Run, b: Run) -> str:
@@ -55,24 +47,8 @@ def problems_table(evals: dict, surgery: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
 
 
-def build_tables(
-    cfg: StudyConfig,
-    study: Path,
-    base: Path,
-    runs: list[Run],
-    retrain: Run | None,
-    evals: dict,
-    overlap: dict | None,
-    explains: dict,
-    surgery: list[dict],
-    compare: dict | None,
-    dynamics: list[dict],
-    cause: list[dict] | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Every table of the report, from the stage outputs on disk. The report shows nothing that is not in here."""
-    all_runs = runs + ([retrain] if retrain else [])
-    base_acc = evals["base"]["accuracy"]
-
+def setup_table(cfg: StudyConfig, base: Path, runs: list[Run]) -> pd.DataFrame:
+    """What was run: the question, the config and every setting a reader needs to repeat it."""
     setup = [
         (
             "question",
@@ -93,76 +69,118 @@ def build_tables(
         ("training settings", ", ".join(f"{k}={v}" for k, v in sorted(cfg.train.items())) or "defaults"),
         ("rldelta", __version__),
     ]
-    tables: dict[str, pd.DataFrame] = {"setup": pd.DataFrame(setup, columns=["setting", "value"])}
+    return pd.DataFrame(setup, columns=["setting", "value"])
 
-    run_rows, module_rows, layer_rows, decile_rows = [], [], [], []
-    for r in all_runs:
-        s = read_json(diff_dir(study, r) / SUMMARY_FILE)
-        fp32 = diff_dir(study, r, fp32=True)
-        fs = read_json(fp32 / SUMMARY_FILE)["totals"] if diff_complete(fp32) else {}
-        ex = explains.get(r.label, {})
-        master = ex.get("master") or {}
-        mo = ex.get("magnitude_matched_overlap") or {}
-        run_rows.append(
-            {
-                "run": r.label,
-                "kind": r.kind,
-                "algo": r.algo,
-                "seed": r.seed,
-                "precision": r.precision,
-                "steps": r.final_step,
-                "accuracy": evals[r.label]["accuracy"],
-                "base_accuracy": base_acc,
-                "changed_frac": s["totals"]["changed_frac"],
-                "changed_atol_frac": s["totals"]["changed_atol_frac"],
-                "mean_rank_frac": s["totals"]["mean_rank_frac"],
-                "weighted_mean_rank_frac": s["totals"]["weighted_mean_rank_frac"],
-                "fp32_changed_frac": fs.get("changed_frac"),
-                "fp32_changed_atol_frac": fs.get("changed_atol_frac"),
-                "fp32_mean_rank_frac": fs.get("mean_rank_frac"),
-                "lost_to_rounding_frac": master.get("lost_to_rounding_frac"),
-                "auc_small_weights": (ex.get("rounding") or {}).get("auc"),
-                "seed_overlap": mo.get("observed"),
-                "seed_overlap_random": mo.get("random"),
-                "seed_overlap_magnitude_matched": mo.get("magnitude_matched"),
-                "run_dir": str(r.dir),
-            }
-        )
-        null = ex.get("rank_null") or {}
-        for mod, m in s["by_module"].items():
-            module_rows.append(
-                {
-                    "run": r.label,
-                    "module": mod,
-                    "numel": m["numel"],
-                    "changed_frac": m["changed_frac"],
-                    "changed_atol_frac": m["changed_atol_frac"],
-                    "mean_rank_frac": m["mean_rank_frac"],
-                    "null_rank_frac": (null.get(mod) or {}).get("null_rank_frac"),
-                }
-            )
-        t = pd.read_parquet(diff_dir(study, r) / TENSORS_FILE)
-        for row in t.itertuples():
-            layer_rows.append(
-                {
-                    "run": r.label,
-                    "tensor": row.name,
-                    "layer": None if pd.isna(row.layer) else int(row.layer),
-                    "module": row.module,
-                    "numel": int(row.numel),
-                    "changed_frac": row.changed_frac,
-                    "rank_frac": json_safe(row.rank_frac),
-                }
-            )
-        rounding = ex.get("rounding") or {}
-        fp32_dec = master.get("fp32_changed_frac_by_decile") or [None] * 10
-        for i, v in enumerate(rounding.get("changed_frac_by_decile") or []):
-            decile_rows.append({"run": r.label, "decile": i + 1, "changed_frac": v, "fp32_changed_frac": fp32_dec[i]})
-    tables["runs"] = pd.DataFrame(run_rows)
-    tables["modules"] = pd.DataFrame(module_rows)
-    tables["tensors"] = pd.DataFrame(layer_rows)
-    tables["deciles"] = pd.DataFrame(decile_rows)
 
+def _run_row(study: Path, r: Run, evals: dict, explains: dict) -> dict:
+    """One run's row of the runs table: its diff's totals, its fp32 master's and its null models' numbers."""
+    s = read_json(diff_dir(study, r) / SUMMARY_FILE)
+    fp32 = diff_dir(study, r, fp32=True)
+    fs = read_json(fp32 / SUMMARY_FILE)["totals"] if diff_complete(fp32) else {}
+    ex = explains.get(r.label, {})
+    master = ex.get("master") or {}
+    mo = ex.get("magnitude_matched_overlap") or {}
+    return {
+        "run": r.label,
+        "kind": r.kind,
+        "algo": r.algo,
+        "seed": r.seed,
+        "precision": r.precision,
+        "steps": r.final_step,
+        "accuracy": evals[r.label]["accuracy"],
+        "base_accuracy": evals["base"]["accuracy"],
+        "changed_frac": s["totals"]["changed_frac"],
+        "changed_atol_frac": s["totals"]["changed_atol_frac"],
+        "mean_rank_frac": s["totals"]["mean_rank_frac"],
+        "weighted_mean_rank_frac": s["totals"]["weighted_mean_rank_frac"],
+        "fp32_changed_frac": fs.get("changed_frac"),
+        "fp32_changed_atol_frac": fs.get("changed_atol_frac"),
+        "fp32_mean_rank_frac": fs.get("mean_rank_frac"),
+        "lost_to_rounding_frac": master.get("lost_to_rounding_frac"),
+        "auc_small_weights": (ex.get("rounding") or {}).get("auc"),
+        "seed_overlap": mo.get("observed"),
+        "seed_overlap_random": mo.get("random"),
+        "seed_overlap_magnitude_matched": mo.get("magnitude_matched"),
+        "run_dir": str(r.dir),
+    }
+
+
+def _module_rows(study: Path, r: Run, explains: dict) -> list[dict]:
+    """One row per module kind of a run's diff, with the random-sparse rank null of that kind."""
+    s = read_json(diff_dir(study, r) / SUMMARY_FILE)
+    null = explains.get(r.label, {}).get("rank_null") or {}
+    return [
+        {
+            "run": r.label,
+            "module": mod,
+            "numel": m["numel"],
+            "changed_frac": m["changed_frac"],
+            "changed_atol_frac": m["changed_atol_frac"],
+            "mean_rank_frac": m["mean_rank_frac"],
+            "null_rank_frac": (null.get(mod) or {}).get("null_rank_frac"),
+        }
+        for mod, m in s["by_module"].items()
+    ]
+
+
+def _tensor_rows(study: Path, r: Run) -> list[dict]:
+    """One row per tensor of a run's diff."""
+    t = pd.read_parquet(diff_dir(study, r) / TENSORS_FILE)
+    return [
+        {
+            "run": r.label,
+            "tensor": row.name,
+            "layer": None if pd.isna(row.layer) else int(row.layer),
+            "module": row.module,
+            "numel": int(row.numel),
+            "changed_frac": row.changed_frac,
+            "rank_frac": json_safe(row.rank_frac),
+        }
+        for row in t.itertuples()
+    ]
+
+
+def _decile_rows(r: Run, explains: dict) -> list[dict]:
+    """A run's changed fraction per |w| decile, in bf16 and in the fp32 master."""
+    ex = explains.get(r.label, {})
+    rounding = ex.get("rounding") or {}
+    fp32_dec = (ex.get("master") or {}).get("fp32_changed_frac_by_decile") or [None] * 10
+    return [
+        {"run": r.label, "decile": i + 1, "changed_frac": v, "fp32_changed_frac": fp32_dec[i]}
+        for i, v in enumerate(rounding.get("changed_frac_by_decile") or [])
+    ]
+
+
+def diff_tables(study: Path, all_runs: list[Run], evals: dict, explains: dict) -> dict[str, pd.DataFrame]:
+    """The runs, modules, tensors and deciles tables: what each run's diff and null models found."""
+    return {
+        "runs": pd.DataFrame([_run_row(study, r, evals, explains) for r in all_runs]),
+        "modules": pd.DataFrame([row for r in all_runs for row in _module_rows(study, r, explains)]),
+        "tensors": pd.DataFrame([row for r in all_runs for row in _tensor_rows(study, r)]),
+        "deciles": pd.DataFrame([row for r in all_runs for row in _decile_rows(r, explains)]),
+    }
+
+
+OVERLAP_COLUMNS = [
+    "a",
+    "b",
+    "kind",
+    "size_a",
+    "size_b",
+    "intersection",
+    "overlap",
+    "random_overlap",
+    "random_lo",
+    "random_hi",
+    "magnitude_matched_overlap",
+    "matched_lo",
+    "matched_hi",
+    "jaccard",
+]
+
+
+def overlap_table(study: Path, runs: list[Run], overlap: dict | None, explains: dict) -> pd.DataFrame:
+    """Every ordered pair of runs: overlap, its random and magnitude-matched expectations, and what they differ in."""
     # overlap.json names the diffs by the paths they had when it was written: matched on the run's folder and step,
     # so a study that was moved or copied still reads
     by_path = {diff_dir(study, r).parts[-2:]: r for r in runs}
@@ -192,31 +210,16 @@ def build_tables(
                 "jaccard": p["jaccard"],
             }
         )
-    tables["overlap"] = pd.DataFrame(
-        ov_rows,
-        columns=[
-            "a",
-            "b",
-            "kind",
-            "size_a",
-            "size_b",
-            "intersection",
-            "overlap",
-            "random_overlap",
-            "random_lo",
-            "random_hi",
-            "magnitude_matched_overlap",
-            "matched_lo",
-            "matched_hi",
-            "jaccard",
-        ],
-    )
+    return pd.DataFrame(ov_rows, columns=OVERLAP_COLUMNS)
 
+
+def accuracy_table(all_runs: list[Run], evals: dict) -> pd.DataFrame:
+    """The base and every run: greedy accuracy with its Wilson interval, and format rate."""
     acc_rows = [
         {
             "model": "base",
             "kind": "base",
-            "accuracy": base_acc,
+            "accuracy": evals["base"]["accuracy"],
             "format_rate": evals["base"]["format_rate"],
             "n": evals["base"]["n"],
         }
@@ -233,11 +236,14 @@ def build_tables(
         )
     for row in acc_rows:
         row["accuracy_lo"], row["accuracy_hi"] = accuracy_interval(row["accuracy"], row["n"])
-    tables["accuracy"] = pd.DataFrame(acc_rows)
+    return pd.DataFrame(acc_rows)
 
+
+def training_curves_table(all_runs: list[Run]) -> pd.DataFrame:
+    """Each run's training accuracy and mean reward, step by step, from its metrics file."""
     curve_rows = []
     for r in all_runs:
-        mp = r.dir / METRICS
+        mp = r.dir / METRICS_FILE
         if mp.is_file():
             m = pd.read_parquet(mp)
             for row in m.to_dict("records"):
@@ -249,8 +255,28 @@ def build_tables(
                         "reward_mean": json_safe(row.get("reward_mean")),
                     }
                 )
-    tables["training_curves"] = pd.DataFrame(curve_rows, columns=["run", "step", "train_accuracy", "reward_mean"])
+    return pd.DataFrame(curve_rows, columns=["run", "step", "train_accuracy", "reward_mean"])
 
+
+SURGERY_COLUMNS = [
+    "target",
+    "mask_of",
+    "kind",
+    "control",
+    "masked_frac",
+    "accuracy",
+    "accuracy_lo",
+    "accuracy_hi",
+    "n",
+    "tuned_accuracy",
+    "base_accuracy",
+    "recovery",
+]
+
+
+def surgery_table(surgery: list[dict], evals: dict, runs: list[Run]) -> pd.DataFrame:
+    """Every patch and revert (and their random controls): accuracy, interval and the share of RL's gain recovered."""
+    base_acc = evals["base"]["accuracy"]
     tuned_acc = {r.label: evals[r.label]["accuracy"] for r in runs}
     sur_rows = []
     for rec in surgery:
@@ -270,152 +296,69 @@ def build_tables(
                 "recovery": recovery(rec["accuracy"], base_acc, tuned_acc[rec["target"]]),
             }
         )
-    tables["surgery"] = pd.DataFrame(
-        sur_rows,
-        columns=[
-            "target",
-            "mask_of",
-            "kind",
-            "control",
-            "masked_frac",
-            "accuracy",
-            "accuracy_lo",
-            "accuracy_hi",
-            "n",
-            "tuned_accuracy",
-            "base_accuracy",
-            "recovery",
-        ],
-    )
+    return pd.DataFrame(sur_rows, columns=SURGERY_COLUMNS)
+
+
+def retrain_table(compare: dict | None, retrain: Run | None, evals: dict, runs: list[Run]) -> pd.DataFrame:
+    """The subnetwork-only retrain against the full run it retrains (one row, or none without a retrain)."""
     ret = []
     if compare is not None and retrain is not None:
+        base_acc = evals["base"]["accuracy"]
+        full_acc = {r.label: evals[r.label]["accuracy"] for r in runs}[compare["full"]]
         ret.append(
             {
                 **compare,
-                "accuracy_full": tuned_acc[compare["full"]],
+                "accuracy_full": full_acc,
                 "accuracy_retrain": evals[retrain.label]["accuracy"],
                 "base_accuracy": base_acc,
                 "n": evals[retrain.label]["n"],
-                "recovery": recovery(evals[retrain.label]["accuracy"], base_acc, tuned_acc[compare["full"]]),
+                "recovery": recovery(evals[retrain.label]["accuracy"], base_acc, full_acc),
             }
         )
-    tables["retrain"] = pd.DataFrame(ret)
+    return pd.DataFrame(ret)
+
+
+CAUSE_COLUMNS = [
+    "arm",
+    "run",
+    "algo",
+    "step",
+    "beta",
+    "sft_style",
+    "changed_frac",
+    "changed_atol_frac",
+    "fp32_changed_frac",
+]
+
+
+def build_tables(
+    cfg: StudyConfig,
+    study: Path,
+    base: Path,
+    runs: list[Run],
+    retrain: Run | None,
+    evals: dict,
+    overlap: dict | None,
+    explains: dict,
+    surgery: list[dict],
+    compare: dict | None,
+    dynamics: list[dict],
+    cause: list[dict] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Every table of the report, from the stage outputs on disk. The report shows nothing that is not in here.
+    A new table is one builder above and one line here."""
+    all_runs = runs + ([retrain] if retrain else [])
+    tables: dict[str, pd.DataFrame] = {"setup": setup_table(cfg, base, runs)}
+    tables.update(diff_tables(study, all_runs, evals, explains))
+    tables["overlap"] = overlap_table(study, runs, overlap, explains)
+    tables["accuracy"] = accuracy_table(all_runs, evals)
+    tables["training_curves"] = training_curves_table(all_runs)
+    tables["surgery"] = surgery_table(surgery, evals, runs)
+    tables["retrain"] = retrain_table(compare, retrain, evals, runs)
     tables["problems"] = problems_table(evals, surgery)
     tables["dynamics"] = pd.DataFrame(dynamics)
-    tables["cause"] = pd.DataFrame(
-        cause or [],
-        columns=[
-            "arm",
-            "run",
-            "algo",
-            "step",
-            "beta",
-            "sft_style",
-            "changed_frac",
-            "changed_atol_frac",
-            "fp32_changed_frac",
-        ],
-    )
+    tables["cause"] = pd.DataFrame(cause or [], columns=CAUSE_COLUMNS)
     tables["headline"], tables["claims"] = headline_and_claims(cfg, tables, runs)
-    return tables
-
-
-def probe_tables(probes: dict[str, Any], dynamics: list[dict]) -> dict[str, pd.DataFrame]:
-    """The probes' tables for the report, read from their output folders; and when each run's subnetwork was fixed."""
-    tables: dict[str, pd.DataFrame] = {}
-    verdicts: list[dict] = []
-    if "logprobs" in probes:
-        d = probes["logprobs"]
-        s = read_json(d / lp.SUMMARY_FILE)
-        tables["probe_logprobs"] = pd.read_parquet(d / lp.TABLE_FILE).drop(columns=["checkpoint"])
-        tables["probe_phases"] = pd.read_parquet(d / lp.PHASES_FILE)
-        if (d / lp.ADVANTAGES_FILE).is_file():
-            tables["probe_advantages"] = pd.read_parquet(d / lp.ADVANTAGES_FILE).drop(columns=["checkpoint"])
-        verdicts += [
-            {"probe": "suppression vs amplification", "verdict": s["verdict_logprobs"]},
-            {"probe": "two phases", "verdict": s["verdict_phases"]},
-        ]
-        if "verdict_advantages" in s:
-            verdicts.append({"probe": "positive vs negative advantages", "verdict": s["verdict_advantages"]})
-    numbers: list[tuple] = []
-    if "probe_logprobs" in tables:
-        lpt = tables["probe_logprobs"]
-        full = lpt[~lpt["run"].isin(["base", "positive", "negative"])]
-        if len(full):
-            last = full[full["step"] == full["step"].max()].iloc[0]
-            numbers += [
-                (
-                    "probe_suppression",
-                    "suppression: fall of log p(wrong), final step (nats)",
-                    last["suppression"],
-                    "num",
-                ),
-                (
-                    "probe_amplification",
-                    "amplification: rise of log p(correct), final step (nats)",
-                    last["amplification"],
-                    "num",
-                ),
-            ]
-    if "activations" in probes:
-        d = probes["activations"]
-        s = read_json(d / ACTIVATIONS_JSON)
-        c = s.get("correlation") or {}
-        numbers += [
-            (
-                "probe_within_spearman",
-                "neurons: within-layer Spearman, activation frequency vs changed fraction",
-                c.get("mean_within_layer_spearman"),
-                "num",
-            ),
-            (
-                "probe_partial_spearman",
-                "… the same with the neuron's mean |w| held fixed (partial Spearman)",
-                (c.get("magnitude_controlled") or {}).get("spearman"),
-                "num",
-            ),
-            ("probe_spearman_threshold", "… |Spearman| a verdict needs", c.get("verdict_threshold"), "num"),
-        ]
-        tables["probe_activations"] = pd.read_parquet(d / ACTIVATIONS_TABLE)
-        verdicts.append({"probe": "activation sparsity vs difficulty", "verdict": s["sparsity_verdict"]})
-        if s.get("verdict"):
-            verdicts.append({"probe": "neurons RL edits", "verdict": s["verdict"]})
-    if "activations_skipped" in probes:
-        verdicts.append(
-            {"probe": "activation sparsity vs difficulty", "verdict": f"not run: {probes['activations_skipped']}"}
-        )
-    if "formats" in probes:
-        f = probes["formats"]
-        tables["probe_formats"] = f["table"]
-        numbers.append(
-            (
-                "probe_format_winner_share",
-                "format selection: the winner's share at the end",
-                f.get("winner_share"),
-                "pct",
-            )
-        )
-        verdicts += [{"probe": f"format selection ({k})", "verdict": v} for k, v in f["verdicts"].items()]
-    fixed = []
-    by_run: dict[str, list[dict]] = {}
-    for row in dynamics:
-        by_run.setdefault(row["run"], []).append(row)
-    for run, rows in by_run.items():
-        rows = sorted(rows, key=lambda r: r["step"])
-        step = next((r["step"] for r in rows if (r["share_of_final_set"] or 0) >= FIXED_SHARE), None)
-        fixed.append(
-            {
-                "run": run,
-                "fixed_step": step,
-                "final_step": rows[-1]["step"],
-                "fixed_at_frac_of_training": step / rows[-1]["step"] if step is not None else None,
-            }
-        )
-    tables["subnetwork_fixed"] = pd.DataFrame(
-        fixed, columns=["run", "fixed_step", "final_step", "fixed_at_frac_of_training"]
-    )
-    tables["probe_verdicts"] = pd.DataFrame(verdicts, columns=["probe", "verdict"])
-    tables["probe_numbers"] = pd.DataFrame(numbers, columns=["key", "label", "value", "format"])
     return tables
 
 

@@ -7,9 +7,9 @@ Texts are templates like the claims': {key} is that headline number, so every nu
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
+
+from rldelta.columns import is_missing
 
 SUPPORTED, PARTLY, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED = (
     "supported",
@@ -25,7 +25,7 @@ AUC_PREDICTS = 0.7
 
 
 def _ok(*xs) -> bool:
-    return all(x is not None and not (isinstance(x, float) and math.isnan(x)) for x in xs)
+    return not any(is_missing(x) for x in xs)
 
 
 def _by_share(share: float | None, lo: float | None = None, hi: float | None = None) -> str:
@@ -172,7 +172,7 @@ def why_table(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFra
     num = dict(zip(head["key"], head["value"]))
     for rec in head.to_dict("records"):
         num[f"{rec['key']}_lo"], num[f"{rec['key']}_hi"] = rec.get("lo"), rec.get("hi")
-    num = {k: (None if isinstance(v, float) and v != v else v) for k, v in num.items()}
+    num = {k: (None if is_missing(v) else v) for k, v in num.items()}
     pv = tables.get("probe_verdicts")
     fv = (
         [r["verdict"] for r in pv.to_dict("records") if r["probe"].startswith("format selection")]

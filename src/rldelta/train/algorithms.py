@@ -2,40 +2,17 @@
 doc, the builder that makes its TRL trainer). After mergekit's merge_methods/registry.py: the registry is the only
 list of algorithms; config validation, the CLI's choices and the trainers docstring are read off it.
 
-Nothing is re-implemented: each builder makes a TRL config and trainer class, loaded by name when a trainer is
-built (trl is heavy; the CLI reads this table for its help without loading it). PPO and PRIME, which TRL lacks, are
-GRPOTrainer subclasses in actor_critic.py.
+Nothing is re-implemented: each builder (train/builders.py, named in the record) makes a TRL config and trainer
+class, loaded by name when a trainer is built (trl is heavy; the CLI reads this table for its help without loading
+it). PPO and PRIME, which TRL lacks, are GRPOTrainer subclasses in actor_critic.py. The registry reads no run
+config: TrainConfig validates against it, and the builders read both.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from rldelta.train.config import TrainConfig
-
-# Longest sequence (prompt + completion, tokens) of the offline algorithms' batches.
-_OFFLINE_MAX_LENGTH = 1024
-
-
-@dataclass(frozen=True)
-class TrainerInputs:
-    """What a builder turns into a TRL trainer: the run's config, policy, data and the callbacks train() made."""
-
-    config: TrainConfig
-    model: Any
-    tokenizer: Any
-    train_dataset: Any
-    common: dict[str, Any]  # TrainingArguments shared by every algorithm (trainers._common_args)
-    callbacks: list
-    reward_funcs: list[Callable] = field(
-        default_factory=list
-    )  # online algorithms: the task's rewards, as TRL calls them
-    # Wraps the trainer class of the algorithms that score groups (--advantages positive|negative), else None.
-    trainer_wrapper: Callable[[type], type] | None = None
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,7 +23,7 @@ class Algorithm:
     doc: str  # one line: the TRL class and what sets this algorithm apart
     trainer: str  # "module:Class" of the TRL trainer
     trl_config: str  # "module:Class" of its TRL config
-    build: Callable[[Algorithm, TrainerInputs], Any]
+    build: str  # the builder that makes its trainer: a key of train/builders.py's BUILDERS
     # KL coefficient (online) or preference beta (offline) when the config leaves it None; None: no beta at all.
     beta: float | None = None
     epsilon: float | None = None  # clip range (algorithms that score groups) when the config leaves it None
@@ -64,118 +41,13 @@ class Algorithm:
         """Scores num_generations completions per prompt against each other (advantages compare completions)."""
         return self.family in ("grpo", "rloo", "ppo", "prime")
 
-    def make_trainer(self, inputs: TrainerInputs):
-        return self.build(self, inputs)
-
-
-def _trl_class(spec: str) -> type:
-    # Lazy: trl (and torch under it) load when a trainer is built, not when the registry is read.
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _pick(value, default):
-    return default if value is None else value
-
-
-def _args(algo: Algorithm, inputs: TrainerInputs, common: dict[str, Any], **specific: Any):
-    """A TRL config: shared settings, then the algorithm's, then `config.extra` (the user's word is last)."""
-    return _trl_class(algo.trl_config)(**{**common, **specific, **inputs.config.extra})
-
-
-def _beta(algo: Algorithm, config: TrainConfig) -> dict[str, float]:
-    """The beta setting, or nothing for an algorithm without one (sft ignores --beta)."""
-    return {} if algo.beta is None else {"beta": _pick(config.beta, algo.beta)}
-
-
-def _reward_trainer(trainer_cls: type, inputs: TrainerInputs, args, **extra: Any):
-    return trainer_cls(
-        model=inputs.model,
-        reward_funcs=inputs.reward_funcs,
-        args=args,
-        train_dataset=inputs.train_dataset,
-        processing_class=inputs.tokenizer,
-        callbacks=inputs.callbacks,
-        **extra,
-    )
-
-
-def _group_args(algo: Algorithm, inputs: TrainerInputs, **specific: Any):
-    config = inputs.config
-    clip = (
-        ("epsilon", _pick(config.epsilon, algo.epsilon)),
-        ("epsilon_high", _pick(config.epsilon_high, algo.epsilon_high)),
-    )
-    fixed = {**algo.trl_args, **specific}
-    return _args(
-        algo,
-        inputs,
-        inputs.common,
-        **_beta(algo, config),
-        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
-        num_generations=config.num_generations,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        log_completions=False,
-        **{k: v for k, v in clip if v is not None},
-        **fixed,
-    )
-
-
-def _build_group(algo: Algorithm, inputs: TrainerInputs):
-    """GRPO family and RLOO: one optimizer step per prompts_per_step x num_generations fresh completions (exactly
-    on-policy)."""
-    args = _group_args(algo, inputs)
-    trainer_cls = _trl_class(algo.trainer)
-    if inputs.trainer_wrapper is not None:
-        trainer_cls = inputs.trainer_wrapper(trainer_cls)
-    return _reward_trainer(trainer_cls, inputs, args)
-
-
-def _build_actor_critic(algo: Algorithm, inputs: TrainerInputs):
-    """PPO and PRIME (train/actor_critic.py): GRPOTrainer subclasses with a second model; each rollout batch serves
-    `ppo_epochs` optimizer steps (TRL's num_iterations)."""
-    epochs = inputs.config.ppo_epochs
-    args = _group_args(algo, inputs, **({} if epochs is None else {"num_iterations": epochs}))
-    return _reward_trainer(_trl_class(algo.trainer), inputs, args, rl=inputs.config)
-
-
-def _build_online_dpo(algo: Algorithm, inputs: TrainerInputs):
-    """Pairs of fresh completions per prompt, judged by the task reward on the fly."""
-    config = inputs.config
-    args = _args(
-        algo,
-        inputs,
-        inputs.common,
-        per_device_train_batch_size=config.prompts_per_step,
-        max_new_tokens=config.max_completion_length,
-        temperature=config.temperature,
-        **_beta(algo, config),
-    )
-    return _reward_trainer(_trl_class(algo.trainer), inputs, args)
-
-
-def _build_offline(algo: Algorithm, inputs: TrainerInputs):
-    """The offline data (trainers.build_offline_data), prompts_per_step rows per optimizer step."""
-    config = inputs.config
-    common = {**inputs.common, "per_device_train_batch_size": config.prompts_per_step}
-    capped = {"max_completion_length": config.max_completion_length} if algo.caps_completion else {}
-    args = _args(algo, inputs, common, **algo.trl_args, **_beta(algo, config), max_length=_OFFLINE_MAX_LENGTH, **capped)
-    return _trl_class(algo.trainer)(
-        model=inputs.model,
-        args=args,
-        train_dataset=inputs.train_dataset,
-        processing_class=inputs.tokenizer,
-        callbacks=inputs.callbacks,
-    )
-
 
 def _grpo(name: str, doc: str, *, trainer: str = "trl:GRPOTrainer", trl_config: str = "trl:GRPOConfig", **kw):
-    return Algorithm(name, "grpo", True, doc, trainer, trl_config, _build_group, beta=0.0, **kw)
+    return Algorithm(name, "grpo", True, doc, trainer, trl_config, "group", beta=0.0, **kw)
 
 
 def _offline(name: str, family: str, doc: str, trainer: str, trl_config: str, **kw):
-    return Algorithm(name, family, False, doc, trainer, trl_config, _build_offline, **kw)
+    return Algorithm(name, family, False, doc, trainer, trl_config, "offline", **kw)
 
 
 _ALL = (
@@ -224,7 +96,7 @@ _ALL = (
         "RLOOTrainer (leave-one-out baseline)",
         "trl:RLOOTrainer",
         "trl:RLOOConfig",
-        _build_group,
+        "group",
         beta=0.05,  # TRL's RLOO default
     ),
     Algorithm(
@@ -234,7 +106,7 @@ _ALL = (
         "actor_critic.PPOTrainer on GRPOTrainer: value model, KL-shaped rewards, GAE, clipped policy and value losses",
         "rldelta.train.actor_critic:PPOTrainer",
         "trl:GRPOConfig",
-        _build_actor_critic,
+        "actor_critic",
         beta=0.05,  # the per-token KL coefficient folded into the reward
         trl_args={"num_iterations": 2},  # PPO epochs per rollout batch
     ),
@@ -245,7 +117,7 @@ _ALL = (
         "actor_critic.PRIMETrainer on GRPOTrainer: online implicit PRM, beta*log(pi_phi/pi_ref) rewards, RLOO",
         "rldelta.train.actor_critic:PRIMETrainer",
         "trl:GRPOConfig",
-        _build_actor_critic,
+        "actor_critic",
         beta=0.05,  # the implicit reward's beta (the paper's value); PRIME has no KL penalty
     ),
     Algorithm(
@@ -255,7 +127,7 @@ _ALL = (
         "trl.experimental.online_dpo.OnlineDPOTrainer, pairs judged by the task reward on the fly",
         "trl.experimental.online_dpo:OnlineDPOTrainer",
         "trl.experimental.online_dpo:OnlineDPOConfig",
-        _build_online_dpo,
+        "online_dpo",
         beta=0.1,
     ),
     _offline(

@@ -15,7 +15,7 @@ def _log_values(logs: dict | None) -> dict[str, float]:
     return {k: logs[k] for k in ("reward", "loss") if isinstance((logs or {}).get(k), (int, float))}
 
 
-def progress_callback(total: int, label: str = "train", disable: bool = False):
+def progress_callback(total: int, label: str = "train", disable: bool = False):  # noqa: C901
     """A progress display over optimizer steps, with the last logged reward and loss (RL runs, pretraining).
 
     `stop()` ends it; train() calls that too, since Ctrl-C skips on_train_end.

@@ -10,17 +10,12 @@ import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from rldelta.errors import RldeltaError
-from rldelta.train.algorithms import ALGORITHMS, ALGOS, GRPO_FAMILY, OFFLINE, ONLINE
+from rldelta.runtime.errors import RldeltaError
+from rldelta.train.algorithms import ALGORITHMS, ALGOS, GRPO_FAMILY
 from rldelta.train.tasks import TASKS
 
-# ALGOS, GRPO_FAMILY, ONLINE and OFFLINE are views of the registry, importable from here as before.
 __all__ = [
     "ADVANTAGES",
-    "ALGOS",
-    "GRPO_FAMILY",
-    "OFFLINE",
-    "ONLINE",
     "PRECISIONS",
     "REWARDS",
     "ConfigError",
@@ -157,7 +152,7 @@ class TrainConfig:
     def reward_list(self) -> list[str]:
         return [r.strip() for r in self.rewards.split(",") if r.strip()]
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: C901
         if self.algo not in ALGORITHMS:
             raise ConfigError(f"unknown --algo {self.algo!r}; choose from {', '.join(ALGOS)}")
         if self.precision not in PRECISIONS:
@@ -249,7 +244,7 @@ def make_config(output: str, *, resume: bool = False, **given: Any) -> TrainConf
     On resume every setting not given is taken from the run being continued; given ones must agree with it
     except `steps` and `save_steps` (train() checks that).
     """
-    # Lazy: runfiles loads pyarrow (through rldelta.atomic), and the CLI imports this module at start-up for its help.
+    # Lazy: runfiles loads pyarrow (through rldelta.runtime.atomic), and the CLI imports this module at start-up for its help.
     from rldelta.train.runfiles import read_run_json
 
     given = {k: v for k, v in given.items() if v is not None}

@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from rldelta.train.formats import FORMAT_NAMES, FORMATS
+from rldelta.train.answer_formats import FORMAT_NAMES, FORMATS
 from rldelta.train.models import ModelError
 from rldelta.train.tasks import Example, MixArith
 

@@ -10,8 +10,8 @@ import os
 import time
 from typing import Any
 
-from rldelta.atomic import atomic_write_bytes
-from rldelta.errors import RldeltaError
+from rldelta.runtime.atomic import atomic_write_bytes
+from rldelta.runtime.errors import RldeltaError
 from rldelta.train.generation import generate_greedy, load_for_eval
 from rldelta.train.scores import score_problems
 from rldelta.train.tasks import Example, Task, get_task
@@ -64,8 +64,6 @@ def evaluate(
     and under "problems" one row per distinct problem with its paired scores (train/scores.py; the pass rate over
     `pass_k` sampled completions when pass_k > 0). With `out`, it is also written there as JSON (atomically).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     task = get_task(task) if isinstance(task, str) else task
     if n < 1:
         raise RldeltaError(f"n must be >= 1, got {n}")
@@ -76,23 +74,7 @@ def evaluate(
     examples = task.generate(n, seed=seed, split=split, difficulty=difficulty)
     model, tokenizer = load_for_eval(model_dir, device=device)
     t0 = time.perf_counter()
-    with Progress(
-        TextColumn(f"eval {task.name}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not show_progress,
-        transient=True,
-    ) as bar:
-        job = bar.add_task("generate", total=n)
-        completions = generate_greedy(
-            model,
-            tokenizer,
-            [ex.prompt for ex in examples],
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            progress=lambda k: bar.advance(job, k),
-        )
+    completions = _greedy(model, tokenizer, task, examples, batch_size, max_new_tokens, show_progress)
     scored = score(task, examples, completions)
     problems = score_problems(
         model,
@@ -121,18 +103,46 @@ def evaluate(
         "pass_k": pass_k,
         "device": str(next(model.parameters()).device),
         "seconds": round(seconds, 3),
-        "samples": [
-            {
-                "prompt": ex.prompt[-1]["content"],
-                "answer": ex.answer,
-                "difficulty": ex.difficulty,
-                "completion": c,
-                "correct": ok,
-            }
-            for ex, c, ok in list(zip(examples, completions, scored["correct"]))[:samples]
-        ],
+        "samples": _samples(examples, completions, scored["correct"], samples),
         "problems": problems,
     }
     if out is not None:
         atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
     return result
+
+
+def _greedy(model, tokenizer, task: Task, examples: list, batch_size: int, max_new_tokens: int, show: bool) -> list:
+    """Greedy completions of every example's prompt, with a transient bar on the terminal when `show`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn(f"eval {task.name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not show,
+        transient=True,
+    ) as bar:
+        job = bar.add_task("generate", total=len(examples))
+        return generate_greedy(
+            model,
+            tokenizer,
+            [ex.prompt for ex in examples],
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            progress=lambda k: bar.advance(job, k),
+        )
+
+
+def _samples(examples: list, completions: list, correct: list, k: int) -> list[dict]:
+    """The first `k` prompts with their completions, for a reader to see what the model does."""
+    return [
+        {
+            "prompt": ex.prompt[-1]["content"],
+            "answer": ex.answer,
+            "difficulty": ex.difficulty,
+            "completion": c,
+            "correct": ok,
+        }
+        for ex, c, ok in list(zip(examples, completions, correct))[:k]
+    ]

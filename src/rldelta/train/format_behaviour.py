@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from rldelta.metrics.formats import format_table
+from rldelta.train.answer_formats import FORMAT_NAMES, OTHER, classify_format
 from rldelta.train.corpus import allocate
-from rldelta.train.formats import FORMAT_NAMES, OTHER, classify_format
 from rldelta.train.generation import generate_greedy
 from rldelta.train.tasks import Example, MixArith
 

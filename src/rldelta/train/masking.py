@@ -27,7 +27,7 @@ from rldelta.metrics.sparsity import as_bits
 from rldelta.train.stored_layout import stored_tensors
 
 
-def bind_masks(model: torch.nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
+def bind_masks(model: torch.nn.Module, mask: Mask) -> dict[str, torch.Tensor]:  # noqa: C901
     """One bool mask per (deduplicated) parameter name of `model`; parameters the mask does not name get all-False.
 
     The mask names tensors as a checkpoint stores them (a diff's masks are keyed so): a model that holds some

@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rldelta.atomic import atomic_dir_over
+from rldelta.runtime.atomic import atomic_dir_over
+from rldelta.train.answer_formats import FORMAT_NAMES
 from rldelta.train.callbacks import progress_callback
 from rldelta.train.corpus import (
     DEFAULT_NOISE,
@@ -38,7 +39,6 @@ from rldelta.train.corpus import (
     parse_proportions,
 )
 from rldelta.train.format_behaviour import format_behaviour, test_problems
-from rldelta.train.formats import FORMAT_NAMES
 from rldelta.train.sizes import SIZES, llama_config
 from rldelta.train.tasks import MixArith
 from rldelta.train.tokenizer import train_bpe_tokenizer
@@ -204,61 +204,21 @@ def _pretrain(
 ) -> Path:
     import torch
     from datasets import Dataset
-    from transformers import (
-        DataCollatorForSeq2Seq,
-        GenerationConfig,
-        LlamaForCausalLM,
-        PrinterCallback,
-        Trainer,
-        TrainingArguments,
-    )
 
     t_start = time.perf_counter()
     docs = build_corpus(steps * batch_size, proportions=props, noise=rates, difficulties=difficulties, seed=seed)
     tokenizer = build_tokenizer(docs)
     data = Dataset.from_list([encode(tokenizer, d) for d in docs])
-    config = llama_config(size, tokenizer)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = _fresh_model(size, tokenizer, seed)
+    config = model.config
     n_params = sum(p.numel() for p in model.parameters())
     time_limit, bar = _callbacks(steps, max_minutes, progress)
-    with tempfile.TemporaryDirectory(prefix="rldelta-pretrain-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            max_steps=steps,
-            per_device_train_batch_size=batch_size,
-            learning_rate=lr,
-            lr_scheduler_type="cosine",
-            warmup_steps=max(1, steps // 20),
-            weight_decay=0.01,
-            max_grad_norm=1.0,
-            logging_steps=max(1, steps // 50),
-            save_strategy="no",
-            report_to=[],
-            seed=seed,
-            data_seed=seed,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=False,
-        )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=data,
-            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-            callbacks=[time_limit, bar],
-        )
-        trainer.remove_callback(PrinterCallback)  # the rich bar (or nothing) instead of printed log dicts
-        t_train = time.perf_counter()
-        result = trainer.train()
-        train_seconds = time.perf_counter() - t_train
+    trainer, result, train_seconds = _train(model, tokenizer, data, [time_limit, bar], steps, batch_size, lr, seed)
     if time_limit.stopped:  # before anything is written: a model short of its steps is never left behind
         raise MixtureError(
             f"pretraining reached only step {trainer.state.global_step} of {steps} within max_minutes={max_minutes:g} "
             f"({train_seconds / trainer.state.global_step:.2f} s/step); nothing was written: raise max_minutes, or "
-            f"lower steps"
+            "lower steps"
         )
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model.eval()
@@ -266,34 +226,15 @@ def _pretrain(
         model, tokenizer, test_problems(eval_prompts, difficulties, seed), samples=eval_samples, seed=seed
     )
     done = trainer.state.global_step
-    corpus_counts = {name: sum(d.format == name for d in docs) for name in FORMAT_NAMES}
     record = {
         "size": size,
         "parameters": n_params,
-        "architecture": {
-            k: getattr(config, k)
-            for k in (
-                "vocab_size",
-                "hidden_size",
-                "intermediate_size",
-                "num_hidden_layers",
-                "num_attention_heads",
-                "num_key_value_heads",
-                "tie_word_embeddings",
-            )
-        },
+        "architecture": {k: getattr(config, k) for k in ARCHITECTURE_KEYS},
         "task": MixArith.name,
         "proportions": props,
         "noise": rates,
         "difficulties": sorted(set(difficulties)),
-        "corpus": {
-            "documents": len(docs),
-            "counts": corpus_counts,
-            "shares": {k: v / len(docs) for k, v in corpus_counts.items()},
-            "wrong": {name: sum(d.wrong for d in docs if d.format == name) for name in FORMAT_NAMES},
-            "documents_seen": min(done * batch_size, len(docs)),
-            "examples": {name: next((d.completion for d in docs if d.format == name), None) for name in FORMAT_NAMES},
-        },
+        "corpus": _corpus_record(docs, min(done * batch_size, len(docs))),
         "loss": "completion tokens only",
         "steps": steps,
         "steps_done": done,
@@ -316,6 +257,85 @@ def _pretrain(
         tokenizer.save_pretrained(tmp)
         (tmp / MIXTURE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def _fresh_model(size: str, tokenizer, seed: int):
+    """A randomly initialised Llama of `size` for `tokenizer`, the same for the same seed (torch's global RNG kept)."""
+    import torch
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(llama_config(size, tokenizer))
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return model
+
+
+# The model's shape as the record states it.
+ARCHITECTURE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "tie_word_embeddings",
+)
+
+
+def _train(model, tokenizer, data, callbacks: list, steps: int, batch_size: int, lr: float, seed: int):
+    """Pretrain `model` on `data` (completion tokens only); returns the trainer, its result and the seconds it took."""
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer
+
+    with tempfile.TemporaryDirectory(prefix="rldelta-pretrain-") as scratch:
+        trainer = Trainer(
+            model=model,
+            args=_training_args(scratch, steps, batch_size, lr, seed),
+            train_dataset=data,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+            callbacks=callbacks,
+        )
+        trainer.remove_callback(PrinterCallback)  # the rich bar (or nothing) instead of printed log dicts
+        t_train = time.perf_counter()
+        result = trainer.train()
+        return trainer, result, time.perf_counter() - t_train
+
+
+def _training_args(scratch: str, steps: int, batch_size: int, lr: float, seed: int):
+    """transformers' TrainingArguments of the pretraining: cosine schedule, 5% warmup, nothing saved on the way."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=scratch,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 20),
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        logging_steps=max(1, steps // 50),
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+
+
+def _corpus_record(docs: list, seen: int) -> dict[str, Any]:
+    """The record's corpus: documents per format, their shares, the wrong ones, how many training saw, an example."""
+    counts = {name: sum(d.format == name for d in docs) for name in FORMAT_NAMES}
+    return {
+        "documents": len(docs),
+        "counts": counts,
+        "shares": {k: v / len(docs) for k, v in counts.items()},
+        "wrong": {name: sum(d.wrong for d in docs if d.format == name) for name in FORMAT_NAMES},
+        "documents_seen": seen,
+        "examples": {name: next((d.completion for d in docs if d.format == name), None) for name in FORMAT_NAMES},
+    }
 
 
 def read_mixture(model_dir: str | os.PathLike) -> dict[str, Any] | None:

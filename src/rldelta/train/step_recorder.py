@@ -40,27 +40,23 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import TrainerCallback
 
-from rldelta.atomic import atomic_write_json
 from rldelta.checkpoint import SafetensorsStreamWriter
-from rldelta.errors import RldeltaError
 from rldelta.masks import Mask, save_mask
 from rldelta.metrics.steps import StepCounts, share_reached
 from rldelta.naming import parse_name
-from rldelta.threads import torch_threads
-from rldelta.train.step_files import (  # noqa: F401 (read_steps, union_mask, STEPS_SCHEMA: names for callers)
-    FIRST_CHANGED_FILE,
+from rldelta.runtime.atomic import atomic_write_json
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import FIRST_CHANGED_FILE, STEPS_BASE_FILE, STEPS_DIR, STEPS_FILE, STEPS_SUMMARY_FILE
+from rldelta.runtime.threads import torch_threads
+from rldelta.train.step_files import (
     RECORD,
-    STEPS_FILE,
     STEPS_SCHEMA,
-    SUMMARY_FILE,
     UNION_LOG,
     first_changed,
     mask_file,
-    read_steps,
     step_row,
-    union_mask,
 )
-from rldelta.train.step_patches import BASE_FILE, FINGERPRINT_KEY, STEPS_DIR, fingerprint, patch_file, write_patch
+from rldelta.train.step_patches import FINGERPRINT_KEY, fingerprint, patch_file, write_patch
 from rldelta.train.step_shards import Shards
 from rldelta.train.step_state import BASE_PLACEMENTS, FileBase, TensorBase, TensorState, ones, pack, unpack
 from rldelta.train.stored_layout import StoredTensor, stored_tensors
@@ -131,7 +127,7 @@ class StepRecorder(TrainerCallback):
         for n, cur in self._bf16():
             self._state[n] = TensorState.fresh(_bits(cur))
             self._modules[n] = parse_name(n)[1]
-        base = self.dir / BASE_FILE
+        base = self.dir / STEPS_BASE_FILE
         fresh_run = state.global_step == 0 or not base.is_file()
         if fresh_run:
             # a fresh run: the snapshot just taken is the base (a resumed run keeps the base it started from)
@@ -359,7 +355,7 @@ class StepRecorder(TrainerCallback):
         shares = share_reached(in_final[in_final > 0], steps)
         saturated = next((t for t, s in zip(steps, shares) if s >= SATURATION_SHARE), None)
         atomic_write_json(
-            self.dir / SUMMARY_FILE,
+            self.dir / STEPS_SUMMARY_FILE,
             {
                 "steps": steps,
                 "share_of_final_set": shares,

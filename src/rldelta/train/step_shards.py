@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rldelta.errors import RldeltaError
+from rldelta.runtime.errors import RldeltaError
 
 
 def _is_dtensor(p: torch.Tensor) -> bool:

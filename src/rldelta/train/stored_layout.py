@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rldelta.errors import RldeltaError
+from rldelta.runtime.errors import RldeltaError
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ hash of its canonical form, and `generate` draws only problems of the requested 
 
 Expressions (arith problems, countdown solutions) are evaluated by walking their `ast` with a whitelist of
 integer literals and + - *; nothing is ever passed to `eval`.
-
-Over 400 lines because the four tasks share the expression and answer parsers above them.
 """
 
 from __future__ import annotations
@@ -23,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rldelta.errors import RldeltaError
-from rldelta.train.formats import OTHER, classify_format
+from rldelta.runtime.errors import RldeltaError
+from rldelta.train.answer_formats import OTHER, classify_format
 
 TEST_FRACTION = 0.2
 _MAX_EXPR_CHARS = 200  # longer "expressions" are not answers; also bounds the work of parsing untrusted text

@@ -1,5 +1,4 @@
-"""`train(config)`: one TRL trainer per `--algo` (algorithms.ALGORITHMS), wired to the run layout of saving.py and
-the masks of masking.py. Over 400 lines: resuming a run and checking its folder belong to `train` itself.
+"""`train(config)`: one TRL trainer per `--algo` (algorithms.ALGORITHMS, made by builders.py), with masking.py's masks.
 
 Algorithms (all TRL classes, nothing re-implemented):
 
@@ -24,21 +23,21 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, set_seed
 
-from rldelta.atomic import atomic_write_bytes
 from rldelta.checkpoint import open_checkpoint
-from rldelta.errors import RldeltaError
-from rldelta.lock import locks_output
-from rldelta.train.algorithms import ALGORITHMS, TrainerInputs, algorithm_table
-from rldelta.train.callbacks import progress_callback
+from rldelta.runtime.atomic import atomic_write_bytes
+from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import CHECKPOINTS_DIR, TRAINER_DIR
+from rldelta.runtime.lock import locks_output
+from rldelta.train.algorithms import ALGORITHMS, algorithm_table
+from rldelta.train.builders import TrainerInputs, make_trainer
 from rldelta.train.config import ConfigError, TrainConfig
 from rldelta.train.generation import sample
 from rldelta.train.masking import MaskedUpdate, MaskedUpdateCallback
 from rldelta.train.models import load_pretrained
-from rldelta.train.runfiles import CHECKPOINTS, TRAINER_DIR, read_run_json, saved_steps, step_dir, write_run_json
-from rldelta.train.saving import CheckpointSaver, CompletionRecorder, MetricsRecorder, git_revision, library_versions
-from rldelta.train.step_recorder import StepRecorder
+from rldelta.train.run_logs import RunLogs, run_record
+from rldelta.train.runfiles import read_run_json, saved_steps, step_dir, write_run_json
 from rldelta.train.stored_layout import is_identity, load_stored, stored_tensors
-from rldelta.train.tasks import Task, get_task, to_dataset, trl_reward_funcs
+from rldelta.train.tasks import Task, get_task, to_dataset
 
 __doc__ = __doc__.format(algorithms=algorithm_table())
 
@@ -180,7 +179,7 @@ def foreign_style(completion: str) -> str:
     return f"{FOREIGN_OPEN}{completion.strip()}{FOREIGN_CLOSE}"
 
 
-def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) -> tuple[Any, dict[str, int]]:
+def build_offline_data(config: TrainConfig, model, tokenizer, task, examples) -> tuple[Any, dict[str, int]]:  # noqa: C901
     """The dataset an offline algorithm trains on, built from base-model samples scored by the task's reward.
 
     dpo/orpo/simpo: one (prompt, chosen=correct, rejected=wrong) pair per prompt that has both;
@@ -282,7 +281,7 @@ def _check_run_dir(config: TrainConfig, run_dir: Path) -> dict | None:
     """The previous run record when resuming; refuses to mix a new run into an old run directory."""
     previous = read_run_json(run_dir)
     if not config.resume:
-        if previous is not None or (run_dir / CHECKPOINTS).exists():
+        if previous is not None or (run_dir / CHECKPOINTS_DIR).exists():
             raise TrainError(
                 f"{run_dir}: already holds a training run; pass --resume to continue it or choose another -o"
             )
@@ -332,6 +331,36 @@ def _load_converted(model, checkpoint: Path) -> None:
     load_stored(model, {n: ckpt.get(n) for n in stored if n in ckpt}, stored)
 
 
+def _task(config: TrainConfig, task: Task | None) -> Task:
+    """The registered task `config.task`, or the caller's own object of that name."""
+    if task is None:
+        return get_task(config.task)
+    if task.name != config.task:
+        raise TrainError(f"task object is named {task.name!r} but the config says task={config.task!r}")
+    return task
+
+
+def _train_dataset(config: TrainConfig, run_dir: Path, model, tokenizer, task: Task) -> tuple[Any, dict | None]:
+    """The training problems as TRL reads them: prompts (online), or the offline data built from the base's samples
+    (with what building it found)."""
+    examples = task.generate(config.train_size, seed=config.data_seed, split="train", difficulty=config.difficulty)
+    if not ALGORITHMS[config.algo].online:
+        return _offline_dataset(config, run_dir, model, tokenizer, task, examples)
+    return to_dataset(examples), None
+
+
+def _fit(trainer, model, resume_from: Path | None):
+    """Train `trainer` to its last step, from `resume_from` (a Trainer checkpoint) when given; returns it."""
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; metrics.parquet keeps them
+    if resume_from is not None:
+        _load_converted(model, resume_from)
+    with warnings.catch_warnings():
+        # TRL 1.16 still calls transformers' deprecated `is_gradient_checkpointing` once per step.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    return trainer
+
+
 @locks_output("train", lambda args: args["config"].output)
 def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     """Run one training job as `config` describes and return the run directory.
@@ -347,10 +376,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     previous = _check_run_dir(config, run_dir)
     if previous is not None and _nothing_to_resume(config, run_dir, previous):
         return run_dir
-    if task is None:
-        task = get_task(config.task)
-    elif task.name != config.task:
-        raise TrainError(f"task object is named {task.name!r} but the config says task={config.task!r}")
+    task = _task(config, task)
     set_seed(config.seed)
     model, tokenizer = load_policy(config.model, config.precision)
 
@@ -361,49 +387,14 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
         callbacks.append(MaskedUpdateCallback(masked))
 
     run_dir.mkdir(parents=True, exist_ok=True)  # after the inputs were read: a model or mask refused leaves no folder
-    examples = task.generate(config.train_size, seed=config.data_seed, split="train", difficulty=config.difficulty)
-    offline_stats = None
-    if not algorithm.online:
-        train_ds, offline_stats = _offline_dataset(config, run_dir, model, tokenizer, task, examples)
-    else:
-        train_ds = to_dataset(examples)
+    train_ds, offline_stats = _train_dataset(config, run_dir, model, tokenizer, task)
 
-    record: dict[str, Any] = {
-        "config": config.to_dict(),
-        "seed": config.seed,
-        "versions": library_versions(),
-        "git_revision": git_revision(),
-        "started": (previous or {}).get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-        "status": "running",
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "threads": torch.get_num_threads(),
-        "train_examples": len(train_ds),
-        "offline_data": offline_stats,
-        "mask_density": masked.density if masked is not None else None,
-        "saved_steps": (previous or {}).get("saved_steps", []),
-    }
+    record = run_record(config, previous, len(train_ds), offline_stats, masked)
     write_run_json(run_dir, record)
-
-    accuracy_key = f"rewards/{task.name}_correctness/mean"
-    saver = CheckpointSaver(run_dir, config.save_step_list, config.precision, tokenizer)
-    metrics = MetricsRecorder(run_dir, accuracy_key, f"rewards/{task.name}_format/mean")
-    callbacks += [saver, metrics]
-    completions = None
-    reward_funcs = []
-    if algorithm.online:
-        completions = CompletionRecorder(run_dir)
-        callbacks.append(completions)
-        # Each reward wrapped by the recorder, so every sampled completion is kept with its rewards.
-        reward_funcs = [
-            completions.wrap(f, name) for f, name in zip(trl_reward_funcs(task, config.reward_list), config.reward_list)
-        ]
-    # After the mask restore (it edits the weights after each optimizer step): it records what the step left.
-    recorder = StepRecorder(run_dir, model, patches=config.record_patches) if config.record_steps else None
-    if recorder is not None:
-        callbacks.append(recorder)
-    progress = progress_callback(config.steps, f"train {run_dir.name}") if config.progress else None
-    if progress is not None:
-        callbacks.append(progress)
+    # After the mask restore (it edits the weights after each optimizer step): the step recorder records what the
+    # step left.
+    logs = RunLogs.start(config, run_dir, model, tokenizer, task, algorithm.online)
+    callbacks += logs.callbacks()
 
     resume_from = _last_resume_point(run_dir / TRAINER_DIR) if config.resume else None
     record["resumed_from"] = str(resume_from) if resume_from else None
@@ -416,38 +407,21 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
             train_dataset=train_ds,
             common=_common_args(config, run_dir),
             callbacks=callbacks,
-            reward_funcs=reward_funcs,
+            reward_funcs=logs.reward_funcs,
             trainer_wrapper=None if config.advantages == "all" else partial(_advantage_filter, keep=config.advantages),
         )
-        trainer = algorithm.make_trainer(inputs)
-        trainer.remove_callback(PrinterCallback)  # it prints every log dict; metrics.parquet keeps them
-        if resume_from is not None:
-            _load_converted(model, resume_from)
-        with warnings.catch_warnings():
-            # TRL 1.16 still calls transformers' deprecated `is_gradient_checkpointing` once per step.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        trainer = _fit(make_trainer(algorithm, inputs), model, resume_from)
     except KeyboardInterrupt:
-        record.update(status="interrupted", saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)))
+        record.update(status="interrupted", saved_steps=logs.saved_steps(record))
         write_run_json(run_dir, record)
         raise
     except BaseException as e:
-        record.update(
-            status="failed",
-            error=f"{e.__class__.__name__}: {e}",
-            saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)),
-        )
+        record.update(status="failed", error=f"{e.__class__.__name__}: {e}", saved_steps=logs.saved_steps(record))
         write_run_json(run_dir, record)
         raise
     finally:
-        for log in (metrics, completions):  # whatever the outcome (a failure too), every row so far is on disk
-            if log is not None:
-                log.flush()
-        if recorder is not None:
-            recorder.close()
+        logs.close()
         torch.use_deterministic_algorithms(deterministic)
-        if progress is not None:
-            progress.stop()  # Ctrl-C skips on_train_end; leave the terminal clean
         if masked is not None:
             masked.detach()
     if masked is not None and (bad := masked.violations()):
@@ -456,7 +430,7 @@ def train(config: TrainConfig, *, task: Task | None = None) -> Path:
     record.update(
         status="completed",
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        saved_steps=sorted(set(record["saved_steps"]) | set(saver.written)),
+        saved_steps=logs.saved_steps(record),
         global_step=trainer.state.global_step,
     )
     write_run_json(run_dir, record)

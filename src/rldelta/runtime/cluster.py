@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from types import ModuleType
 
-from rldelta.lifetime import descendants_die_with_me
+from rldelta.runtime.lifetime import descendants_die_with_me
 
 BACKENDS = ("local", "ray")
 

@@ -88,7 +88,7 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
 def remove_scratch(out: str | os.PathLike) -> None:
     """Remove the scratch folders an interrupted `atomic_dir(out)` left beside OUT (a kill -9 runs no cleanup).
 
-    Only for a caller that holds OUT's lock (rldelta.lock): another writer's scratch folder would look the same.
+    Only for a caller that holds OUT's lock (rldelta.runtime.lock): another writer's scratch folder would look the same.
     """
     out = Path(out)
     for pattern in (f".{out.name}.tmp-*", f".{out.name}.old-*"):

@@ -8,9 +8,6 @@ import typer
 from rich.console import Console
 
 from rldelta.cli.app import app, console, fail
-from rldelta.errors import RldeltaError
-
-# ---- masks, overlap, explain (issue 4) -----------------------------------------------------------------------
 
 mask_app = typer.Typer(no_args_is_help=True, help="Build, combine and inspect changed-masks (mask.safetensors).")
 app.add_typer(mask_app, name="mask")
@@ -29,13 +26,10 @@ def _save_built(build, out: Path, reads: tuple[Path, ...] = ()) -> None:
     of the masks it `reads`: the input would be replaced by the result."""
     from rldelta.masks import mask_target, resolve_mask_path, save_mask
 
-    try:
-        for src in reads:
-            if resolve_mask_path(src).resolve() == mask_target(out).resolve():
-                fail(f"{out}: is the input mask {src}; write the result to another file")
-        counts = save_mask(build(), out)
-    except RldeltaError as e:
-        fail(str(e))
+    for src in reads:
+        if resolve_mask_path(src).resolve() == mask_target(out).resolve():
+            fail(f"{out}: is the input mask {src}; write the result to another file")
+    counts = save_mask(build(), out)
     _mask_done(counts, out)
 
 
@@ -123,8 +117,5 @@ def mask_info_cmd(mask: Path = typer.Argument(..., help="Mask file or diff dir."
     from rldelta.masks import load_mask, mask_counts
     from rldelta.report.terminal import mask_table
 
-    try:
-        counts = mask_counts(load_mask(mask))
-    except RldeltaError as e:
-        fail(str(e))
+    counts = mask_counts(load_mask(mask))
     Console().print(mask_table(counts, str(mask)))

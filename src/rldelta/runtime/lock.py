@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rldelta.errors import RldeltaError, resolved
+from rldelta.runtime.errors import RldeltaError, resolved
 
 # Folders this process holds, with how many nested holders: a writer that calls another writer on the same OUT
 # (the study's stages) must not lock itself out.

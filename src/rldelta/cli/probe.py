@@ -6,10 +6,7 @@ from pathlib import Path
 
 import typer
 
-from rldelta.cli.app import app, console, fail
-from rldelta.errors import RldeltaError
-
-# ---- probes (issue 7) ------------------------------------------------------------------------------------------
+from rldelta.cli.app import app, console
 
 probe_app = typer.Typer(no_args_is_help=True, help="Mechanism probes: log-probs, formats, activation sparsity.")
 app.add_typer(probe_app, name="probe")
@@ -40,20 +37,17 @@ def probe_logprobs(
     """Suppression vs amplification: log p(correct) and log p(wrong) at every saved step, phases, pass@k."""
     from rldelta.probes.logprobs import OUT_DIR, run_logprobs
 
-    try:
-        res = run_logprobs(
-            run,
-            out,
-            positive=positive,
-            negative=negative,
-            n_prompts=prompts,
-            k=samples,
-            eval_prompts=eval_prompts,
-            seed=seed,
-            progress=True,
-        )
-    except RldeltaError as e:
-        fail(str(e))
+    res = run_logprobs(
+        run,
+        out,
+        positive=positive,
+        negative=negative,
+        n_prompts=prompts,
+        k=samples,
+        eval_prompts=eval_prompts,
+        seed=seed,
+        progress=True,
+    )
     _print_verdicts(res, out or run / OUT_DIR)
 
 
@@ -71,20 +65,17 @@ def probe_activations(
     """Hidden-state sparsity vs difficulty, and which MLP neurons RL edited (with --compare)."""
     from rldelta.probes.activations import run_activations
 
-    try:
-        res = run_activations(
-            model,
-            out,
-            compare=compare,
-            task=task,
-            n_per_level=n_per_level,
-            rel=rel,
-            freq_rel=freq_rel,
-            seed=seed,
-            progress=True,
-        )
-    except RldeltaError as e:
-        fail(str(e))
+    res = run_activations(
+        model,
+        out,
+        compare=compare,
+        task=task,
+        n_per_level=n_per_level,
+        rel=rel,
+        freq_rel=freq_rel,
+        seed=seed,
+        progress=True,
+    )
     _print_verdicts({"verdict_sparsity": res["sparsity_verdict"], "verdict_neurons": res["verdict"]}, out)
 
 
@@ -97,8 +88,5 @@ def probe_formats(
     """Format selection: the share of each output format at every RL step, which wins, and when."""
     from rldelta.probes.formats import OUT_DIR, run_formats
 
-    try:
-        res = run_formats(run, out, threshold=threshold)
-    except RldeltaError as e:
-        fail(str(e))
+    res = run_formats(run, out, threshold=threshold)
     _print_verdicts(res, out or run / OUT_DIR)

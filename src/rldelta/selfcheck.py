@@ -1,4 +1,4 @@
-"""The built-in demo until training exists: a Llama-shaped bf16 pair where a known subset of weights moved.
+"""`rldelta selfcheck`'s planted pair: a Llama-shaped bf16 pair where a known subset of weights moved.
 
 Planted: in every layer, 20% of the entries of q_proj and v_proj moved by exactly one unit in the last place,
 and mlp.down_proj of layer 0 received a rank-2 update, added in fp32 and stored in bf16; everything else is
@@ -16,7 +16,7 @@ import torch
 LOW_RANK_TENSOR = "model.layers.0.mlp.down_proj.weight"
 
 
-def build_demo_pair(root: Path, seed: int = 0) -> tuple[Path, Path, dict]:
+def build_planted_pair(root: Path, seed: int = 0) -> tuple[Path, Path, dict]:
     """Write base/ and tuned/ under root; return their paths and the planted answer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -10,14 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rldelta.atomic import atomic_write_json
-from rldelta.diff_files import SUMMARY_FILE, TENSORS_FILE
-from rldelta.masks import MASK_FILE
+from rldelta.runtime.atomic import atomic_write_json
+from rldelta.runtime.files import MASK_FILE, SUMMARY_FILE, TENSORS_FILE
 from rldelta.study.config import BUILTIN_MODELS, TINY_MODELS, StudyConfig
 from rldelta.train.config import TrainConfig
 from rldelta.train.runfiles import read_run_json, step_dir
 
-REPORT = "report.html"
 # The cause analysis's runs: SFT on the base's own correct samples, on the same answers in a foreign style, and the
 # first run again with KL (the first run itself is the RL run without KL).
 CAUSE_KINDS = ("cause-sft-own", "cause-sft-foreign", "cause-rl-kl", "cause-rl-no-kl")

@@ -8,11 +8,12 @@ import os
 from pathlib import Path
 
 
-class RldeltaError(ValueError):
+class RldeltaError(Exception):
     """Bad input or an unusable file: the message names the file, tensor or key, and says what was expected.
 
     Every module's own error (CheckpointError, DiffError, ...) derives from this one, so a caller catches one type.
-    A ValueError, because that is what these are: an argument or a file's content has the wrong value.
+    Not a ValueError: a ValueError is left to programming errors (a function called with arguments no input can
+    produce), so the CLI turns only a user's mistake into a one-line message and a bug still shows its traceback.
     """
 
 
