@@ -25,6 +25,7 @@ from rldelta.metrics.law import STORED, Cells, Law, active_share, changed_frac, 
 from rldelta.metrics.steps import patch_bytes
 from rldelta.naming import parse_name
 from rldelta.runtime.errors import RldeltaError
+from rldelta.runtime.files import RUN_JSON, STEPS_FILE
 
 SCHEDULES = ("constant", "linear", "cosine")
 TOTAL = "total"
@@ -176,7 +177,7 @@ def predict(base: BaseCells, s: Settings, calibration: dict | None = None) -> di
 
 
 def _read_steps(run: Path, k: int) -> pd.DataFrame:
-    path = run / "steps.parquet"
+    path = run / STEPS_FILE
     try:
         df = pd.read_parquet(path)
     except (OSError, ValueError) as e:
@@ -235,7 +236,7 @@ def calibrate(run: str | os.PathLike, k: int, base: BaseCells | None = None) -> 
 
     run = Path(run)
     try:
-        cfg = json.loads((run / "run.json").read_text())["config"]
+        cfg = json.loads((run / RUN_JSON).read_text())["config"]
     except (OSError, ValueError, KeyError) as e:
         raise PredictError(f"{run / 'run.json'}: cannot read the run's config ({e})") from None
     if k < 3:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from rich.table import Table
 
-from rldelta.columns import COUNT, MISSING, show
+from rldelta.columns import COUNT, MISSING, is_missing, show
 from rldelta.masks import MaskCounts
 from rldelta.results import DiffResult, ExplainResult, OverlapResult
 
@@ -221,7 +221,7 @@ def reproduce_table(result: dict) -> Table:
         cols = ("published_sparsity", "sparsity_atol", "predicted_sparsity", "sparsity_bitwise")
         cols += ("published_sparsity_1e8", "published_rank", "mean_rank_frac", "lowest_decile_share", "auc")
         # a published figure the catalog does not have is NaN in the tables; shown as missing, like a None
-        t.add_row(r["name"], *(show(c, None if r[c] != r[c] else r[c]) for c in cols), r["verdict"])
+        t.add_row(r["name"], *(show(c, None if is_missing(r[c]) else r[c]) for c in cols), r["verdict"])
     return t
 
 

@@ -54,7 +54,7 @@ def _paired_rows(add, sur_ev: dict, ret_ev, mname: str, score: str) -> None:
     name = SCORE_NAMES[score]
 
     def row(key, label, d, value="difference", fmt="num"):
-        ok = d is not None and d[value] == d[value]  # a share is NaN where RL changed nothing
+        ok = d is not None and not is_missing(d[value])  # a share is NaN where RL changed nothing
         ends = (d["lo"], d["hi"]) if ok else (None, None)
         add(key, label, d[value] if ok else None, fmt, *ends, f"paired bootstrap, n={d['n']}" if ok else "")
 

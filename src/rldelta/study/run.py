@@ -13,7 +13,7 @@ from rldelta import __version__
 # run_study ends by writing the report: the study floor's one call upward (report/ presents the study's tables).
 from rldelta.report.html import write_report
 from rldelta.runtime.cluster import BACKENDS, require_ray
-from rldelta.runtime.files import REPORT_FILE
+from rldelta.runtime.files import MASK_FILE, REPORT_FILE
 from rldelta.runtime.lock import locks_output
 from rldelta.runtime.threads import usable_cores
 from rldelta.study.claims import QUESTION
@@ -118,7 +118,7 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     # 3. the subnetwork retrain trains in a worker beside the stages up to the probes
     retrain = None
     if cfg.retrain:
-        mask = diff_dir(study, primary) / "mask.safetensors"
+        mask = diff_dir(study, primary) / MASK_FILE
         retrain = make_run(study, cfg, base, primary.algo, primary.seed, primary.precision, mask=mask, kind="retrain")
     with training_beside(
         [retrain] if retrain else [], backend=backend, workers=workers, log=log, progress=progress, threads=cfg.threads
