@@ -117,9 +117,17 @@ def planted_pair(root: str | os.PathLike, seed: int = 0) -> PlantedPair:
     parameters where 20% of every q/v projection moved by one bf16 unit in the last place, and
     `layers.0.mlp.down_proj` received a rank-2 update. A diff must find exactly `sum(planted.values())` entries.
     """
+    from transformers.utils import logging as hf_logging
+
     from rldelta.selfcheck import build_planted_pair
 
-    base, tuned, planted = build_planted_pair(Path(root), seed=seed)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers' "Writing model shards" bar, twice, for a 2 MB pair
+    try:
+        base, tuned, planted = build_planted_pair(Path(root), seed=seed)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     return PlantedPair(base, tuned, planted)
 
 
