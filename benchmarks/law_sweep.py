@@ -36,9 +36,21 @@ MIX_TRAIN = [
     "--max-completion-length", "16", "--temperature", "1.0",
 ]  # fmt: skip
 SMOL_TRAIN = [
-    "--task", "arith", "--difficulty", "1", "--rewards", "correctness", "--prompts-per-step", "2",
-    "--num-generations", "4", "--max-completion-length", "12", "--temperature", "1.0",
-]  # fmt: skip
+    "--task",
+    "arith",
+    "--difficulty",
+    "1",
+    "--rewards",
+    "correctness",
+    "--prompts-per-step",
+    "2",
+    "--num-generations",
+    "4",
+    "--max-completion-length",
+    "16",
+    "--temperature",
+    "1.0",
+]  # fmt: skip  (the demo preset's task settings)
 TINY_TRAIN = ["--task", "arith", "--prompts-per-step", "4"]
 
 
@@ -50,27 +62,36 @@ def grid() -> list[dict]:
     ]
     runs += [dict(name=f"5m-grpo-{lr:.0e}", model="mix5m", algo="grpo", lr=lr, extra=MIX_TRAIN) for lr in (3e-5, 3e-6)]
     runs += [dict(name="5m-dpo-1e-05", model="mix5m", algo="dpo", lr=1e-5, extra=MIX_TRAIN[:4])]
-    runs += [dict(name="smol-grpo-1e-05", model="smollm2", algo="grpo", lr=1e-5, extra=SMOL_TRAIN)]  # if time allows
+    runs += [
+        dict(name=f"smol-grpo-{lr:.0e}", model="smollm2", algo="grpo", lr=lr, extra=SMOL_TRAIN)
+        for lr in (1e-5, 3e-5, 3e-6)
+    ]
     return runs
+
+
+def selected(names: list[str] | None) -> list[dict]:
+    """The grid's runs whose name starts with one of `names` (all of them without)."""
+    return [r for r in grid() if not names or any(r["name"].startswith(n) for n in names)]
 
 
 def done(run: Path) -> bool:
     return (run / "checkpoints" / f"step-{STEPS}").is_dir() and (run / "steps.parquet").is_file()
 
 
-def prepare(out: Path) -> None:
-    if not (out / "smollm2" / "model.safetensors").is_file():
+def prepare(out: Path, models: set[str]) -> None:
+    if "smollm2" in models and not (out / "smollm2" / "model.safetensors").is_file():
         subprocess.run([str(RLDELTA), "models", "prepare", "smollm2-135m", "-o", str(out / "smollm2")], check=True)
-    if not (out / "mix5m" / "model.safetensors").is_file():
+    if "mix5m" in models and not (out / "mix5m" / "model.safetensors").is_file():
         cmd = [str(RLDELTA), "models", "pretrain-mixture", "--size", "5m", "--steps", str(PRETRAIN_STEPS)]
         subprocess.run([*cmd, "-o", str(out / "mix5m")], check=True)
-    if not (out / "tiny" / "model.safetensors").is_file():
+    if "tiny" in models and not (out / "tiny" / "model.safetensors").is_file():
         subprocess.run([str(RLDELTA), "models", "tiny", "-o", str(out / "tiny")], check=True)
 
 
-def train(out: Path) -> None:
-    prepare(out)
-    for r in grid():
+def train(out: Path, names: list[str] | None = None) -> None:
+    runs = selected(names)
+    prepare(out, {r["model"] for r in runs})
+    for r in runs:
         run = out / "runs" / r["name"]
         if done(run):
             print(f"{r['name']}: done, skipped", flush=True)
@@ -80,7 +101,7 @@ def train(out: Path) -> None:
             cmd += ["--resume"]
         else:
             cmd += ["--model", str(out / r["model"]), "--algo", r["algo"], "--lr", str(r["lr"]), "--steps", str(STEPS)]
-            cmd += ["--precision", "fp32", "--record-steps", *r["extra"]]
+            cmd += ["--precision", "fp32", "--record-steps", "--save-steps", str(STEPS), *r["extra"]]
         t0 = time.time()
         print(f"{r['name']}: {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, check=True)
@@ -222,10 +243,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["train", "analyse", "clean"])
     p.add_argument("--out", type=Path, default=Path("/work/out/law"))
+    p.add_argument("--runs", nargs="*", help="train only the runs whose name starts with one of these (smol, 5m, tiny)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     if a.stage == "train":
-        train(a.out)
+        train(a.out, a.runs)
     elif a.stage == "clean":
         clean(a.out)
     else:
