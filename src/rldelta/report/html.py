@@ -166,6 +166,7 @@ def _why_section(tables: dict[str, pd.DataFrame]) -> str:
 def render(tables: dict[str, pd.DataFrame]) -> str:
     """The report as one HTML string."""
     from rldelta.plots import study as sp
+    from rldelta.report.law_section import law_section
 
     runs = tables["runs"]
     primary = runs["run"].iloc[0]
@@ -305,6 +306,7 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
         )
         parts.append(table_html(tables, "cause") + "</section>")
     parts.append(_probe_sections(tables))
+    parts.append(law_section(tables))
     parts.append("<section id='tables'><h2>Per-run measurements</h2>")
     parts.append(table_html(tables, "runs", [c for c in runs.columns if c not in ("run_dir",)]))
     parts.append("<h3>Per module</h3>" + table_html(tables, "modules"))

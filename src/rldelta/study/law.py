@@ -16,7 +16,7 @@ import pandas as pd
 
 from rldelta.errors import RldeltaError
 from rldelta.study.layout import Run
-from rldelta.train.step_files import STEPS_FILE, TOTAL, read_steps
+from rldelta.train.step_recorder import STEPS_FILE, TOTAL, read_steps
 
 CALIBRATE_STEPS = 5
 # The target of the validation sweep (docs/law.md): within 2 points or 15 % of the measured fraction, whichever is
@@ -31,17 +31,25 @@ LAW_COLUMNS = [
     "role",
     "lr",
     "steps",
-    "measured",
-    "predicted",
-    "predicted_lo",
-    "predicted_hi",
-    "abs_err",
-    "within_target",
+    "changed_frac",
+    "law_frac",
+    "law_lo",
+    "law_hi",
+    "law_abs_err",
+    "law_within_target",
     "step_median_rel_err",
     "step_share_within_25pct",
     "note",
 ]
-LAW_STEP_COLUMNS = ["run", "step", "held_out", "measured", "predicted", "measured_step", "predicted_step"]
+LAW_STEP_COLUMNS = [
+    "run",
+    "step",
+    "held_out",
+    "changed_base_frac",
+    "law_base_frac",
+    "changed_step_frac",
+    "law_step_frac",
+]
 SCHEDULES = {"constant": "constant", "constant_with_warmup": "constant", "linear": "linear", "cosine": "cosine"}
 
 
@@ -97,7 +105,7 @@ def law_tables(runs: list[Run], base: Path, k: int = CALIBRATE_STEPS) -> dict[st
         m = _totals(r)
         t = m["step"].to_numpy()
         row = {"run": r.label, "algo": r.algo, "seed": r.seed, "precision": r.precision, "lr": r.config.lr}
-        row |= {"steps": int(t.max()), "measured": float(m["changed_base_frac"].iloc[-1])}
+        row |= {"steps": int(t.max()), "changed_frac": float(m["changed_base_frac"].iloc[-1])}
         if r.precision != "fp32" or r.config.lr_scheduler not in SCHEDULES:
             why = "bf16 training: no fp32 master" if r.precision != "fp32" else f"schedule {r.config.lr_scheduler}"
             rows.append(row | {"role": "not predicted", "note": f"the law does not apply ({why})"})
@@ -114,19 +122,19 @@ def law_tables(runs: list[Run], base: Path, k: int = CALIBRATE_STEPS) -> dict[st
             row
             | {
                 "role": f"calibration (steps 1-{k}; later steps held out)" if own else "held out",
-                "predicted": float(f_p[-1]),
-                "predicted_lo": p["interval"][0],
-                "predicted_hi": p["interval"][1],
-                "abs_err": float(abs(f_p[-1] - f_m[-1])),
-                "within_target": within_target(float(f_p[-1]), float(f_m[-1])),
+                "law_frac": float(f_p[-1]),
+                "law_lo": p["interval"][0],
+                "law_hi": p["interval"][1],
+                "law_abs_err": float(abs(f_p[-1] - f_m[-1])),
+                "law_within_target": within_target(float(f_p[-1]), float(f_m[-1])),
                 "step_median_rel_err": float(np.median(rel)) if rel.size else None,
                 "step_share_within_25pct": float(np.mean(rel <= STEP_REL)) if rel.size else None,
                 "note": f"calibrated on the first {k} steps of {cal_run.label}",
             }
         )
         steps += [
-            {"run": r.label, "step": int(a), "held_out": bool(h), "measured": b, "predicted": c}
-            | {"measured_step": d, "predicted_step": e}
+            {"run": r.label, "step": int(a), "held_out": bool(h), "changed_base_frac": b, "law_base_frac": c}
+            | {"changed_step_frac": d, "law_step_frac": e}
             for a, h, b, c, d, e in zip(t, held, f_m, f_p, s_m, s_p)
         ]
     return {
@@ -136,17 +144,32 @@ def law_tables(runs: list[Run], base: Path, k: int = CALIBRATE_STEPS) -> dict[st
 
 
 def law_numbers(law: pd.DataFrame) -> dict[str, float | str | None]:
-    """The numbers the 'why' table's law row reads: over the runs the law predicted, the held-out ones' mean
-    measured and predicted changed fraction, their mean absolute error, and the share of the measured fraction the
-    law accounts for (1 − mean absolute error / mean measured, at least 0)."""
+    """The numbers the 'why' table's law row reads: over the held-out runs, the mean measured and predicted changed
+    fraction, their mean absolute error and the median of their per-step relative errors (empty without one)."""
     held = law[law["role"] == "held out"] if len(law) else law
     if not len(held):
-        return {"law_measured": None, "law_predicted": None, "law_abs_err": None, "law_share": None}
-    meas, err = float(held["measured"].mean()), float(held["abs_err"].mean())
+        return {}
+    meas, err = float(held["changed_frac"].mean()), float(held["law_abs_err"].mean())
     return {
         "law_measured": meas,
-        "law_predicted": float(held["predicted"].mean()),
+        "law_predicted": float(held["law_frac"].mean()),
         "law_abs_err": err,
         "law_step_err": float(held["step_median_rel_err"].median()),
-        "law_share": max(0.0, 1 - err / meas) if meas > 0 else None,
     }
+
+
+NUMBER_LABELS = {
+    "law_measured": "law test: measured changed fraction, held-out runs (mean)",
+    "law_predicted": "law test: predicted changed fraction, held-out runs (mean)",
+    "law_abs_err": "law test: absolute error of the prediction, held-out runs (mean)",
+    "law_step_err": "law test: per-step changed fraction, median relative error (held-out runs)",
+}
+
+
+def law_report_tables(runs: list[Run], base: Path) -> dict[str, pd.DataFrame]:
+    """The study's law tables and the numbers the 'why' table reads (key, label, value, format, like the probes')."""
+    tables = law_tables(runs, base)
+    nums = law_numbers(tables["law"])
+    rows = [(k, label, nums.get(k), "pct") for k, label in NUMBER_LABELS.items() if nums.get(k) is not None]
+    tables["law_numbers"] = pd.DataFrame(rows, columns=["key", "label", "value", "format"])
+    return tables
