@@ -199,6 +199,8 @@ def analyse(out: Path) -> dict:
             own_abs_err=float(abs(f_o[-1] - f_m[-1])),
             own_within_target=within(float(f_o[-1]), float(f_m[-1])),
             own_per_step_median_rel_err=float(np.median(np.abs(s_o - s_m)[later] / s_m[later])),
+            own_per_step_share_within_25pct=float(np.mean(np.abs(s_o - s_m)[later] / s_m[later] <= 0.25)),
+            **{f"own_{k}": own["laws"][0][k] for k in ("mu", "sigma", "beta", "mu_step")},
         )
         curves[r["name"]] = (t, f_m, f_p, f_c, s_m, s_p)
     table = pd.DataFrame(rows)
