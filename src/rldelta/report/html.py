@@ -146,7 +146,8 @@ def _why_section(tables: dict[str, pd.DataFrame]) -> str:
         "its verdict. share: rounding = entries left unchanged in bf16 that the fp32 master did change / all "
         "unchanged; |w| = (magnitude-matched − random) / (observed − random) seed overlap; density = random "
         "sparse rank vs observed: 1 − |difference| / observed; in-distribution data = (foreign − own) / foreign changed fraction; "
-        "suppression = fall of log p(wrong) / (that + rise of log p(correct)), negative parts counted as 0; format selection = the winning format's share at the end.</p>",
+        "suppression = fall of log p(wrong) / (that + rise of log p(correct)), negative parts counted as 0; format selection = the winning format's share at the end; the law = 1 − its held-out absolute error / the measured "
+        "changed fraction.</p>",
         "<table><thead><tr><th>explanation</th><th>explains</th><th>evidence for</th><th>evidence against</th>"
         "<th>share of the effect</th><th>verdict</th></tr></thead><tbody>",
     ]
@@ -306,7 +307,7 @@ def render(tables: dict[str, pd.DataFrame]) -> str:
         )
         parts.append(table_html(tables, "cause") + "</section>")
     parts.append(_probe_sections(tables))
-    parts.append(law_section(tables))
+    parts.append(law_section(tables, table_html, _figure))
     parts.append("<section id='tables'><h2>Per-run measurements</h2>")
     parts.append(table_html(tables, "runs", [c for c in runs.columns if c not in ("run_dir",)]))
     parts.append("<h3>Per module</h3>" + table_html(tables, "modules"))

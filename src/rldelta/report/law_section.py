@@ -1,10 +1,14 @@
-"""The report's 'Does the law predict the sparsity?' section, from the study's `law` and `law_steps` tables."""
+"""The report's 'Does the law predict the sparsity?' section, from the study's `law` and `law_steps` tables.
+
+report/html.py calls it with its own table and figure builders (passed in, so that this module does not import the
+page it is part of).
+"""
 
 from __future__ import annotations
 
-import pandas as pd
+from collections.abc import Callable
 
-from rldelta.report.html import _figure, table_html
+import pandas as pd
 
 LAW_COLS = ["run", "role", "steps", "changed_frac", "law_frac", "law_lo", "law_hi", "law_abs_err"]
 LAW_COLS += ["law_within_target", "step_median_rel_err", "step_share_within_25pct", "note"]
@@ -20,7 +24,7 @@ HEADERS = {
 }
 
 
-def law_section(tables: dict[str, pd.DataFrame]) -> str:
+def law_section(tables: dict[str, pd.DataFrame], table_html: Callable[..., str], figure: Callable[..., str]) -> str:
     """Predicted vs measured for every recorded run; nothing where the study has no law table."""
     from rldelta.plots import study as sp
 
@@ -44,7 +48,7 @@ def law_section(tables: dict[str, pd.DataFrame]) -> str:
     steps = tables.get("law_steps")
     if steps is not None and len(steps):
         parts.append(
-            _figure(
+            figure(
                 "plot-law",
                 "Predicted vs measured, every step",
                 sp.law_steps(steps),
