@@ -366,6 +366,20 @@ PUBLISHED = [
 ]
 
 
+# The learning rates of the released runs, as their recipes state them: open-instruct docs/tulu3.md's reproduction
+# commands (Tulu 3 SFT and DPO) and the SimPO README's table of the released models' hyperparameters.
+LRS = {
+    "tulu3-8b-dpo": 5e-7,
+    "tulu3-70b-dpo": 2e-7,
+    "llama31-8b-tulu3-sft": 5e-6,
+    "llama31-70b-tulu3-sft": 2e-6,
+    "llama3-8b-simpo": 1e-6,
+    "llama3-base-8b-sft-simpo": 6e-7,
+    "mistral-7b-instruct-simpo": 5e-7,
+    "mistral-7b-base-sft-simpo": 3e-7,
+}
+
+
 def test_shipped_catalog_holds_the_published_figures():
     cat = load_catalog()
     pairs = {p.name: p for p in cat.pairs}
@@ -381,7 +395,10 @@ def test_shipped_catalog_holds_the_published_figures():
         sft = p.algorithm == "SFT"
         assert p.sparsity_range == ((0.06, 0.15) if sft else (p.sparsity_range[0], p.sparsity_range[1]))
         assert sft or math.isnan(p.sparsity_range[0])
-        assert p.lr is None and p.steps is None  # no model card or paper was checked for them here
+        # an lr only where a training recipe states it (with its URL); no source found states a step count
+        assert p.lr == LRS.get(p.name) and p.steps is None, p.name
+        assert (p.lr is None) == (p.hyper_source == ""), p.name
+        assert p.lr is None or "https://github.com/" in p.hyper_source, p.name
     assert sum(p.algorithm == "SFT" for p in cat.pairs) == 3
     assert {"mistral-orpo-alpha", "mistral-7b-instruct-simpo", "mistral-7b-base-sft-simpo"} <= set(pairs)
     note = pairs["llama3-8b-simpo"].note

@@ -60,6 +60,8 @@ SECTIONS = [
     "subnetwork-fixed",
     "steps",
     "plot-steps",
+    "law",
+    "plot-law",
 ]
 CLAIMS = [
     "sparsity",
@@ -171,7 +173,7 @@ def test_report_has_every_section_and_only_table_numbers(done):
     p.feed(page)
     assert set(SECTIONS) <= p.ids
     assert "experts" not in p.ids  # a dense model: no experts section (test_moe_study.py has one)
-    assert len(p.imgs) == 11 and all(s.startswith("data:image/png;base64,") for s in p.imgs)  # 10 + every step
+    assert len(p.imgs) == 12 and all(s.startswith("data:image/png;base64,") for s in p.imgs)  # 10 + steps + law
     assert "http://" not in page and "https://" not in page  # opens offline
     assert ">nan<" not in page  # a headline row without an interval (the probes' numbers) showed "nan" for its source
     tables = {}
@@ -478,7 +480,7 @@ def test_intervals_cause_analysis_and_why_section(done):
     assert (inconclusive["more_data"].str.len() > 0).all()
 
     why = pd.read_parquet(out / "tables" / "why.parquet")
-    assert len(why) == 7 and set(why["verdict"]) <= {SUPPORTED, PARTLY, NOT_SUPPORTED, "inconclusive", NOT_MEASURED}
+    assert len(why) == 8 and set(why["verdict"]) <= {SUPPORTED, PARTLY, NOT_SUPPORTED, "inconclusive", NOT_MEASURED}
     r = why.set_index("explanation").loc["storage precision (bf16 rounding)"]
     head = pd.read_parquet(out / "tables" / "headline.parquet").set_index("key")["value"]
     bf16, fp32 = head["changed_frac"], head["fp32_changed_frac"]
@@ -518,3 +520,39 @@ def test_every_claim_reads_headline_numbers(done):
     for claim in CLAIMS:
         assert {claim.key, *claim.reads} <= keys, claim.name
     assert list(pd.read_parquet(out / "tables" / "claims.parquet")["claim"]) == [c.name for c in CLAIMS]
+
+
+def test_law_section_predicts_the_grid_from_one_runs_first_steps(done):
+    """'Does the law predict the sparsity?': the law calibrated on the first grid run's first steps predicts every
+    run; its measured column is the final checkpoint's bitwise changed fraction (recomputed from the weights), its
+    errors and verdicts follow from its own columns, and the why row's share is 1 - mean error / mean measured."""
+    from rldelta.study.law import within_target
+
+    out, _, _, _ = done
+    law = pd.read_parquet(out / "tables" / "law.parquet").set_index("run")
+    assert list(law.index) == ["grpo-s0-fp32", "grpo-s1-fp32"]
+    assert law.loc["grpo-s0-fp32", "role"].startswith("calibration (steps 1-3;")  # 4 steps: calibrated on 3
+    assert law.loc["grpo-s1-fp32", "role"] == "held out"
+    base = open_checkpoint(next(p for p in (out / "models").iterdir() if p.name.startswith("tiny")))
+    names = [n for n in base.names() if n not in base.aliases]
+    total = sum(base.get(n).numel() for n in names)
+    for run, r in law.iterrows():
+        run_dir = next(p for p in (out / "runs").iterdir() if re.fullmatch(rf"{run}-[0-9a-f]{{10}}", p.name))
+        ck = open_checkpoint(run_dir / "checkpoints" / f"step-{r['steps']}")
+        changed = sum(int((ck.get(n).view(torch.int16) != base.get(n).view(torch.int16)).sum()) for n in names)
+        assert r["changed_frac"] == pytest.approx(changed / total, rel=1e-12), run
+        assert 0 <= r["law_lo"] <= r["law_frac"] <= r["law_hi"] <= 1
+        assert r["law_abs_err"] == pytest.approx(abs(r["law_frac"] - r["changed_frac"]))
+        assert r["law_within_target"] == (abs(r["law_frac"] - r["changed_frac"]) <= max(0.02, 0.15 * r["changed_frac"]))
+        assert within_target(r["law_frac"], r["changed_frac"]) == r["law_within_target"]
+    steps = pd.read_parquet(out / "tables" / "law_steps.parquet")
+    for run, df in steps.groupby("run"):
+        assert df["step"].tolist() == list(range(1, law.loc[run, "steps"] + 1))
+        assert df["law_base_frac"].iloc[-1] == law.loc[run, "law_frac"]
+        assert df["held_out"].tolist() == ([False] * 3 + [True] if run == "grpo-s0-fp32" else [True] * 4)
+    why = pd.read_parquet(out / "tables" / "why.parquet").set_index("explanation")
+    row = why.loc["the update-sparsity law (bf16 rounding of a calibrated Adam drift)"]
+    held = law[law["role"] == "held out"]
+    assert row["share"] == pytest.approx(max(0.0, 1 - held["law_abs_err"].mean() / held["changed_frac"].mean()))
+    page = (out / "report.html").read_text()
+    assert "Does the law predict the sparsity?" in page and page.index("id='law'") > page.index("id='steps'")

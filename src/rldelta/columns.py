@@ -91,6 +91,14 @@ _BY_NAME = {u.name: u for u in UNITS}
 
 _NAMES: dict[Unit, tuple[str, ...]] = {
     FRACTION: (
+        "law_frac",  # the update-sparsity law's prediction of a changed fraction (study/law.py)
+        "law_lo",
+        "law_hi",
+        "law_abs_err",
+        "law_base_frac",
+        "law_step_frac",
+        "step_median_rel_err",
+        "step_share_within_25pct",
         "changed_frac",
         "changed_atol_frac",
         "fp32_changed_frac",
@@ -325,7 +333,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "role",
         "expert_set",
     ),
-    FLAG: ("beyond_training",),
+    FLAG: ("beyond_training", "held_out", "law_within_target"),
     SHAPE: ("shape",),
     FRACTIONS: ("changed_frac_by_decile",),
     BYTES: ("bytes_index", "bytes_bitmask", "bytes_dense"),

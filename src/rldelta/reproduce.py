@@ -273,7 +273,9 @@ def _measure(pair: PublishedPair, folder: Path, rank: bool, workers: int, progre
 
 def _add_prediction(row: dict, cat: Catalog) -> None:
     """The law's predicted sparsity where the catalog states lr and steps; otherwise why there is none."""
-    if row["lr"] is None or row["steps"] is None:
+    if row["lr"] is not None and row["steps"] is None:
+        row["predicted_note"] = f"no prediction: the source states lr {row['lr']:g} but no step count"
+    elif row["lr"] is None or row["steps"] is None:
         row["predicted_note"] = "no prediction: " + (cat.hyperparameters or "the catalog has no lr/steps for this pair")
     elif row["status"] != "measured":
         row["predicted_note"] = "no prediction: the base is not available"

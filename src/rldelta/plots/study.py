@@ -162,3 +162,27 @@ def accuracy_curves(curves: pd.DataFrame, accuracy: pd.DataFrame, surgery: pd.Da
     bx.set_xlabel("greedy test accuracy")
     bx.set_title("base, RL runs, surgery (orange: subnetwork, grey: random) and retrain (green)", fontsize=9)
     return png(fig)
+
+
+def law_steps(steps: pd.DataFrame) -> bytes:
+    """Per run: the changed fraction since the base and the one of each step, measured (dots) and predicted by the
+    law (line); the calibration steps of the calibration run hollow."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    for i, (run, df) in enumerate(steps.groupby("run", sort=False)):
+        c, label, held = f"C{i % 10}", short(run, 24), df["held_out"].astype(bool)
+        for ax, meas, pred in (
+            (axes[0], "changed_base_frac", "law_base_frac"),
+            (axes[1], "changed_step_frac", "law_step_frac"),
+        ):
+            ax.plot(df["step"][held], df[meas][held], "o", color=c, ms=3, label=f"{label}: measured")
+            if (~held).any():
+                ax.plot(
+                    df["step"][~held], df[meas][~held], "o", color=c, ms=4, mfc="none", label=f"{label}: calibration"
+                )
+            ax.plot(df["step"], df[pred], "-", color=c, label=f"{label}: law")
+    axes[0].set_title("changed since the base (bf16, bitwise)", fontsize=10)
+    axes[1].set_title("changed by the step itself", fontsize=10)
+    for ax in axes:
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=6)
+    return png(fig)

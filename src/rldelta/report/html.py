@@ -15,6 +15,7 @@ import pandas as pd
 
 from rldelta.columns import fmt
 from rldelta.report.blocks import CSS, cell
+from rldelta.report.law_section import law_section
 from rldelta.report.probe_sections import PROBE_SECTIONS
 from rldelta.report.sections import (
     cause_section,
@@ -40,6 +41,7 @@ SECTIONS = (
     surgery_section,
     cause_section,
     *PROBE_SECTIONS,
+    law_section,
     tables_section,
 )
 

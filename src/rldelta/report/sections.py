@@ -44,7 +44,8 @@ def why_section(tables: Tables) -> list[str]:
         "its verdict. share: rounding = entries left unchanged in bf16 that the fp32 master did change / all "
         "unchanged; |w| = (magnitude-matched − random) / (observed − random) seed overlap; density = random "
         "sparse rank vs observed: 1 − |difference| / observed; in-distribution data = (foreign − own) / foreign changed fraction; "
-        "suppression = fall of log p(wrong) / (that + rise of log p(correct)), negative parts counted as 0; format selection = the winning format's share at the end.</p>",
+        "suppression = fall of log p(wrong) / (that + rise of log p(correct)), negative parts counted as 0; format selection = the winning format's share at the end; the law = 1 − its held-out absolute error / the measured "
+        "changed fraction.</p>",
         "<table><thead><tr><th>explanation</th><th>explains</th><th>evidence for</th><th>evidence against</th>"
         "<th>share of the effect</th><th>verdict</th></tr></thead><tbody>",
     ]

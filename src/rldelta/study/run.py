@@ -20,6 +20,7 @@ from rldelta.study.claims import QUESTION
 from rldelta.study.config import StudyConfig, StudyError, load_config
 from rldelta.study.experts import expert_tables
 from rldelta.study.folders import diff_dir, make_run, other_seed, write_json
+from rldelta.study.law import law_report_tables
 from rldelta.study.log import StudyLog
 from rldelta.study.probe_tables import probe_tables
 from rldelta.study.probes import run_probes
@@ -162,6 +163,7 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
     tables.update(probe_tables(probes, dyn))
     tables.update(step_tables(runs + ([retrain] if retrain is not None else [])))
     tables.update(expert_tables(study, runs, overlap))
+    tables.update(law_report_tables(runs, base))
     tables["headline"], tables["why"] = why_table(tables)
     export_tables(tables, study / "tables")
     report = write_report(tables, study / REPORT_FILE, QUESTION)

@@ -138,6 +138,18 @@ def why_rows(num: dict, probes: dict | None = None) -> list[dict]:
             probes.get("format_winner_share"),
         )
     )
+    meas, err = g("law_measured"), g("law_abs_err")
+    rows.append(
+        _row(
+            "the update-sparsity law (bf16 rounding of a calibrated Adam drift)",
+            "how many entries change",
+            "calibrated on one run's first steps, it predicts the other runs' changed fraction {law_predicted} "
+            "against {law_measured} measured",
+            "absolute error {law_abs_err}; per-step changed fraction off by {law_step_err} (median)",
+            # the share of the measured changed fraction the prediction gets right: 1 − |error| / measured
+            max(0.0, 1 - err / meas) if _ok(meas, err) and meas > 0 else None,
+        )
+    )
     within, partial = probes.get("within_layer_spearman"), probes.get("partial_spearman")
     rows.append(
         _row(
@@ -165,10 +177,10 @@ def _neuron_verdict(within: float | None, partial: float | None, threshold: floa
 
 def why_table(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The headline with the probes' numbers appended, and the "Why sparse, yet full-rank?" table from both."""
-    extra = tables.get("probe_numbers")
     head = tables["headline"]
-    if extra is not None and len(extra):
-        head = pd.concat([head, extra], ignore_index=True)
+    for extra in (tables.get("probe_numbers"), tables.get("law_numbers")):
+        if extra is not None and len(extra):
+            head = pd.concat([head, extra], ignore_index=True)
     num = dict(zip(head["key"], head["value"]))
     for rec in head.to_dict("records"):
         num[f"{rec['key']}_lo"], num[f"{rec['key']}_hi"] = rec.get("lo"), rec.get("hi")
