@@ -1,0 +1,140 @@
+"""Steering a mixture model's format without RL (probes/steering.py) on a tiny model pretrained here: each method
+moves the chosen format's share in the planted direction against the unsteered model on the same prompts with the
+same seed, and its counts (vector, compute, changed weights, overlap) agree with an independent computation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rldelta.masks import load_mask, random_mask, save_mask
+from rldelta.probes.steering import (
+    PromptSteer,
+    SteeringError,
+    corpus_documents,
+    format_lead,
+    steer_activation,
+    steer_prompt,
+    steer_sft,
+    steered,
+    steering_vector,
+)
+from rldelta.train.format_behaviour import test_problems
+from rldelta.train.formats import classify_format
+from rldelta.train.generation import load_for_eval
+from rldelta.train.mixture import encode, pretrain_mixture, read_mixture
+
+# Code in 60% of the documents, plain 30%, boxed 10%, no wrong answers: after pretraining the model writes boxed
+# about one answer in ten, plain one in four.
+MIXTURE = dict(proportions={"code": 0.6, "plain": 0.3, "boxed": 0.1}, noise=(0, 0, 0), difficulties=(1,))
+MEASURE = dict(samples=8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("steer") / "base"
+    pretrain_mixture(
+        out, size="test", steps=300, batch_size=32, lr=1e-2, eval_prompts=2, eval_samples=1, progress=False, **MIXTURE
+    )
+    model, tok = load_for_eval(out, device="cpu")
+    return out, model, tok, test_problems(16, (1,), seed=0)
+
+
+def test_format_lead():
+    assert format_lead("code", "23 + 45") == "```python\nprint(23"
+    assert format_lead("plain", "23 + 45") == "23 plus"
+    assert format_lead("boxed", "23 + 45") == "23 +"
+    with pytest.raises(SteeringError, match="unknown format 'latex'"):
+        format_lead("latex", "1 + 2")
+
+
+def test_prompt_lead_raises_a_rare_format(base):
+    path, model, tok, examples = base
+    r = steer_prompt(model, tok, examples, "boxed", PromptSteer(lead=True), **MEASURE)
+    assert r.baseline.share < 0.25 and r.steered.low > r.baseline.high  # clearly up, intervals apart
+    # every completion starts with the lead, and what it classifies as is what the measure counted
+    assert r.steered.completions == len(examples) * 8 and r.steered.count == round(r.steered.share * 128)
+    # its compute: the lead's extra prompt tokens, prefilled for each of the 8 samples of every prompt
+    extra = 0
+    for ex in examples:
+        bare = tok.apply_chat_template(ex.prompt, add_generation_prompt=True, tokenize=False)
+        lead = format_lead("boxed", ex.prompt[-1]["content"].removeprefix("What is ").removesuffix("?"))
+        extra += len(tok(bare + lead, add_special_tokens=False).input_ids) - len(
+            tok(bare, add_special_tokens=False).input_ids
+        )
+    n_params = sum(p.numel() for p in model.parameters())
+    assert r.compute.forward_tokens == 8 * extra and r.compute.backward_tokens == 0
+    assert r.compute.flops == 2 * n_params * 8 * extra
+    assert r.text.startswith("prompt toward boxed: share")
+
+
+def test_activation_vector_and_steering(base):
+    path, model, tok, examples = base
+    record = read_mixture(path)
+    docs = corpus_documents(record, 64)
+    vector, compute = steering_vector(model, tok, docs, "plain", 0)
+    # The same vector from hidden_states (layer 0's output is hidden_states[1]), one document at a time, unpadded.
+    sums = {True: [], False: []}
+    for d in docs:
+        e = encode(tok, d)
+        with torch.no_grad():
+            hs = model(input_ids=torch.tensor([e["input_ids"]]), output_hidden_states=True).hidden_states[1][0]
+        first = next(i for i, t in enumerate(e["labels"]) if t != -100)
+        sums[d.format == "plain"].append(hs[first - 1 : len(e["input_ids"]) - 1].mean(0))
+    expected = torch.stack(sums[True]).mean(0) - torch.stack(sums[False]).mean(0)
+    torch.testing.assert_close(vector, expected, rtol=1e-4, atol=1e-5)
+    assert compute.forward_tokens == sum(len(encode(tok, d)["input_ids"]) for d in docs)
+    # The hook is gone after the block: the logits are the unsteered ones again.
+    ids = torch.tensor([tok("Question: What is 1 + 2?\nAnswer: ", add_special_tokens=False).input_ids])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        with steered(model, 0, vector, 1.0):
+            during = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    assert not torch.equal(before, during) and torch.equal(before, after)
+    # Toward plain (a quarter of the base model's answers) at the last layer: its share rises clearly.
+    r = steer_activation(model, tok, examples, "plain", record, layer=1, alpha=1.0, documents=256, **MEASURE)
+    assert r.steered.low > r.baseline.high, r.text
+    assert r.settings["documents"] == 256 and r.settings["documents_in_format"] == 77  # 30% of 256, rounded
+    with pytest.raises(SteeringError, match="layer 5 is out of range"):
+        steering_vector(model, tok, docs, "plain", 5)
+
+
+def test_sft_on_k_examples(base, tmp_path):
+    path, model, tok, examples = base
+    # A changed set to overlap with: random positions at a known density, as a mask folder.
+    probe_diff = steer_sft(path, tmp_path / "probe", examples[:2], "boxed", 4, steps=1, batch_size=4, samples=1)
+    rl = tmp_path / "rl-mask"
+    save_mask(random_mask(load_mask(tmp_path / "probe" / "diff"), seed=3, density=0.3), rl)
+    assert probe_diff.steered.completions == 2
+
+    r = steer_sft(path, tmp_path / "sft", examples, "boxed", 16, steps=20, batch_size=4, lr=1e-3, rl_mask=rl, **MEASURE)
+    assert r.baseline.share < 0.25 and r.steered.low > r.baseline.high, r.text
+    # training rows: the 16 rendered examples, each boxed
+    rows = [json.loads(x) for x in (tmp_path / "sft" / "run" / "offline_data.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and all(classify_format(x["completion"][0]["content"]) == "boxed" for x in rows)
+    # compute: 20 steps x 4 rows = 5 passes over the 16 examples, forward and backward over each whole sequence
+    # (prompt + completion + eos, as the pretraining encoder lays a document out)
+    tokens = 0
+    for x in rows:
+        from rldelta.train.corpus import Document
+
+        doc = Document(x["prompt"][-1]["content"], "", "", 1, "boxed", x["completion"][0]["content"], False)
+        tokens += len(encode(tok, doc)["input_ids"])
+    assert (r.compute.forward_tokens, r.compute.backward_tokens) == (5 * tokens, 5 * tokens)
+    # changed entries: the bf16 checkpoint against the fp32 base rounded to bf16, counted here bit by bit
+    before = load_file(str(path / "model.safetensors"))
+    after = load_file(str(tmp_path / "sft" / "run" / "checkpoints" / "step-20" / "model.safetensors"))
+    changed = sum(int((before[n].to(torch.bfloat16) != after[n]).sum()) for n in after)
+    numel = sum(after[n].numel() for n in after)
+    assert r.changed == changed and r.changed_fraction == pytest.approx(changed / numel)
+    # overlap with the random mask: |A ∩ B| / |A|, counted here from the two masks
+    a, b = load_mask(tmp_path / "sft" / "diff"), load_mask(rl)
+    inter = sum(int((a.get(n) & b.get(n)).sum()) for n in a.names())
+    assert r.overlap["intersection"] == inter and r.overlap["overlap"] == pytest.approx(inter / changed)
+    assert math.isclose(r.overlap["random_overlap"], 0.3, abs_tol=0.01)
+    assert "of the weights changed" in r.text and r.as_dict()["overlap"]["size_a"] == changed
