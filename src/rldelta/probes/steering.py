@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rldelta.errors import RldeltaError
-from rldelta.metrics.compute import Compute, Part, sft_compute, vector_compute
+from rldelta.metrics.compute import Compute, Part, generation, sft_compute, vector_compute
 from rldelta.metrics.stats import wilson_interval
 from rldelta.train.corpus import Document, build_corpus
 from rldelta.train.formats import FORMAT_NAMES, FORMATS, OTHER, classify_format
@@ -98,7 +98,8 @@ class PromptSteer:
 
 def _demonstrations(fmt: str, n: int, seed: int) -> list[dict]:
     turns: list[dict] = []
-    for ex in MixArith().generate(n, seed=seed + 1_000_003, split="train", difficulty=1):
+    # Train-split problems: the measured prompts are test-split ones, so no demonstration answers one of them.
+    for ex in MixArith().generate(n, seed=seed, split="train", difficulty=1):
         text = ex.prompt[-1]["content"]
         render = FORMATS[fmt].render(MixArith.expression(text), int(ex.answer))
         turns += [{"role": "user", "content": text}, {"role": "assistant", "content": render}]
@@ -172,8 +173,6 @@ def measure(
     names = [classify_format(t) for t in texts]
     k = sum(n == fmt for n in names)
     low, high = wilson_interval(k, len(texts))
-    from rldelta.metrics.compute import generation
-
     return FormatMeasure(
         format=fmt,
         completions=len(texts),
@@ -325,7 +324,7 @@ def steering_vector(model, tokenizer, docs: Sequence[Document], fmt: str, layer:
                 model(input_ids=ids, attention_mask=att)
                 hidden = captured[0]
                 for i, (d, e) in enumerate(zip(chunk, encs)):
-                    first = e["labels"].index(next(t for t in e["labels"] if t != -100))  # first completion token
+                    first = next(j for j, t in enumerate(e["labels"]) if t != -100)  # the first completion token
                     end = len(e["input_ids"]) - 1  # the eos is predicted at the position before it
                     means[d.format == fmt].append(hidden[i, first - 1 : end].mean(0))
                     lengths.append(len(e["input_ids"]))
