@@ -138,3 +138,14 @@ def test_sft_on_k_examples(base, tmp_path):
     assert r.overlap["intersection"] == inter and r.overlap["overlap"] == pytest.approx(inter / changed)
     assert math.isclose(r.overlap["random_overlap"], 0.3, abs_tol=0.01)
     assert "of the weights changed" in r.text and r.as_dict()["overlap"]["size_a"] == changed
+
+
+def test_pretraining_record_keeps_its_loss_curve(base):
+    from rldelta.metrics.plateau import plateau
+
+    record = read_mixture(base[0])
+    curve = record["loss_curve"]
+    assert curve["steps"] == list(range(6, 301, 6))  # logged every 300 // 50 steps
+    assert curve["loss"][-1] == record["final_loss"] and curve["loss"][0] > curve["loss"][-1]
+    p = plateau(curve["steps"], curve["loss"], window=5, tolerance=0.02)
+    assert p.text.startswith("plateau at step" if p.reached else "no plateau")
