@@ -28,12 +28,13 @@ def test_rl_hand_count():
     assert plain.flops == 2 * N * 24 + 4 * N * 13
     kl = rl_compute(N, PROMPTS, COMPLETIONS, beta=0.04)  # + the reference model's forward over 13 tokens
     assert (kl.forward_tokens, kl.backward_tokens, kl.flops) == (37, 13, 2 * N * 37 + 4 * N * 13)
-    # PPO: 2 epochs (2 forwards + 2 backwards over 13, one old-log-prob forward) and a 500-parameter critic
+    # PPO: 2 epochs (2 forwards + 2 backwards over 13, one old-log-prob forward) and a 500-parameter critic (a
+    # scoring forward over 13, then 2 forwards + 2 backwards)
     ppo = rl_compute(N, PROMPTS, COMPLETIONS, beta=0.05, iterations=2, critic_params=500)
     by = {p.name: p for p in ppo.parts}
     assert by["policy update"].forward_tokens == 26 and by["old log-probabilities"].forward_tokens == 13
-    assert by["critic update"].flops == 500 * (2 * 26 + 4 * 26)
-    assert ppo.flops == N * (2 * (11 + 26 + 13 + 13) + 4 * 26) + 500 * (2 * 26 + 4 * 26)
+    assert by["critic"].flops == 500 * (2 * 39 + 4 * 26)
+    assert ppo.flops == N * (2 * (11 + 26 + 13 + 13) + 4 * 26) + 500 * (2 * 39 + 4 * 26)
 
 
 def test_sft_and_steering_hand_count():

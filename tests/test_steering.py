@@ -149,3 +149,33 @@ def test_pretraining_record_keeps_its_loss_curve(base):
     assert curve["loss"][-1] == record["final_loss"] and curve["loss"][0] > curve["loss"][-1]
     p = plateau(curve["steps"], curve["loss"], window=5, tolerance=0.02)
     assert p.text.startswith("plateau at step" if p.reached else "no plateau")
+
+
+def test_rl_run_compute(base, tmp_path):
+    import pandas as pd
+
+    from rldelta.probes import ProbeError
+    from rldelta.probes.rl_compute import run_compute
+
+    path, model, tok, _ = base
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": str(path), "algo": "grpo", "beta": 0.04, "max_completion_length": 7}
+    record = {"config": config, "started": "2026-01-01T10:00:00+0000", "finished": "2026-01-01T10:02:30+0000"}
+    (run / "run.json").write_text(json.dumps(record))
+    texts = ["1 + 2", "1 + 2 = 3"]
+    pd.DataFrame({"step": [1, 1], "prompt": ["What is 1 + 2?"] * 2, "completion": texts}).to_parquet(
+        run / "completions.parquet"
+    )
+    p = len(tok("Question: What is 1 + 2?\nAnswer: ", add_special_tokens=False).input_ids)
+    # the first ended with eos (4 tokens + eos), the second was cut at the cap of 7 tokens
+    assert [len(tok(t, add_special_tokens=False).input_ids) for t in texts] == [4, 7]
+    c = run_compute(run)
+    n = sum(q.numel() for q in model.parameters())
+    # generation (p + 5 - 1) + (p + 7 - 1); the update and the reference forward over (p + 5) + (p + 7)
+    gen, seq = (p + 4) + (p + 6), (p + 5) + (p + 7)
+    assert (c.forward_tokens, c.backward_tokens) == (gen + 2 * seq, seq)
+    assert c.flops == n * (2 * (gen + 2 * seq) + 4 * seq) and c.wall_seconds == 150.0
+    (run / "run.json").write_text(json.dumps({"config": {**config, "algo": "sft"}}))
+    with pytest.raises(ProbeError, match="not 'sft'"):
+        run_compute(run)

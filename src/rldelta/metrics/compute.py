@@ -132,8 +132,8 @@ def rl_compute(
     over all steps): their generation; the policy's forward and backward over each whole sequence (the loss is on
     the completion, the gradient flows through the prompt's positions too) once per iteration; with
     `iterations` > 1 (PPO epochs) one more forward for the old log-probabilities; the reference model's forward
-    when `beta` > 0; and a second trained model of `critic_params` (PPO's value model, PRIME's reward model), a
-    forward and a backward per iteration."""
+    when `beta` > 0; and a second trained model of `critic_params` (PPO's value model, PRIME's reward model): one
+    scoring forward, then a forward and a backward per iteration."""
     _check(params, prompt_lengths, completion_lengths)
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -147,7 +147,8 @@ def rl_compute(
     if beta > 0:
         parts.append(Part("reference forward", params, seq))
     if critic_params:
-        parts.append(Part("critic update", critic_params, seq * iterations, seq * iterations))
+        # The side model scores each batch once without gradient, then trains with it every iteration.
+        parts.append(Part("critic", critic_params, seq * (iterations + 1), seq * iterations))
     return Compute(tuple(parts))
 
 
