@@ -78,3 +78,14 @@ def test_run_claims_without_a_mixture_record(tmp_path):
     assert c["runs"][0]["origin"]["outcome"] == "undecided" and c["size"]["outcome"] == "undecided"
     with pytest.raises(ProbeError, match="threshold"):
         run_claims([run], tmp_path / "out", threshold=2)
+
+
+def test_formats_skeleton_config_validates():
+    from rldelta.study import PRESETS_DIR, load_config
+    from rldelta.study.config import formats_settings, formats_train_config
+
+    cfg = load_config(PRESETS_DIR / "formats.toml")
+    f = formats_settings(cfg)
+    tc = formats_train_config(f, model="m", seed=0)
+    assert cfg.probes == ["formats"] and f["sizes"] == ["5m", "30m"]
+    assert f["steps"] * tc.prompts_per_step == tc.train_size  # the RL runs cover exactly one epoch
