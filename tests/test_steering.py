@@ -179,3 +179,52 @@ def test_rl_run_compute(base, tmp_path):
     (run / "run.json").write_text(json.dumps({"config": {**config, "algo": "sft"}}))
     with pytest.raises(ProbeError, match="not 'sft'"):
         run_compute(run)
+
+
+def test_sweep_against_an_rl_run(base, tmp_path):
+    import pandas as pd
+
+    from rldelta.probes.rl_compute import run_compute
+    from rldelta.probes.steering_sweep import SWEEP_JSON, SWEEP_TABLE, SweepSettings, best_interventions, steer_sweep
+    from rldelta.train.config import TrainConfig
+    from rldelta.train.trainers import train
+
+    path = base[0]
+    rl = train(
+        TrainConfig(
+            model=str(path),
+            output=str(tmp_path / "grpo"),
+            task="mixarith",
+            algo="grpo",
+            steps=1,
+            lr=1e-3,
+            prompts_per_step=2,
+            num_generations=4,
+            max_completion_length=24,
+            train_size=8,
+            difficulty=1,
+            record_steps=False,
+            progress=False,
+        )
+    )
+    settings = SweepSettings(
+        prompts=4, samples=2, prompt_steers=(PromptSteer(lead=True),), alphas=(1.0,), documents=32, ks=(4,), sft_steps=1
+    )
+    lines = []
+    res = steer_sweep(path, "boxed", tmp_path / "sweep", settings=settings, rl_run=rl, log=lines.append)
+    table = pd.read_parquet(tmp_path / "sweep" / SWEEP_TABLE)
+    assert table["method"].tolist() == ["prompt", "activation", "sft", "rl"] and len(lines) == 5
+    rl_flops = run_compute(rl).flops
+    assert table["flops"].iloc[-1] == rl_flops
+    assert table["share_of_rl_flops"].tolist()[:3] == pytest.approx((table["flops"][:3] / rl_flops).tolist())
+    sft = table.iloc[2]
+    assert 0 < sft["changed_frac"] <= 1 and 0 <= sft["random_overlap"] <= 1 and not math.isnan(sft["overlap"])
+    assert res["layer"] == 1 and res["rl"]["step"] == 1 and json.loads((tmp_path / "sweep" / SWEEP_JSON).read_text())
+    assert (table["completions"] == 8).all()
+    rows = [
+        {"method": "sft", "share_low": 0.7, "flops": 5.0},
+        {"method": "prompt", "share_low": 0.6, "flops": 1.0},
+        {"method": "activation", "share_low": 0.3, "flops": 0.5},
+        {"method": "rl", "share_low": 0.9, "flops": 100.0},
+    ]
+    assert [r["method"] for r in best_interventions(rows)] == ["prompt", "sft"]

@@ -84,6 +84,10 @@ _BY_NAME = {u.name: u for u in UNITS}
 
 _NAMES: dict[Unit, tuple[str, ...]] = {
     FRACTION: (
+        # steering toward a format (probes/steering_sweep.py)
+        "share_low",
+        "share_high",
+        "baseline_share",
         "changed_frac",
         "changed_atol_frac",
         "fp32_changed_frac",
@@ -159,6 +163,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "published_rank",
     ),
     ACCURACY: (
+        "baseline_accuracy",
         "accuracy",
         "base_accuracy",
         "tuned_accuracy",
@@ -183,6 +188,9 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
     ),
     NATS_PER_STEP: ("amplification_rate", "suppression_rate"),
     NUMBER: (
+        "flops",
+        "wall_seconds",
+        "share_of_rl_flops",
         "auc",
         "auc_small_weights",
         "rounding_precision",
@@ -209,6 +217,9 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "hi",
     ),
     COUNT: (
+        "forward_tokens",
+        "backward_tokens",
+        "completions",
         "numel",
         "changed",
         "changed_atol",
@@ -254,6 +265,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "expert",
     ),
     LABEL: (
+        "method",
         "name",
         "rank_method",
         "tensor",

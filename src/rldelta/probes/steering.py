@@ -63,6 +63,7 @@ class FormatMeasure:
     accuracy: float
     shares: dict[str, float]
     compute: dict[str, Any] = field(default_factory=dict)
+    seconds: float | None = None  # wall time of the measurement (sampling and scoring)
 
     as_dict = asdict
 
@@ -139,6 +140,7 @@ def measure(
     import torch
 
     _check_format(fmt)
+    t0 = time.perf_counter()
     task = MixArith()
     items = prompt_texts(tokenizer, examples, fmt, prompt)
     tokenizer.padding_side = "left"
@@ -183,6 +185,7 @@ def measure(
         accuracy=sum(task.correctness_reward(t, a) for t, a in zip(texts, answers)) / len(texts),
         shares={f: sum(n == f for n in names) / len(texts) for f in (*FORMAT_NAMES, OTHER)},
         compute=generation(_params(model), prompt_lengths, completion_lengths, "measurement").as_dict(),
+        seconds=time.perf_counter() - t0,
     )
 
 
@@ -241,9 +244,7 @@ def steer_prompt(
     """(a) The prompt intervention, measured against the bare prompt; its compute is the extra prompt tokens
     prefilled (instruction, demonstrations and the forced opening) for every sampled completion."""
     baseline = baseline or measure(model, tokenizer, examples, fmt, **measure_kw)
-    t0 = time.perf_counter()
     steered = measure(model, tokenizer, examples, fmt, prompt=prompt, **measure_kw)
-    seconds = time.perf_counter() - t0
     bare = prompt_texts(tokenizer, examples, fmt, None)
     steer = prompt_texts(tokenizer, examples, fmt, prompt)
 
@@ -252,7 +253,8 @@ def steer_prompt(
 
     samples = measure_kw.get("samples", 8)
     extra = sum(n_tokens(s) - n_tokens(b) for (s, _), (b, _) in zip(steer, bare)) * samples
-    compute = Compute((Part("prompt prefill (extra)", _params(model), extra),), wall_seconds=seconds)
+    # Nothing is built beforehand (no wall time of its own); the cost is per query, in the extra prefill.
+    compute = Compute((Part("prompt prefill (extra)", _params(model), extra),))
     return SteeringResult("prompt", fmt, {"prompt": prompt.label(), **asdict(prompt)}, baseline, steered, compute)
 
 
@@ -363,14 +365,14 @@ def steer_activation(
     alpha: float,
     documents: int = 512,
     baseline=None,
+    vector=None,
     **measure_kw,
 ) -> SteeringResult:
     """(b) The activation steering vector from the first `documents` corpus documents, applied at `layer` with
-    scale `alpha`; its compute is the estimate's forwards."""
+    scale `alpha`; its compute is the estimate's forwards, its wall time the estimate's. `vector`: one estimated
+    before, as (docs, vector, compute) from `estimate_vector`, for a sweep over alpha."""
     baseline = baseline or measure(model, tokenizer, examples, fmt, **measure_kw)
-    t0 = time.perf_counter()
-    docs = corpus_documents(record, documents)
-    vector, compute = steering_vector(model, tokenizer, docs, fmt, layer)
+    docs, vector, compute = vector or estimate_vector(model, tokenizer, fmt, record, layer=layer, documents=documents)
     with steered(model, layer, vector, alpha):
         result = measure(model, tokenizer, examples, fmt, **measure_kw)
     settings = {
@@ -380,7 +382,15 @@ def steer_activation(
         "documents_in_format": sum(d.format == fmt for d in docs),
         "vector_norm": float(vector.norm()),
     }
-    return SteeringResult("activation", fmt, settings, baseline, result, compute.timed(time.perf_counter() - t0))
+    return SteeringResult("activation", fmt, settings, baseline, result, compute)
+
+
+def estimate_vector(model, tokenizer, fmt: str, record: dict[str, Any], *, layer: int, documents: int = 512):
+    """(documents, vector, compute timed) of `steering_vector` on the first `documents` corpus documents."""
+    t0 = time.perf_counter()
+    docs = corpus_documents(record, documents)
+    vector, compute = steering_vector(model, tokenizer, docs, fmt, layer)
+    return docs, vector, compute.timed(time.perf_counter() - t0)
 
 
 # ---- (c) SFT on k examples ---------------------------------------------------------------------------------------
