@@ -80,19 +80,26 @@ def _counts(rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], dict[str, lis
     return steps, per, totals
 
 
-def _hold_status(k: list[int], n: list[int], start: int, threshold: float) -> tuple[str, tuple[int, int]]:
-    """Whether a format holds a share >= threshold from step index `start` to the last step: "holds" (its pooled
-    share's interval lies above the threshold and no single step is clearly below it), "fails" (a step, or the
-    pooled share, is clearly below), or "open" (the interval straddles the threshold). Also the pooled (k, n)."""
-    kk, nn = sum(k[start:]), sum(n[start:])
-    if any(n[i] and wilson_interval(k[i], n[i])[1] < threshold for i in range(start, len(n))):
-        return "fails", (kk, nn)
-    low, high = wilson_interval(kk, nn)
-    if nn and low >= threshold:
-        return "holds", (kk, nn)
-    if nn and high < threshold:
-        return "fails", (kk, nn)
-    return "open", (kk, nn)
+def _hold_status(k: list[int], n: list[int], threshold: float) -> list[tuple[str, tuple[int, int]]]:
+    """For every start index: whether a format holds a share >= threshold from there to the last step — "holds"
+    (its pooled share's interval lies above the threshold and no single step is clearly below it), "fails" (a
+    step, or the pooled share, is clearly below), or "open" (the interval straddles the threshold) — and the
+    pooled (k, n). One pass from the end: suffix sums and whether any later step is clearly below."""
+    out: list[tuple[str, tuple[int, int]]] = []
+    kk = nn = 0
+    below = False
+    for i in range(len(n) - 1, -1, -1):
+        kk, nn = kk + k[i], nn + n[i]
+        below = below or bool(n[i] and wilson_interval(k[i], n[i])[1] < threshold)
+        low, high = wilson_interval(kk, nn)
+        if below or (nn and high < threshold):
+            state = "fails"
+        elif nn and low >= threshold:
+            state = "holds"
+        else:
+            state = "open"
+        out.append((state, (kk, nn)))
+    return out[::-1]
 
 
 def _passing_stretch(k: list[int], n: list[int], threshold: float) -> tuple[int, int] | None:
@@ -158,7 +165,7 @@ def dominance(
             text=text,
         )
 
-    status = {(f, i): _hold_status(per[f], totals, i, threshold) for f in formats for i in range(len(steps))}
+    status = {(f, i): st for f in formats for i, st in enumerate(_hold_status(per[f], totals, threshold))}
     last = len(steps) - 1
 
     def first(indices: list[int], wanted: str) -> tuple[str, int] | None:
