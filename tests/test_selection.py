@@ -1,4 +1,4 @@
-"""The Echo Chamber verdict rules (metrics/selection.py) on planted format tables, one table per outcome of each rule.
+"""The Echo Chamber verdict rules (metrics/selection.py, selection_winner.py) on planted format tables, one table per outcome of each rule.
 
 Every planted table states the outcome it was built for; an independent restatement of the rule on scipy's Wilson
 interval (and a Wald interval for accuracy differences) confirms the table has that outcome before the rule under
@@ -25,11 +25,8 @@ from rldelta.metrics.selection import (
     SAME,
     UNDECIDED,
     dominance,
-    end_winner,
-    size_change,
-    winner_origin,
-    winner_origin_from_record,
 )
+from rldelta.metrics.selection_winner import end_winner, size_change, winner_origin, winner_origin_from_record
 
 NAMES = ("code", "plain", "boxed", "other")
 PPS, TRAIN = 4, 40  # ten steps to an epoch

@@ -12,17 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from rldelta.masks import load_mask, random_mask, save_mask
-from rldelta.probes.steering import (
-    PromptSteer,
-    SteeringError,
-    corpus_documents,
-    format_lead,
-    steer_activation,
-    steer_prompt,
-    steer_sft,
-    steered,
-    steering_vector,
-)
+from rldelta.probes.steering import PromptSteer, SteeringError, format_lead, steer_prompt
+from rldelta.probes.steering_sft import steer_sft
+from rldelta.probes.steering_vector import corpus_documents, steer_activation, steered, steering_vector
 from rldelta.train.format_behaviour import test_problems
 from rldelta.train.formats import classify_format
 from rldelta.train.generation import load_for_eval

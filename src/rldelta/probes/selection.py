@@ -18,14 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from rldelta.atomic import atomic_write_json
-from rldelta.metrics.selection import (
-    UNDECIDED,
-    WinnerOrigin,
-    dominance,
-    end_winner,
-    size_change,
-    winner_origin_from_record,
-)
+from rldelta.metrics.selection import UNDECIDED, dominance
+from rldelta.metrics.selection_winner import WinnerOrigin, end_winner, size_change, winner_origin_from_record
 from rldelta.probes import ProbeError, read_run
 
 CLAIMS_FILE = "claims.json"

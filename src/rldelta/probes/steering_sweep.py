@@ -19,17 +19,9 @@ import pyarrow as pa
 
 from rldelta.atomic import atomic_write_json, atomic_write_parquet
 from rldelta.columns import unit_schema
-from rldelta.probes.steering import (
-    FormatMeasure,
-    PromptSteer,
-    SteeringError,
-    SteeringResult,
-    estimate_vector,
-    measure,
-    steer_activation,
-    steer_prompt,
-    steer_sft,
-)
+from rldelta.probes.steering import FormatMeasure, PromptSteer, SteeringError, SteeringResult, measure, steer_prompt
+from rldelta.probes.steering_sft import steer_sft
+from rldelta.probes.steering_vector import estimate_vector, steer_activation
 
 SWEEP_JSON = "steering.json"
 SWEEP_TABLE = "steering.parquet"
