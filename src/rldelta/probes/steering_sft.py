@@ -142,8 +142,8 @@ def steer_sft(
 ) -> SteeringResult:
     """(c) SFT on k examples of `fmt` into OUT/run, measured on `examples`; its compute is the training forwards
     and backwards (the harness's one base-model sample per example, which the rendered rows do not need, is not
-    counted); the changed fraction is the bitwise diff of the last step (bf16) against the base, and the overlap
-    is with `rl_mask`'s changed set."""
+    counted), its wall time the whole harness run (that sampling and the start-up included); the changed fraction
+    is the bitwise diff of the last step (bf16) against the base, and the overlap is with `rl_mask`'s changed set."""
     from rldelta.train.generation import load_for_eval
     from rldelta.train.runfiles import step_dir
 
