@@ -99,6 +99,10 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "law_step_frac",
         "step_median_rel_err",
         "step_share_within_25pct",
+        # steering toward a format (probes/steering_sweep.py)
+        "share_low",
+        "share_high",
+        "baseline_share",
         "changed_frac",
         "changed_atol_frac",
         "fp32_changed_frac",
@@ -174,6 +178,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "published_rank",
     ),
     ACCURACY: (
+        "baseline_accuracy",
         "accuracy",
         "base_accuracy",
         "tuned_accuracy",
@@ -198,6 +203,9 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
     ),
     NATS_PER_STEP: ("amplification_rate", "suppression_rate"),
     NUMBER: (
+        "flops",
+        "wall_seconds",
+        "share_of_rl_flops",
         "auc",
         "auc_small_weights",
         "rounding_precision",
@@ -224,6 +232,9 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "hi",
     ),
     COUNT: (
+        "forward_tokens",
+        "backward_tokens",
+        "completions",
         "numel",
         "changed",
         "changed_atol",
@@ -269,6 +280,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "expert",
     ),
     LABEL: (
+        "method",
         "name",
         "rank_method",
         "tensor",

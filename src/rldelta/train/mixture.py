@@ -220,7 +220,8 @@ def _pretrain(
             f"({train_seconds / trainer.state.global_step:.2f} s/step); nothing was written: raise max_minutes, or "
             "lower steps"
         )
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    logged = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    losses = [loss for _, loss in logged]
     model.eval()
     behaviour = format_behaviour(
         model, tokenizer, test_problems(eval_prompts, difficulties, seed), samples=eval_samples, seed=seed
@@ -245,6 +246,8 @@ def _pretrain(
         "stopped_by_budget": False,  # a run the safety stop ends raises instead; kept so records read alike
         "train_loss": float(result.training_loss),
         "final_loss": losses[-1] if losses else None,
+        # Every logged training loss (about 50 points): metrics.plateau reads the step budget off it.
+        "loss_curve": {"steps": [int(st) for st, _ in logged], "loss": losses},
         "seconds_per_step": train_seconds / max(done, 1),
         "train_minutes": train_seconds / 60,
         "minutes": (time.perf_counter() - t_start) / 60,
