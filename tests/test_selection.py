@@ -52,7 +52,7 @@ def ci(k: int, n: int) -> tuple[float, float]:
     return float(r.low), float(r.high)
 
 
-def reference_dominance(plan: dict[int, dict[str, int]], thr: float = 0.9) -> tuple[str, str | None, int | None]:
+def reference_dominance(plan: dict[int, dict[str, int]], thr: float = 0.9) -> tuple[str, str | None, int | None]:  # noqa: C901
     """The rule restated step by step: (outcome, format, step)."""
     steps = sorted(plan)
     n = {s: sum(plan[s].values()) for s in steps}

@@ -120,7 +120,7 @@ def span_text(a: int, b: int) -> str:
     return f"step {a}" if a == b else f"steps {a}-{b}"
 
 
-def dominance(
+def dominance(  # noqa: C901
     rows: Sequence[Mapping[str, Any]],
     *,
     prompts_per_step: int,

@@ -17,7 +17,8 @@ import pandas as pd
 from rldelta.runtime.errors import RldeltaError
 from rldelta.runtime.files import STEPS_FILE
 from rldelta.study.folders import Run
-from rldelta.train.step_recorder import TOTAL, read_steps
+from rldelta.train.step_files import read_steps
+from rldelta.train.step_recorder import TOTAL
 
 CALIBRATE_STEPS = 5
 # The target of the validation sweep (docs/law.md): within 2 points or 15 % of the measured fraction, whichever is

@@ -153,8 +153,7 @@ def _run(cfg: StudyConfig, study: Path, *, backend: str, workers: int, ray_addre
         compare = compare_retrain(primary, retrain, base, study)
     # 9. dynamics
     dyn = [row for r in runs for row in dynamics(r, study, other_seed(r, runs))]
-    if retrain is not None:
-        dyn += dynamics(retrain, study)
+    dyn += dynamics(retrain, study) if retrain is not None else []
 
     # 10. tables and report
     tables = build_tables(

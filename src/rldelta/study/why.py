@@ -138,30 +138,35 @@ def why_rows(num: dict, probes: dict | None = None) -> list[dict]:
             probes.get("format_winner_share"),
         )
     )
-    meas, err = g("law_measured"), g("law_abs_err")
-    rows.append(
-        _row(
-            "the update-sparsity law (bf16 rounding of a calibrated Adam drift)",
-            "how many entries change",
-            "calibrated on one run's first steps, it predicts the other runs' changed fraction {law_predicted} "
-            "against {law_measured} measured",
-            "absolute error {law_abs_err}; per-step changed fraction off by {law_step_err} (median)",
-            # the share of the measured changed fraction the prediction gets right: 1 − |error| / measured
-            max(0.0, 1 - err / meas) if _ok(meas, err) and meas > 0 else None,
-        )
-    )
-    within, partial = probes.get("within_layer_spearman"), probes.get("partial_spearman")
-    rows.append(
-        _row(
-            "activation sparsity (RL edits the neurons the task uses)",
-            "which entries change",
-            "within-layer Spearman of activation frequency vs changed fraction {probe_within_spearman}",
-            "with the neuron's mean |w| held fixed: {probe_partial_spearman}",
-            None,
-            verdict=_neuron_verdict(within, partial, probes.get("spearman_threshold")),
-        )
-    )
+    rows.append(_law_row(num))
+    rows.append(_neuron_row(probes))
     return rows
+
+
+def _law_row(num: dict) -> dict:
+    """The update-sparsity law's row: the share of the measured changed fraction its held-out prediction gets right."""
+    meas, err = num.get("law_measured"), num.get("law_abs_err")
+    return _row(
+        "the update-sparsity law (bf16 rounding of a calibrated Adam drift)",
+        "how many entries change",
+        "calibrated on one run's first steps, it predicts the other runs' changed fraction {law_predicted} "
+        "against {law_measured} measured",
+        "absolute error {law_abs_err}; per-step changed fraction off by {law_step_err} (median)",
+        max(0.0, 1 - err / meas) if _ok(meas, err) and meas > 0 else None,
+    )
+
+
+def _neuron_row(probes: dict) -> dict:
+    """Activation sparsity's row: decided by the activation probe's Spearman correlations, not by a share."""
+    within, partial = probes.get("within_layer_spearman"), probes.get("partial_spearman")
+    return _row(
+        "activation sparsity (RL edits the neurons the task uses)",
+        "which entries change",
+        "within-layer Spearman of activation frequency vs changed fraction {probe_within_spearman}",
+        "with the neuron's mean |w| held fixed: {probe_partial_spearman}",
+        None,
+        verdict=_neuron_verdict(within, partial, probes.get("spearman_threshold")),
+    )
 
 
 def _neuron_verdict(within: float | None, partial: float | None, threshold: float | None) -> str:
