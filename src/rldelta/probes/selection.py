@@ -73,12 +73,13 @@ def claims(runs: Sequence[RunTable], *, threshold: float = 0.9) -> dict[str, Any
 def _run_table(run_dir: Path, threshold: float) -> RunTable:
     import pandas as pd
 
-    from rldelta.probes.formats import OUT_DIR, TABLE_FILE, run_formats
+    from rldelta.probes.formats import OUT_DIR, run_formats
+    from rldelta.runtime.files import FORMATS_TABLE
     from rldelta.train.corpus import MixtureError
     from rldelta.train.mixture import read_mixture
 
     config = read_run(run_dir)["config"]
-    table = run_dir / OUT_DIR / TABLE_FILE
+    table = run_dir / OUT_DIR / FORMATS_TABLE
     if not table.is_file():
         run_formats(run_dir, threshold=threshold)
     rows = pd.read_parquet(table).to_dict("records")
