@@ -80,12 +80,13 @@ def test_run_claims_without_a_mixture_record(tmp_path):
         run_claims([run], tmp_path / "out", threshold=2)
 
 
-def test_formats_skeleton_config_validates():
+def test_formats_preset_validates():
     from rldelta.study import PRESETS_DIR, load_config
-    from rldelta.study.config import formats_settings, formats_train_config
+    from rldelta.study.formats_config import formats_rl_steps, formats_settings, formats_train_config
 
     cfg = load_config(PRESETS_DIR / "formats.toml")
     f = formats_settings(cfg)
     tc = formats_train_config(f, model="m", seed=0)
-    assert cfg.probes == ["formats"] and f["sizes"] == ["5m", "30m"]
-    assert f["steps"] * tc.prompts_per_step == tc.train_size  # the RL runs cover exactly one epoch
+    assert cfg.probes == ["formats"] and f["sizes"] == ["1m", "5m"] and f["algorithms"] == ["grpo", "rloo"]
+    assert f["plateau"] and f["steer"]
+    assert formats_rl_steps(f) * tc.prompts_per_step == 3 * tc.train_size  # the RL runs cover three epochs

@@ -31,7 +31,7 @@ from rldelta.study import (
 )
 from rldelta.study import run as study_run
 from rldelta.study import runs as study_runs
-from rldelta.study.config import formats_settings
+from rldelta.study.formats_config import formats_settings
 from rldelta.study.log import StudyLog
 
 SECTIONS = [
@@ -292,7 +292,7 @@ def test_bad_configs_name_file_and_key(tmp_path):
         run_study(config_from_dict({"model": str(tmp_path / "nope")}, source="x"), tmp_path / "o", progress=False)
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "full", "example"])
+@pytest.mark.parametrize("name", ["tiny", "demo", "full", "formats", "example"])
 def test_presets_load(name):
     cfg = load_config(Path(PRESETS_DIR) / f"{name}.toml")
     assert cfg.algorithms and cfg.seeds
@@ -430,7 +430,7 @@ def _wall_clock_keys(table: dict, prefix: str = "") -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "full", "example"])
+@pytest.mark.parametrize("name", ["tiny", "demo", "full", "formats", "example"])
 def test_presets_carry_no_wall_clock_budget(name):
     cfg = load_config(PRESETS_DIR / f"{name}.toml")
     assert _wall_clock_keys({**cfg.to_dict(), "formats": formats_settings(cfg)}) == []

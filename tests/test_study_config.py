@@ -11,7 +11,8 @@ from typing import get_type_hints
 import pytest
 
 from rldelta.study import PRESETS, PRESETS_DIR, StudyConfig, StudyError, config_from_dict, load_config, run_study
-from rldelta.study.config import STUDY_OWNED, FormatsConfig, config_fields
+from rldelta.study.config import STUDY_OWNED, config_fields
+from rldelta.study.formats_config import FormatsConfig
 from rldelta.study.schema import conforms
 from rldelta.train.config import TrainConfig
 
@@ -40,7 +41,7 @@ BAD = [
     ('[formats.train]\nlr = "fast"\n', "formats.train.lr", "'fast'", "a number"),
     ("[formats.train]\nseed = 1\n", "formats.train.seed", "seed", "set by the study"),
     # [formats] values that used to fail only after the grid had trained (a KeyError, or a message naming no file)
-    ('[formats]\nsizes = ["1b"]\n', "formats.sizes", "'1b'", "choose from test, 5m, 30m"),
+    ('[formats]\nsizes = ["1b"]\n', "formats.sizes", "'1b'", "choose from test, 1m, 5m, 30m"),
     ("[formats]\nbatch_size = 0\n", "formats.batch_size", "0", ">= 1"),
     ("[formats]\ndifficulty = 99\n", "formats.difficulty", "99", "one of"),
     ("[formats]\ndifficulties = [1, 9]\n", "formats.difficulties", "[1, 9]", "some of"),

@@ -72,21 +72,8 @@ FLAG = Unit("flag", "text", "true or false")
 SHAPE = Unit("shape", "text", "a tensor's shape, a list of sizes")
 FRACTIONS = Unit("fractions", "text", "a list of fractions, one per bin")
 BYTES = Unit("bytes", "int", "a size in bytes")
-UNITS = (
-    FRACTION,
-    RANK_FRACTION,
-    ACCURACY,
-    NATS,
-    NATS_PER_STEP,
-    NUMBER,
-    COUNT,
-    INDEX,
-    LABEL,
-    FLAG,
-    SHAPE,
-    FRACTIONS,
-    BYTES,
-)
+UNITS = (FRACTION, RANK_FRACTION, ACCURACY, NATS, NATS_PER_STEP, NUMBER, COUNT, INDEX, LABEL, FLAG, SHAPE)
+UNITS += (FRACTIONS, BYTES)
 _BY_NAME = {u.name: u for u in UNITS}
 
 _NAMES: dict[Unit, tuple[str, ...]] = {
@@ -103,6 +90,9 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "share_low",
         "share_high",
         "baseline_share",
+        "share_of_rl_flops",
+        "epoch_fraction",  # the Echo Chamber claims (study/selection.py)
+        "epoch_covered",
         "changed_frac",
         "changed_atol_frac",
         "fp32_changed_frac",
@@ -190,6 +180,7 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "accuracy_hi",
     ),
     NATS: (
+        "final_loss",  # a mixture model's last logged pretraining loss
         "logp_correct",
         "logp_wrong",
         "token_logp_correct",
@@ -203,9 +194,9 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
     ),
     NATS_PER_STEP: ("amplification_rate", "suppression_rate"),
     NUMBER: (
+        "train_minutes",
         "flops",
         "wall_seconds",
-        "share_of_rl_flops",
         "auc",
         "auc_small_weights",
         "rounding_precision",
@@ -232,6 +223,8 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "hi",
     ),
     COUNT: (
+        "parameters",
+        "step_cap",
         "forward_tokens",
         "backward_tokens",
         "completions",
@@ -345,14 +338,16 @@ _NAMES: dict[Unit, tuple[str, ...]] = {
         "role",
         "expert_set",
     ),
-    FLAG: ("beyond_training", "held_out", "law_within_target"),
+    FLAG: ("beyond_training", "held_out", "law_within_target", "rl_winner"),
     SHAPE: ("shape",),
     FRACTIONS: ("changed_frac_by_decile",),
     BYTES: ("bytes_index", "bytes_bitmask", "bytes_dense"),
 }
 COLUMNS: dict[str, Unit] = {name: unit for unit, names in _NAMES.items() for name in names}
-# Columns named by a pattern: pass@k for every k the probe sampled.
+# Columns named by a pattern: pass@k for every k the probe sampled; <format>_corpus, <format>_sampled and
+# <format>_accuracy of the mixture models (study/selection.py).
 PREFIXES: dict[str, Unit] = {"pass@": ACCURACY}
+SUFFIXES: dict[str, Unit] = {"_corpus": FRACTION, "_sampled": FRACTION, "_accuracy": ACCURACY}
 
 
 def unit_of(name: str) -> Unit:
@@ -361,7 +356,8 @@ def unit_of(name: str) -> Unit:
     unit = COLUMNS.get(name)
     if unit is not None:
         return unit
-    return next((u for p, u in PREFIXES.items() if name.startswith(p)), LABEL)
+    by_suffix = (u for p, u in SUFFIXES.items() if name.endswith(p))
+    return next((u for p, u in PREFIXES.items() if name.startswith(p)), next(by_suffix, LABEL))
 
 
 def kind_of(name: str, value) -> str:

@@ -53,10 +53,13 @@ def models_prepare(
 @models_app.command("pretrain-mixture")
 def models_pretrain_mixture(
     out: Path = typer.Option(..., "-o", "--out", help="Output model folder."),
-    size: str = typer.Option("5m", help="Model size: 5m (~4.8M parameters), 30m (~28M) or test (tiny)."),
+    size: str = typer.Option("5m", help="Model size: 1m (~0.8M parameters), 5m (~4.8M), 30m (~28M) or test (tiny)."),
     proportions: str = typer.Option("code=0.5,plain=0.3,boxed=0.2", help="Share of each format in the corpus."),
     noise: str = typer.Option("code=0.2,plain=0,boxed=0", help="Share of wrong answers within each format."),
     steps: int | None = typer.Option(None, help="Optimizer steps (default: the size's, ~15 min on 2 cores)."),
+    plateau: bool = typer.Option(
+        False, help="Train until the loss curve plateaus (constant rate, then a short decay); --steps is the cap."
+    ),
     batch_size: int = typer.Option(32, help="Documents per step; the corpus is steps x batch_size documents."),
     lr: float | None = typer.Option(None, help="Peak learning rate (default: the size's)."),
     max_minutes: float | None = typer.Option(
@@ -86,6 +89,7 @@ def models_pretrain_mixture(
         difficulties=levels,
         seed=seed,
         threads=threads,
+        plateau=plateau,
         progress=True,
     )
     console.print(f"wrote {path}")

@@ -68,6 +68,15 @@ class SweepSettings:
     sft_lr: float = 1e-3
     extra: dict[str, Any] = field(default_factory=dict)  # recorded with the results, not used
 
+    def __post_init__(self):
+        for name in ("prompts", "samples", "max_new_tokens", "documents", "sft_steps", "sft_batch_size"):
+            if getattr(self, name) < 1:
+                raise SteeringError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.ks or min(self.ks) < 1:
+            raise SteeringError(f"ks must list values >= 1, got {list(self.ks)}")
+        if not self.alphas or min(self.alphas) <= 0 or self.sft_lr <= 0:
+            raise SteeringError(f"alphas and sft_lr must be > 0, got {list(self.alphas)}, {self.sft_lr}")
+
 
 def _setting(r: SteeringResult) -> str:
     s = r.settings
@@ -159,35 +168,98 @@ def steer_sweep(
     if rl_run is not None:
         log(f"RL run {rl_run}: compute, final checkpoint, changed set")
         rl = _rl_side(base, Path(rl_run), out, measured)
-    results: list[SteeringResult] = []
-    for p in s.prompt_steers:
-        log(f"prompt: {p.label()}")
-        results.append(steer_prompt(model, tok, examples, fmt, p, baseline=baseline, **kw))
-    vector = estimate_vector(model, tok, fmt, record, layer=layer, documents=s.documents)
-    for alpha in s.alphas:
-        log(f"activation: layer {layer}, alpha {alpha:g}")
-        results.append(
-            steer_activation(
-                model, tok, examples, fmt, record, layer=layer, alpha=alpha, baseline=baseline, vector=vector, **kw
+    sweep = _Sweep(model, tok, base, out, examples, fmt, record, layer, s, baseline, kw, log)
+    results = [*sweep.prompts(), *sweep.activations(), *sweep.sfts(rl["mask"] if rl else None)]
+    rows = _rows(results, baseline, rl)
+    result = {
+        "model": str(base),
+        "format": fmt,
+        "layer": layer,
+        "settings": {**asdict(s), "prompt_steers": [asdict(p) for p in s.prompt_steers]},
+        "baseline": baseline.as_dict(),
+        "results": [r.as_dict() for r in results],
+        "rl": None if rl is None else _rl_json(rl),
+        "texts": [r.text for r in results],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(rows, out / SWEEP_TABLE, schema=SWEEP_SCHEMA)
+    atomic_write_json(out / SWEEP_JSON, result)
+    return result
+
+
+@dataclass
+class _Sweep:
+    """The interventions of one sweep, on one model toward one format, measured alike."""
+
+    model: Any
+    tok: Any
+    base: Path
+    out: Path
+    examples: list
+    fmt: str
+    record: dict[str, Any]
+    layer: int
+    s: SweepSettings
+    baseline: FormatMeasure
+    kw: dict[str, Any]
+    log: Callable[[str], None]
+
+    def prompts(self) -> list[SteeringResult]:
+        out = []
+        for p in self.s.prompt_steers:
+            self.log(f"prompt: {p.label()}")
+            out.append(
+                steer_prompt(self.model, self.tok, self.examples, self.fmt, p, baseline=self.baseline, **self.kw)
             )
+        return out
+
+    def activations(self) -> list[SteeringResult]:
+        vector = estimate_vector(
+            self.model, self.tok, self.fmt, self.record, layer=self.layer, documents=self.s.documents
         )
-    for k in s.ks:
-        log(f"sft: k={k}")
-        results.append(
-            steer_sft(
-                base,
-                out / f"sft-k{k}",
-                examples,
-                fmt,
-                k,
-                rl_mask=rl["mask"] if rl else None,
-                baseline=baseline,
-                steps=s.sft_steps,
-                batch_size=s.sft_batch_size,
-                lr=s.sft_lr,
-                **kw,
+        out = []
+        for alpha in self.s.alphas:
+            self.log(f"activation: layer {self.layer}, alpha {alpha:g}")
+            out.append(
+                steer_activation(
+                    self.model,
+                    self.tok,
+                    self.examples,
+                    self.fmt,
+                    self.record,
+                    layer=self.layer,
+                    alpha=alpha,
+                    baseline=self.baseline,
+                    vector=vector,
+                    **self.kw,
+                )
             )
-        )
+        return out
+
+    def sfts(self, rl_mask: Path | None) -> list[SteeringResult]:
+        out = []
+        for k in self.s.ks:
+            self.log(f"sft: k={k}")
+            out.append(
+                steer_sft(
+                    self.base,
+                    self.out / f"sft-k{k}",
+                    self.examples,
+                    self.fmt,
+                    k,
+                    rl_mask=rl_mask,
+                    baseline=self.baseline,
+                    steps=self.s.sft_steps,
+                    batch_size=self.s.sft_batch_size,
+                    lr=self.s.sft_lr,
+                    **self.kw,
+                )
+            )
+        return out
+
+
+def _rows(results: list[SteeringResult], baseline: FormatMeasure, rl: dict[str, Any] | None) -> list[dict]:
+    """steering.parquet's rows: one per intervention setting, then RL's."""
     rl_flops = rl["compute"].flops if rl else None
     rows = [
         _row(
@@ -203,38 +275,20 @@ def steer_sweep(
         for r in results
     ]
     if rl is not None:
+        setting = f"{rl['run']} step {rl['step']}"
         rows.append(
-            _row(
-                "rl",
-                f"{rl['run']} step {rl['step']}",
-                rl["measure"],
-                baseline,
-                rl["compute"],
-                rl_flops,
-                changed_frac=rl["changed_frac"],
-            )
+            _row("rl", setting, rl["measure"], baseline, rl["compute"], rl_flops, changed_frac=rl["changed_frac"])
         )
-    result = {
-        "model": str(base),
-        "format": fmt,
-        "layer": layer,
-        "settings": {**asdict(s), "prompt_steers": [asdict(p) for p in s.prompt_steers]},
-        "baseline": baseline.as_dict(),
-        "results": [r.as_dict() for r in results],
-        "rl": None
-        if rl is None
-        else {
-            **{k: rl[k] for k in ("run", "step", "changed_frac", "changed")},
-            "compute": rl["compute"].as_dict(),
-            "measure": rl["measure"].as_dict(),
-            "mask": str(rl["mask"]),
-        },
-        "texts": [r.text for r in results],
+    return rows
+
+
+def _rl_json(rl: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: rl[k] for k in ("run", "step", "changed_frac", "changed")},
+        "compute": rl["compute"].as_dict(),
+        "measure": rl["measure"].as_dict(),
+        "mask": str(rl["mask"]),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_parquet(rows, out / SWEEP_TABLE, schema=SWEEP_SCHEMA)
-    atomic_write_json(out / SWEEP_JSON, result)
-    return result
 
 
 def best_interventions(rows: Sequence[dict[str, Any]], threshold: float = 0.5) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ from rldelta.report.sections import (
     verdicts_section,
     why_section,
 )
+from rldelta.report.selection_section import selection_section
 from rldelta.runtime.atomic import atomic_write_bytes
 
 SECTIONS = (
@@ -41,6 +42,7 @@ SECTIONS = (
     surgery_section,
     cause_section,
     *PROBE_SECTIONS,
+    selection_section,
     law_section,
     tables_section,
 )

@@ -9,7 +9,7 @@ from rldelta.report.blocks import figure, table_html
 from rldelta.report.sections import Tables
 
 
-def _verdict_lines(tables: Tables, prefix: str) -> str:
+def verdict_lines(tables: Tables, prefix: str) -> str:
     verdicts = tables.get("probe_verdicts")
     if verdicts is None:
         return ""
@@ -32,7 +32,7 @@ def logprobs_section(tables: Tables) -> list[str]:
         "task's reward, and scored by every saved checkpoint. amplification = rise of log p(correct), "
         "suppression = fall of log p(wrong), in nats per completion against the base.</p>"
     )
-    parts.append(_verdict_lines(tables, "suppression") + _verdict_lines(tables, "two phases"))
+    parts.append(verdict_lines(tables, "suppression") + verdict_lines(tables, "two phases"))
     parts.append(
         figure(
             "plot-logprobs",
@@ -63,7 +63,7 @@ def logprobs_section(tables: Tables) -> list[str]:
     parts.append("<h3>Which component moves faster</h3>" + table_html(tables, "probe_phases"))
     if "probe_advantages" in tables:
         parts.append("<h3>Learning from positive or from negative advantages only</h3>")
-        parts.append(_verdict_lines(tables, "positive vs negative"))
+        parts.append(verdict_lines(tables, "positive vs negative"))
         parts.append(
             figure(
                 "plot-passk",
@@ -86,7 +86,7 @@ def activations_section(tables: Tables) -> list[str]:
     from rldelta.plots import activations as activation_plots
 
     parts.append("<section id='probe-activations'><h2>Probe: activation sparsity vs difficulty</h2>")
-    parts.append(_verdict_lines(tables, "activation") + _verdict_lines(tables, "neurons"))
+    parts.append(verdict_lines(tables, "activation") + verdict_lines(tables, "neurons"))
     parts.append(
         figure(
             "plot-activations",
@@ -108,7 +108,7 @@ def formats_section(tables: Tables) -> list[str]:
     from rldelta.plots import formats as format_plots
 
     parts.append("<section id='probe-formats'><h2>Probe: format selection</h2>")
-    parts.append(_verdict_lines(tables, "format selection"))
+    parts.append(verdict_lines(tables, "format selection"))
     for model, sub in tables["probe_formats"].groupby("model", sort=False):
         parts.append(
             figure(

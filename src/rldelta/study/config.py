@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import Field, asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 from rldelta.runtime.errors import RldeltaError
-from rldelta.study.schema import type_problem
+from rldelta.study.config_checks import StudyError, check_fields, check_train_table
+from rldelta.study.config_checks import config_fields as _config_fields
+from rldelta.study.config_checks import field_help as _help
+from rldelta.study.formats_config import formats_settings, formats_train_config
 from rldelta.train.algorithms import ALGOS, GRPO_FAMILY
 from rldelta.train.config import PRECISIONS, ConfigError, TrainConfig
-from rldelta.train.corpus import MixtureError, parse_noise, parse_proportions
 from rldelta.train.models import TINY_BUILDERS
-from rldelta.train.sizes import SIZES
 from rldelta.train.tasks import get_task
 
 PRESETS_DIR = Path(__file__).parent.parent / "presets"
-PRESETS = ("tiny", "demo", "full")
+PRESETS = ("tiny", "demo", "full", "formats")
 TINY_MODELS = tuple(TINY_BUILDERS)  # built in code from model_seed
 BUILTIN_MODELS = (*TINY_MODELS, "smollm2-135m")
 PROBES = ("logprobs", "activations", "formats")
@@ -45,55 +46,6 @@ STUDY_OWNED = {
     "resume",
     "progress",
 }
-# TrainConfig fields the format-selection probe sets itself for its GRPO runs; [formats.train] may set the others.
-FORMATS_OWNED = {"model", "output", "task", "algo", "seed", "steps", "difficulty", "rewards", "progress"}
-
-
-class StudyError(RldeltaError):
-    """A study that cannot run as configured; the message names the file and key."""
-
-
-def _help(text: str, **checks: Any) -> dict[str, Any]:
-    """A field's metadata: its help text, the checks beyond its type (min, choices, distinct), and key=False for a
-    field that is not a config key."""
-    return {"help": text, **checks}
-
-
-@dataclass
-class FormatsConfig:
-    """The [formats] table: the pretrain-mixture models and the RL run from each (issue 7, probe 2)."""
-
-    sizes: list[str] = field(
-        default_factory=lambda: ["5m", "30m"],
-        metadata=_help("train.mixture.SIZES to pretrain", choices=tuple(SIZES), distinct=True),
-    )
-    pretrain_steps: int | None = field(
-        default=None,
-        metadata=_help("pretraining steps, the budget; None: the size's default (about 15 minutes on 2 cores)", min=1),
-    )
-    max_minutes: float | None = field(
-        default=None,
-        metadata=_help(
-            "a safety stop, never a budget: pretraining that runs longer fails, naming the step it reached; None: no limit"
-        ),
-    )  # > 0: checked in _check_formats_values
-    proportions: dict[str, float] | None = field(
-        default=None, metadata=_help("format -> share of the corpus; None: train.mixture.DEFAULT_PROPORTIONS")
-    )
-    noise: dict[str, float] | None = field(
-        default=None, metadata=_help("format -> share of wrong answers; None: train.mixture.DEFAULT_NOISE")
-    )
-    difficulties: list[int] = field(default_factory=lambda: [1, 2], metadata=_help("arith levels of the corpus"))
-    batch_size: int = field(default=32, metadata=_help("pretraining batch size", min=1))
-    eval_prompts: int = field(
-        default=64, metadata=_help("test prompts for each format's share after pretraining", min=1)
-    )
-    difficulty: int = field(default=2, metadata=_help("arith level of the RL prompts"))
-    steps: int = field(default=50, metadata=_help("GRPO steps from each mixture model", min=1))
-    train: dict[str, Any] = field(
-        default_factory=lambda: {"lr": 1e-4, "prompts_per_step": 4, "num_generations": 8, "max_completion_length": 24},
-        metadata=_help("TrainConfig settings of those GRPO runs (each key replaces the default's)"),
-    )
 
 
 @dataclass
@@ -207,7 +159,7 @@ class StudyConfig:
 
     def validate(self) -> None:
         src = self.source
-        _check_fields(self, StudyConfig, src, "")
+        check_fields(self, StudyConfig, src, "")
         try:  # checked even when the formats probe is off: a table that is there must be right
             formats_train_config(formats_settings(self), model="", seed=self.seeds[0])
         except ConfigError as e:
@@ -224,7 +176,7 @@ class StudyConfig:
             )
         if self.paired_score == "pass_rate" and not self.eval_pass_k:
             raise StudyError(f"{src}: paired_score = 'pass_rate' needs eval_pass_k > 0 (the samples per problem)")
-        _check_train_table(self.train, STUDY_OWNED, StudyConfig, src, "")
+        check_train_table(self.train, STUDY_OWNED, StudyConfig, src, "")
         try:
             task = get_task(self.task)
         except RldeltaError as e:
@@ -278,98 +230,9 @@ class StudyConfig:
         return d
 
 
-def config_fields(cls: type = StudyConfig) -> list[Field]:
-    """The fields of `cls` a config file may set (not `source`, which says where the config came from)."""
-    return [f for f in fields(cls) if f.metadata.get("key", True)]
-
-
-def _check_fields(obj: Any, cls: type, src: str, prefix: str) -> None:
-    """Each config field of `obj` against its annotation in `cls`, then its metadata's min, choices, distinct."""
-    types = get_type_hints(cls)
-    for f in config_fields(cls):
-        value, key = getattr(obj, f.name), prefix + f.name
-        problem = type_problem(key, value, types[f.name])
-        if problem:
-            raise StudyError(f"{src}: {problem}")
-        lo = f.metadata.get("min")
-        if lo is not None and value is not None and value < lo:
-            raise StudyError(f"{src}: {key} must be >= {lo}, got {value}")
-        choices = f.metadata.get("choices")
-        listed = [value] if isinstance(value, str) else value
-        bad = [v for v in listed if v not in choices] if choices else []
-        if bad:
-            noun = f.name.removesuffix("s")
-            raise StudyError(f"{src}: {key}: unknown {noun} {bad[0]!r}; choose from {', '.join(choices)}")
-        if f.metadata.get("distinct"):
-            if not value:
-                raise StudyError(f"{src}: {key} must list at least one value")
-            if len(set(value)) != len(value):
-                raise StudyError(f"{src}: {key} lists a value twice: {value}")
-
-
-def _check_train_table(table: dict[str, Any], owned: set[str], parent: type, src: str, prefix: str) -> None:
-    """The [train] table of `parent` (a config class; its keys are `prefix`...): TrainConfig settings that are not
-    `owned` by the study, each of its TrainConfig field's type."""
-    types = get_type_hints(TrainConfig)
-    known = set(types) - owned
-    for key, value in table.items():
-        name = f"{prefix}train.{key}"
-        if key in owned:
-            instead = f"use {prefix}{key}" if key in {f.name for f in config_fields(parent)} else "it cannot be given"
-            raise StudyError(f"{src}: {name} is set by the study itself ({instead})")
-        if key not in known:
-            raise StudyError(f"{src}: unknown key {name}; known: {', '.join(sorted(known))}")
-        problem = type_problem(name, value, types[key])
-        if problem:
-            raise StudyError(f"{src}: {problem}")
-
-
-def formats_settings(cfg: StudyConfig) -> dict[str, Any]:
-    """The [formats] table checked and completed with FormatsConfig's defaults ([formats.train] key by key)."""
-    src = cfg.source
-    known = [f.name for f in fields(FormatsConfig)]
-    unknown = sorted(set(cfg.formats) - set(known))
-    if unknown:
-        raise StudyError(f"{src}: unknown key formats.{unknown[0]}; known: {', '.join(known)}")
-    _check_fields(FormatsConfig(**cfg.formats), FormatsConfig, src, "formats.")
-    _check_formats_values(cfg.formats, src)
-    defaults = asdict(FormatsConfig())
-    merged = {**defaults, **cfg.formats, "train": {**defaults["train"], **cfg.formats.get("train", {})}}
-    _check_train_table(merged["train"], FORMATS_OWNED, FormatsConfig, src, "formats.")
-    return merged
-
-
-def _check_formats_values(table: dict[str, Any], src: str) -> None:
-    """The [formats] values the field metadata cannot state: levels of the mixarith task, shares of the formats."""
-    levels = list(get_task("mixarith").difficulties)
-    if "difficulty" in table and table["difficulty"] not in levels:
-        raise StudyError(f"{src}: formats.difficulty must be one of {levels}, got {table['difficulty']!r}")
-    if "difficulties" in table and (not table["difficulties"] or set(table["difficulties"]) - set(levels)):
-        raise StudyError(f"{src}: formats.difficulties must be some of {levels}, got {table['difficulties']!r}")
-    if table.get("max_minutes") is not None and not table["max_minutes"] > 0:
-        raise StudyError(f"{src}: formats.max_minutes must be > 0 (or left out), got {table['max_minutes']!r}")
-    for key, parse in (("proportions", parse_proportions), ("noise", parse_noise)):
-        if table.get(key) is not None:
-            try:
-                parse(table[key])
-            except MixtureError as e:
-                raise StudyError(f"{src}: formats.{e}") from None
-
-
-def formats_train_config(f: dict[str, Any], *, model: str, seed: int) -> TrainConfig:
-    """The TrainConfig of the format-selection probe's GRPO run from one mixture model (`f`: formats_settings)."""
-    return TrainConfig(
-        model=model,
-        output="",
-        task="mixarith",
-        algo="grpo",
-        seed=seed,
-        steps=f["steps"],
-        difficulty=f["difficulty"],
-        rewards="correctness",
-        progress=False,
-        **f["train"],
-    )
+def config_fields(cls: type | None = None) -> list[Field]:
+    """The fields of `cls` (default StudyConfig) a config file may set (not `source`)."""
+    return _config_fields(cls or StudyConfig)
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> StudyConfig:

@@ -92,6 +92,16 @@ def _formats_probe(f: dict, tables: dict, verdicts: list[dict], numbers: list[tu
         )
     )
     verdicts += [{"probe": f"format selection ({k})", "verdict": v} for k, v in f["verdicts"].items()]
+    # The selection stage's claims, pretraining and steering (study/selection.py), when it ran them.
+    for key, name in (
+        ("claims", "selection_claims"),
+        ("pretraining", "selection_pretraining"),
+        ("steering", "steering"),
+    ):
+        if key in f:
+            tables[name] = f[key]
+    verdicts += [{"probe": "Echo Chamber claim", "verdict": v} for v in f.get("claim_lines", [])]
+    verdicts += [{"probe": "steering instead of RL", "verdict": v} for v in f.get("answer", [])]
 
 
 def subnetwork_fixed_table(dynamics: list[dict]) -> pd.DataFrame:

@@ -7,9 +7,11 @@ Every document of the corpus (corpus.py) is a `mixarith` prompt ("What is 23 + 4
 own chat template, then a completion in one of the FORMATS (formats.py), then eos. The tokenizer is a byte-level
 BPE (tokenizer.py) trained here on a sample of the corpus, one token per digit; the model shape is one of SIZES
 (sizes.py). Pretraining is a transformers `Trainer` run (fp32) with the loss on completion tokens only: the prompts
-are given at RL time, so modelling them would spend capacity on nothing the probe measures. The step count is the
-only budget, so the model does not depend on machine load; `max_minutes` is a safety stop that fails the run
-(nothing written) instead of leaving a model trained for fewer steps.
+are given at RL time, so modelling them would spend capacity on nothing the probe measures. The budget is counted
+in steps, so the model does not depend on machine load: either a fixed step count (cosine schedule), or, with
+`plateau=True`, as many steps as the measured loss curve pays for (plateau_budget.py: constant learning rate until
+the curve is flat, then a short decay), `steps` being then only a cap. `max_minutes` is a safety stop that fails the run (nothing written) instead of
+leaving a model trained for fewer steps.
 
 The result is an ordinary model folder (config.json, model.safetensors, tokenizer with chat template) that
 `rldelta train --task mixarith` accepts, plus MIXTURE_FILE describing corpus, training and the model's per-format
@@ -39,6 +41,13 @@ from rldelta.train.corpus import (
     parse_proportions,
 )
 from rldelta.train.format_behaviour import format_behaviour, test_problems
+from rldelta.train.plateau_budget import (
+    PlateauSchedule,
+    loss_curve,
+    plateau_callback,
+    plateau_record,
+    scheduled_trainer_class,
+)
 from rldelta.train.sizes import SIZES, llama_config
 from rldelta.train.tasks import MixArith
 from rldelta.train.tokenizer import train_bpe_tokenizer
@@ -128,11 +137,13 @@ def pretrain_mixture(
     eval_prompts: int = 64,
     eval_samples: int = 8,
     threads: int | None = 1,
+    plateau: bool = False,
     progress: bool = True,
 ) -> Path:
     """Pretrain a SIZES[size] Llama from scratch on one pass over a steps x batch_size document mixture corpus and
     write it to `out` (a model folder with MIXTURE_FILE). `steps`/`lr` default to the size's; `steps` is the only
-    budget. `max_minutes` (None: no limit) is a safety stop on training time: when it is used up before the last
+    budget, or with `plateau` the cap of a run that stops where its loss curve plateaus (module docstring).
+    `max_minutes` (None: no limit) is a safety stop on training time: when it is used up before the last
     step, MixtureError names the step reached and nothing is written. Same arguments, same corpus, same weights. `proportions`/`noise`: {format: value} or one value
     per format in FORMAT_NAMES order. `threads`: torch threads while it runs (None: torch's default); on a shared
     2-core machine 1 thread ran 10x faster than 2, whose OpenMP workers wait on each other for a busy core."""
@@ -180,6 +191,7 @@ def pretrain_mixture(
             difficulties,
             eval_prompts,
             eval_samples,
+            plateau,
             progress,
         )
     finally:
@@ -200,6 +212,7 @@ def _pretrain(
     difficulties: Sequence[int],
     eval_prompts: int,
     eval_samples: int,
+    plateau: bool,
     progress: bool,
 ) -> Path:
     import torch
@@ -212,16 +225,17 @@ def _pretrain(
     model = _fresh_model(size, tokenizer, seed)
     config = model.config
     n_params = sum(p.numel() for p in model.parameters())
+    schedule = PlateauSchedule(warmup=max(1, steps // 20), cap=steps) if plateau else None
     time_limit, bar = _callbacks(steps, max_minutes, progress)
-    trainer, result, train_seconds = _train(model, tokenizer, data, [time_limit, bar], steps, batch_size, lr, seed)
+    callbacks = [time_limit, bar, *([plateau_callback(schedule)] if schedule else [])]
+    trainer, result, train_seconds = _train(model, tokenizer, data, callbacks, steps, batch_size, lr, seed, schedule)
     if time_limit.stopped:  # before anything is written: a model short of its steps is never left behind
         raise MixtureError(
             f"pretraining reached only step {trainer.state.global_step} of {steps} within max_minutes={max_minutes:g} "
             f"({train_seconds / trainer.state.global_step:.2f} s/step); nothing was written: raise max_minutes, or "
             "lower steps"
         )
-    logged = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
-    losses = [loss for _, loss in logged]
+    curve_steps, losses = loss_curve(trainer.state.log_history)
     model.eval()
     behaviour = format_behaviour(
         model, tokenizer, test_problems(eval_prompts, difficulties, seed), samples=eval_samples, seed=seed
@@ -239,6 +253,10 @@ def _pretrain(
         "loss": "completion tokens only",
         "steps": steps,
         "steps_done": done,
+        "budget": "plateau" if plateau else "steps",  # plateau: `steps` was the cap, `steps_done` the budget
+        "schedule": schedule.as_dict() if schedule else {"schedule": "cosine", "warmup": max(1, steps // 20)},
+        # The plateau rule on the curve up to the decay (on the whole curve for a fixed budget).
+        "plateau": plateau_record(*_upto(curve_steps, losses, schedule.decay_start if schedule else None)),
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
@@ -247,7 +265,7 @@ def _pretrain(
         "train_loss": float(result.training_loss),
         "final_loss": losses[-1] if losses else None,
         # Every logged training loss (about 50 points): metrics.plateau reads the step budget off it.
-        "loss_curve": {"steps": [int(st) for st, _ in logged], "loss": losses},
+        "loss_curve": {"steps": curve_steps, "loss": losses},
         "seconds_per_step": train_seconds / max(done, 1),
         "train_minutes": train_seconds / 60,
         "minutes": (time.perf_counter() - t_start) / 60,
@@ -286,12 +304,17 @@ ARCHITECTURE_KEYS = (
 )
 
 
-def _train(model, tokenizer, data, callbacks: list, steps: int, batch_size: int, lr: float, seed: int):
+def _upto(steps: list[int], losses: list[float], last: int | None) -> tuple[list[int], list[float]]:
+    keep = [i for i, st in enumerate(steps) if last is None or st <= last]
+    return [steps[i] for i in keep], [losses[i] for i in keep]
+
+
+def _train(model, tokenizer, data, callbacks: list, steps: int, batch_size: int, lr: float, seed: int, schedule):
     """Pretrain `model` on `data` (completion tokens only); returns the trainer, its result and the seconds it took."""
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback
 
     with tempfile.TemporaryDirectory(prefix="rldelta-pretrain-") as scratch:
-        trainer = Trainer(
+        trainer = scheduled_trainer_class(schedule)(
             model=model,
             args=_training_args(scratch, steps, batch_size, lr, seed),
             train_dataset=data,
@@ -305,7 +328,8 @@ def _train(model, tokenizer, data, callbacks: list, steps: int, batch_size: int,
 
 
 def _training_args(scratch: str, steps: int, batch_size: int, lr: float, seed: int):
-    """transformers' TrainingArguments of the pretraining: cosine schedule, 5% warmup, nothing saved on the way."""
+    """transformers' TrainingArguments of the pretraining: 5% warmup, then cosine to `steps` (a plateau budget's
+    trainer replaces the schedule), nothing saved on the way."""
     from transformers import TrainingArguments
 
     return TrainingArguments(

@@ -1,4 +1,4 @@
-"""The model sizes of mixture pretraining (test, 5m, 30m): a Llama shape, default steps and learning rate each."""
+"""The model sizes of mixture pretraining (test, 1m, 5m, 30m): a Llama shape, default steps and learning rate each."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ class Size:
     heads: int
     kv_heads: int
     intermediate: int
-    # Default steps at batch 32 fit ~15 minutes on a shared 2-core machine with 1 torch thread (measured: 5m 0.5 s,
-    # 30m 2.8 s a step). Steps are the budget; pretrain_mixture's max_minutes is only a safety stop.
+    # Default steps at batch 32 fit ~15 minutes on a shared 2-core machine with 1 torch thread (measured: 1m 0.08 s,
+    # 5m 0.5 s, 30m 2.8 s a step). Steps are the budget; pretrain_mixture's max_minutes is only a safety stop.
     steps: int
     lr: float
 
 
 SIZES: dict[str, Size] = {
     "test": Size(hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64, steps=20, lr=3e-3),
+    "1m": Size(hidden=128, layers=4, heads=4, kv_heads=2, intermediate=384, steps=800, lr=3e-3),  # 827,136 params
     "5m": Size(hidden=256, layers=6, heads=8, kv_heads=4, intermediate=768, steps=1500, lr=2e-3),  # 4,801,024 params
     "30m": Size(hidden=512, layers=9, heads=8, kv_heads=4, intermediate=1536, steps=300, lr=1e-3),  # 28,479,488 params
 }
