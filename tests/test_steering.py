@@ -24,6 +24,7 @@ from rldelta.train.mixture import encode, pretrain_mixture, read_mixture
 # about one answer in ten, plain one in four.
 MIXTURE = dict(proportions={"code": 0.6, "plain": 0.3, "boxed": 0.1}, noise=(0, 0, 0), difficulties=(1,))
 MEASURE = dict(samples=8, seed=0)
+CODE = "```python\nprint(3 + 4)\n```\n7"
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +221,33 @@ def test_sweep_against_an_rl_run(base, tmp_path):
         {"method": "rl", "share_low": 0.9, "flops": 100.0},
     ]
     assert [r["method"] for r in best_interventions(rows)] == ["prompt", "sft"]
+
+
+def test_sft_rows_are_tokenized_as_inference_sees_them(base):
+    from datasets import Dataset
+
+    from rldelta.train.sft_tokens import tokenize_apart
+
+    path, model, tok, examples = base
+    # The premise: this tokenizer merges the prompt's trailing space into the code fence, so one rendered text
+    # would train a completion starting with " ```" after "Answer:", a context inference never has.
+    assert len(tok(" ```", add_special_tokens=False).input_ids) == 1
+    ex = examples[0]
+    rows = [
+        {"prompt": ex.prompt, "completion": [{"role": "assistant", "content": c}]} for c in (CODE, "3 plus 4 equals 7.")
+    ]
+    prompt_ids = tok(tok.apply_chat_template(ex.prompt, add_generation_prompt=True, tokenize=False)).input_ids
+    for r, text in zip(tokenize_apart(Dataset.from_list(rows), tok), (CODE, "3 plus 4 equals 7.")):
+        n = r["completion_mask"].index(1)
+        assert r["input_ids"][:n] == prompt_ids and set(r["completion_mask"][n:]) == {1}
+        trained = tok.decode(r["input_ids"][n:])
+        assert trained.startswith(text) and trained.endswith(tok.eos_token + "\n")
+    # where nothing merges, the tokens are those of the whole rendered text (TRL's own tokenization)
+    whole = tok(tok.apply_chat_template(rows[1]["prompt"] + rows[1]["completion"], tokenize=False)).input_ids
+    assert list(tokenize_apart(Dataset.from_list(rows[1:]), tok))[0]["input_ids"] == whole
+
+
+def test_sft_toward_the_format_whose_fence_merges_with_the_prompt(base, tmp_path):
+    path, model, tok, examples = base
+    r = steer_sft(path, tmp_path / "sft", examples, "code", 16, steps=20, batch_size=4, lr=1e-3, **MEASURE)
+    assert r.steered.low > r.baseline.high, r.text  # one rendered text trained the fence away: 0.51 -> 0.28

@@ -12,7 +12,11 @@ from rldelta.cli.app import app, console, fail
 @app.command()
 def study(
     config: Path | None = typer.Argument(None, help="Study TOML (see the documented presets/example.toml)."),
-    preset: str | None = typer.Option(None, "--preset", help="Built-in study: tiny (<1 min), demo (SmolLM2), full."),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="Built-in study: tiny (<1 min), demo (SmolLM2, ~16 min), full, formats (format selection, ~45 min).",
+    ),
     out: Path = typer.Option(..., "-o", "--out", help="Study folder (re-run it to resume; finished work is reused)."),
     backend: str = typer.Option("local", "--backend", help="Where training runs go: local (process pool) or ray."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Address of an existing Ray cluster."),
@@ -26,7 +30,7 @@ def study(
     from rldelta.study import load_config, preset_path
 
     if (config is None) == (preset is None):
-        fail("give either CONFIG.toml or --preset tiny|demo|full")
+        fail("give either CONFIG.toml or --preset tiny|demo|full|formats")
     try:
         res = run_study(
             load_config(config if config is not None else preset_path(preset), {"model": model} if model else None),

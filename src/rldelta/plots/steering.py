@@ -32,25 +32,19 @@ def share_over_steps_plot(
     title: str,
 ) -> bytes:
     """RL's share of `target` at every RL step (line), and each intervention's share (`rows`: steering rows, the
-    RL row left out) as a dashed level with its 95% interval, labelled with its method and setting."""
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    RL row left out) as a level with its 95% interval band, named in the legend with its method and setting."""
+    fig, ax = plt.subplots(figsize=(9, 4.2))
     ax.plot(steps, rl_share, color="k", lw=1.8, label="RL (GRPO), share at each step")
     end = float(max(steps)) if len(steps) else 1.0
+    dashes = {"prompt": (0, (5, 2)), "activation": (0, (2, 2)), "sft": (0, (6, 2, 1, 2))}
     for r in rows:
         if r["method"] == "rl":
             continue
         colour, _ = _style(r["method"])
-        ax.axhline(r["share"], color=colour, ls="--", lw=1, alpha=0.8)
-        ax.fill_between([0, end], r["share_low"], r["share_high"], color=colour, alpha=0.06)
-        ax.annotate(
-            f"{r['method']}: {r['setting']}",
-            (end, r["share"]),
-            xytext=(4, 0),
-            textcoords="offset points",
-            fontsize=7,
-            color=colour,
-            va="center",
-        )
+        ls = dashes.get(r["method"], "--")
+        label = f"{r['method']}: {r['setting']} ({r['share']:.2f})"
+        ax.plot([0, end], [r["share"], r["share"]], color=colour, ls=ls, lw=1.2, alpha=0.9, label=label)
+        ax.fill_between([0, end], r["share_low"], r["share_high"], color=colour, alpha=0.05)
     if rows:
         base = rows[0]["baseline_share"]
         ax.axhline(base, color="0.5", ls=":", lw=1.2, label=f"no intervention ({base:.2f})")
@@ -59,8 +53,7 @@ def share_over_steps_plot(
     ax.set_xlabel("RL step")
     ax.set_ylabel(f"share of completions in {target}")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.subplots_adjust(right=0.72)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return png(fig)
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,36 +27,31 @@ from rldelta.train.tasks import Example, MixArith
 
 
 def sft_examples(fmt: str, k: int, *, seed: int = 0, difficulties: Sequence[int] = (1, 2)) -> list[Example]:
-    """`k` train-split mixarith problems with pairwise different answers (an answer names its example, so the
-    rendered completion can be looked up from the answer alone), difficulties in turn."""
+    """`k` train-split mixarith problems, difficulties in turn (distinct while the split has enough of them; the
+    smallest levels repeat), at the levels the model was pretrained on: a problem of a level it never saw teaches
+    the format on numbers it cannot write."""
     check_format(fmt)
     if k < 1:
         raise SteeringError(f"k must be >= 1, got {k}")
-    task, out, seen = MixArith(), [], set()
-    pools = [task.generate(max(4 * k, 64), seed=seed, split="train", difficulty=d) for d in difficulties]
-    for group in zip(*pools):
-        for ex in group:
-            if ex.answer not in seen and len(out) < k:
-                seen.add(ex.answer)
-                out.append(ex)
-    if len(out) < k:
-        raise SteeringError(f"only {len(out)} train problems with distinct answers at difficulties {difficulties}")
-    return out
+    task = MixArith()
+    pools = [task.generate(k, seed=seed, split="train", difficulty=d) for d in difficulties]
+    return [ex for group in zip(*pools) for ex in group][:k] if len(pools) > 1 else pools[0]
 
 
 class FormatSFTTask(MixArith):
-    """The mixarith task as the SFT harness sees it for one format: its examples are the k given problems, a
-    completion counts as correct only when it is the exact rendering of the answer in the format, and the
-    reference completion is that rendering. So every training row is the rendered example, whatever the base
-    model samples when the harness builds its data."""
+    """The mixarith task as the SFT harness sees it for one format: its examples are the k given problems, each
+    answer replaced by the example's index (two problems may share a result; the index names one), a completion
+    counts as correct only when it is the exact rendering of its problem in the format, and the reference
+    completion is that rendering. So every training row is the rendered example, whatever the base model samples
+    when the harness builds its data."""
 
     def __init__(self, fmt: str, examples: Sequence[Example]):
         check_format(fmt)
         self.format = fmt
-        self.examples = list(examples)
+        self.examples = [replace(ex, answer=str(i)) for i, ex in enumerate(examples)]
         self.rendering = {
-            ex.answer: FORMATS[fmt].render(MixArith.expression(ex.prompt[-1]["content"]), int(ex.answer))
-            for ex in self.examples
+            str(i): FORMATS[fmt].render(MixArith.expression(ex.prompt[-1]["content"]), int(ex.answer))
+            for i, ex in enumerate(examples)
         }
 
     def generate(self, n, *, seed, split="train", difficulty=None):
@@ -78,6 +74,7 @@ def sft_on_format(
     batch_size: int = 4,
     lr: float = 1e-3,
     seed: int = 0,
+    difficulties: Sequence[int] = (1, 2),
     max_completion_length: int = 40,
     progress: bool = False,
 ) -> Path:
@@ -86,7 +83,7 @@ def sft_on_format(
     from rldelta.train.config import TrainConfig
     from rldelta.train.trainers import train
 
-    examples = sft_examples(fmt, k, seed=seed)
+    examples = sft_examples(fmt, k, seed=seed, difficulties=difficulties)
     config = TrainConfig(
         model=str(base),
         output=str(out),
@@ -145,11 +142,15 @@ def steer_sft(
     counted), its wall time the whole harness run (that sampling and the start-up included); the changed fraction
     is the bitwise diff of the last step (bf16) against the base, and the overlap is with `rl_mask`'s changed set."""
     from rldelta.train.generation import load_for_eval
+    from rldelta.train.mixture import read_mixture
     from rldelta.train.runfiles import step_dir
 
     out = Path(out)
     t0 = time.perf_counter()
-    run = sft_on_format(base, out / "run", fmt, k, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    levels = (read_mixture(base) or {}).get("difficulties") or (1, 2)  # the levels it was pretrained on
+    run = sft_on_format(
+        base, out / "run", fmt, k, steps=steps, batch_size=batch_size, lr=lr, seed=seed, difficulties=levels
+    )
     seconds = time.perf_counter() - t0
     model, tokenizer = load_for_eval(base, device="cpu")
     baseline = baseline or measure(model, tokenizer, examples, fmt, **measure_kw)
@@ -164,6 +165,7 @@ def steer_sft(
     result = measure(t_model, t_tok, examples, fmt, **measure_kw)
     totals, overlap = changed_and_overlap(base, tuned, out, rl_mask)
     settings = {"k": k, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "rows": len(rows)}
+    settings["difficulties"] = list(levels)
     return SteeringResult(
         "sft",
         fmt,

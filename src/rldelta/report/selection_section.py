@@ -29,7 +29,7 @@ def selection_section(tables: Tables) -> list[str]:
         return []
     parts = ["<section id='selection'><h2>Selection or creation?</h2>", INTRO]
     if "selection_pretraining" in tables:
-        parts.append("<h3>The mixture models after pretraining</h3>" + table_html(tables, "selection_pretraining"))
+        parts += _pretraining(tables)
     parts.append("<h3>The Echo Chamber claims</h3>")
     parts.append(verdict_lines(tables, "Echo Chamber claim"))
     parts.append(table_html(tables, "selection_claims", [c for c in tables["selection_claims"].columns if c != "text"]))
@@ -38,9 +38,45 @@ def selection_section(tables: Tables) -> list[str]:
         parts.append(verdict_lines(tables, "steering instead of RL"))
         parts += _steering_figures(tables)
         cols = ["size", "target", "method", "setting", "share", "share_low", "share_high", "accuracy"]
-        cols += ["baseline_share", "flops", "share_of_rl_flops", "wall_seconds", "changed_frac", "overlap"]
+        cols += ["baseline_share", "forward_tokens", "backward_tokens", "flops", "share_of_rl_flops", "wall_seconds"]
+        cols += ["changed_frac", "overlap"]
         parts.append(table_html(tables, "steering", cols + ["random_overlap"]))
     parts.append("</section>")
+    return parts
+
+
+def _pretraining(tables: Tables) -> list[str]:
+    """The mixture models: their budget, then each format's corpus share, sampled share and accuracy."""
+    from rldelta.train.answer_formats import FORMAT_NAMES
+
+    pre = tables["selection_pretraining"]
+    cols = ["size", "parameters", "budget", "steps", "step_cap", "final_loss", "train_minutes"]
+    parts = ["<h3>The mixture models after pretraining</h3>", table_html(tables, "selection_pretraining", cols)]
+    parts += [
+        f"<p class='note'>{html.escape(str(r['size']))}: {html.escape(str(r['plateau']))}</p>"
+        for _, r in pre.iterrows()
+    ]
+    rows = [
+        {
+            "size": r["size"],
+            "format": f,
+            "format_corpus": r[f"{f}_corpus"],
+            "format_sampled": r[f"{f}_sampled"],
+            "accuracy": r[f"{f}_accuracy"],
+        }
+        for _, r in pre.iterrows()
+        for f in FORMAT_NAMES
+    ]
+    long = {"selection_formats": pd.DataFrame(rows)}
+    parts.append(
+        "<p class='note'>Each format's share of the corpus, its share of the completions sampled at temperature 1 on "
+        "test prompts right after pretraining, and the accuracy within it (the record's eval).</p>"
+    )
+    parts.append(
+        table_html(
+            long, "selection_formats", headers={"format_corpus": "corpus share", "format_sampled": "sampled share"}
+        )
+    )
     return parts
 
 

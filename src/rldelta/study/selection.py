@@ -24,7 +24,7 @@ from rldelta.probes.steering_sweep import SWEEP_JSON, SWEEP_TABLE, best_interven
 from rldelta.runtime.files import FORMATS_JSON, FORMATS_TABLE
 from rldelta.study.config import StudyConfig, StudyError
 from rldelta.study.folders import Run, place_run, read_json, short_hash
-from rldelta.study.formats_config import formats_settings, formats_train_config, sweep_settings
+from rldelta.study.formats_config import formats_rl_steps, formats_settings, formats_train_config, sweep_settings
 from rldelta.study.log import StudyLog
 from rldelta.study.runs import train_all
 from rldelta.train.answer_formats import FORMAT_NAMES
@@ -33,6 +33,7 @@ from rldelta.train.corpus import DEFAULT_NOISE, DEFAULT_PROPORTIONS
 from rldelta.train.mixture import pretrain_mixture, read_mixture
 from rldelta.train.sizes import SIZES
 
+PRESET_MINUTES = 45  # `rldelta study --preset formats` from scratch on 2 cores (docs/formats.md)
 MAJORITY = 0.5  # an intervention "picks" its format when the share's 95% interval lies above this
 
 
@@ -114,6 +115,7 @@ def formats_stage(cfg: StudyConfig, study: Path, seed: int, log: StudyLog, progr
     tables and verdicts for the report."""
     f = formats_settings(cfg)
     root = study / "probes" / "formats"
+    log(plan_line(f))
     runs, summaries, sweeps, pretraining = [], [], [], []
     for size in f["sizes"]:
         model_dir = mixture_model(cfg, f, study, size, log, progress)
@@ -131,6 +133,25 @@ def formats_stage(cfg: StudyConfig, study: Path, seed: int, log: StudyLog, progr
                 )
             sweeps += steer_model(f, study, size, model_dir, grpo[0], grpo[1], log)
     return selection_results(f, root, runs, summaries, sweeps, pretraining, log)
+
+
+def plan_line(f: dict[str, Any]) -> str:
+    """What the stage is about to do, said up front: the long parts and what the formats preset takes."""
+    sizes, algos = f["sizes"], f["algorithms"]
+    budget = (
+        f"to a loss plateau, at most {f['pretrain_steps'] or 'the size default'} steps"
+        if f["plateau"]
+        else "fixed steps"
+    )
+    line = (
+        f"format selection: {len(sizes)} mixture model(s) ({', '.join(sizes)}; {budget}), {len(sizes) * len(algos)} RL "
+        f"run(s) of {formats_rl_steps(f)} steps ({', '.join(algos)})"
+    )
+    if f["steer"]:
+        line += (
+            f", steering sweeps toward 2 formats per model (the formats preset: about {PRESET_MINUTES} min on 2 cores)"
+        )
+    return line
 
 
 def pretraining_row(size: str, record: dict[str, Any]) -> dict[str, Any]:

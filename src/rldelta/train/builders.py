@@ -10,6 +10,7 @@ from typing import Any
 
 from rldelta.train.algorithms import Algorithm
 from rldelta.train.config import TrainConfig
+from rldelta.train.sft_tokens import tokenize_apart
 
 # Longest sequence (prompt + completion, tokens) of the offline algorithms' batches.
 _OFFLINE_MAX_LENGTH = 1024
@@ -124,11 +125,16 @@ def build_offline(algo: Algorithm, inputs: TrainerInputs):
     config = inputs.config
     common = {**inputs.common, "per_device_train_batch_size": config.prompts_per_step}
     capped = {"max_completion_length": config.max_completion_length} if algo.caps_completion else {}
-    args = _args(algo, inputs, common, **algo.trl_args, **_beta(algo, config), max_length=_OFFLINE_MAX_LENGTH, **capped)
+    dataset, sft = inputs.train_dataset, {}
+    if algo.family == "sft":  # tokenized here, prompt apart from completion, as inference sees them
+        dataset, sft = tokenize_apart(dataset, inputs.tokenizer), {"completion_only_loss": True}
+    args = _args(
+        algo, inputs, common, **algo.trl_args, **_beta(algo, config), max_length=_OFFLINE_MAX_LENGTH, **capped, **sft
+    )
     return _trl_class(algo.trainer)(
         model=inputs.model,
         args=args,
-        train_dataset=inputs.train_dataset,
+        train_dataset=dataset,
         processing_class=inputs.tokenizer,
         callbacks=inputs.callbacks,
     )
