@@ -55,8 +55,8 @@ def test_selection_markdown_by_hand():
         [
             {"run": "1m", "dominance": "partly", "format": "plain", "step": 40.0, "epoch_fraction": 0.25, "share": 0.93,
              "origin": "most_accurate", "text": "partly: plain ..."},
-            {"run": "all", "dominance": None, "format": None, "step": None, "epoch_fraction": None, "share": None,
-             "origin": "undecided", "text": "undecided: fewer than two sizes"},
+            {"run": "all", "algo": "grpo", "dominance": None, "format": None, "step": None, "epoch_fraction": None,
+             "share": None, "origin": "undecided", "text": "undecided: fewer than two sizes"},
         ]
     )  # fmt: skip
     steering = pd.DataFrame(
@@ -70,7 +70,7 @@ def test_selection_markdown_by_hand():
     assert md.startswith(SELECTION_BEGIN) and md.endswith(SELECTION_END)
     assert "| 1m | 827,136 | 2112 of ≤ 4000 | plateau at step 1520 | 0.131 | 50.00% / 30.00% / 20.00% |" in md
     assert "| 0.190 / 0.400 / — |" in md
-    assert "- **1m**: partly: plain ..." in md and "- **size**: undecided: fewer than two sizes" in md
+    assert "- **1m**: partly: plain ..." in md and "- **size, grpo**: undecided: fewer than two sizes" in md
     assert "| 1m | partly | plain | 40 (25.00% of epoch 1) | 93.00% | most_accurate |" in md
     assert "| 1m → plain | prompt | answer lead | 0.996 [0.986, 0.999] | 0.430 | 1.7e+09 | 0.18% | — | — |" in md
     assert "- 1m → plain: ..." in md

@@ -26,7 +26,7 @@ def _base(tmp_path, size, accuracy):
     return base
 
 
-def _run(tmp_path, name, base, winner):
+def _run(tmp_path, name, base, winner, algo="grpo"):
     """10 steps of 20 completions, 4 prompts a step of 40 (an epoch is 10 steps): half code and half plain at step
     1, then `winner` only."""
     run = tmp_path / name
@@ -34,7 +34,7 @@ def _run(tmp_path, name, base, winner):
     config = {
         "model": str(base),
         "task": "mixarith",
-        "algo": "grpo",
+        "algo": algo,
         "seed": 0,
         "train_size": 40,
         "prompts_per_step": 4,
@@ -66,16 +66,27 @@ def test_run_claims(tmp_path):
     assert a["end_winner"]["format"] == "code" and a["end_winner"]["decided"] is True
     assert a["origin"]["outcome"] == "both" and b["origin"]["outcome"] == "most_accurate"
     assert (b["dominance"]["format"], b["size"]) == ("plain", "30m")
-    assert c["size"]["outcome"] == "changes" and c["size"]["winners"] == {"5m": "code", "30m": "plain"}
-    assert json.loads((tmp_path / "out" / CLAIMS_FILE).read_text())["size"]["outcome"] == "changes"
+    (size,) = c["sizes"]
+    assert size["algo"] == "grpo" and size["outcome"] == "changes" and size["winners"] == {"5m": "code", "30m": "plain"}
+    assert json.loads((tmp_path / "out" / CLAIMS_FILE).read_text())["sizes"][0]["outcome"] == "changes"
     assert len(c["verdicts"]) == 3 and c["verdicts"][0].startswith("r5: reproduces: code holds")
     assert (small / "probes" / "formats" / "formats.parquet").is_file()  # probed on the way
+
+
+def test_sizes_are_compared_within_an_algorithm(tmp_path):
+    small, big = _base(tmp_path, "5m", {"code": 0.8}), _base(tmp_path, "30m", {"code": 0.8})
+    runs = [_run(tmp_path, "g5", small, CODE), _run(tmp_path, "g30", big, CODE)]
+    runs.append(_run(tmp_path, "r5", small, PLAIN, algo="rloo"))  # another algorithm's winner is not a third seed
+    c = run_claims(runs, tmp_path / "out")
+    by_algo = {s["algo"]: s for s in c["sizes"]}
+    assert by_algo["grpo"]["outcome"] == "same" and by_algo["grpo"]["winners"] == {"5m": "code", "30m": "code"}
+    assert by_algo["rloo"]["outcome"] == "undecided" and c["verdicts"][-2].startswith("grpo: same")
 
 
 def test_run_claims_without_a_mixture_record(tmp_path):
     run = _run(tmp_path, "r", tmp_path / "nomodel", CODE)
     c = run_claims([run], tmp_path / "out")
-    assert c["runs"][0]["origin"]["outcome"] == "undecided" and c["size"]["outcome"] == "undecided"
+    assert c["runs"][0]["origin"]["outcome"] == "undecided" and c["sizes"][0]["outcome"] == "undecided"
     with pytest.raises(ProbeError, match="threshold"):
         run_claims([run], tmp_path / "out", threshold=2)
 

@@ -48,8 +48,9 @@ def test_stage_end_to_end(tmp_path):
     run_study(cfg, tmp_path / "s", progress=False)
     tables = tmp_path / "s" / "tables"
     claims = pd.read_parquet(tables / "selection_claims.parquet")
-    # one row per RL run (GRPO, RLOO from the one size) and the size claim over them
-    assert claims["run"].tolist() == ["test", "test-rloo", "all"]
+    # one row per RL run (GRPO, RLOO from the one size), and the size claim per algorithm
+    assert claims["run"].tolist() == ["test", "test-rloo", "all", "all"]
+    assert claims["algo"].tolist() == ["grpo", "rloo", "grpo", "rloo"]
     assert set(claims["dominance"].dropna()) <= {"reproduces", "partly", "does_not_reproduce", "undecided"}
     pre = pd.read_parquet(tables / "selection_pretraining.parquet")
     assert pre["budget"].tolist() == ["plateau"] and pre["step_cap"].tolist() == [40] and pre["steps"][0] <= 40

@@ -51,14 +51,11 @@ def test_prompt_lead_raises_a_rare_format(base):
     assert r.baseline.share < 0.25 and r.steered.low > r.baseline.high  # clearly up, intervals apart
     # every completion starts with the lead, and what it classifies as is what the measure counted
     assert r.steered.completions == len(examples) * 8 and r.steered.count == round(r.steered.share * 128)
-    # its compute: the lead's extra prompt tokens, prefilled for each of the 8 samples of every prompt
+    # its compute: the lead's tokens (tokenized apart from the prompt), prefilled for each of the 8 samples
     extra = 0
     for ex in examples:
-        bare = tok.apply_chat_template(ex.prompt, add_generation_prompt=True, tokenize=False)
         lead = format_lead("boxed", ex.prompt[-1]["content"].removeprefix("What is ").removesuffix("?"))
-        extra += len(tok(bare + lead, add_special_tokens=False).input_ids) - len(
-            tok(bare, add_special_tokens=False).input_ids
-        )
+        extra += len(tok(lead, add_special_tokens=False).input_ids)
     n_params = sum(p.numel() for p in model.parameters())
     assert r.compute.forward_tokens == 8 * extra and r.compute.backward_tokens == 0
     assert r.compute.flops == 2 * n_params * 8 * extra
@@ -251,3 +248,18 @@ def test_sft_toward_the_format_whose_fence_merges_with_the_prompt(base, tmp_path
     path, model, tok, examples = base
     r = steer_sft(path, tmp_path / "sft", examples, "code", 16, steps=20, batch_size=4, lr=1e-3, **MEASURE)
     assert r.steered.low > r.baseline.high, r.text  # one rendered text trained the fence away: 0.51 -> 0.28
+
+
+def test_the_code_lead_starts_as_pretraining_wrote_code(base):
+    from rldelta.probes.steering import prompt_ids, prompt_texts
+
+    path, model, tok, examples = base
+    ((text, lead),) = prompt_texts(tok, examples[:1], "code", PromptSteer(lead=True))
+    ids = prompt_ids(tok, text, lead)
+    # the prompt's own tokens, then the lead's: "Ġ" then "```", as pretraining laid out prompt and completion,
+    # never the merged "Ġ```" that tokenizing prompt and lead as one text gives
+    bare = tok(text, add_special_tokens=False).input_ids
+    assert ids[: len(bare)] == bare and tok.convert_ids_to_tokens(ids[len(bare)]) == "```"
+    assert "Ġ```" in tok.convert_ids_to_tokens(tok(text + lead, add_special_tokens=False).input_ids)
+    r = steer_prompt(model, tok, examples, "code", PromptSteer(lead=True), **MEASURE)
+    assert r.steered.low > r.baseline.high, r.text

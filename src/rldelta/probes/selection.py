@@ -1,6 +1,6 @@
 """The Echo Chamber verdicts (metrics/selection.py) of RL runs from mixture models: per run, (a) whether one format
 passed 90% and held it within the first epoch and (b) whether the winner was the most frequent or the most
-accurate pretraining format; over the runs, (c) whether the winner changes with size.
+accurate pretraining format; over the runs of each algorithm, (c) whether the winner changes with size.
 
 A run's input is its format table (`rldelta probe formats`: probes/formats/formats.parquet, made here when it is
 missing), its config (prompts per step, train size: what an epoch is) and its base model's mixture record (corpus
@@ -36,10 +36,12 @@ class RunTable:
     prompts_per_step: int
     train_size: int
     record: Mapping[str, Any] | None  # the base model's mixture record; None: claim (b) cannot be read
+    algo: str = ""  # claim (c) compares sizes within one algorithm: two algorithms are not two seeds
 
 
 def claims(runs: Sequence[RunTable], *, threshold: float = 0.9) -> dict[str, Any]:
-    """Claims (a) and (b) per run and (c) over the runs; every verdict as its record (outcome, evidence, text)."""
+    """Claims (a) and (b) per run and (c) over each algorithm's runs; every verdict as its record (outcome,
+    evidence, text)."""
     out = []
     winners = []
     for r in runs:
@@ -51,7 +53,7 @@ def claims(runs: Sequence[RunTable], *, threshold: float = 0.9) -> dict[str, Any
             origin = WinnerOrigin(UNDECIDED, decided, None, None, {}, {}, {}, "undecided: no mixture record")
         else:
             origin = winner_origin_from_record(decided, r.record)
-        winners.append((r.size, decided))
+        winners.append((r.algo, r.size, decided))
         out.append(
             {
                 "run": r.label,
@@ -61,12 +63,17 @@ def claims(runs: Sequence[RunTable], *, threshold: float = 0.9) -> dict[str, Any
                 "origin": origin.as_dict(),
             }
         )
-    size = size_change(winners)
+    sizes = []
+    for algo in dict.fromkeys(a for a, _, _ in winners):
+        change = size_change([(size, win) for a, size, win in winners if a == algo])
+        sizes.append({"algo": algo, **change.as_dict()})
+    named = len(sizes) > 1 or any(s["algo"] for s in sizes)
     return {
         "threshold": threshold,
         "runs": out,
-        "size": size.as_dict(),
-        "verdicts": [f"{r['run']}: {r['dominance']['text']}; {r['origin']['text']}" for r in out] + [size.text],
+        "sizes": sizes,
+        "verdicts": [f"{r['run']}: {r['dominance']['text']}; {r['origin']['text']}" for r in out]
+        + [f"{s['algo']}: {s['text']}" if named else s["text"] for s in sizes],
     }
 
 
@@ -92,7 +99,7 @@ def _run_table(run_dir: Path, threshold: float) -> RunTable:
     except (KeyError, TypeError, ValueError):
         raise ProbeError(f"{run_dir}/run.json: config lacks prompts_per_step or train_size") from None
     size = str(record.get("size")) if record else str(config.get("model"))
-    return RunTable(run_dir.name, size, rows, pps, train_size, record)
+    return RunTable(run_dir.name, size, rows, pps, train_size, record, str(config.get("algo", "")))
 
 
 def run_claims(

@@ -103,8 +103,8 @@ def _demonstrations(fmt: str, n: int, seed: int) -> list[dict]:
 
 
 def prompt_texts(tokenizer, examples: Sequence[Example], fmt: str, steer: PromptSteer | None) -> list[tuple[str, str]]:
-    """(text to generate from, the answer's forced opening) per example; the bare chat prompt when `steer` is
-    None."""
+    """(chat prompt, the answer's forced opening) per example; the bare chat prompt and no opening when `steer` is
+    None. Generation starts from the two tokenized apart (prompt_ids), as the models saw prompt and answer."""
     out = []
     demos = _demonstrations(fmt, steer.demonstrations, 0) if steer and steer.demonstrations else []
     for ex in examples:
@@ -113,8 +113,16 @@ def prompt_texts(tokenizer, examples: Sequence[Example], fmt: str, steer: Prompt
         messages = [*demos, {"role": "user", "content": content}]
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         lead = format_lead(fmt, MixArith.expression(question)) if steer and steer.lead else ""
-        out.append((text + lead, lead))
+        out.append((text, lead))
     return out
+
+
+def prompt_ids(tokenizer, text: str, lead: str) -> list[int]:
+    """The token ids generation starts from: the chat prompt and the forced opening tokenized apart. The mixture
+    models were pretrained on prompt and completion tokenized apart; one text would merge the prompt's trailing
+    space into the code fence (" ```"), a token they never saw there."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return ids + (tokenizer(lead, add_special_tokens=False).input_ids if lead else [])
 
 
 def measure(
@@ -147,7 +155,8 @@ def measure(
         torch.manual_seed(seed)
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
-            enc = tokenizer([t for t, _ in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            ids = [{"input_ids": prompt_ids(tokenizer, t, lead)} for t, lead in chunk]
+            enc = tokenizer.pad(ids, return_tensors="pt", padding=True)
             gen = model.generate(
                 **enc,
                 do_sample=True,
@@ -243,11 +252,9 @@ def steer_prompt(
     bare = prompt_texts(tokenizer, examples, fmt, None)
     steer = prompt_texts(tokenizer, examples, fmt, prompt)
 
-    def n_tokens(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False).input_ids)
-
     samples = measure_kw.get("samples", 8)
-    extra = sum(n_tokens(s) - n_tokens(b) for (s, _), (b, _) in zip(steer, bare)) * samples
+    extra = sum(len(prompt_ids(tokenizer, *s)) - len(prompt_ids(tokenizer, *b)) for s, b in zip(steer, bare))
+    extra *= samples
     # Nothing is built beforehand (no wall time of its own); the cost is per query, in the extra prefill.
     compute = Compute((Part("prompt prefill (extra)", count_params(model), extra),))
     return SteeringResult("prompt", fmt, {"prompt": prompt.label(), **asdict(prompt)}, baseline, steered, compute)

@@ -88,6 +88,15 @@ def _pretraining_md(pre: pd.DataFrame) -> list[str]:
     return _table([*head, "sampled after pretraining", "accuracy within each"], rows)
 
 
+def _size_lines(claims: pd.DataFrame) -> list[str]:
+    """Claim (c), one line per algorithm (its rows are run "all")."""
+    rows = [r for r in claims.to_dict("records") if r["run"] == "all"]
+    return [
+        f"- **size, {r['algo']}**: {r['text']}" if not is_missing(r.get("algo")) else f"- **size**: {r['text']}"
+        for r in rows
+    ]
+
+
 def _claims_md(claims: pd.DataFrame) -> list[str]:
     runs = [r for r in claims.to_dict("records") if r["run"] != "all"]
     rows = [
@@ -102,7 +111,7 @@ def _claims_md(claims: pd.DataFrame) -> list[str]:
         for r in runs
     ]
     lines = [f"- **{r['run']}**: {r['text']}" for r in runs]
-    lines += [f"- **size**: {r['text']}" for r in claims.to_dict("records") if r["run"] == "all"]
+    lines += _size_lines(claims)
     return [
         *lines,
         "",
@@ -190,7 +199,7 @@ def _best_rows(steering: pd.DataFrame) -> list[list]:
 def selection_summary_markdown(claims: pd.DataFrame, steering: pd.DataFrame, answers: list[str]) -> str:
     """The README's block: each claim's verdict line, each method's best steering beside RL, the answers."""
     lines = [f"- **{r['run']}**: {r['text']}" for r in claims.to_dict("records") if r["run"] != "all"]
-    lines += [f"- **size**: {r['text']}" for r in claims.to_dict("records") if r["run"] == "all"]
+    lines += _size_lines(claims)
     head = ["model → format", "without (share, accuracy)", "intervention (best setting)", "share [95%]", "accuracy"]
     table = _table([*head, "FLOPs, of RL's"], _best_rows(steering))
     return "\n".join([SUMMARY_BEGIN, *lines, "", *table, "", *(f"- {a}" for a in answers), SUMMARY_END])

@@ -33,7 +33,7 @@ from rldelta.train.corpus import DEFAULT_NOISE, DEFAULT_PROPORTIONS
 from rldelta.train.mixture import pretrain_mixture, read_mixture
 from rldelta.train.sizes import SIZES
 
-PRESET_MINUTES = 45  # `rldelta study --preset formats` from scratch on 2 cores (docs/formats.md)
+PRESET_MINUTES = 21  # `rldelta study --preset formats` from scratch on 2 cores, measured (docs/formats.md)
 MAJORITY = 0.5  # an intervention "picks" its format when the share's 95% interval lies above this
 
 
@@ -197,7 +197,7 @@ def selection_results(f, root: Path, runs, summaries, sweeps, pretraining, log: 
         claims = _claims(root, runs)
         out["claims"] = claims_table(claims, runs)
         out["claim_lines"] = [
-            f"{r['run']}: {r['text']}" if r["run"] != "all" else r["text"] for r in out["claims"].to_dict("records")
+            f"{r['run'] if r['run'] != 'all' else r['algo']}: {r['text']}" for r in out["claims"].to_dict("records")
         ]
         out["pretraining"] = pd.DataFrame(pretraining)
     if sweeps:
@@ -233,8 +233,10 @@ def claims_table(claims: dict[str, Any], runs) -> pd.DataFrame:
                 "text": f"{d['text']}; {o['text']}",
             }
         )
-    size = claims["size"]
-    rows.append({"run": "all", "dominance": None, "origin": size["outcome"], "text": size["text"]})
+    for size in claims["sizes"]:
+        rows.append(
+            {"run": "all", "algo": size["algo"], "dominance": None, "origin": size["outcome"], "text": size["text"]}
+        )
     return pd.DataFrame(rows)
 
 
