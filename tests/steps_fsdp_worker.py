@@ -63,6 +63,9 @@ def main(out: Path, single: bool) -> None:
         rec.on_step_end(None, SimpleNamespace(global_step=t), None)
     rec.close()
     if not single:
+        # Both ranks done before either tears its gloo pairs down: a rank that destroys the group while the other
+        # still has a collective in flight can abort the other ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 

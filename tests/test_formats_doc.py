@@ -71,7 +71,7 @@ def test_selection_markdown_by_hand():
     assert "| 1m | 827,136 | 2112 of ≤ 4000 | plateau at step 1520 | 0.131 | 50.00% / 30.00% / 20.00% |" in md
     assert "| 0.190 / 0.400 / — |" in md
     assert "- **1m**: partly: plain ..." in md and "- **size, grpo**: undecided: fewer than two sizes" in md
-    assert "| 1m | partly | plain | 40 (25.00% of epoch 1) | 93.00% | most_accurate |" in md
+    assert "| 1m | partly | plain | 40 (0.25 epochs) | 93.00% | most_accurate |" in md
     assert "| 1m → plain | prompt | answer lead | 0.996 [0.986, 0.999] | 0.430 | 1.7e+09 | 0.18% | — | — |" in md
     assert "- 1m → plain: ..." in md
     rl = {**steering.iloc[0].to_dict(), "method": "rl", "setting": "run", "share": 0.86, "share_of_rl_flops": 1.0}

@@ -104,7 +104,7 @@ def _claims_md(claims: pd.DataFrame) -> list[str]:
             r["run"],
             r["dominance"],
             r["format"],
-            "—" if is_missing(r["step"]) else f"{int(r['step'])} ({fmt(r['epoch_fraction'], 'pct')} of epoch 1)",
+            "—" if is_missing(r["step"]) else f"{int(r['step'])} ({float(r['epoch_fraction']):.2f} epochs)",
             fmt(r["share"], "pct"),
             r["origin"],
         ]
@@ -197,9 +197,11 @@ def _best_rows(steering: pd.DataFrame) -> list[list]:
 
 
 def selection_summary_markdown(claims: pd.DataFrame, steering: pd.DataFrame, answers: list[str]) -> str:
-    """The README's block: each claim's verdict line, each method's best steering beside RL, the answers."""
-    lines = [f"- **{r['run']}**: {r['text']}" for r in claims.to_dict("records") if r["run"] != "all"]
-    lines += _size_lines(claims)
+    """The README's block: the claims as a table and a line per algorithm for size, each method's best steering
+    beside RL, the answers."""
+    table = _claims_md(claims)
+    claim_table = table[table.index("") + 1 :]  # the table without the verdict lines above it
     head = ["model → format", "without (share, accuracy)", "intervention (best setting)", "share [95%]", "accuracy"]
-    table = _table([*head, "FLOPs, of RL's"], _best_rows(steering))
-    return "\n".join([SUMMARY_BEGIN, *lines, "", *table, "", *(f"- {a}" for a in answers), SUMMARY_END])
+    steer = _table([*head, "FLOPs, of RL's"], _best_rows(steering))
+    parts = [SUMMARY_BEGIN, *claim_table, "", *_size_lines(claims), "", *steer, "", *(f"- {a}" for a in answers)]
+    return "\n".join([*parts, SUMMARY_END])

@@ -126,12 +126,9 @@ def formats_stage(cfg: StudyConfig, study: Path, seed: int, log: StudyLog, progr
             summaries.append(probe_run(run, root / run_label(size, run.algo), log) | {"label": run.label})
             runs.append((size, run))
         if f["steer"]:
-            grpo = next(((r, s) for r, s in zip(size_runs, summaries[-len(size_runs) :]) if r.algo == "grpo"), None)
-            if grpo is None:
-                raise StudyError(
-                    f"{cfg.source}: formats.steer sets steering against a GRPO run; add grpo to formats.algorithms"
-                )
-            sweeps += steer_model(f, study, size, model_dir, grpo[0], grpo[1], log)
+            # formats_settings has checked that a GRPO run is there to steer against
+            run, summary = next((r, s) for r, s in zip(size_runs, summaries[-len(size_runs) :]) if r.algo == "grpo")
+            sweeps += steer_model(f, study, size, model_dir, run, summary, log)
     return selection_results(f, root, runs, summaries, sweeps, pretraining, log)
 
 
