@@ -99,5 +99,5 @@ def test_formats_preset_validates():
     f = formats_settings(cfg)
     tc = formats_train_config(f, model="m", seed=0)
     assert cfg.probes == ["formats"] and f["sizes"] == ["1m", "5m"] and f["algorithms"] == ["grpo", "rloo"]
-    assert f["plateau"] and f["steer"]
+    assert f["plateau"] and f["steer"] and f["seeds"] == [0, 1]
     assert formats_rl_steps(f) * tc.prompts_per_step == 3 * tc.train_size  # the RL runs cover three epochs

@@ -36,6 +36,7 @@ FORMATS = {
     "difficulty": 1,
     "eval_prompts": 4,
     "algorithms": ["grpo", "rloo"],
+    "seeds": [0, 1],
     "epochs": 1,
     "steer": True,
     "train": {"lr": 5e-4, "prompts_per_step": 4, "num_generations": 4, "max_completion_length": 16, "train_size": 16},
@@ -48,16 +49,16 @@ def test_stage_end_to_end(tmp_path):
     run_study(cfg, tmp_path / "s", progress=False)
     tables = tmp_path / "s" / "tables"
     claims = pd.read_parquet(tables / "selection_claims.parquet")
-    # one row per RL run (GRPO, RLOO from the one size), and the size claim per algorithm
-    assert claims["run"].tolist() == ["test", "test-rloo", "all", "all"]
-    assert claims["algo"].tolist() == ["grpo", "rloo", "grpo", "rloo"]
+    # one row per RL run (GRPO, RLOO from the one size, seeds 0 and 1), and the size claim per algorithm
+    assert claims["run"].tolist() == ["test", "test-rloo", "test-s1", "test-rloo-s1", "all", "all"]
+    assert claims["algo"].tolist() == ["grpo", "rloo", "grpo", "rloo", "grpo", "rloo"]
     assert set(claims["dominance"].dropna()) <= {"reproduces", "partly", "does_not_reproduce", "undecided"}
     pre = pd.read_parquet(tables / "selection_pretraining.parquet")
     assert pre["budget"].tolist() == ["plateau"] and pre["step_cap"].tolist() == [40] and pre["steps"][0] <= 40
     shares = pd.read_parquet(tables / "probe_formats.parquet")
-    assert set(shares["model"]) == {"test", "test-rloo"}
+    assert set(shares["model"]) == {"test", "test-rloo", "test-s1", "test-rloo-s1"}
     # each RL run lasted one epoch: train_size / prompts_per_step steps
-    assert shares.groupby("model")["step"].max().tolist() == [4, 4]
+    assert shares.groupby("model")["step"].max().tolist() == [4, 4, 4, 4]
     steering = pd.read_parquet(tables / "steering.parquet")
     summary = pd.read_json(tmp_path / "s" / "probes" / "formats" / "test" / "formats.json", typ="series")
     from rldelta.train.mixture import read_mixture
@@ -129,5 +130,7 @@ def test_formats_config_checks():
         config_from_dict({**CORE, "formats": {**FORMATS, "steering": {"k": [1]}}}, source="t.toml")
     with pytest.raises(StudyError, match="formats.steering: ks must list values >= 1"):
         config_from_dict({**CORE, "formats": {**FORMATS, "steering": {"ks": [0]}}}, source="t.toml")
+    with pytest.raises(StudyError, match="formats.seeds must list distinct seeds"):
+        config_from_dict({**CORE, "formats": {**FORMATS, "seeds": [1, 1]}}, source="t.toml")
     with pytest.raises(StudyError, match="formats.algorithms: unknown algorithm 'dpo'"):
         config_from_dict({**CORE, "formats": {**FORMATS, "algorithms": ["grpo", "dpo"]}}, source="t.toml")

@@ -66,6 +66,12 @@ class FormatsConfig:
             distinct=True,
         ),
     )
+    seeds: list[int] | None = field(
+        default=None,
+        metadata=_help(
+            "RL seeds from each mixture model; None: the study's first seed; steering is set against the first"
+        ),
+    )
     steps: int = field(default=50, metadata=_help("RL steps from each mixture model", min=1))
     epochs: float | None = field(
         default=None,
@@ -130,6 +136,9 @@ def _check_formats_values(table: dict[str, Any], src: str) -> None:
         raise StudyError(f"{src}: formats.difficulty must be one of {levels}, got {table['difficulty']!r}")
     if "difficulties" in table and (not table["difficulties"] or set(table["difficulties"]) - set(levels)):
         raise StudyError(f"{src}: formats.difficulties must be some of {levels}, got {table['difficulties']!r}")
+    seeds = table.get("seeds")
+    if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+        raise StudyError(f"{src}: formats.seeds must list distinct seeds (or be left out), got {seeds!r}")
     if table.get("max_minutes") is not None and not table["max_minutes"] > 0:
         raise StudyError(f"{src}: formats.max_minutes must be > 0 (or left out), got {table['max_minutes']!r}")
     for key, parse in (("proportions", parse_proportions), ("noise", parse_noise)):

@@ -37,9 +37,11 @@ PRESET_MINUTES = 21  # `rldelta study --preset formats` from scratch on 2 cores,
 MAJORITY = 0.5  # an intervention "picks" its format when the share's 95% interval lies above this
 
 
-def run_label(size: str, algo: str) -> str:
-    """A format-selection run's name in tables and folders: the size for GRPO, size-algo for another algorithm."""
-    return size if algo == "grpo" else f"{size}-{algo}"
+def run_label(size: str, algo: str, seed: int | None = None) -> str:
+    """A format-selection run's name in tables and folders: the size for GRPO, size-algo for another algorithm,
+    and -s<seed> after it for every seed but the first (None)."""
+    label = size if algo == "grpo" else f"{size}-{algo}"
+    return label if seed is None else f"{label}-s{seed}"
 
 
 def mixture_model(cfg: StudyConfig, f: dict[str, Any], study: Path, size: str, log: StudyLog, progress: bool) -> Path:
@@ -67,13 +69,22 @@ def mixture_model(cfg: StudyConfig, f: dict[str, Any], study: Path, size: str, l
 
 
 def rl_run(cfg: StudyConfig, f: dict[str, Any], study: Path, model_dir: Path, size: str, algo: str, seed: int) -> Run:
-    """The RL run of `algo` from the size's mixture model (its folder named by its config)."""
+    """The RL run of `algo` and `seed` from the size's mixture model (its folder named by its config); its label
+    is run_label's, the first seed's without the seed."""
     try:
         tc = formats_train_config(f, model=str(model_dir), seed=seed, algo=algo)
     except ConfigError as e:
         raise StudyError(f"{cfg.source}: formats: {e}") from None
-    label = f"formats-{run_label(size, algo)}"
-    return Run(label, algo, seed, tc.precision, tc, place_run(study, label, tc, model=model_dir.name), kind="formats")
+    label = run_label(size, algo, None if seed == f["seeds"][0] else seed)
+    return Run(
+        label,
+        algo,
+        seed,
+        tc.precision,
+        tc,
+        place_run(study, f"formats-{label}", tc, model=model_dir.name),
+        kind="formats",
+    )
 
 
 def probe_run(run: Run, out: Path, log: StudyLog) -> dict[str, Any]:
@@ -114,19 +125,20 @@ def formats_stage(cfg: StudyConfig, study: Path, seed: int, log: StudyLog, progr
     """Pretrain, RL, probe, claims and (with `steer`) steering, as the module docstring says; the probe's
     tables and verdicts for the report."""
     f = formats_settings(cfg)
+    f["seeds"] = f["seeds"] or [seed]
     root = study / "probes" / "formats"
     log(plan_line(f))
     runs, summaries, sweeps, pretraining = [], [], [], []
     for size in f["sizes"]:
         model_dir = mixture_model(cfg, f, study, size, log, progress)
         pretraining.append(pretraining_row(size, read_mixture(model_dir) or {}))
-        size_runs = [rl_run(cfg, f, study, model_dir, size, algo, seed) for algo in f["algorithms"]]
+        size_runs = [rl_run(cfg, f, study, model_dir, size, a, s) for s in f["seeds"] for a in f["algorithms"]]
         train_all(size_runs, backend="local", workers=1, ray_address=None, log=log, progress=progress)
         for run in size_runs:
-            summaries.append(probe_run(run, root / run_label(size, run.algo), log) | {"label": run.label})
+            summaries.append(probe_run(run, root / run.label, log) | {"label": run.label})
             runs.append((size, run))
         if f["steer"]:
-            # formats_settings has checked that a GRPO run is there to steer against
+            # formats_settings has checked that a GRPO run is there to steer against: the first seed's
             run, summary = next((r, s) for r, s in zip(size_runs, summaries[-len(size_runs) :]) if r.algo == "grpo")
             sweeps += steer_model(f, study, size, model_dir, run, summary, log)
     return selection_results(f, root, runs, summaries, sweeps, pretraining, log)
@@ -134,15 +146,15 @@ def formats_stage(cfg: StudyConfig, study: Path, seed: int, log: StudyLog, progr
 
 def plan_line(f: dict[str, Any]) -> str:
     """What the stage is about to do, said up front: the long parts and what the formats preset takes."""
-    sizes, algos = f["sizes"], f["algorithms"]
+    sizes, algos, seeds = f["sizes"], f["algorithms"], f["seeds"]
     budget = (
         f"to a loss plateau, at most {f['pretrain_steps'] or 'the size default'} steps"
         if f["plateau"]
         else "fixed steps"
     )
     line = (
-        f"format selection: {len(sizes)} mixture model(s) ({', '.join(sizes)}; {budget}), {len(sizes) * len(algos)} RL "
-        f"run(s) of {formats_rl_steps(f)} steps ({', '.join(algos)})"
+        f"format selection: {len(sizes)} mixture model(s) ({', '.join(sizes)}; {budget}), {len(sizes) * len(algos) * len(seeds)} RL "
+        f"run(s) of {formats_rl_steps(f)} steps ({', '.join(algos)}; seeds {', '.join(map(str, seeds))})"
     )
     if f["steer"]:
         line += (
@@ -174,16 +186,12 @@ def pretraining_row(size: str, record: dict[str, Any]) -> dict[str, Any]:
 
 def selection_results(f, root: Path, runs, summaries, sweeps, pretraining, log: StudyLog) -> dict[str, Any]:
     """The stage's tables and verdicts: format shares, claims, pretraining, steering."""
-    frames = [
-        pd.read_parquet(root / run_label(size, run.algo) / FORMATS_TABLE).assign(model=run_label(size, run.algo))
-        for size, run in runs
-    ]
+    frames = [pd.read_parquet(root / run.label / FORMATS_TABLE).assign(model=run.label) for _, run in runs]
     table = pd.concat(frames, ignore_index=True)
-    verdicts = {run_label(size, run.algo): s["verdict"] for (size, run), s in zip(runs, summaries)}
+    verdicts = {run.label: s["verdict"] for (_, run), s in zip(runs, summaries)}
     if len(f["sizes"]) > 1:
-        verdicts["sizes"] = compare_sizes([s for (_, r), s in zip(runs, summaries) if r.algo == f["algorithms"][0]])[
-            "verdict"
-        ]
+        first = [s for (_, r), s in zip(runs, summaries) if r.algo == f["algorithms"][0] and r.seed == f["seeds"][0]]
+        verdicts["sizes"] = compare_sizes(first)["verdict"]
     out: dict[str, Any] = {
         "table": table[["model", *[c for c in table.columns if c != "model"]]],
         "verdicts": verdicts,
@@ -217,9 +225,10 @@ def claims_table(claims: dict[str, Any], runs) -> pd.DataFrame:
         d, o = c["dominance"], c["origin"]
         rows.append(
             {
-                "run": run_label(size, run.algo),
+                "run": run.label,
                 "size": size,
                 "algo": run.algo,
+                "seed": run.seed,
                 "dominance": d["outcome"],
                 "format": d["format"],
                 "step": d["step"],
