@@ -15,7 +15,7 @@ def study(
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="Built-in study: tiny (<1 min), demo (SmolLM2, ~16 min), full, formats (format selection, ~21 min).",
+        help="Built-in study: tiny (<1 min), demo (SmolLM2, ~16 min), full, formats (format selection, ~29 min).",
     ),
     out: Path = typer.Option(..., "-o", "--out", help="Study folder (re-run it to resume; finished work is reused)."),
     backend: str = typer.Option("local", "--backend", help="Where training runs go: local (process pool) or ray."),

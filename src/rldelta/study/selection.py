@@ -33,7 +33,7 @@ from rldelta.train.corpus import DEFAULT_NOISE, DEFAULT_PROPORTIONS
 from rldelta.train.mixture import pretrain_mixture, read_mixture
 from rldelta.train.sizes import SIZES
 
-PRESET_MINUTES = 21  # `rldelta study --preset formats` from scratch on 2 cores, measured (docs/formats.md)
+PRESET_MINUTES = 29  # `rldelta study --preset formats` from scratch on 2 cores, measured (docs/formats.md)
 MAJORITY = 0.5  # an intervention "picks" its format when the share's 95% interval lies above this
 
 
