@@ -1,14 +1,14 @@
 """The study's format-selection stage (`probes = ["formats"]`): "selection or creation?".
 
 Per size of [formats]: a mixture model pretrained from scratch (train/mixture.py; with `plateau`, for as many
-steps as its loss curve pays for), and from it one RL run per algorithm on mixarith, each probed with `probe
-formats`. Over all runs, the Echo Chamber claims (probes/selection.py: dominance within the first epoch, the
+steps as its loss curve pays for), and from it one RL run per algorithm and seed on mixarith, each probed with
+`probe formats`. Over all runs, the Echo Chamber claims (probes/selection.py: dominance within the first epoch, the
 winner's origin, the winner against size). With `steer`, per size, the steering sweeps of probes/steering_sweep.py
-(prompt, activation vector, SFT on k examples) toward the GRPO run's winner and toward the most frequent pretraining
-format it did not pick, each set against that run's compute and changed set.
+(prompt, activation vector, SFT on k examples) toward the first seed's GRPO winner and toward the most frequent
+pretraining format it did not pick, each set against that run's compute and changed set.
 
-Outputs under STUDY/probes/formats/: <label>/ (each run's formats probe; label = size for GRPO, size-algo for
-another algorithm), claims/claims.json, steer-<size>-<format>/ (each sweep).
+Outputs under STUDY/probes/formats/: <label>/ (each run's formats probe, labelled by run_label), claims/claims.json,
+steer-<size>-<format>/ (each sweep).
 """
 
 from __future__ import annotations
