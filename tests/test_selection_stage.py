@@ -69,6 +69,11 @@ def test_stage_end_to_end(tmp_path):
         assert sub["method"].tolist() == ["prompt", "prompt", "activation", "sft", "rl"]
         rl = sub[sub["method"] == "rl"].iloc[0]
         assert (sub["share_of_rl_flops"] * rl["flops"] - sub["flops"]).abs().max() < 1e-6 * rl["flops"]
+    # a stage re-run with another RL seed reads the claims off all the runs, not the cached claims of the first ones
+    cfg = config_from_dict({**CORE, "formats": {**FORMATS, "seeds": [0, 1, 2]}}, source="t.toml")
+    run_study(cfg, tmp_path / "s", progress=False)
+    claims = pd.read_parquet(tables / "selection_claims.parquet")
+    assert claims["run"].tolist()[:6] == ["test", "test-rloo", "test-s1", "test-rloo-s1", "test-s2", "test-rloo-s2"]
     report = (tmp_path / "s" / "report.html").read_text()
     assert "Selection or creation?" in report and "plot-steer-compute-test-" in report
     assert "steering instead of RL" in report and "Echo Chamber claim" in report

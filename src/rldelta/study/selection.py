@@ -8,7 +8,7 @@ winner's origin, the winner against size). With `steer`, per size, the steering 
 pretraining format it did not pick, each set against that run's compute and changed set.
 
 Outputs under STUDY/probes/formats/: <label>/ (each run's formats probe, labelled by run_label), claims/claims.json,
-steer-<size>-<format>/ (each sweep).
+steer-<size>-<format>-<hash of its settings and RL run>/ (each sweep).
 """
 
 from __future__ import annotations
@@ -112,7 +112,9 @@ def steer_model(
     """The steering sweeps of one mixture model toward each of its targets; one dict per sweep."""
     out = []
     for fmt in steering_targets(summary, read_mixture(model_dir) or {}):
-        d = study / "probes" / "formats" / f"steer-{size}-{fmt}"
+        # Named by its settings and the RL run it is set against: a changed sweep is measured again, not reused.
+        ident = short_hash({"steering": f["steering"], "run": run.dir.name}, 8)
+        d = study / "probes" / "formats" / f"steer-{size}-{fmt}-{ident}"
         if not (d / SWEEP_JSON).is_file():
             log(f"steer the {size} model toward {fmt} (prompt, activation vector, SFT), against {run.label}")
             settings = sweep_settings(f["steering"], seed=run.seed)
@@ -212,10 +214,12 @@ def selection_results(f, root: Path, runs, summaries, sweeps, pretraining, log: 
 
 
 def _claims(root: Path, runs) -> dict[str, Any]:
-    d = root / "claims"
-    if (d / CLAIMS_FILE).is_file():
+    """claims.json of these runs: reused only when it was read off the same run folders (a run added, e.g. a seed,
+    makes it stale)."""
+    d, dirs = root / "claims", [r.dir for _, r in runs]
+    if (d / CLAIMS_FILE).is_file() and read_json(d / CLAIMS_FILE).get("inputs") == [str(x) for x in dirs]:
         return read_json(d / CLAIMS_FILE)
-    return run_claims([r.dir for _, r in runs], d)
+    return run_claims(dirs, d)
 
 
 def claims_table(claims: dict[str, Any], runs) -> pd.DataFrame:
